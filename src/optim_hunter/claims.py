@@ -1,0 +1,165 @@
+"""The claims registry: each chapter records its key measurements beside the source study's value.
+
+`record(...)` displays the row in the executing notebook as HTML that carries the row as JSON.
+The book's Sphinx extension (`optim_hunter.sphinx_ext`) collects those rows from every executed
+chapter into `_build/claims.json` and the Claims page, so the registry always matches the outputs
+the site shows (cached or fresh) and never a stale side file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import Any, Literal
+
+Verdict = Literal["reproduced", "not_reproduced", "measured"]
+VERDICTS: tuple[Verdict, ...] = ("reproduced", "not_reproduced", "measured")
+SEEDS = ("001", "002", "003", "004", "llm4regression", "von-oswald-2023", "olsson-2022", "issue")
+
+_ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+_MARK = "optim-hunter-claim"
+_SCRIPT = re.compile(
+    r'<script type="application/json" class="' + _MARK + r'">(.*?)</script>', re.DOTALL
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One row of the registry. `source_value` is None when the source gives no number."""
+
+    id: str
+    chapter: str
+    claim: str
+    source_seed: str
+    source_value: float | str | None
+    measured: float | str | None
+    unit: str
+    verdict: Verdict
+    profile: str
+    model: str
+    criterion: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_value(name: str, value: Any) -> float | str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, a string or None, not a bool")
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a number, a string or None, got {value!r}") from err
+    if math.isnan(number):
+        # NaN would become invalid JSON; a chapter must say why a value is missing instead.
+        raise ValueError(f"{name} is NaN: record a string explaining the missing value instead")
+    return number
+
+
+def make_claim(
+    id: str,
+    *,
+    chapter: str,
+    claim: str,
+    source_seed: str,
+    source_value: float | str | None,
+    measured: float | str | None,
+    unit: str = "",
+    reproduced: bool | None = None,
+    criterion: str = "",
+    profile: str,
+    model: str = "",
+) -> Claim:
+    """Validate and build a Claim.
+
+    `reproduced` is the chapter's own test of the source's statement (True/False), with the test
+    written out in `criterion`; None means the row is only measured (no comparable source value).
+    """
+    if not _ID.match(id):
+        raise ValueError(f"claim id {id!r} must be dotted lowercase words, e.g. 'regressor.f2.best_mae'")
+    if source_seed not in SEEDS:
+        raise ValueError(f"unknown source {source_seed!r}: choose one of {', '.join(SEEDS)}")
+    if reproduced is not None and not criterion:
+        raise ValueError(f"claim {id}: a verdict needs the criterion that decided it")
+    verdict: Verdict = "measured" if reproduced is None else (
+        "reproduced" if reproduced else "not_reproduced"
+    )
+    return Claim(
+        id=id,
+        chapter=chapter,
+        claim=claim,
+        source_seed=source_seed,
+        source_value=_check_value("source_value", source_value),
+        measured=_check_value("measured", measured),
+        unit=unit,
+        verdict=verdict,
+        profile=profile,
+        model=model,
+        criterion=criterion,
+    )
+
+
+def _fmt(value: float | str | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    return f"{value:.4g}"
+
+
+def to_html(claim: Claim) -> str:
+    """The visible row plus the machine-readable JSON the book extension collects."""
+    payload = json.dumps(claim.to_json(), sort_keys=True).replace("</", "<\\/")
+    colour = {"reproduced": "#1a7f37", "not_reproduced": "#cf222e", "measured": "#57606a"}
+    return (
+        f'<div class="{_MARK}" style="border-left:4px solid {colour[claim.verdict]};'
+        'padding:2px 8px;margin:4px 0;font-size:0.9em">'
+        f"<b>claim</b> <code>{html.escape(claim.id)}</code>: {html.escape(claim.claim)}<br>"
+        f"source ({html.escape(claim.source_seed)}): {html.escape(_fmt(claim.source_value))}"
+        f" · ours: <b>{html.escape(_fmt(claim.measured))}</b> {html.escape(claim.unit)}"
+        f" · <b>{claim.verdict.replace('_', ' ')}</b>"
+        + (f" <i>({html.escape(claim.criterion)})</i>" if claim.criterion else "")
+        + f'<script type="application/json" class="{_MARK}">{payload}</script></div>'
+    )
+
+
+def record(id: str, **fields: Any) -> Claim:
+    """Record a claim: validate it and display its row in the running notebook (if any).
+
+    Keyword arguments are those of `make_claim`. Returns the Claim so callers can test it.
+    """
+    claim = make_claim(id, **fields)
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:  # pragma: no cover - IPython is a dependency of the book, not the package
+        return claim
+    if get_ipython() is not None:
+        display(HTML(to_html(claim)))
+    return claim
+
+
+def extract(html_text: str) -> list[dict[str, Any]]:
+    """All claim rows embedded in a piece of rendered HTML (used by the book extension)."""
+    return [json.loads(match.replace("<\\/", "</")) for match in _SCRIPT.findall(html_text)]
+
+
+def summary(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Counts by verdict, for the top of the Claims page."""
+    counts = {verdict: 0 for verdict in VERDICTS}
+    for row in rows:
+        counts[row["verdict"]] += 1
+    return counts
+
+
+def relative_difference(measured: float, source: float) -> float:
+    """|measured - source| / |source|: the usual test of a reproduced number."""
+    if source == 0:
+        raise ValueError("relative difference to a source value of 0 is undefined")
+    return abs(measured - source) / abs(source)

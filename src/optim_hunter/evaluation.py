@@ -1,0 +1,161 @@
+"""The evaluation harness: fit every method on each seed's in-context examples, predict the queries.
+
+`evaluate` returns a tidy table, one row per (dataset, n_examples, seed, method, query); a method
+that raises on some seed is kept as a failed row with its error message (never as a number), and
+`summarize` reports how many failed. Work runs in parallel over seeds with joblib, with a progress
+bar; results are ordered and deterministic whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from tqdm.auto import tqdm
+
+from optim_hunter import datasets, regressors
+from optim_hunter.regressors import Factory
+
+Methods = Sequence[str] | Mapping[str, Factory]
+
+
+def _factories(methods: Methods) -> dict[str, Factory]:
+    if isinstance(methods, Mapping):
+        return dict(methods)
+    out = {}
+    for name in methods:
+        regressors.make(name)  # raises a clear error for an unknown name before any work starts
+        out[name] = regressors.REGRESSORS[name]
+    return out
+
+
+def _one_task(
+    dataset: str,
+    n_examples: int,
+    seed: int,
+    factories: dict[str, Factory],
+    noise: float,
+    round_to: int | None,
+) -> list[dict]:
+    split = datasets.make_split(dataset, n_examples, seed, noise=noise, round_to=round_to)
+    rows = []
+    for name, factory in factories.items():
+        error = ""
+        try:
+            with warnings.catch_warnings():
+                # Small in-context sets make lbfgs MLPs and lasso stop early; that is the protocol.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model: BaseEstimator = factory(seed)
+                model.fit(split.x_train, split.y_train)
+                pred = np.asarray(model.predict(split.x_query), dtype=np.float64).reshape(-1)
+            if pred.shape != split.y_query.shape:
+                raise ValueError(f"predicted {pred.shape} for {split.y_query.shape} queries")
+        except Exception as err:  # a failing method is a result to report, not a crash
+            pred = np.full(split.y_query.shape, np.nan)
+            error = f"{type(err).__name__}: {err}"
+        for q, (y_true, y_pred) in enumerate(zip(split.y_query, pred)):
+            failed = bool(error) or not np.isfinite(y_pred)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "n_examples": n_examples,
+                    "seed": seed,
+                    "method": name,
+                    "query": q,
+                    "y_true": float(y_true),
+                    "y_pred": float(y_pred),
+                    "abs_error": float(abs(y_pred - y_true)) if not failed else np.nan,
+                    "sq_error": float((y_pred - y_true) ** 2) if not failed else np.nan,
+                    "failed": failed,
+                    "error": error or ("non-finite prediction" if failed else ""),
+                }
+            )
+    return rows
+
+
+def evaluate(
+    methods: Methods,
+    dataset_names: str | Sequence[str],
+    *,
+    n_examples: int | Iterable[int] = 25,
+    seeds: Iterable[int] = range(100),
+    noise: float = 0.0,
+    round_to: int | None = None,
+    n_jobs: int = -1,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Fit-predict every method on every (dataset, n_examples, seed) problem; a tidy table."""
+    factories = _factories(methods)
+    if not factories:
+        raise ValueError("no methods to evaluate")
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    sizes = [n_examples] if isinstance(n_examples, (int, np.integer)) else list(n_examples)
+    seed_list = list(seeds)
+    if not names or not sizes or not seed_list:
+        raise ValueError("need at least one dataset, one n_examples and one seed")
+    for name in names:
+        datasets.spec(name)
+    for size in sizes:  # validate sizes up front, before spending any time
+        datasets.make_split(names[0], size, 0)
+    tasks = [(d, n, s) for d in names for n in sizes for s in seed_list]
+    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_one_task)(d, n, s, factories, noise, round_to) for d, n, s in tasks
+    )
+    rows: list[dict] = []
+    for task_rows in tqdm(jobs, total=len(tasks), disable=not progress, desc="evaluate"):
+        rows.extend(task_rows)
+    return pd.DataFrame(rows)
+
+
+def _bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
+    if len(values) == 0:
+        return np.nan, np.nan
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = values[idx].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def add_ranks(results: pd.DataFrame) -> pd.DataFrame:
+    """Rank methods by absolute error within each problem (1 = best, ties share the mean rank)."""
+    out = results.copy()
+    keys = ["dataset", "n_examples", "seed", "query"]
+    out["rank"] = out.groupby(keys)["abs_error"].rank(method="average")
+    return out
+
+
+def summarize(results: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per (dataset, n_examples, method): MAE and MSE with 95% bootstrap intervals, mean rank,
+    and the number of failed predictions (excluded from the errors, reported here)."""
+    ranked = add_ranks(results)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (dataset, size, method), part in ranked.groupby(["dataset", "n_examples", "method"], sort=False):
+        good = part[~part["failed"]]
+        abs_err = good["abs_error"].to_numpy()
+        sq_err = good["sq_error"].to_numpy()
+        mae_lo, mae_hi = _bootstrap_mean(abs_err, n_boot, rng)
+        mse_lo, mse_hi = _bootstrap_mean(sq_err, n_boot, rng)
+        rows.append(
+            {
+                "dataset": dataset,
+                "n_examples": size,
+                "method": method,
+                "n": len(part),
+                "n_failed": int(part["failed"].sum()),
+                "mae": float(abs_err.mean()) if len(abs_err) else np.nan,
+                "mae_low": mae_lo,
+                "mae_high": mae_hi,
+                "mse": float(sq_err.mean()) if len(sq_err) else np.nan,
+                "mse_low": mse_lo,
+                "mse_high": mse_hi,
+                "mean_rank": float(good["rank"].mean()) if len(good) else np.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    return table.sort_values(["dataset", "n_examples", "mae"], ignore_index=True)

@@ -1,0 +1,203 @@
+"""Every figure helper of the book, and the rendering that makes figures work in the static site.
+
+Jupyter Book 1.x shows neither Plotly >= 6 figures (their output is a mime type it skips) nor
+circuitsvis views offline (circuitsvis inlines its 1.3 MB bundle into every view). So, while the
+book is being built (`OPTIM_HUNTER_BOOK=1`, set by `optim_hunter.sphinx_ext` for the kernels it
+starts), `show` and `attention_heads` emit small HTML snippets that call the global `Plotly` and
+`CircuitsVis` objects; the extension ships plotly.js and the circuitsvis bundle once, as static
+files, to the pages that use them. Outside a book build they fall back to the libraries' own
+rendering, so the same chapter code works in Jupyter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections.abc import Sequence
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from jaxtyping import Float
+
+BOOK_ENV = "OPTIM_HUNTER_BOOK"
+PLOTLY_MARK = "plotly-graph-div"
+CIRCUITSVIS_MARK = "optim-hunter-circuitsvis"
+TEMPLATE = "plotly_white"
+
+_counter = itertools.count()
+
+
+def in_book_build() -> bool:
+    return os.environ.get(BOOK_ENV) == "1"
+
+
+def _stable_id(prefix: str, payload: str) -> str:
+    # Deterministic ids keep rebuilt pages byte-identical; the counter separates equal figures.
+    digest = hashlib.sha1(payload.encode()).hexdigest()[:10]
+    return f"{prefix}-{digest}-{next(_counter)}"
+
+
+def figure_html(fig: go.Figure) -> str:
+    """A figure as a <div> plus a call to the page's global Plotly (no plotly.js inlined)."""
+    payload = fig.to_json()
+    return fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=_stable_id("oh-plot", payload),
+        config={"responsive": True, "displaylogo": False},
+    )
+
+
+def _display_html(snippet: str) -> None:
+    from IPython.display import HTML, display
+
+    display(HTML(snippet))
+
+
+def show(fig: go.Figure) -> None:
+    """Display a plotly figure: static-site snippet in a book build, the usual renderer elsewhere."""
+    if not isinstance(fig, go.Figure):
+        raise TypeError(f"show() takes a plotly Figure, got {type(fig).__name__}")
+    if in_book_build():
+        _display_html(figure_html(fig))
+    else:
+        fig.show()
+
+
+def circuitsvis_html(view: Any, /, **kwargs: Any) -> str:
+    """Render any circuitsvis view function (e.g. `circuitsvis.attention.attention_heads`) as a
+    <div> plus a call to the page's global `CircuitsVis`, with the bundle left out.
+
+    The props are produced by circuitsvis itself: its `render` is intercepted so the prop names
+    and conversions stay exactly those of the installed circuitsvis version.
+    """
+    import importlib
+
+    module = importlib.import_module(view.__module__)
+    captured: dict[str, Any] = {}
+
+    def capture(react_element_name: str, **props: Any) -> str:
+        captured["name"] = react_element_name
+        captured["props"] = props
+        return ""
+
+    with mock.patch.object(module, "render", capture):
+        view(**kwargs)
+    if "name" not in captured:
+        raise TypeError(f"{view.__qualname__} did not call circuitsvis' render()")
+    from circuitsvis.utils.convert_props import convert_props
+
+    props = convert_props(captured["props"])
+    element = captured["name"]
+    div_id = _stable_id("oh-cv", element + props)
+    return (
+        f'<div id="{div_id}" class="{CIRCUITSVIS_MARK}" style="margin: 15px 0;"></div>\n'
+        f'<script>CircuitsVis.render("{div_id}", CircuitsVis.{element}, {props});</script>'
+    )
+
+
+def attention_heads(
+    attention: Float[np.ndarray, "head dest src"],
+    tokens: Sequence[str],
+    head_names: Sequence[str] | None = None,
+) -> None:
+    """Show attention patterns of several heads (circuitsvis AttentionHeads view)."""
+    import circuitsvis.attention as cva
+
+    attention = np.asarray(attention, dtype=np.float32)
+    if attention.ndim != 3 or attention.shape[1] != attention.shape[2]:
+        raise ValueError(f"attention must be [head, dest, src] and square, got {attention.shape}")
+    if attention.shape[1] != len(tokens):
+        raise ValueError(f"{len(tokens)} tokens for an attention pattern over {attention.shape[1]}")
+    kwargs: dict[str, Any] = {"attention": attention, "tokens": list(tokens)}
+    if head_names is not None:
+        kwargs["attention_head_names"] = list(head_names)
+    if in_book_build():
+        _display_html(circuitsvis_html(cva.attention_heads, **kwargs))
+    else:
+        from IPython.display import display
+
+        display(cva.attention_heads(**kwargs))
+
+
+# --- figures shared by chapters ---------------------------------------------------------------
+
+
+def error_bars(
+    table: pd.DataFrame,
+    *,
+    value: str,
+    low: str,
+    high: str,
+    label: str = "method",
+    title: str = "",
+    log_x: bool = False,
+) -> go.Figure:
+    """Horizontal bars with intervals, best (smallest) at the top: one bar per row of `table`."""
+    ordered = table.sort_values(value, ascending=False)
+    fig = go.Figure(
+        go.Bar(
+            x=ordered[value],
+            y=ordered[label],
+            orientation="h",
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": ordered[high] - ordered[value],
+                "arrayminus": ordered[value] - ordered[low],
+            },
+            hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        xaxis_title=value,
+        height=max(300, 22 * len(ordered) + 120),
+        margin={"l": 10, "r": 10, "t": 50, "b": 40},
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def lines(
+    table: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    group: str,
+    title: str = "",
+    log_y: bool = False,
+) -> go.Figure:
+    """One line per group."""
+    fig = go.Figure()
+    for name, part in table.groupby(group, sort=False):
+        part = part.sort_values(x)
+        fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="lines+markers", name=str(name)))
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x, yaxis_title=y)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def heatmap(
+    values: Float[np.ndarray, "row col"],
+    *,
+    x: Sequence[Any],
+    y: Sequence[Any],
+    title: str = "",
+    zmid: float | None = None,
+    colorscale: str = "RdBu",
+) -> go.Figure:
+    """A labelled heat map (diverging around `zmid` when given)."""
+    fig = go.Figure(
+        go.Heatmap(z=np.asarray(values), x=list(x), y=list(y), zmid=zmid, colorscale=colorscale)
+    )
+    fig.update_layout(template=TEMPLATE, title=title)
+    return fig
+

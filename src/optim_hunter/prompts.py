@@ -1,0 +1,116 @@
+"""The text format of numeric in-context prompts, and the parser for a model's numeric answer.
+
+The (features -> output) format of the 004 seed and llm4regression, one example per block:
+
+    Feature 0: 74.92
+    Feature 1: 1436.49
+    Output: 336.41
+
+    Feature 0: 1.04
+    Feature 1: 247.46
+    Output:
+
+Numbers are written with a fixed number of decimals (`round_to`, default 2) so every value has a
+single spelling. The parser never turns an unreadable answer into a number: it returns an explicit
+failure with its reason, and `parse_answers` counts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from jaxtyping import Float
+
+DEFAULT_ROUND = 2
+_NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))(?=\s|$)")
+
+
+def format_number(value: float, round_to: int = DEFAULT_ROUND) -> str:
+    """`value` rounded to `round_to` decimals, fixed-point (never scientific), no negative zero."""
+    if round_to < 0:
+        raise ValueError(f"round_to must be >= 0, got {round_to}")
+    if not math.isfinite(value):
+        raise ValueError(f"cannot write the non-finite number {value!r} into a prompt")
+    text = f"{value:.{round_to}f}"
+    if float(text) == 0:
+        text = f"{0:.{round_to}f}"
+    return text
+
+
+def format_example(x: Sequence[float], y: float | None, round_to: int = DEFAULT_ROUND) -> str:
+    """One block: a line per feature, then `Output:` with y (or nothing, for the query)."""
+    lines = [f"Feature {i}: {format_number(float(v), round_to)}" for i, v in enumerate(x)]
+    lines.append("Output:" if y is None else f"Output: {format_number(float(y), round_to)}")
+    return "\n".join(lines)
+
+
+def format_prompt(
+    x_train: Float[np.ndarray, "n d"],
+    y_train: Float[np.ndarray, " n"],
+    x_query: Float[np.ndarray, " d"],
+    round_to: int = DEFAULT_ROUND,
+    instruction: str | None = None,
+) -> str:
+    """The whole prompt: optional instruction, the examples, and the query ending in `Output:`."""
+    x_train = np.asarray(x_train, dtype=np.float64)
+    y_train = np.asarray(y_train, dtype=np.float64)
+    x_query = np.asarray(x_query, dtype=np.float64)
+    if x_train.ndim != 2 or y_train.shape != (x_train.shape[0],):
+        raise ValueError(f"x_train {x_train.shape} and y_train {y_train.shape} do not match")
+    if x_query.shape != (x_train.shape[1],):
+        raise ValueError(f"x_query {x_query.shape} needs {x_train.shape[1]} features")
+    blocks = [format_example(x, y, round_to) for x, y in zip(x_train, y_train)]
+    blocks.append(format_example(x_query, None, round_to))
+    body = "\n\n".join(blocks)
+    return f"{instruction}\n\n{body}" if instruction else body
+
+
+@dataclasses.dataclass(frozen=True)
+class Parsed:
+    """A parsed answer: `value` is None exactly when parsing failed, and `reason` says why."""
+
+    text: str
+    value: float | None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+
+def parse_number(text: str) -> Parsed:
+    """Read the number a model wrote at the start of its answer (e.g. ' 336.41\\n\\nFeature 0')."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected the model's answer as text, got {type(text).__name__}")
+    if not text.strip():
+        return Parsed(text, None, "empty answer")
+    match = _NUMBER.match(text)
+    if match is None:
+        return Parsed(text, None, "answer does not start with a number")
+    value = float(match[1])
+    if not math.isfinite(value):
+        return Parsed(text, None, "number out of range")
+    return Parsed(text, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedBatch:
+    values: Float[np.ndarray, " n"]  # NaN where parsing failed; use `ok` to select
+    ok: np.ndarray
+    failures: list[Parsed]
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+
+def parse_answers(texts: Sequence[str]) -> ParsedBatch:
+    """Parse many answers; failures are kept (text and reason) and counted, never zero-filled."""
+    parsed = [parse_number(t) for t in texts]
+    values = np.array([p.value if p.ok else np.nan for p in parsed], dtype=np.float64)
+    ok = np.array([p.ok for p in parsed], dtype=bool)
+    return ParsedBatch(values, ok, [p for p in parsed if not p.ok])

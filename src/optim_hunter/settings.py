@@ -1,0 +1,53 @@
+"""Run-time settings shared by chapters and the CLI: profile budgets, model name, cache location.
+
+A chapter's `parameters` cell reads two environment variables:
+  OPTIM_HUNTER_PROFILE  `full` (default) or `smoke` (tiny budgets, the whole book in minutes)
+  OPTIM_HUNTER_MODEL    the zoo model the LLM chapters use (default `numeric-icl`), or `hf:<name>`
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TypeVar
+
+PROFILES = ("full", "smoke")
+DEFAULT_PROFILE = "full"
+DEFAULT_MODEL = "numeric-icl"
+
+T = TypeVar("T")
+
+
+def profile(value: str | None = None) -> str:
+    """The validated profile: `value` if given, else $OPTIM_HUNTER_PROFILE, else `full`."""
+    name = value if value is not None else os.environ.get("OPTIM_HUNTER_PROFILE", DEFAULT_PROFILE)
+    name = name.strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    return name
+
+
+def model(value: str | None = None) -> str:
+    """The model name: `value` if given, else $OPTIM_HUNTER_MODEL, else the embedded default."""
+    name = value if value is not None else os.environ.get("OPTIM_HUNTER_MODEL", DEFAULT_MODEL)
+    name = name.strip()
+    if not name:
+        raise ValueError("empty model name: set OPTIM_HUNTER_MODEL to a zoo name or hf:<name-or-path>")
+    return name
+
+
+def pick(profile_name: str, *, full: T, smoke: T) -> T:
+    """Choose a budget by profile, so every chapter states both of its budgets side by side."""
+    return {"full": full, "smoke": smoke}[profile(profile_name)]
+
+
+def cache_dir() -> Path:
+    """Where trained models and other expensive artefacts are cached ($OPTIM_HUNTER_CACHE)."""
+    root = os.environ.get("OPTIM_HUNTER_CACHE") or Path.home() / ".cache" / "optim_hunter"
+    return Path(root).expanduser()
+
+
+def slug(text: str) -> str:
+    """A filesystem-safe name for a profile/model pair (e.g. per-profile cache folders)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "default"

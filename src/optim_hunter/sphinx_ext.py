@@ -1,0 +1,213 @@
+"""Jupyter Book (Sphinx) extension: offline figures, per-profile caches and the claims registry.
+
+Enabled in `_config.yml` under `sphinx.extra_extensions`. It
+  * marks kernels as running inside a book build (`OPTIM_HUNTER_BOOK=1`) so `optim_hunter.plots`
+    emits snippets that use globally loaded plotly.js / circuitsvis;
+  * copies plotly.min.js and the circuitsvis bundle once into `_static/optim_hunter/` and adds them
+    only to the pages that show such figures (no CDN, nothing inlined per figure);
+  * keeps one jupyter-cache per (profile, model) and re-reads every page when they change, so a
+    smoke build never serves cached full results, or the reverse;
+  * collects the claim rows chapters displayed into `_build/claims.json` and renders the
+    `{claims-table}` directive (the Claims page) from them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+from optim_hunter import claims, settings
+from optim_hunter.plots import BOOK_ENV, CIRCUITSVIS_MARK, PLOTLY_MARK
+
+STATIC_SUBDIR = "optim_hunter"
+ASSETS = {
+    "plotly": ("plotly.min.js", PLOTLY_MARK),
+    "circuitsvis": ("circuitsvis.js", CIRCUITSVIS_MARK),
+}
+
+
+def _asset_sources() -> dict[str, Path]:
+    import circuitsvis
+    import plotly
+
+    return {
+        "plotly": Path(plotly.__file__).parent / "package_data" / "plotly.min.js",
+        "circuitsvis": Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js",
+    }
+
+
+def build_context() -> dict[str, str]:
+    return {"profile": settings.profile(), "model": settings.model()}
+
+
+def _config_inited(app: Sphinx, config: Any) -> None:
+    os.environ[BOOK_ENV] = "1"  # inherited by the kernels myst-nb starts
+    context = build_context()
+    cache = Path(app.outdir).parent / ".jupyter_cache" / settings.slug(
+        f"{context['profile']}__{context['model']}"
+    )
+    config.nb_execution_cache_path = str(cache)
+
+
+def _env_get_outdated(app: Sphinx, env: Any, added: set, changed: set, removed: set) -> list[str]:
+    context = build_context()
+    if getattr(env, "optim_hunter_context", None) != context:
+        env.optim_hunter_context = context
+        return sorted(env.found_docs)
+    return []
+
+
+def _purge(app: Sphinx, env: Any, docname: str) -> None:
+    for attr in ("optim_hunter_claims", "optim_hunter_assets"):
+        getattr(env, attr, {}).pop(docname, None)
+
+
+def _merge(app: Sphinx, env: Any, docnames: set, other: Any) -> None:
+    for attr in ("optim_hunter_claims", "optim_hunter_assets"):
+        mine = env.__dict__.setdefault(attr, {})
+        for docname in docnames:
+            if docname in getattr(other, attr, {}):
+                mine[docname] = getattr(other, attr)[docname]
+
+
+def _doctree_read(app: Sphinx, doctree: nodes.document) -> None:
+    env = app.env
+    docname = env.docname
+    rows: list[dict[str, Any]] = []
+    assets: set[str] = set()
+    for raw in doctree.findall(nodes.raw):
+        text = raw.astext()
+        rows.extend(claims.extract(text))
+        for name, (_, mark) in ASSETS.items():
+            if mark in text:
+                assets.add(name)
+    for row in rows:
+        row["docname"] = docname
+    env.__dict__.setdefault("optim_hunter_claims", {})[docname] = rows
+    env.__dict__.setdefault("optim_hunter_assets", {})[docname] = assets
+    pages = env.__dict__.setdefault("optim_hunter_claims_pages", set())
+    if any(True for _ in doctree.findall(claims_table)):
+        pages.add(docname)
+    else:
+        pages.discard(docname)
+
+
+def _env_get_updated(app: Sphinx, env: Any) -> list[str]:
+    # The Claims page depends on every chapter: rewrite it whenever the build runs.
+    return sorted(getattr(env, "optim_hunter_claims_pages", set()))
+
+
+def _page_context(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    used = getattr(app.env, "optim_hunter_assets", {}).get(pagename, set())
+    for name in sorted(used):
+        # Added during html-page-context, so only this page links it.
+        app.add_js_file(f"{STATIC_SUBDIR}/{ASSETS[name][0]}")
+
+
+def all_claims(env: Any) -> list[dict[str, Any]]:
+    rows = [row for doc_rows in getattr(env, "optim_hunter_claims", {}).values() for row in doc_rows]
+    return sorted(rows, key=lambda row: (row["docname"], row["id"]))
+
+
+def _build_finished(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    static = Path(app.outdir) / "_static" / STATIC_SUBDIR
+    static.mkdir(parents=True, exist_ok=True)
+    for name, source in _asset_sources().items():
+        text = source.read_text(encoding="utf-8")
+        # The bundles reference source maps that are not shipped; drop the reference.
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("//# sourceMappingURL"))
+        (static / ASSETS[name][0]).write_text(text, encoding="utf-8")
+    rows = all_claims(app.env)
+    ids = [row["id"] for row in rows]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise RuntimeError(f"claim ids recorded more than once: {', '.join(duplicates)}")
+    target = Path(app.outdir).parent / "claims.json"
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+class claims_table(nodes.General, nodes.Element):
+    """Placeholder replaced by the full table once every page has been read."""
+
+
+class ClaimsTableDirective(SphinxDirective):
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        return [claims_table("")]
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_table(app: Sphinx, fromdocname: str, rows: list[dict[str, Any]]) -> str:
+    counts = claims.summary(rows)
+    head = (
+        f"<p><b>{len(rows)} claims</b>: {counts['reproduced']} reproduced, "
+        f"{counts['not_reproduced']} not reproduced, {counts['measured']} only measured.</p>"
+    )
+    cells = []
+    for row in rows:
+        link = app.builder.get_relative_uri(fromdocname, row["docname"])
+        title = app.env.titles.get(row["docname"])
+        chapter = html.escape(title.astext() if title is not None else row["chapter"])
+        cells.append(
+            "<tr>"
+            f"<td><code>{html.escape(row['id'])}</code></td>"
+            f"<td>{html.escape(row['claim'])}</td>"
+            f"<td>{html.escape(row['source_seed'])}</td>"
+            f"<td>{html.escape(_value(row['source_value']))}</td>"
+            f"<td>{html.escape(_value(row['measured']))} {html.escape(row['unit'])}</td>"
+            f"<td class=\"verdict-{row['verdict']}\">{row['verdict'].replace('_', ' ')}</td>"
+            f"<td>{html.escape(row.get('criterion', ''))}</td>"
+            f"<td><a href=\"{link}\">{chapter}</a></td>"
+            f"<td>{html.escape(row['profile'])} / {html.escape(row['model'] or '—')}</td>"
+            "</tr>"
+        )
+    return (
+        head
+        + '<table class="table optim-hunter-claims"><thead><tr>'
+        "<th>id</th><th>claim</th><th>source</th><th>source value</th><th>ours</th>"
+        "<th>verdict</th><th>criterion</th><th>chapter</th><th>profile / model</th>"
+        "</tr></thead><tbody>"
+        + "".join(cells)
+        + "</tbody></table>"
+    )
+
+
+def _doctree_resolved(app: Sphinx, doctree: nodes.document, fromdocname: str) -> None:
+    for node in list(doctree.findall(claims_table)):
+        table = render_table(app, fromdocname, all_claims(app.env))
+        node.replace_self(nodes.raw("", table, format="html"))
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_node(claims_table)
+    app.add_directive("claims-table", ClaimsTableDirective)
+    app.connect("config-inited", _config_inited)
+    app.connect("env-get-outdated", _env_get_outdated)
+    app.connect("env-get-updated", _env_get_updated)
+    app.connect("env-purge-doc", _purge)
+    app.connect("env-merge-info", _merge)
+    app.connect("doctree-read", _doctree_read)
+    app.connect("doctree-resolved", _doctree_resolved)
+    app.connect("html-page-context", _page_context)
+    app.connect("build-finished", _build_finished)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
