@@ -159,7 +159,7 @@ def summary(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 
 def relative_difference(measured: float, source: float) -> float:
-    """|measured - source| / |source|: the usual test of a reproduced number."""
+    """`abs(measured - source) / abs(source)`: the usual test of a reproduced number."""
     if source == 0:
         raise ValueError("relative difference to a source value of 0 is undefined")
     return abs(measured - source) / abs(source)

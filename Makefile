@@ -1,0 +1,37 @@
+# Two commands for a newcomer (see README): `make book` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Chapters read these; `smoke` runs tiny budgets so the whole book executes in minutes.
+export OPTIM_HUNTER_PROFILE ?= full
+export OPTIM_HUNTER_MODEL ?= numeric-icl
+
+.PHONY: install book test browser clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+# Executes every chapter (cached per profile/model in _build/.jupyter_cache) and builds the site.
+# -W: any warning, including a failing cell, fails the build.
+book: install
+	$(BIN)/jupyter-book build . -W --keep-going
+	@echo "site: _build/html/index.html   claims: _build/claims.json"
+
+# Headless Chromium for the rendering test (Debian package; needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf _build

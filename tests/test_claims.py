@@ -1,0 +1,57 @@
+"""Claims: validation, verdicts, and the HTML round trip the book extension relies on."""
+
+import json
+
+import pytest
+
+from optim_hunter import claims
+
+BASE = dict(chapter="ch", claim="a number", source_seed="004", source_value=1.0, measured=1.1,
+            unit="nats", profile="smoke", model="m")
+
+
+def test_verdicts():
+    assert claims.make_claim("a.b", **BASE, reproduced=True, criterion="within 20%").verdict == "reproduced"
+    assert claims.make_claim("a.b", **BASE, reproduced=False, criterion="x").verdict == "not_reproduced"
+    assert claims.make_claim("a.b", **BASE).verdict == "measured"
+
+
+def test_html_round_trip_keeps_every_field():
+    claim = claims.make_claim("regressor.f2.best_mae", **{**BASE, "claim": "a </script> <b>trap"},
+                              reproduced=True, criterion="inside CI")
+    rows = claims.extract("<p>before</p>" + claims.to_html(claim) + claims.to_html(claim))
+    assert rows == [claim.to_json(), claim.to_json()]
+    json.dumps(rows)  # valid JSON
+
+
+def test_summary_counts():
+    rows = [{"verdict": v} for v in ["reproduced", "reproduced", "measured", "not_reproduced"]]
+    assert claims.summary(rows) == {"reproduced": 2, "not_reproduced": 1, "measured": 1}
+
+
+@pytest.mark.parametrize(
+    "id_, overrides, error, message",
+    [
+        ("Bad Id", {}, ValueError, "dotted lowercase"),
+        ("single", {}, ValueError, "dotted lowercase"),
+        ("a.b", {"source_seed": "999"}, ValueError, "unknown source"),
+        ("a.b", {"measured": float("nan")}, ValueError, "NaN"),
+        ("a.b", {"measured": True}, TypeError, "bool"),
+        ("a.b", {"measured": [1]}, TypeError, "number"),
+        ("a.b", {"reproduced": True}, ValueError, "criterion"),
+    ],
+)
+def test_bad_claims_are_rejected(id_, overrides, error, message):
+    with pytest.raises(error, match=message):
+        claims.make_claim(id_, **{**BASE, **overrides})
+
+
+def test_record_outside_a_notebook_returns_the_claim():
+    claim = claims.record("a.b", **BASE)
+    assert claim.measured == 1.1
+
+
+def test_relative_difference():
+    assert claims.relative_difference(110, 100) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        claims.relative_difference(1, 0)

@@ -1,0 +1,88 @@
+"""The harness on a tiny grid: tidy rows, failures kept and counted, intervals, ranks, determinism."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import mean_absolute_error
+
+from optim_hunter import datasets, evaluation, regressors
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return evaluation.evaluate(
+        ["linear_regression", "knn", "average"], ["friedman1", "linear_1_2"],
+        n_examples=[3, 10], seeds=range(4), n_jobs=2, progress=False,
+    )
+
+
+def test_tidy_rows(tiny):
+    assert len(tiny) == 3 * 2 * 2 * 4
+    assert set(tiny.columns) >= {"dataset", "n_examples", "seed", "method", "y_true", "y_pred",
+                                 "abs_error", "sq_error", "failed", "error"}
+
+
+def test_errors_match_an_independent_computation(tiny):
+    rows = tiny[(tiny.method == "linear_regression") & (tiny.dataset == "friedman1")
+                & (tiny.n_examples == 10)]
+    truth, preds = [], []
+    for seed in range(4):
+        split = datasets.make_split("friedman1", 10, seed)
+        model = regressors.make("linear_regression").fit(split.x_train, split.y_train)
+        truth.append(split.y_query[0])
+        preds.append(model.predict(split.x_query)[0])
+    assert rows["abs_error"].mean() == pytest.approx(mean_absolute_error(truth, preds))
+
+
+def test_failures_are_kept_and_counted(tiny):
+    # 5-nearest-neighbours cannot run on 3 examples: a counted failure, not a number.
+    knn3 = tiny[(tiny.method == "knn") & (tiny.n_examples == 3)]
+    assert knn3["failed"].all() and knn3["y_pred"].isna().all()
+    assert knn3["error"].str.contains("n_neighbors").all()
+    table = evaluation.summarize(tiny)
+    row = table[(table.method == "knn") & (table.n_examples == 3)].iloc[0]
+    assert row["n_failed"] == 4 and np.isnan(row["mae"])
+
+
+def test_summary_intervals_and_ranks(tiny):
+    table = evaluation.summarize(tiny)
+    ok = table.dropna(subset=["mae"])
+    assert (ok["mae_low"] <= ok["mae"]).all() and (ok["mae"] <= ok["mae_high"]).all()
+    assert (ok["mse_low"] <= ok["mse"]).all() and (ok["mse"] <= ok["mse_high"]).all()
+    assert ok["mean_rank"].between(1, 3).all()
+
+
+def test_ranks_share_ties():
+    df = pd.DataFrame({"dataset": "d", "n_examples": 1, "seed": 0, "query": 0,
+                       "method": ["a", "b", "c"], "abs_error": [1.0, 1.0, 3.0]})
+    assert evaluation.add_ranks(df)["rank"].tolist() == [1.5, 1.5, 3.0]
+
+
+def test_deterministic_whatever_the_workers(tiny):
+    again = evaluation.evaluate(
+        ["linear_regression", "knn", "average"], ["friedman1", "linear_1_2"],
+        n_examples=[3, 10], seeds=range(4), n_jobs=1, progress=False,
+    )
+    pd.testing.assert_frame_equal(tiny, again)
+    pd.testing.assert_frame_equal(evaluation.summarize(tiny), evaluation.summarize(again))
+
+
+def test_custom_methods_mapping():
+    results = evaluation.evaluate({"mine": lambda seed: regressors.AverageBaseline()}, "friedman2",
+                                  n_examples=5, seeds=range(2), n_jobs=1, progress=False)
+    assert set(results.method) == {"mine"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"methods": ["nope"], "dataset_names": "friedman2"}, "unknown regressor"),
+        ({"methods": ["ridge"], "dataset_names": "friedman9"}, "unknown dataset"),
+        ({"methods": ["ridge"], "dataset_names": "friedman2", "n_examples": 0}, "n_examples"),
+        ({"methods": ["ridge"], "dataset_names": "friedman2", "seeds": []}, "at least one"),
+        ({"methods": [], "dataset_names": "friedman2"}, "no methods"),
+    ],
+)
+def test_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        evaluation.evaluate(progress=False, n_jobs=1, **kwargs)

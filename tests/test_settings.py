@@ -1,0 +1,45 @@
+"""Profiles and model names: defaults, validation, budgets."""
+
+import pytest
+
+from optim_hunter import settings
+
+
+def test_defaults(monkeypatch):
+    monkeypatch.delenv("OPTIM_HUNTER_PROFILE", raising=False)
+    monkeypatch.delenv("OPTIM_HUNTER_MODEL", raising=False)
+    assert settings.profile() == "full"
+    assert settings.model() == "numeric-icl"
+
+
+def test_environment_is_read(monkeypatch):
+    monkeypatch.setenv("OPTIM_HUNTER_PROFILE", "Smoke")
+    monkeypatch.setenv("OPTIM_HUNTER_MODEL", "hf:gpt2")
+    assert settings.profile() == "smoke"
+    assert settings.model() == "hf:gpt2"
+
+
+def test_unknown_profile_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown profile 'fast'.*full, smoke"):
+        settings.profile("fast")
+
+
+def test_empty_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="empty model name"):
+        settings.model("  ")
+
+
+def test_pick_chooses_by_profile():
+    assert settings.pick("full", full=100, smoke=5) == 100
+    assert settings.pick("smoke", full=100, smoke=5) == 5
+    with pytest.raises(ValueError):
+        settings.pick("medium", full=1, smoke=2)
+
+
+def test_cache_dir_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(tmp_path))
+    assert settings.cache_dir() == tmp_path
+
+
+def test_slug_is_filesystem_safe():
+    assert settings.slug("smoke__hf:meta-llama/Llama-3.1-8B") == "smoke__hf_meta-llama_Llama-3.1-8B"

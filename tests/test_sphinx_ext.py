@@ -1,0 +1,180 @@
+"""The book extension end to end: a tiny Jupyter Book is built and opened in headless Chromium.
+
+Checks that a Plotly figure and a circuitsvis view render with the network off and their
+JavaScript shipped once as static files, that claims reach `_build/claims.json` and the Claims
+page, that a failing cell fails the build, and that profiles never share cached outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+JUPYTER_BOOK = Path(sys.executable).parent / "jupyter-book"
+
+CONFIG = """\
+title: tiny
+only_build_toc_files: true
+execute:
+  execute_notebooks: cache
+  raise_on_error: true
+  stderr_output: remove
+sphinx:
+  extra_extensions: [optim_hunter.sphinx_ext]
+"""
+TOC = """\
+format: jb-book
+root: page
+chapters:
+  - file: claims
+  - file: plain
+"""
+HEADER = """\
+---
+jupytext:
+  text_representation:
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  name: python3
+---
+"""
+PAGE = HEADER + """
+# Tiny
+
+```{code-cell} ipython3
+import numpy as np
+import plotly.graph_objects as go
+from optim_hunter import claims, plots, settings
+
+plots.show(go.Figure(go.Scatter(x=[1, 2, 3], y=[2, 1, 3])))
+pattern = np.tril(np.ones((2, 3, 3)))
+plots.attention_heads(pattern / pattern.sum(-1, keepdims=True), ["a", "b", "c"])
+claims.record("tiny.answer", chapter="page", claim="the answer", source_seed="004",
+              source_value=42.0, measured=42.0, unit="", reproduced=True,
+              criterion="equal", profile=settings.profile())
+print("profile=" + settings.profile())
+```
+"""
+CLAIMS = "# Claims\n\n```{claims-table}\n```\n"
+PLAIN = "# Plain\n\nNo figures here.\n"
+
+
+def build(root: Path, profile: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OPTIM_HUNTER_PROFILE": profile}
+    env.pop("OPTIM_HUNTER_BOOK", None)
+    return subprocess.run(
+        [str(JUPYTER_BOOK), "build", str(root), "-W", "--keep-going"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def make_book(root: Path, page: str = PAGE) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "_config.yml").write_text(CONFIG)
+    (root / "_toc.yml").write_text(TOC)
+    (root / "page.md").write_text(page)
+    (root / "claims.md").write_text(CLAIMS)
+    (root / "plain.md").write_text(PLAIN)
+    return root
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory) -> Path:
+    root = make_book(tmp_path_factory.mktemp("tiny"))
+    result = build(root, "smoke")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("chromium is not installed: run `make browser` (Debian package `chromium`)")
+    return path
+
+
+def rendered_dom(site: Path, page: str) -> str:
+    """The DOM after scripts ran, from a local server, with every other host unreachable."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{page}"
+        result = subprocess.run(
+            [
+                chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                f"--user-data-dir={site.parent / 'chromium-profile'}",
+                "--virtual-time-budget=15000", "--dump-dom", url,
+            ],
+            capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_figures_render_offline(book):
+    site = book / "_build" / "html"
+    dom = rendered_dom(site, "page.html")
+    assert 'class="main-svg"' in dom, "plotly did not draw its SVG"
+    start = dom.index('class="optim-hunter-circuitsvis"')
+    view = dom[start : dom.index("</div>", start) + 2000]
+    assert "Head Selector" in view, "circuitsvis did not render its React view"
+
+
+def test_javascript_shipped_once_and_only_where_used(book):
+    site = book / "_build" / "html"
+    static = site / "_static" / "optim_hunter"
+    assert (static / "plotly.min.js").stat().st_size > 1_000_000
+    assert (static / "circuitsvis.js").stat().st_size > 1_000_000
+    page = (site / "page.html").read_text()
+    assert page.count("optim_hunter/plotly.min.js") == 1
+    assert page.count("optim_hunter/circuitsvis.js") == 1
+    external = re.findall(r'<script[^>]*src="(https?:[^"]*)"', page)
+    assert not [src for src in external if "plot" in src or "circuits" in src], external
+    assert len(page.encode()) < 200_000, "a bundle was inlined into the page"
+    plain = (site / "plain.html").read_text()
+    assert "optim_hunter/plotly.min.js" not in plain
+
+
+def test_claims_collected(book):
+    rows = json.loads((book / "_build" / "claims.json").read_text())
+    assert [row["id"] for row in rows] == ["tiny.answer"]
+    assert rows[0]["verdict"] == "reproduced" and rows[0]["docname"] == "page"
+    table = (book / "_build" / "html" / "claims.html").read_text()
+    assert "tiny.answer" in table and "1 reproduced" in table and 'href="page.html"' in table
+
+
+def test_profiles_never_share_cached_outputs(book):
+    assert "profile=smoke" in (book / "_build" / "html" / "page.html").read_text()
+    result = build(book, "full")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "profile=full" in (book / "_build" / "html" / "page.html").read_text()
+    caches = sorted(p.name for p in (book / "_build" / ".jupyter_cache").iterdir())
+    assert caches == ["full__numeric-icl", "smoke__numeric-icl"]
+    rows = json.loads((book / "_build" / "claims.json").read_text())
+    assert rows[0]["profile"] == "full"
+
+
+def test_failing_cell_fails_the_build(tmp_path):
+    page = HEADER + "\n# Broken\n\n```{code-cell} ipython3\nraise RuntimeError('boom')\n```\n"
+    root = make_book(tmp_path / "broken", page)
+    result = build(root, "smoke")
+    assert result.returncode != 0
+    assert "boom" in result.stdout + result.stderr
