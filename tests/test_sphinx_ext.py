@@ -54,6 +54,8 @@ kernelspec:
 PAGE = HEADER + """
 # Tiny
 
+Some inline math, $y = 2x + 3$.
+
 ```{code-cell} ipython3
 import numpy as np
 import plotly.graph_objects as go
@@ -136,6 +138,7 @@ def test_figures_render_offline(book):
     start = dom.index('class="optim-hunter-circuitsvis"')
     view = dom[start : dom.index("</div>", start) + 2000]
     assert "Head Selector" in view, "circuitsvis did not render its React view"
+    assert "mjx-chtml" in dom, "MathJax (served from _static) did not typeset the formula"
 
 
 def test_javascript_shipped_once_and_only_where_used(book):
@@ -166,7 +169,7 @@ def test_profiles_never_share_cached_outputs(book):
     result = build(book, "full")
     assert result.returncode == 0, result.stdout[-3000:]
     assert "profile=full" in (book / "_build" / "html" / "page.html").read_text()
-    caches = sorted(p.name for p in (book / "_build" / ".jupyter_cache").iterdir())
+    caches = sorted(p.name.rsplit("__", 1)[0] for p in (book / "_build" / ".jupyter_cache").iterdir())
     assert caches == ["full__numeric-icl", "smoke__numeric-icl"]
     rows = json.loads((book / "_build" / "claims.json").read_text())
     assert rows[0]["profile"] == "full"

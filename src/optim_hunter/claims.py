@@ -129,20 +129,21 @@ def to_html(claim: Claim) -> str:
     )
 
 
-def record(id: str, **fields: Any) -> Claim:
-    """Record a claim: validate it and display its row in the running notebook (if any).
+def record(id: str, **fields: Any) -> None:
+    """Record a claim: validate it and display its row in the running notebook.
 
-    Keyword arguments are those of `make_claim`. Returns the Claim so callers can test it.
+    Keyword arguments are those of `make_claim`. Returns nothing, so a cell ending in `record(...)`
+    does not display the row a second time (the book would then count the claim twice).
     """
     claim = make_claim(id, **fields)
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-    except ImportError:  # pragma: no cover - IPython is a dependency of the book, not the package
-        return claim
-    if get_ipython() is not None:
-        display(HTML(to_html(claim)))
-    return claim
+    from IPython import get_ipython
+    from IPython.display import HTML, display
+
+    if get_ipython() is None:
+        raise RuntimeError(
+            f"claims.record({id!r}) outside a notebook records nothing: use make_claim() to test a claim"
+        )
+    display(HTML(to_html(claim)))
 
 
 def extract(html_text: str) -> list[dict[str, Any]]:

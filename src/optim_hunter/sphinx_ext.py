@@ -5,8 +5,11 @@ Enabled in `_config.yml` under `sphinx.extra_extensions`. It
     emits snippets that use globally loaded plotly.js / circuitsvis;
   * copies plotly.min.js and the circuitsvis bundle once into `_static/optim_hunter/` and adds them
     only to the pages that show such figures (no CDN, nothing inlined per figure);
+  * serves MathJax (2.7, from the `jupyter-server-mathjax` package) from the site itself, so
+    formulas render offline too;
   * keeps one jupyter-cache per (profile, model) and re-reads every page when they change, so a
-    smoke build never serves cached full results, or the reverse;
+    smoke build never serves cached full results, or the reverse; the cache is also keyed by a
+    hash of the package source, so outputs are never served for code that no longer exists;
   * collects the claim rows chapters displayed into `_build/claims.json` and renders the
     `{claims-table}` directive (the Claims page) from them.
 """
@@ -28,6 +31,7 @@ from optim_hunter import claims, settings
 from optim_hunter.plots import BOOK_ENV, CIRCUITSVIS_MARK, PLOTLY_MARK
 
 STATIC_SUBDIR = "optim_hunter"
+MATHJAX_PATH = f"{STATIC_SUBDIR}/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 ASSETS = {
     "plotly": ("plotly.min.js", PLOTLY_MARK),
     "circuitsvis": ("circuitsvis.js", CIRCUITSVIS_MARK),
@@ -44,17 +48,44 @@ def _asset_sources() -> dict[str, Path]:
     }
 
 
+def package_fingerprint() -> str:
+    """A hash of the package's source: executed outputs are only reused for the code that made them."""
+    import hashlib
+
+    import optim_hunter
+
+    digest = hashlib.sha256()
+    root = Path(optim_hunter.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def build_context() -> dict[str, str]:
-    return {"profile": settings.profile(), "model": settings.model()}
+    return {"profile": settings.profile(), "model": settings.model(), "code": package_fingerprint()}
+
+
+def cache_path(outdir: Path, context: dict[str, str]) -> Path:
+    """One jupyter-cache per profile and model; a new package fingerprint replaces the old cache."""
+    base = Path(outdir).parent / ".jupyter_cache"
+    name = settings.slug(f"{context['profile']}__{context['model']}")
+    for stale in base.glob(f"{name}__*"):
+        if stale.name != f"{name}__{context['code']}":
+            shutil.rmtree(stale, ignore_errors=True)
+    return base / f"{name}__{context['code']}"
 
 
 def _config_inited(app: Sphinx, config: Any) -> None:
     os.environ[BOOK_ENV] = "1"  # inherited by the kernels myst-nb starts
-    context = build_context()
-    cache = Path(app.outdir).parent / ".jupyter_cache" / settings.slug(
-        f"{context['profile']}__{context['model']}"
-    )
-    config.nb_execution_cache_path = str(cache)
+    config.nb_execution_cache_path = str(cache_path(Path(app.outdir), build_context()))
+    # MathJax from _static instead of a CDN (MathJax 2 takes its config from MathJax.Hub.Config).
+    config.mathjax_path = MATHJAX_PATH
+    config.mathjax3_config = None
+    config.mathjax2_config = {
+        "tex2jax": {"processClass": "math|output_area", "processEscapes": True},
+        "messageStyle": "none",
+    }
 
 
 def _env_get_outdated(app: Sphinx, env: Any, added: set, changed: set, removed: set) -> list[str]:
@@ -127,6 +158,10 @@ def _build_finished(app: Sphinx, exception: Exception | None) -> None:
         # The bundles reference source maps that are not shipped; drop the reference.
         text = "\n".join(line for line in text.splitlines() if not line.startswith("//# sourceMappingURL"))
         (static / ASSETS[name][0]).write_text(text, encoding="utf-8")
+    import jupyter_server_mathjax
+
+    mathjax = Path(jupyter_server_mathjax.__file__).parent / "static"
+    shutil.copytree(mathjax, static / "mathjax", dirs_exist_ok=True)
     rows = all_claims(app.env)
     ids = [row["id"] for row in rows]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
