@@ -34,6 +34,41 @@ def _factories(methods: Methods) -> dict[str, Factory]:
     return out
 
 
+def result_rows(
+    dataset: str,
+    n_examples: int,
+    seed: int,
+    method: str,
+    y_query: np.ndarray,
+    y_pred: np.ndarray,
+    error: str | Sequence[str] = "",
+) -> list[dict]:
+    """Tidy rows for one method on one problem; a NaN prediction is a failure, never a number.
+
+    `error` is one message for every query, or one per query ("" where the query succeeded).
+    """
+    errors = [error] * len(y_query) if isinstance(error, str) else list(error)
+    rows = []
+    for q, (y_true, pred, err) in enumerate(zip(y_query, y_pred, errors)):
+        failed = bool(err) or not np.isfinite(pred)
+        rows.append(
+            {
+                "dataset": dataset,
+                "n_examples": n_examples,
+                "seed": seed,
+                "method": method,
+                "query": q,
+                "y_true": float(y_true),
+                "y_pred": float(pred),
+                "abs_error": float(abs(pred - y_true)) if not failed else np.nan,
+                "sq_error": float((pred - y_true) ** 2) if not failed else np.nan,
+                "failed": failed,
+                "error": err or ("non-finite prediction" if failed else ""),
+            }
+        )
+    return rows
+
+
 def _one_task(
     dataset: str,
     n_examples: int,
@@ -58,23 +93,7 @@ def _one_task(
         except Exception as err:  # a failing method is a result to report, not a crash
             pred = np.full(split.y_query.shape, np.nan)
             error = f"{type(err).__name__}: {err}"
-        for q, (y_true, y_pred) in enumerate(zip(split.y_query, pred)):
-            failed = bool(error) or not np.isfinite(y_pred)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "n_examples": n_examples,
-                    "seed": seed,
-                    "method": name,
-                    "query": q,
-                    "y_true": float(y_true),
-                    "y_pred": float(y_pred),
-                    "abs_error": float(abs(y_pred - y_true)) if not failed else np.nan,
-                    "sq_error": float((y_pred - y_true) ** 2) if not failed else np.nan,
-                    "failed": failed,
-                    "error": error or ("non-finite prediction" if failed else ""),
-                }
-            )
+        rows.extend(result_rows(dataset, n_examples, seed, name, split.y_query, pred, error))
     return rows
 
 

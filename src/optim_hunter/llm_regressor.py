@@ -1,0 +1,222 @@
+"""Any causal language model (hooked or not) as a scikit-learn-style in-context regressor.
+
+`fit` stores the in-context examples; `predict` writes one prompt per query with
+`optim_hunter.prompts.format_prompt`, decodes the answer greedily and parses it. Prompts are batched
+by token length (equal-length prompts share a batch, so no padding enters the computation and a
+batched answer equals the one-prompt-at-a-time answer). Unparseable answers are kept: their
+prediction is NaN, and `failures_` / `n_failed_` say which and why.
+
+The model is anything that maps token ids [batch, pos] to logits [batch, pos, vocab] (a
+TransformerLens `TransformerBridge`, a `HookedRootModule`, a plain torch module); the tokenizer is a
+Hugging Face tokenizer (`tokenizer(text)["input_ids"]`, `tokenizer.decode(ids)`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from sklearn.base import BaseEstimator, RegressorMixin
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from optim_hunter import prompts
+from optim_hunter.datasets import Split
+
+Model = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos vocab"]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Answers:
+    """Greedy answers to a list of prompts, parsed."""
+
+    texts: list[str]
+    parsed: prompts.ParsedBatch
+
+    @property
+    def values(self) -> Float[np.ndarray, " n"]:
+        return self.parsed.values
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    ids = tokenizer(text)["input_ids"]
+    if not ids:
+        raise ValueError("the tokenizer produced no tokens for a prompt")
+    return list(ids)
+
+
+@torch.no_grad()
+def greedy_answers(
+    model: Model,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_new_tokens: int = 12,
+    batch_size: int = 16,
+    stop: str = "\n",
+    progress: bool = False,
+) -> Answers:
+    """Greedy continuations of `texts`, stopped at `stop` or after `max_new_tokens` tokens."""
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("max_new_tokens and batch_size must be >= 1")
+    encoded = [_encode(tokenizer, t) for t in texts]
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for index, ids in enumerate(encoded):
+        by_length[len(ids)].append(index)
+    batches = [
+        group[start : start + batch_size]
+        for _, group in sorted(by_length.items())
+        for start in range(0, len(group), batch_size)
+    ]
+    device = _device_of(model)
+    answers: list[str] = [""] * len(texts)
+    for batch in tqdm(batches, disable=not progress, desc="generate"):
+        tokens = torch.tensor([encoded[i] for i in batch], dtype=torch.long, device=device)
+        generated: list[list[int]] = [[] for _ in batch]
+        done = [False] * len(batch)
+        for _ in range(max_new_tokens):
+            logits = model(tokens)
+            next_ids = logits[:, -1, :].argmax(dim=-1)
+            tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
+            for row, token in enumerate(next_ids.tolist()):
+                if done[row]:
+                    continue
+                generated[row].append(token)
+                text = tokenizer.decode(generated[row])
+                # Stop once the answer is followed by the separator (a leading one is allowed).
+                if stop in text.lstrip(stop + " "):
+                    done[row] = True
+            if all(done):
+                break
+        for row, index in enumerate(batch):
+            text = tokenizer.decode(generated[row])
+            head = text.lstrip(stop + " ")
+            cut = head.find(stop)
+            answers[index] = text if cut < 0 else text[: len(text) - len(head) + cut]
+    return Answers(answers, prompts.parse_answers(answers))
+
+
+def _device_of(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+class LLMRegressor(RegressorMixin, BaseEstimator):
+    """A language model as an in-context regressor.
+
+    After `predict`, `answers_` holds the raw answers, `failures_` the unparseable ones and
+    `n_failed_` their count; failed predictions are NaN (never zero).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        tokenizer: Any = None,
+        round_to: int = prompts.DEFAULT_ROUND,
+        max_new_tokens: int = 12,
+        batch_size: int = 16,
+        instruction: str | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.round_to = round_to
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.instruction = instruction
+
+    def _tok(self) -> Any:
+        tokenizer = self.tokenizer if self.tokenizer is not None else getattr(self.model, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("LLMRegressor needs a tokenizer (pass one, or a model with .tokenizer)")
+        return tokenizer
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if X.ndim != 2 or y.shape != (len(X),) or len(X) == 0:
+            raise ValueError(f"fit needs X [n, d] and y [n] with n >= 1, got {X.shape} and {y.shape}")
+        self.X_train_, self.y_train_ = X, y
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def prompts_for(self, X) -> list[str]:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"predict needs X [n, {self.n_features_in_}], got {X.shape}")
+        return [
+            prompts.format_prompt(self.X_train_, self.y_train_, x, self.round_to, self.instruction)
+            for x in X
+        ]
+
+    def predict(self, X) -> Float[np.ndarray, " n"]:
+        answers = greedy_answers(
+            self.model, self._tok(), self.prompts_for(X),
+            max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+        )
+        self.answers_ = answers.texts
+        self.failures_ = answers.parsed.failures
+        self.n_failed_ = answers.parsed.n_failed
+        return answers.values
+
+
+def predict_splits(
+    regressor: LLMRegressor, splits: Sequence[Split], *, progress: bool = True
+) -> tuple[list[np.ndarray], Answers]:
+    """Predict the queries of many problems in one batched pass (all prompts share batches).
+
+    Returns the predictions per split and the Answers (texts, parse failures) of the whole run.
+    """
+    texts: list[str] = []
+    counts: list[int] = []
+    for split in splits:
+        regressor.fit(split.x_train, split.y_train)
+        batch = regressor.prompts_for(split.x_query)
+        texts.extend(batch)
+        counts.append(len(batch))
+    answers = greedy_answers(
+        regressor.model, regressor._tok(), texts,
+        max_new_tokens=regressor.max_new_tokens, batch_size=regressor.batch_size, progress=progress,
+    )
+    bounds = np.cumsum([0, *counts])
+    return [answers.values[a:b] for a, b in zip(bounds[:-1], bounds[1:])], answers
+
+
+def evaluate(
+    regressor: LLMRegressor,
+    method: str,
+    dataset_names: str | Sequence[str],
+    *,
+    n_examples: int | Sequence[int] = 25,
+    seeds: Sequence[int] = range(100),
+    noise: float = 0.0,
+    round_to: int | None = prompts.DEFAULT_ROUND,
+    progress: bool = True,
+):
+    """The language model in the evaluation harness: the same tidy rows as
+    `optim_hunter.evaluation.evaluate`, all problems' prompts decoded in shared batches; a parse
+    failure is a failed row carrying the reason."""
+    import pandas as pd
+
+    from optim_hunter import datasets, evaluation
+
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    sizes = [n_examples] if isinstance(n_examples, (int, np.integer)) else list(n_examples)
+    problems = [(d, n, s) for d in names for n in sizes for s in seeds]
+    if not problems:
+        raise ValueError("need at least one dataset, one n_examples and one seed")
+    splits = [datasets.make_split(d, n, s, noise=noise, round_to=round_to) for d, n, s in problems]
+    predictions, answers = predict_splits(regressor, splits, progress=progress)
+    reasons = iter(prompts.parse_number(text).reason for text in answers.texts)
+    rows = []
+    for (dataset, size, seed), split, pred in zip(problems, splits, predictions):
+        errors = [next(reasons) for _ in pred]
+        errors = [f"unparseable answer: {e}" if e else "" for e in errors]
+        rows.extend(evaluation.result_rows(dataset, size, seed, method, split.y_query, pred, errors))
+    return pd.DataFrame(rows)

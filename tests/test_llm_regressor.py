@@ -1,0 +1,102 @@
+"""The LLM regressor on a stub model: prompts, greedy decoding, batching, counted parse failures.
+
+The stub is an "oracle" language model over characters: it reads the prompt and spells out a
+chosen answer one character per step, so the expected predictions are known independently.
+"""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from optim_hunter import datasets, evaluation, llm_regressor, prompts, regressors
+
+CHARS = "\n :.-0123456789abcdefghijklmnopqrstuvwxyzFO"
+
+
+class CharTokenizer:
+    def __call__(self, text):
+        return {"input_ids": [CHARS.index(c) for c in text]}
+
+    def decode(self, ids):
+        return "".join(CHARS[i] for i in ids)
+
+
+class OracleModel(torch.nn.Module):
+    """Answers the mean of the prompt's outputs; refuses ('no idea') when feature 0 > threshold."""
+
+    def __init__(self, refuse_above=np.inf):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.refuse_above = refuse_above
+        self.calls = []
+
+    def forward(self, tokens):
+        self.calls.append(tuple(tokens.shape))
+        logits = torch.full((*tokens.shape, len(CHARS)), -1e9)
+        tok = CharTokenizer()
+        for row in range(tokens.shape[0]):
+            text = tok.decode(tokens[row].tolist())
+            prompt, generated = text.rsplit("Output:", 1)
+            outputs = [float(v) for v in re.findall(r"Output: (-?[\d.]+)", prompt + "Output:")]
+            query0 = float(re.findall(r"Feature 0: (-?[\d.]+)", prompt)[-1])
+            answer = " no idea\n" if query0 > self.refuse_above else (
+                " " + prompts.format_number(np.mean(outputs)) + "\n\nFeature"
+            )
+            nxt = answer[len(generated)] if len(generated) < len(answer) else "\n"
+            logits[row, -1, CHARS.index(nxt)] = 0.0
+        return logits
+
+
+def test_predicts_what_the_model_says():
+    split = datasets.make_split("friedman1", 6, 0, n_queries=5, round_to=2)
+    reg = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer(), max_new_tokens=10)
+    pred = reg.fit(split.x_train, split.y_train).predict(split.x_query)
+    expected = regressors.AverageBaseline().fit(split.x_train, split.y_train).predict(split.x_query)
+    np.testing.assert_allclose(pred, np.round(expected, 2))
+    assert reg.n_failed_ == 0 and all(a.startswith(" ") and "\n" not in a for a in reg.answers_)
+
+
+def test_unparseable_answers_are_counted_not_zeroed():
+    split = datasets.make_split("friedman1", 6, 0, n_queries=20, round_to=2)
+    reg = llm_regressor.LLMRegressor(OracleModel(refuse_above=0.5), CharTokenizer())
+    pred = reg.fit(split.x_train, split.y_train).predict(split.x_query)
+    refused = split.x_query[:, 0] > 0.5
+    assert 0 < refused.sum() < 20
+    assert reg.n_failed_ == refused.sum()
+    assert np.isnan(pred[refused]).all() and np.isfinite(pred[~refused]).all()
+    assert {f.text for f in reg.failures_} == {" no idea"}
+
+
+def test_batched_equals_one_prompt_at_a_time():
+    splits = [datasets.make_split("friedman2", n, s, round_to=2) for n in (3, 4) for s in range(4)]
+    one = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer(), batch_size=1)
+    many_model = OracleModel()
+    many = llm_regressor.LLMRegressor(many_model, CharTokenizer(), batch_size=16)
+    a, _ = llm_regressor.predict_splits(one, splits, progress=False)
+    b, _ = llm_regressor.predict_splits(many, splits, progress=False)
+    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+    assert max(shape[0] for shape in many_model.calls) > 1  # it really batched
+
+
+def test_in_the_harness_with_failures():
+    reg = llm_regressor.LLMRegressor(OracleModel(refuse_above=0.5), CharTokenizer())
+    rows = llm_regressor.evaluate(reg, "oracle", "friedman1", n_examples=5, seeds=range(6),
+                                  progress=False)
+    assert len(rows) == 6 and set(rows.method) == {"oracle"}
+    failed = rows[rows.failed]
+    assert len(failed) > 0 and failed["error"].str.startswith("unparseable answer").all()
+    table = evaluation.summarize(rows)
+    assert table.iloc[0]["n_failed"] == len(failed)
+
+
+def test_clear_errors():
+    reg = llm_regressor.LLMRegressor(OracleModel(), None)
+    with pytest.raises(ValueError, match="tokenizer"):
+        reg.fit(np.ones((2, 2)), np.ones(2)).predict(np.ones((1, 2)))
+    reg = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer())
+    with pytest.raises(ValueError, match="features|X"):
+        reg.fit(np.ones((2, 2)), np.ones(2)).predict(np.ones((1, 3)))
+    with pytest.raises(ValueError):
+        reg.fit(np.ones((2, 2)), np.ones(3))
