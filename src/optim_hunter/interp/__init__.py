@@ -1,0 +1,1 @@
+"""Analyses written against hook names and weights."""

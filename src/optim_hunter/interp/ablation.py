@@ -1,0 +1,75 @@
+"""Ablations by hook name: zero or mean ablation of whole components or single attention heads.
+
+`ablated(model, ...)` is a context manager: inside it, every forward pass of `model` (including
+generation by `LLMRegressor`) runs with the chosen activations replaced. Means are computed over
+positions and prompts by `mean_activations`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+MODES = ("zero", "mean")
+
+
+@torch.no_grad()
+def mean_activations(
+    model: Any, token_lists: Sequence[Tensor], hook_names: Sequence[str]
+) -> dict[str, Float[Tensor, "..."]]:
+    """Mean of each hook's activation over all positions of all prompts (the last dims kept)."""
+    sums: dict[str, Tensor] = {}
+    count = 0
+    names = set(hook_names)
+    for tokens in token_lists:
+        _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in names)
+        for name in hook_names:
+            act = cache[name][0].double()  # [pos, ...]
+            sums[name] = sums.get(name, 0) + act.sum(0)
+        count += tokens.shape[-1]
+    if count == 0:
+        raise ValueError("mean_activations needs at least one prompt")
+    return {name: (total / count).float() for name, total in sums.items()}
+
+
+def _replacement(mode: str, mean: Tensor | None, heads: Sequence[int] | None):
+    if mode not in MODES:
+        raise ValueError(f"unknown ablation mode {mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "mean" and mean is None:
+        raise ValueError("mean ablation needs the mean activation (see mean_activations)")
+
+    def hook(activation: Tensor, hook: Any) -> Tensor:
+        value = torch.zeros_like(activation) if mode == "zero" else mean.to(activation).expand_as(activation)
+        if heads is None:
+            return value
+        out = activation.clone()
+        out[:, :, list(heads)] = value[:, :, list(heads)]  # hook_z is [batch, pos, head, d_head]
+        return out
+
+    return hook
+
+
+@contextlib.contextmanager
+def ablated(
+    model: Any,
+    hook_names: Sequence[str],
+    *,
+    mode: str = "zero",
+    means: Mapping[str, Tensor] | None = None,
+    heads: Mapping[str, Sequence[int]] | None = None,
+) -> Iterator[None]:
+    """Run `model` with the activations at `hook_names` zeroed or replaced by their means.
+
+    `heads` restricts an `...attn.hook_z` hook to some heads (the rest run normally).
+    """
+    hooks = [
+        (name, _replacement(mode, (means or {}).get(name), (heads or {}).get(name)))
+        for name in hook_names
+    ]
+    with model.hooks(fwd_hooks=hooks):
+        yield

@@ -1,0 +1,101 @@
+"""Direct attribution along an answer direction: logit differences per layer and per component.
+
+A *contrast* is one prompt and two candidate answers (say the true y and the kNN prediction). Both
+answers are tokenized after the prompt; at the first token where they differ, the unembedding
+direction W_U[:, a] - W_U[:, b] separates them. Projecting the (final-LayerNorm-scaled) residual
+stream on that direction gives the logit difference the model has accumulated after each layer,
+and how much each attention head, MLP and the embeddings contribute to it. Written against hook
+names and `W_U`, so it runs on zoo models and bridged Hugging Face models alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Contrast:
+    """Input tokens up to the deciding position, and the two tokens that decide between answers."""
+
+    tokens: Int[Tensor, " pos"]
+    token_a: int
+    token_b: int
+
+
+def make_contrast(tokenizer: Any, prompt: str, answer_a: str, answer_b: str) -> Contrast | None:
+    """The contrast of two answers after `prompt`, or None when they tokenize identically."""
+    ids_a = list(tokenizer(prompt + answer_a)["input_ids"])
+    ids_b = list(tokenizer(prompt + answer_b)["input_ids"])
+    for k, (a, b) in enumerate(zip(ids_a, ids_b)):
+        if a != b:
+            if k == 0:
+                raise ValueError("the answers change the prompt's first token; nothing to contrast")
+            return Contrast(torch.tensor(ids_a[:k]), a, b)
+    return None
+
+
+def answer_direction(model: Any, contrast: Contrast) -> Float[Tensor, " d_model"]:
+    W_U = model.W_U
+    return W_U[:, contrast.token_a] - W_U[:, contrast.token_b]
+
+
+@torch.no_grad()
+def logit_difference(model: Any, contrast: Contrast) -> float:
+    """The model's own logit(a) - logit(b) at the deciding position."""
+    logits = model(contrast.tokens[None])
+    return float(logits[0, -1, contrast.token_a] - logits[0, -1, contrast.token_b])
+
+
+@torch.no_grad()
+def by_layer(model: Any, contrast: Contrast) -> tuple[Float[np.ndarray, " stage"], list[str]]:
+    """Logit difference read from the accumulated residual stream before each layer (and at the
+    end), after the final LayerNorm's scaling: where in depth the decision appears."""
+    _, cache = model.run_with_cache(contrast.tokens[None])
+    stack, labels = cache.accumulated_resid(layer=-1, incl_mid=False, pos_slice=-1, return_labels=True)
+    scaled = cache.apply_ln_to_stack(stack, layer=-1, pos_slice=-1)
+    values = (scaled[:, 0] @ answer_direction(model, contrast)).cpu().numpy()
+    return values, list(labels)
+
+
+@torch.no_grad()
+def by_component(model: Any, contrast: Contrast) -> tuple[Float[np.ndarray, " component"], list[str]]:
+    """Direct contribution of every attention head, every MLP, the embeddings and the biases to
+    the logit difference (they sum to the total up to the unembedding bias)."""
+    _, cache = model.run_with_cache(contrast.tokens[None])
+    stack, labels = cache.get_full_resid_decomposition(
+        layer=-1, expand_neurons=False, apply_ln=True, pos_slice=-1, return_labels=True
+    )
+    values = (stack[:, 0] @ answer_direction(model, contrast)).cpu().numpy()
+    return values, list(labels)
+
+
+def summarize(
+    model: Any, contrasts: Sequence[Contrast | None], *, per: str = "layer"
+) -> pd.DataFrame:
+    """Mean and standard error over contrasts of `by_layer` or `by_component` (None skipped)."""
+    fn = {"layer": by_layer, "component": by_component}[per]
+    rows, labels = [], None
+    for contrast in contrasts:
+        if contrast is None:
+            continue
+        values, labels = fn(model, contrast)
+        rows.append(values)
+    if not rows:
+        raise ValueError("no contrast to summarize (all answer pairs were identical)")
+    data = np.stack(rows)
+    return pd.DataFrame(
+        {
+            "label": labels,
+            "mean": data.mean(0),
+            "sem": data.std(0, ddof=1) / np.sqrt(len(data)) if len(data) > 1 else np.nan,
+            "n": len(data),
+        }
+    )

@@ -1,0 +1,62 @@
+"""Linear probes on the residual stream: which quantity does the model's state track, by layer?
+
+`residuals` collects the residual stream at one position (the answer position by default) before
+every layer and after the last; `probe_r2` fits a ridge probe with cross-validation and reports the
+held-out R^2 of predicting a target (e.g. the OLS prediction, the kNN prediction, the true y).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import Tensor
+
+
+@torch.no_grad()
+def residuals(
+    model: Any, token_lists: Sequence[Tensor], position: int = -1
+) -> Float[np.ndarray, "prompt stage d_model"]:
+    """Residual stream at `position` of each prompt: before layer 0..L-1, then after the last."""
+    n_layers = model.cfg.n_layers
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
+    names.append(f"blocks.{n_layers - 1}.hook_resid_post")
+    wanted = set(names)
+    out = []
+    for tokens in token_lists:
+        _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in wanted)
+        out.append(torch.stack([cache[n][0, position] for n in names]).float().cpu().numpy())
+    return np.stack(out)
+
+
+def stage_labels(n_layers: int) -> list[str]:
+    return [f"before L{l}" for l in range(n_layers)] + [f"after L{n_layers - 1}"]
+
+
+def probe_r2(
+    features: Float[np.ndarray, "n d"], target: Float[np.ndarray, " n"], *, folds: int = 5, seed: int = 0
+) -> float:
+    """Held-out R^2 of a standardized ridge probe (alpha chosen by inner CV), by K-fold."""
+    features = np.asarray(features, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if len(features) != len(target) or len(target) < 2 * folds:
+        raise ValueError(f"need >= {2 * folds} samples with one target each, got {features.shape}")
+    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
+    predicted = cross_val_predict(probe, features, target, cv=KFold(folds, shuffle=True, random_state=seed))
+    residual = ((target - predicted) ** 2).sum()
+    total = ((target - target.mean()) ** 2).sum()
+    return float(1 - residual / total) if total > 0 else float("nan")
+
+
+def r2_by_layer(
+    stages: Float[np.ndarray, "prompt stage d_model"], target: Float[np.ndarray, " prompt"], **kwargs
+) -> Float[np.ndarray, " stage"]:
+    """`probe_r2` at every stage of `residuals`."""
+    return np.array([probe_r2(stages[:, s], target, **kwargs) for s in range(stages.shape[1])])
