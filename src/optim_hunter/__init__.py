@@ -9,6 +9,10 @@ Modules:
   claims       measurements recorded beside the source studies' values
   plots        every figure helper, rendered so the static book works offline
   sphinx_ext   the Jupyter Book extension: offline JS assets, claims collection, the Claims page
+  llm_regressor  any causal LM as a scikit-learn-style regressor (batched greedy decoding)
+  positions    which token of a numeric prompt is a feature value, an output, a separator
+  interp/      analyses written against hook names and weights: lsa (gradient descent in linear
+               self-attention), attribution, ablation, patching, probes, heads
 """
 
 __version__ = "0.1.0"

@@ -1,0 +1,211 @@
+"""Tests of optim_hunter.interp.lsa: the GD construction against an independent numpy reference,
+stacking, GD++, the metrics, and deterministic training (all tiny, CPU, float64 where exact)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optim_hunter.interp import lsa
+
+CFG = lsa.TaskConfig(d=10, n_context=10)
+TOL = 1e-6  # the chapter's bar; float64 reaches ~1e-12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # 11 x 11 matrices: extra threads only contend for the cores; restored for other modules.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def numpy_gd(x: np.ndarray, y: np.ndarray, x_query: np.ndarray, etas):
+    """Plain gradient descent on L(w) = 1/(2N) ||X w - y||^2 from w = 0, one task at a time.
+
+    Returns the query prediction and the context residuals y - X w after the last step."""
+    n, d = x.shape
+    w = np.zeros(d)
+    for eta in etas:
+        w = w - eta * x.T @ (x @ w - y) / n
+    return x_query @ w, y - x @ w
+
+
+def numpy_gd_plus(x: np.ndarray, y: np.ndarray, x_query: np.ndarray, etas, gammas) -> float:
+    """GD++ for one task: a step on the residuals, then x <- (I - gamma X^T X / N) x everywhere."""
+    n, d = x.shape
+    residual, prediction = y.copy(), 0.0
+    for eta, gamma in zip(etas, gammas):
+        delta = eta * x.T @ residual / n
+        residual = residual - x @ delta
+        prediction += x_query @ delta
+        m = np.eye(d) - gamma * x.T @ x / n
+        x, x_query = x @ m, m @ x_query  # m is symmetric
+    return prediction
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+def tasks_np(tasks: lsa.Tasks):
+    return [t.numpy() for t in (tasks.x, tasks.y, tasks.x_query)]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), eta=st.floats(0.05, 3.0))
+def test_one_layer_equals_one_gd_step_numpy(seed, eta):
+    tasks = lsa.sample_tasks(CFG, 64, seed)
+    model = lsa.constructed_model(CFG.d, CFG.n_context, [eta])
+    with torch.no_grad():
+        out = model(lsa.tokens(tasks))
+    x, y, xq = tasks_np(tasks)
+    for b in range(len(x)):
+        pred, residual = numpy_gd(x[b], y[b], xq[b], [eta])
+        assert rel(-out[b, -1, -1], pred) <= TOL
+        assert rel(out[b, :-1, -1], residual) <= TOL
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 5))
+def test_k_layers_equal_k_steps_token_form(seed, k):
+    tasks = lsa.sample_tasks(CFG, 32, seed)
+    etas = list(np.random.default_rng(seed).uniform(0.3, 2.0, size=k))
+    model = lsa.constructed_model(CFG.d, CFG.n_context, etas)
+    with torch.no_grad():
+        e0 = lsa.tokens(tasks)
+        states = model.residuals(e0)
+    x, y, xq = tasks_np(tasks)
+    for layer in range(1, k + 1):
+        out = states[layer]
+        # inputs are never written: only the y-slots carry the descent
+        assert torch.equal(out[..., :-1], e0[..., :-1])
+        for b in range(len(x)):
+            pred, residual = numpy_gd(x[b], y[b], xq[b], etas[:layer])
+            assert rel(-out[b, -1, -1], pred) <= TOL
+            assert rel(out[b, :-1, -1], residual) <= TOL
+
+
+def test_gd_plus_construction_matches_numpy():
+    tasks = lsa.sample_tasks(CFG, 32, 7)
+    etas, gammas = [1.1, 2.0, 0.7], [0.9, 0.3, 0.0]
+    model = lsa.constructed_model(CFG.d, CFG.n_context, etas, gammas)
+    with torch.no_grad():
+        pred = lsa.predict(model, tasks).numpy()
+    ref = [numpy_gd_plus(*t, etas, gammas) for t in zip(*tasks_np(tasks))]
+    assert rel(pred, ref) <= TOL
+    assert rel(lsa.gd_plus_predict(tasks, etas, gammas), ref) <= TOL
+
+
+def test_weight_space_reference_matches_numpy():
+    tasks = lsa.sample_tasks(CFG, 32, 3)
+    etas = [0.5, 1.7, 1.0]
+    ref = [numpy_gd(*t, etas)[0] for t in zip(*tasks_np(tasks))]
+    assert rel(lsa.gd_predict(tasks, etas), ref) <= 1e-12
+    # GD++ with gamma = 0 is plain GD
+    assert rel(lsa.gd_plus_predict(tasks, etas, [0.0] * 3), ref) <= 1e-12
+
+
+def test_verify_construction_table():
+    tasks = lsa.sample_tasks(CFG, 64, 11)
+    table = lsa.verify_construction(tasks, [1.5] * 3)
+    assert list(table["depth"]) == [1, 2, 3]
+    assert (table["pred_rel_error"] <= TOL).all()
+    assert (table["y_slots_rel_error"] <= TOL).all()
+    assert (table["x_slots_max_change"] == 0).all()
+    plus = lsa.verify_construction(tasks, [1.5, 1.5], gammas=[0.5, 0.0])
+    assert (plus["pred_rel_error"] <= TOL).all()
+
+
+def test_shapes_and_query_is_not_a_key():
+    tasks = lsa.sample_tasks(CFG, 5, 0, dtype=torch.float32)
+    assert tasks.x.shape == (5, 10, 10) and tasks.y.shape == (5, 10)
+    assert tasks.x_query.shape == (5, 10) and tasks.y_query.shape == (5,)
+    e = lsa.tokens(tasks)
+    assert e.shape == (5, 11, 11) and torch.all(e[:, -1, -1] == 0)
+    for softmax in (False, True):
+        model = lsa.AttentionModel(10, n_layers=2, softmax=softmax, init_scale=0.5, seed=1)
+        out = model(e)
+        assert out.shape == e.shape
+        assert lsa.predict(model, tasks).shape == (5,)
+        # moving the query leaves every context token as it was: the query is no key or value
+        moved = e.clone()
+        moved[:, -1, :-1] += 1.0
+        assert torch.allclose(model(moved)[:, :-1], out[:, :-1])
+        assert lsa.sensitivities(lsa.model_predictor(model), tasks).shape == (5, 10)
+
+
+def test_sensitivities_and_compare():
+    tasks = lsa.sample_tasks(CFG, 50, 4)
+    gd = lsa.gd_predictor([1.3])
+    # one GD step from 0 applies W_1 = (eta/N) sum_i y_i x_i to the query
+    w1 = 1.3 * torch.einsum("bn,bnd->bd", tasks.y, tasks.x) / CFG.n_context
+    assert torch.allclose(lsa.sensitivities(gd, tasks), w1)
+    same = lsa.compare(gd, lsa.model_predictor(lsa.constructed_model(10, 10, [1.3])), tasks)
+    assert same["sens_cosine"] == pytest.approx(1.0, abs=1e-12)
+    assert same["pred_diff"] < 1e-12 and same["sens_l2"] < 1e-12
+    assert same["loss_a"] == pytest.approx(same["loss_b"])
+    # a scaled copy points the same way but is a different model
+    scaled = lsa.compare(gd, lsa.gd_predictor([2.6]), tasks)
+    assert scaled["sens_cosine"] == pytest.approx(1.0, abs=1e-12) and scaled["sens_l2"] > 0.1
+
+
+def test_best_lr_is_the_scan_minimum():
+    tasks = lsa.sample_tasks(CFG, 2000, 5)
+    eta = lsa.best_gd_lr(tasks)
+    scan = lsa.scan_gd_lr(tasks, np.linspace(0.1, 3.0, 59))
+    assert scan["loss"].min() >= lsa.scan_gd_lr(tasks, [eta])["loss"][0] - 1e-12
+    assert abs(scan.loc[scan["loss"].idxmin(), "eta"] - eta) <= 0.05 + 1e-9
+    tuned = lsa.tune_gd(tasks, 1, starts=(1.0,))
+    assert tuned.etas[0] == pytest.approx(eta, rel=1e-4) and tuned.gammas is None
+
+
+def test_tuned_steps_beat_equal_steps():
+    tasks = lsa.sample_tasks(CFG, 200, 6)
+    eta = lsa.best_gd_lr(tasks)
+    equal = float(lsa.loss(lsa.gd_predict(tasks, [eta, eta]), tasks.y_query))
+    tuned = lsa.tune_gd(tasks, 2, starts=(1.0,), max_iter=20)
+    plus = lsa.tune_gd(tasks, 2, plus=True, starts=(1.0,), max_iter=20)
+    assert tuned.tuning_loss <= equal + 1e-12
+    assert plus.tuning_loss <= tuned.tuning_loss + 1e-9
+    assert plus.predictor()(tasks).shape == (200,)
+
+
+def test_training_is_deterministic_and_learns():
+    eval_tasks = lsa.sample_tasks(CFG, 256, 99, dtype=torch.float32)
+    cfg = lsa.TrainConfig(steps=40, batch_size=64, lr=1e-2, eval_every=20, seed=3)
+    runs = []
+    for _ in range(2):
+        model = lsa.AttentionModel(CFG.d, n_layers=1, seed=2)
+        history = lsa.train(model, CFG, cfg, eval_tasks, progress=False)
+        runs.append((history, [p.detach().clone() for p in model.parameters()]))
+    (h1, p1), (h2, p2) = runs
+    assert list(h1.columns) == ["step", "train_loss", "eval_loss"]
+    assert list(h1["step"]) == [0, 20, 40]
+    assert h1.equals(h2)
+    assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+    assert h1["eval_loss"].iloc[-1] < h1["eval_loss"].iloc[0]
+
+
+def test_interpolation_endpoints_and_weight_cosine():
+    tasks = lsa.sample_tasks(CFG, 200, 8)
+    constructed = lsa.constructed_model(10, 10, [1.4])
+    # a function-preserving rescaling of the constructed layer: QK * 3, PV / 3, sign flipped
+    other = lsa.constructed_model(10, 10, [1.4])
+    with torch.no_grad():
+        other.layers[0].w_q.mul_(-3.0)
+        other.layers[0].p.div_(-3.0)
+    assert lsa.weight_cosine(other, constructed) == pytest.approx(1.0)
+    path = lsa.interpolation(other, constructed, tasks, [0.0, 0.5, 1.0])
+    target = float(lsa.loss(lsa.gd_predict(tasks, [1.4]), tasks.y_query))
+    assert np.allclose(path["loss"], target)
+    trained = lsa.AttentionModel(10, 1, init_scale=0.3, seed=0, dtype=torch.float64)
+    ends = lsa.interpolation(trained, constructed, tasks, [0.0, 1.0])["loss"]
+    with torch.no_grad():
+        assert ends[0] == pytest.approx(float(lsa.loss(lsa.predict(trained, tasks), tasks.y_query)))
+    assert ends[1] == pytest.approx(target)
