@@ -100,3 +100,17 @@ def test_clear_errors():
         reg.fit(np.ones((2, 2)), np.ones(2)).predict(np.ones((1, 3)))
     with pytest.raises(ValueError):
         reg.fit(np.ones((2, 2)), np.ones(3))
+
+
+def test_prompts_longer_than_the_context_are_refused():
+    model = OracleModel()
+    model.cfg = type("Cfg", (), {"n_ctx": 100})()
+    split = datasets.make_split("friedman2", 10, 0, round_to=2)
+    reg = llm_regressor.LLMRegressor(model, CharTokenizer())
+    with pytest.raises(ValueError, match="exceeds the model's context of 100"):
+        reg.fit(split.x_train, split.y_train).predict(split.x_query)
+    fits = llm_regressor.max_examples(CharTokenizer(), "friedman2", 400, max_new_tokens=12)
+    assert fits >= 1
+    longest = max(len(prompts.format_prompt(s.x_train, s.y_train, s.x_query[0]))
+                  for s in (datasets.make_split("friedman2", fits, k, round_to=2) for k in range(5)))
+    assert longest + 12 <= 400

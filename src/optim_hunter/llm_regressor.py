@@ -65,6 +65,13 @@ def greedy_answers(
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
     encoded = [_encode(tokenizer, t) for t in texts]
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    longest = max((len(ids) for ids in encoded), default=0)
+    if n_ctx is not None and longest + max_new_tokens > n_ctx:
+        raise ValueError(
+            f"a prompt of {longest} tokens plus {max_new_tokens} answer tokens exceeds the model's "
+            f"context of {n_ctx}: use fewer in-context examples (see max_examples)"
+        )
     by_length: dict[int, list[int]] = defaultdict(list)
     for index, ids in enumerate(encoded):
         by_length[len(ids)].append(index)
@@ -99,6 +106,26 @@ def greedy_answers(
             cut = head.find(stop)
             answers[index] = text if cut < 0 else text[: len(text) - len(head) + cut]
     return Answers(answers, prompts.parse_answers(answers))
+
+
+def max_examples(
+    tokenizer: Any, dataset: str, n_ctx: int, *, round_to: int = prompts.DEFAULT_ROUND,
+    max_new_tokens: int = 12, seeds: Sequence[int] = range(5), limit: int = 200,
+) -> int:
+    """The most in-context examples of `dataset` whose prompts (longest over `seeds`) fit in a
+    context of `n_ctx` tokens with room for the answer."""
+    from optim_hunter import datasets
+
+    best = 0
+    for n in range(1, limit + 1):
+        longest = max(
+            len(_encode(tokenizer, prompts.format_prompt(s.x_train, s.y_train, s.x_query[0], round_to)))
+            for s in (datasets.make_split(dataset, n, seed, round_to=round_to) for seed in seeds)
+        )
+        if longest + max_new_tokens > n_ctx:
+            break
+        best = n
+    return best
 
 
 def _device_of(model: Any) -> torch.device:
