@@ -1,0 +1,100 @@
+"""Analyses of a language model answering a numeric regression prompt.
+
+  attention_by_role   per head, the attention the answer position pays to feature values, past
+                      outputs, labels and separators
+  knn_alignment       per head, whether attention to the examples' outputs follows how near each
+                      example is to the query (kNN-like) or is spread evenly (regression-like)
+  neuron_attribution  MLP neurons' direct contributions to a logit difference at the answer position
+
+All take token ids and the `positions.PromptLayout` of the prompt, so any tokenizer works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from scipy.stats import spearmanr
+from torch import Tensor
+
+from optim_hunter.interp.attribution import Contrast, answer_direction
+from optim_hunter.positions import ROLES, PromptLayout
+
+
+@torch.no_grad()
+def answer_patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer head src"]:
+    """Attention of every head from the last position (where the answer is produced)."""
+    names = {f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)}
+    _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in names)
+    return torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][0, :, -1] for l in range(model.cfg.n_layers)])
+
+
+def attention_by_role(
+    model: Any, token_lists: Sequence[Tensor], layouts: Sequence[PromptLayout]
+) -> pd.DataFrame:
+    """Mean attention mass from the answer position to each token role, per head."""
+    totals = np.zeros((model.cfg.n_layers, model.cfg.n_heads, len(ROLES)))
+    for tokens, layout in zip(token_lists, layouts):
+        pattern = answer_patterns(model, tokens).cpu().numpy()
+        for r, role in enumerate(ROLES):
+            totals[:, :, r] += pattern[:, :, layout.where(role)].sum(-1)
+    totals /= len(token_lists)
+    rows = [
+        {"layer": l, "head": h, "role": role, "mass": totals[l, h, r]}
+        for l in range(totals.shape[0]) for h in range(totals.shape[1]) for r, role in enumerate(ROLES)
+    ]
+    return pd.DataFrame(rows)
+
+
+def nearness(x_train: Float[np.ndarray, "n d"], x_query: Float[np.ndarray, " d"]) -> Float[np.ndarray, " n"]:
+    """Minus the Euclidean distance of each example to the query, features standardized by the
+    examples' spread (so no feature dominates by its units)."""
+    scale = x_train.std(0)
+    scale[scale == 0] = 1
+    return -np.linalg.norm((x_train - x_query) / scale, axis=1)
+
+
+def knn_alignment(
+    model: Any,
+    token_lists: Sequence[Tensor],
+    layouts: Sequence[PromptLayout],
+    nearness_lists: Sequence[Float[np.ndarray, " n"]],
+) -> Float[np.ndarray, "layer head"]:
+    """Per head, the mean over prompts of the Spearman correlation between the attention paid to
+    each example's output tokens and that example's nearness to the query (+1: attends to the
+    nearest neighbours; 0: no preference, as a spread-out, regression-like head)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    scores = np.zeros((len(token_lists), n_layers, n_heads))
+    for i, (tokens, layout, near) in enumerate(zip(token_lists, layouts, nearness_lists)):
+        pattern = answer_patterns(model, tokens).cpu().numpy()
+        per_example = np.stack(
+            [pattern[:, :, layout.where("output_value", example=e)].sum(-1) for e in range(len(near))],
+            axis=-1,
+        )  # [layer, head, example]
+        for l in range(n_layers):
+            for h in range(n_heads):
+                a = per_example[l, h]
+                scores[i, l, h] = 0.0 if np.ptp(a) == 0 else spearmanr(a, near).statistic
+    return scores.mean(0)
+
+
+@torch.no_grad()
+def neuron_attribution(model: Any, contrast: Contrast, *, top: int | None = 10) -> pd.DataFrame:
+    """Neurons whose direct effect (activation x W_out row, along the answer direction, scaled by
+    the final LayerNorm) most moves the logit difference at the deciding position."""
+    _, cache = model.run_with_cache(contrast.tokens[None])
+    direction = answer_direction(model, contrast)
+    scale = cache["ln_final.hook_scale"][0, -1] if "ln_final.hook_scale" in cache else torch.ones(1)
+    rows = []
+    for l in range(model.cfg.n_layers):
+        post = cache[f"blocks.{l}.mlp.hook_post"][0, -1]  # [d_mlp]
+        effect = post * (model.W_out[l] @ direction) / scale
+        for n in range(effect.shape[0]):
+            rows.append({"layer": l, "neuron": n, "effect": float(effect[n])})
+    table = pd.DataFrame(rows)
+    ordered = table.reindex(table["effect"].abs().sort_values(ascending=False).index)
+    return ordered if top is None else ordered.head(top)
