@@ -86,3 +86,19 @@ def test_custom_methods_mapping():
 def test_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         evaluation.evaluate(progress=False, n_jobs=1, **kwargs)
+
+
+def test_regimes_by_hand():
+    rows = []
+    for seed, (mine, a, b) in enumerate([(1.0, 2.0, 3.0), (2.0, 1.0, 5.0), (1.05, 1.0, 9.0), (np.nan, 1.0, 1.0)]):
+        for method, err in (("llm", mine), ("a", a), ("b", b)):
+            rows.append({"dataset": "d", "n_examples": 5, "seed": seed, "query": 0, "method": method,
+                         "abs_error": err})
+    table = evaluation.regimes(pd.DataFrame(rows), "llm")
+    row = table.iloc[0]
+    assert row["problems"] == 4
+    assert row["beats_all"] == 0.25  # only seed 0; the failed seed 3 is not a win
+    assert row["within_10pct"] == 0.5  # seeds 0 and 2
+    assert row["mse_reduction_when_best"] == pytest.approx(1 - 1.0 / 4.0)
+    with pytest.raises(ValueError, match="not in the results"):
+        evaluation.regimes(pd.DataFrame(rows), "gpt")

@@ -178,3 +178,35 @@ def summarize(results: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd
         )
     table = pd.DataFrame(rows)
     return table.sort_values(["dataset", "n_examples", "mae"], ignore_index=True)
+
+
+def regimes(results: pd.DataFrame, method: str, *, within: float = 0.10) -> pd.DataFrame:
+    """Per dataset: how often `method` beats every other method on a problem, how often it is
+    within `within` (relative) of the best other method, and on the problems it wins, how much
+    lower its squared error is than the best other method's (1 - its MSE / their best MSE).
+
+    Problems where `method` failed count as not winning; other methods' failures are ignored."""
+    if method not in set(results["method"]):
+        raise ValueError(f"method {method!r} is not in the results")
+    keys = ["dataset", "n_examples", "seed", "query"]
+    mine = results[results["method"] == method].set_index(keys)["abs_error"]
+    others = results[results["method"] != method].groupby(keys)["abs_error"].min()
+    joined = pd.DataFrame({"mine": mine, "best_other": others}).dropna(subset=["best_other"])
+    rows = []
+    for dataset, part in joined.groupby(level="dataset", sort=False):
+        wins = part["mine"] < part["best_other"]  # NaN (failed) compares False
+        close = part["mine"] <= (1 + within) * part["best_other"]
+        won = part[wins]
+        reduction = (
+            1 - (won["mine"] ** 2).mean() / (won["best_other"] ** 2).mean() if len(won) else np.nan
+        )
+        rows.append(
+            {
+                "dataset": dataset,
+                "problems": len(part),
+                "beats_all": float(wins.mean()),
+                f"within_{int(within * 100)}pct": float(close.mean()),
+                "mse_reduction_when_best": float(reduction),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -69,3 +69,16 @@ def test_neurons_sum_to_the_mlp_direct_effect(tiny_bridge, chars):
         expected = float(mlp @ direction / scale)
         assert table[table.layer == l]["effect"].sum() == pytest.approx(expected, abs=1e-4)
     assert len(regression.neuron_attribution(tiny_bridge, contrast, top=3)) == 3
+
+
+def test_reference_predictions(prompt):
+    split, _, _ = prompt
+    refs = regression.reference_predictions(split, ["average", "last"])
+    assert refs == {"true": split.y_query[0], "average": pytest.approx(split.y_train.mean()),
+                    "last": split.y_train[-1]}
+
+
+def test_answer_contrasts(chars):
+    out = regression.answer_contrasts(chars, ["Output:", "Output:", "Output:"],
+                                      [12.0, np.nan, 5.0], [13.0, 1.0, 5.0])
+    assert chars.decode(out[0].tokens.tolist()) == "Output: 1" and out[1] is None and out[2] is None

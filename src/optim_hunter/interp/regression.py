@@ -98,3 +98,41 @@ def neuron_attribution(model: Any, contrast: Contrast, *, top: int | None = 10) 
     table = pd.DataFrame(rows)
     ordered = table.reindex(table["effect"].abs().sort_values(ascending=False).index)
     return ordered if top is None else ordered.head(top)
+
+
+def reference_predictions(
+    split: Any, methods: Sequence[str], *, seed: int = 0
+) -> dict[str, float]:
+    """The true output of the first query and each scikit-learn method's prediction of it."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from optim_hunter import regressors
+
+    out = {"true": float(split.y_query[0])}
+    for name in methods:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = regressors.make(name, seed).fit(split.x_train, split.y_train)
+        out[name] = float(model.predict(split.x_query[:1])[0])
+    return out
+
+
+def answer_contrasts(
+    tokenizer: Any, texts: Sequence[str], first: Sequence[float], second: Sequence[float],
+    round_to: int = 2,
+) -> list[Contrast | None]:
+    """The contrast of answering `first[i]` vs `second[i]` after prompt `texts[i]`, as the prompt
+    format writes numbers (a space, then the number); None where either value is missing."""
+    from optim_hunter.interp.attribution import make_contrast
+    from optim_hunter.prompts import format_number
+
+    out = []
+    for text, a, b in zip(texts, first, second):
+        if not (np.isfinite(a) and np.isfinite(b)):
+            out.append(None)
+            continue
+        out.append(make_contrast(tokenizer, text, " " + format_number(a, round_to),
+                                 " " + format_number(b, round_to)))
+    return out
