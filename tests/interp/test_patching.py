@@ -46,3 +46,15 @@ def test_source_shorter_than_target_is_an_error(tiny_bridge, runs):
     source, target = runs
     with pytest.raises(ValueError, match="at least as long"):
         patching.residual_patching(tiny_bridge, target, source, last_logit(0))
+
+
+def test_source_cache_from_an_ablated_run(tiny_bridge, runs):
+    from optim_hunter.interp import ablation
+
+    source, target = runs
+    metric = last_logit(9)
+    with torch.no_grad(), ablation.ablated(tiny_bridge, ["blocks.0.attn.hook_z"]):
+        ablated_logits, cache = tiny_bridge.run_with_cache(source[None])
+    grid = patching.residual_patching(tiny_bridge, source, target, metric,
+                                      positions=[len(target) - 1], source_cache=cache)
+    assert grid[-1, 0] == pytest.approx(metric(ablated_logits), abs=1e-4)

@@ -35,16 +35,21 @@ def residual_patching(
     metric: Metric,
     *,
     positions: Sequence[int] | None = None,
+    source_cache: Any = None,
     progress: bool = False,
 ) -> Float[np.ndarray, "stage pos"]:
     """Metric of the target run with the residual stream at (stage, target position) taken from
-    the source run. `positions` are target positions (default: all); stages are `stage_hooks`."""
+    the source run. `positions` are target positions (default: all); stages are `stage_hooks`.
+    `source_cache` (from `run_with_cache` of the source, e.g. under an ablation) replaces the
+    clean source run."""
     offset = source.shape[-1] - target.shape[-1]
     if offset < 0:
         raise ValueError("the source run must be at least as long as the target (end-aligned)")
     hooks = stage_hooks(model.cfg.n_layers)
     wanted = set(hooks)
-    _, cache = model.run_with_cache(source[None], names_filter=lambda n: n in wanted)
+    cache = source_cache
+    if cache is None:
+        _, cache = model.run_with_cache(source[None], names_filter=lambda n: n in wanted)
     positions = list(range(target.shape[-1])) if positions is None else list(positions)
     out = np.zeros((len(hooks), len(positions)))
     cells = [(s, p) for s in range(len(hooks)) for p in range(len(positions))]
