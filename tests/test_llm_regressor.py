@@ -33,19 +33,26 @@ class OracleModel(torch.nn.Module):
         self.calls = []
 
     def forward(self, tokens):
+        """Causal: the logits at position p depend only on tokens[:p + 1] (one char per token)."""
         self.calls.append(tuple(tokens.shape))
         logits = torch.full((*tokens.shape, len(CHARS)), -1e9)
         tok = CharTokenizer()
         for row in range(tokens.shape[0]):
             text = tok.decode(tokens[row].tolist())
-            prompt, generated = text.rsplit("Output:", 1)
-            outputs = [float(v) for v in re.findall(r"Output: (-?[\d.]+)", prompt + "Output:")]
-            query0 = float(re.findall(r"Feature 0: (-?[\d.]+)", prompt)[-1])
-            answer = " no idea\n" if query0 > self.refuse_above else (
-                " " + prompts.format_number(np.mean(outputs)) + "\n\nFeature"
-            )
-            nxt = answer[len(generated)] if len(generated) < len(answer) else "\n"
-            logits[row, -1, CHARS.index(nxt)] = 0.0
+            for p in range(len(text)):
+                prefix = text[: p + 1]
+                if "Output:" not in prefix or not re.search(r"Feature 0: ", prefix):
+                    continue
+                prompt, generated = prefix.rsplit("Output:", 1)
+                outputs = [float(v) for v in re.findall(r"Output: (-?[\d.]+)", prompt + "Output:")]
+                if not outputs:
+                    continue
+                query0 = float(re.findall(r"Feature 0: (-?[\d.]+)", prompt)[-1])
+                answer = " no idea\n" if query0 > self.refuse_above else (
+                    " " + prompts.format_number(np.mean(outputs)) + "\n\nFeature"
+                )
+                nxt = answer[len(generated)] if len(generated) < len(answer) else "\n"
+                logits[row, p, CHARS.index(nxt)] = 0.0
         return logits
 
 
@@ -114,3 +121,12 @@ def test_prompts_longer_than_the_context_are_refused():
     longest = max(len(prompts.format_prompt(s.x_train, s.y_train, s.x_query[0]))
                   for s in (datasets.make_split("friedman2", fits, k, round_to=2) for k in range(5)))
     assert longest + 12 <= 400
+
+
+def test_right_padding_is_exact_on_a_real_transformer(tiny_bridge, chars):
+    texts = [prompts.format_prompt(s.x_train, s.y_train, s.x_query[0])
+             for s in (datasets.make_split("friedman2", n, k, round_to=2) for n in (1, 2, 3) for k in (0, 1))]
+    assert len({len(chars(t)["input_ids"]) for t in texts}) > 1  # really different lengths
+    one = llm_regressor.greedy_answers(tiny_bridge, chars, texts, max_new_tokens=6, batch_size=1)
+    many = llm_regressor.greedy_answers(tiny_bridge, chars, texts, max_new_tokens=6, batch_size=6)
+    assert one.texts == many.texts

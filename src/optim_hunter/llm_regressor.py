@@ -14,7 +14,6 @@ Hugging Face tokenizer (`tokenizer(text)["input_ids"]`, `tokenizer.decode(ids)`)
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,24 +71,27 @@ def greedy_answers(
             f"a prompt of {longest} tokens plus {max_new_tokens} answer tokens exceeds the model's "
             f"context of {n_ctx}: use fewer in-context examples (see max_examples)"
         )
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for index, ids in enumerate(encoded):
-        by_length[len(ids)].append(index)
-    batches = [
-        group[start : start + batch_size]
-        for _, group in sorted(by_length.items())
-        for start in range(0, len(group), batch_size)
-    ]
+    # Similar lengths share a batch; rows are right-padded. Under causal attention a pad token
+    # after a row's last real token cannot change that row's logits, so each row's answer is
+    # exactly its unbatched answer (read at its own last position, written over its padding).
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     device = _device_of(model)
     answers: list[str] = [""] * len(texts)
     for batch in tqdm(batches, disable=not progress, desc="generate"):
-        tokens = torch.tensor([encoded[i] for i in batch], dtype=torch.long, device=device)
+        lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
+        width = int(lengths.max()) + max_new_tokens
+        tokens = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+        for row, i in enumerate(batch):
+            tokens[row, : len(encoded[i])] = torch.tensor(encoded[i])
+        rows = torch.arange(len(batch), device=device)
         generated: list[list[int]] = [[] for _ in batch]
         done = [False] * len(batch)
-        for _ in range(max_new_tokens):
-            logits = model(tokens)
-            next_ids = logits[:, -1, :].argmax(dim=-1)
-            tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
+        for step in range(max_new_tokens):
+            # Only columns up to the longest row's current end are needed this step.
+            logits = model(tokens[:, : int(lengths.max()) + step])
+            next_ids = logits[rows, lengths + step - 1].argmax(dim=-1)
+            tokens[rows, lengths + step] = next_ids
             for row, token in enumerate(next_ids.tolist()):
                 if done[row]:
                     continue

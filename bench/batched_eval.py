@@ -1,0 +1,61 @@
+"""Batched evaluation of the LLM regressor against one-prompt-at-a-time generation, in one run.
+
+The 004 study generated one prompt at a time. `optim_hunter.llm_regressor` groups prompts of equal
+token length into batches (no padding, so answers are identical). Both ways decode the same
+Friedman #2 prompts greedily, alternating `--repeats` times so background load hits both alike;
+the answers must agree exactly. Prints one JSON object with the ratio (goal >= 10).
+
+    python bench/batched_eval.py [--profile full|smoke] [--prompts 64] [--batch 64] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from optim_hunter import datasets, llm_regressor, prompts, settings, zoo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--examples", type=int, default=25)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    profile, name = settings.profile(args.profile), settings.model(args.model)
+    model = zoo.load(name, profile, progress=False) if not name.startswith("hf:") else zoo.load(name)
+    tok = model.tokenizer
+    texts = []
+    for seed in range(args.prompts):
+        split = datasets.make_split("friedman2", args.examples, seed, round_to=2)
+        texts.append(prompts.format_prompt(split.x_train, split.y_train, split.x_query[0]))
+    timings = {"batched": 0.0, "one_at_a_time": 0.0}
+    answers = {}
+    with torch.inference_mode():
+        for _ in range(args.repeats):
+            for mode, batch in (("batched", args.batch), ("one_at_a_time", 1)):
+                began = time.perf_counter()
+                result = llm_regressor.greedy_answers(model, tok, texts, max_new_tokens=10, batch_size=batch)
+                timings[mode] += time.perf_counter() - began
+                answers[mode] = result.texts
+    identical = answers["batched"] == answers["one_at_a_time"]
+    print(json.dumps({
+        "model": name, "profile": profile, "prompts": len(texts), "batch_size": args.batch,
+        "threads": torch.get_num_threads(),
+        "batched_s": timings["batched"] / args.repeats,
+        "one_at_a_time_s": timings["one_at_a_time"] / args.repeats,
+        "batched_eval_speedup": timings["one_at_a_time"] / timings["batched"],
+        "identical_answers": identical,
+        "mean_prompt_tokens": float(np.mean([len(tok(t)["input_ids"]) for t in texts])),
+    }))
+
+
+if __name__ == "__main__":
+    main()
