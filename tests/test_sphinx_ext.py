@@ -70,7 +70,20 @@ claims.record("tiny.answer", chapter="page", claim="the answer", source_seed="00
 print("profile=" + settings.profile())
 ```
 """
-CLAIMS = "# Claims\n\n```{claims-table}\n```\n"
+CLAIMS = "# Claims\n\n```{claims-table}\n:sources: sources.yml\n```\n"
+SOURCES = """\
+- id: s004.answer
+  seed: "004"
+  claim: the answer is 42
+  source_value: 42
+  measured_by: ["tiny.{what}"]
+- id: s004.elsewhere
+  seed: "004"
+  claim: something we cannot test
+  source_value: 7
+  measured_by: []
+  note: needs a big model
+"""
 PLAIN = "# Plain\n\nNo figures here.\n"
 
 
@@ -89,6 +102,7 @@ def make_book(root: Path, page: str = PAGE) -> Path:
     (root / "_toc.yml").write_text(TOC)
     (root / "page.md").write_text(page)
     (root / "claims.md").write_text(CLAIMS)
+    (root / "sources.yml").write_text(SOURCES)
     (root / "plain.md").write_text(PLAIN)
     return root
 
@@ -163,6 +177,8 @@ def test_claims_collected(book):
     assert rows[0]["verdict"] == "reproduced" and rows[0]["docname"] == "page"
     table = (book / "_build" / "html" / "claims.html").read_text()
     assert "tiny.answer" in table and "1 reproduced" in table and 'href="page.html"' in table
+    assert "2 quantitative claims in the sources</b>: 1 reproduced" in table
+    assert "1 not measured here" in table and "needs a big model" in table
 
 
 def test_profiles_never_share_cached_outputs(book):

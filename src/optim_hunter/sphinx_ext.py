@@ -178,10 +178,87 @@ class claims_table(nodes.General, nodes.Element):
 
 
 class ClaimsTableDirective(SphinxDirective):
+    """`{claims-table}` with an optional `:sources:` YAML manifest of the source studies' claims
+    (path relative to the page), each mapped to the book claim ids that measure it."""
+
     has_content = False
+    option_spec = {"sources": str}
 
     def run(self) -> list[nodes.Node]:
-        return [claims_table("")]
+        node = claims_table("")
+        if "sources" in self.options:
+            rel, path = self.env.relfn2path(self.options["sources"], self.env.docname)
+            self.env.note_dependency(rel)
+            node["sources"] = load_sources(Path(path))
+        return [node]
+
+
+def load_sources(path: Path) -> list[dict[str, Any]]:
+    """The source-claims manifest: a YAML list of {id, seed, claim, source_value, measured_by, note}."""
+    import yaml
+
+    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    for entry in entries:
+        missing = {"id", "seed", "claim", "measured_by"} - set(entry)
+        if missing:
+            raise ValueError(f"{path}: entry {entry.get('id', '?')} lacks {sorted(missing)}")
+    return entries
+
+
+def _matches(pattern: str, claim_id: str) -> bool:
+    import re
+
+    regex = "^" + re.sub(r"\\\{[^}]*\\\}", "[a-z0-9_]+", re.escape(pattern)) + "$"
+    return re.match(regex, claim_id) is not None
+
+
+def source_status(entry: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """A source claim's status from the book rows that measure it: reproduced (all measuring
+    rows with a verdict reproduce it), not_reproduced (any does not), measured, or not_measured."""
+    measured = [row for row in rows if any(_matches(p, row["id"]) for p in entry["measured_by"] or [])]
+    if not measured:
+        return "not_measured", []
+    verdicts = {row["verdict"] for row in measured}
+    if "not_reproduced" in verdicts:
+        return "not_reproduced", measured
+    if "reproduced" in verdicts:
+        return "reproduced", measured
+    return "measured", measured
+
+
+def render_sources(app: Sphinx, fromdocname: str, entries: list[dict[str, Any]],
+                   rows: list[dict[str, Any]]) -> str:
+    statuses = [source_status(entry, rows) for entry in entries]
+    counts = {k: sum(1 for s, _ in statuses if s == k)
+              for k in ("reproduced", "not_reproduced", "measured", "not_measured")}
+    head = (
+        f"<p><b>{len(entries)} quantitative claims in the sources</b>: {counts['reproduced']} "
+        f"reproduced, {counts['not_reproduced']} not reproduced, {counts['measured']} measured "
+        f"without a verdict, {counts['not_measured']} not measured here.</p>"
+    )
+    cells = []
+    for entry, (status, measured) in zip(entries, statuses):
+        ours = "<br>".join(
+            f'<a href="{app.builder.get_relative_uri(fromdocname, row["docname"])}">'
+            f"<code>{html.escape(row['id'])}</code></a>: {html.escape(_value(row['measured']))} "
+            f"{html.escape(row['unit'])} ({row['verdict'].replace('_', ' ')})"
+            for row in measured
+        ) or html.escape(entry.get("note") or "")
+        cells.append(
+            "<tr>"
+            f"<td>{html.escape(str(entry['seed']))}</td>"
+            f"<td>{html.escape(entry['claim'])}</td>"
+            f"<td>{html.escape(_value(entry.get('source_value')))}</td>"
+            f"<td>{ours}</td>"
+            f"<td class=\"verdict-{status}\">{status.replace('_', ' ')}</td>"
+            "</tr>"
+        )
+    return (
+        head
+        + '<table class="table optim-hunter-source-claims"><thead><tr>'
+        "<th>source</th><th>claim</th><th>source value</th><th>ours</th><th>status</th>"
+        "</tr></thead><tbody>" + "".join(cells) + "</tbody></table>"
+    )
 
 
 def _value(value: Any) -> str:
@@ -229,7 +306,10 @@ def render_table(app: Sphinx, fromdocname: str, rows: list[dict[str, Any]]) -> s
 
 def _doctree_resolved(app: Sphinx, doctree: nodes.document, fromdocname: str) -> None:
     for node in list(doctree.findall(claims_table)):
-        table = render_table(app, fromdocname, all_claims(app.env))
+        rows = all_claims(app.env)
+        table = render_table(app, fromdocname, rows)
+        if node.get("sources") is not None:
+            table = render_sources(app, fromdocname, node["sources"], rows) + table
         node.replace_self(nodes.raw("", table, format="html"))
 
 
