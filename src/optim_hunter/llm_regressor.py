@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from optim_hunter import prompts
+from optim_hunter import kv_decoding, prompts
 from optim_hunter.datasets import Split
 
 Model = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos vocab"]]
@@ -78,6 +78,7 @@ def greedy_answers(
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     device = _device_of(model)
     answers: list[str] = [""] * len(texts)
+    use_cache = kv_decoding.supports(model)
     for batch in tqdm(batches, disable=not progress, desc="generate"):
         lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
         width = int(lengths.max()) + max_new_tokens
@@ -87,10 +88,15 @@ def greedy_answers(
         rows = torch.arange(len(batch), device=device)
         generated: list[list[int]] = [[] for _ in batch]
         done = [False] * len(batch)
+        if use_cache:  # the prompt once, then one token per step (exact; no hooks attached)
+            decoder = kv_decoding.NativeKVDecoder(model)
+            last_logits = decoder.prefill(tokens[:, : int(lengths.max())], lengths)
         for step in range(max_new_tokens):
-            # Only columns up to the longest row's current end are needed this step.
-            logits = model(tokens[:, : int(lengths.max()) + step])
-            next_ids = logits[rows, lengths + step - 1].argmax(dim=-1)
+            if not use_cache:
+                # Only columns up to the longest row's current end are needed this step.
+                logits = model(tokens[:, : int(lengths.max()) + step])
+                last_logits = logits[rows, lengths + step - 1]
+            next_ids = last_logits.argmax(dim=-1)
             tokens[rows, lengths + step] = next_ids
             for row, token in enumerate(next_ids.tolist()):
                 if done[row]:
@@ -102,6 +108,8 @@ def greedy_answers(
                     done[row] = True
             if all(done):
                 break
+            if use_cache and step + 1 < max_new_tokens:
+                last_logits = decoder.step(next_ids)
         for row, index in enumerate(batch):
             text = tokenizer.decode(generated[row])
             head = text.lstrip(stop + " ")

@@ -1,0 +1,41 @@
+"""KV-cached decoding equals full forward passes on a real native TransformerLens model."""
+
+import torch
+
+from optim_hunter import datasets, kv_decoding, llm_regressor, prompts
+from optim_hunter.interp import ablation
+
+
+def test_prefill_and_steps_match_full_forward(tiny_bridge):
+    assert kv_decoding.supports(tiny_bridge)
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([5, 9, 7])
+    tokens = torch.randint(0, 40, (3, 12), generator=g)
+    decoder = kv_decoding.NativeKVDecoder(tiny_bridge)
+    first = decoder.prefill(tokens[:, :9], lengths)
+    with torch.no_grad():
+        for row, n in enumerate(lengths.tolist()):
+            full = tiny_bridge(tokens[row : row + 1, :n])
+            torch.testing.assert_close(first[row], full[0, -1], atol=1e-4, rtol=1e-4)
+        extra = torch.randint(0, 40, (3, 2), generator=g)
+        logits = [decoder.step(extra[:, 0]), decoder.step(extra[:, 1])]
+        for row, n in enumerate(lengths.tolist()):
+            seq = torch.cat([tokens[row, :n], extra[row]])[None]
+            full = tiny_bridge(seq)
+            torch.testing.assert_close(logits[0][row], full[0, -2], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(logits[1][row], full[0, -1], atol=1e-4, rtol=1e-4)
+
+
+def test_hooks_disable_the_cache(tiny_bridge):
+    with ablation.ablated(tiny_bridge, ["blocks.0.hook_mlp_out"]):
+        assert kv_decoding.hooks_attached(tiny_bridge) and not kv_decoding.supports(tiny_bridge)
+    assert kv_decoding.supports(tiny_bridge)
+
+
+def test_cached_answers_equal_full_path_answers(tiny_bridge, chars, monkeypatch):
+    texts = [prompts.format_prompt(s.x_train, s.y_train, s.x_query[0])
+             for s in (datasets.make_split("friedman2", n, k, round_to=2) for n in (1, 2) for k in (0, 1, 2))]
+    cached = llm_regressor.greedy_answers(tiny_bridge, chars, texts, max_new_tokens=6, batch_size=4)
+    monkeypatch.setattr(kv_decoding, "supports", lambda model: False)
+    full = llm_regressor.greedy_answers(tiny_bridge, chars, texts, max_new_tokens=6, batch_size=1)
+    assert cached.texts == full.texts
