@@ -1,4 +1,5 @@
-"""The `optim-hunter` command line: list datasets and regressors, run the evaluation harness."""
+"""The `optim-hunter` command line: list datasets and regressors, run the evaluation harness,
+train the zoo's models and list them with their cache status."""
 
 from __future__ import annotations
 
@@ -36,6 +37,41 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return ""  # pragma: no cover
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from optim_hunter import settings, zoo  # torch and TransformerLens: imported only when needed
+
+    profiles = settings.PROFILES if args.profile == "all" else (settings.profile(args.profile),)
+    print(f"{'name':14s} {'profile':8s} {'status':8s} {'size':>9s}  path")
+    for name in zoo.names():
+        for profile in profiles:
+            status = zoo.status(name, profile)
+            print(f"{name:14s} {profile:8s} {status.state:8s} {_size(status.size_bytes):>9s}  {status.path}")
+    print("(and any hf:<name-or-path>: a Hugging Face model from a local folder or the HF cache)")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from optim_hunter import settings, zoo
+
+    profile = settings.profile(args.profile)
+    zoo.family(args.name)  # an unknown name fails here, before anything is imported or trained
+    path = zoo.train(args.name, profile, force=args.force, progress=not args.quiet)
+    meta = zoo.metadata(args.name, profile)
+    print(
+        f"{args.name} ({profile}): {meta['steps']} steps in {meta['train_seconds']:.0f} s "
+        f"({meta['tokens_per_second']:.0f} tokens/s) -> {path.parent}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="optim-hunter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--round", type=int, default=None, help="round features/targets to N decimals")
     ev.add_argument("--jobs", type=int, default=-1, help="parallel workers (joblib)")
     ev.set_defaults(func=_cmd_eval)
+    tr = sub.add_parser("train", help="train a zoo model (cached: a no-op when already trained)")
+    tr.add_argument("name", help="zoo model name (see `optim-hunter models`)")
+    tr.add_argument("--profile", default=None, help="full or smoke (default: $OPTIM_HUNTER_PROFILE or full)")
+    tr.add_argument("--force", action="store_true", help="discard the cached model and train again")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
+    mo = sub.add_parser("models", help="list the zoo models with their cache status, path and size")
+    mo.add_argument("--profile", default=None, help="full, smoke or all (default: the current profile)")
+    mo.set_defaults(func=_cmd_models)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

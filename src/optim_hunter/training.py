@@ -1,0 +1,428 @@
+"""The one trainer behind every model the book trains, and its checkpoint format.
+
+A model family hands `train` a `TrainSpec` (how to build the model from a seed, the batch of a
+given step, the loss, optional evaluation) and a `TrainConfig` (steps, learning-rate schedule,
+evaluation and snapshot schedules). The trainer is
+
+  * deterministic: the model is built from `config.seed` and batch `s` is `spec.batch(s)`, a
+    function of the step alone, so the same seed gives the same weights, and a run resumed after
+    an interruption ends with exactly the weights of an uninterrupted one;
+  * observable: a tqdm bar, a `history` of evaluation rows (every `eval_every` steps and at the
+    end) for metrics-over-training figures, and snapshots at log-spaced steps;
+  * safe on disk: checkpoints are a safetensors file plus a JSON sidecar that carries the sha256
+    of the tensors. Both are written to a temporary name and moved into place (`os.replace`), the
+    JSON last, so a crash never leaves a checkpoint that looks complete; loading verifies the hash
+    and never unpickles anything.
+
+Checkpoint `PATH` means the pair `PATH.safetensors` / `PATH.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+# Part of every zoo cache key: bump it when a change here changes the weights training produces.
+CODE_VERSION = "1"
+FORMAT = "optim_hunter.checkpoint/1"
+SCHEDULES = ("cosine", "constant")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, partial or corrupt (the message says which and where)."""
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How long and how to optimise; every model's config embeds one.
+
+    `eval_every` 0 evaluates only at the end; `snapshots` N keeps N log-spaced snapshots (the last
+    is the final step); `checkpoint_every` 0 writes a resume checkpoint only on interruption.
+    `threads` sets torch's CPU threads for the run (None leaves them as they are).
+    """
+
+    steps: int
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    eval_every: int = 0
+    snapshots: int = 0
+    checkpoint_every: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"TrainConfig: {message}")
+
+        need(isinstance(self.steps, int) and self.steps >= 1, f"steps must be >= 1, got {self.steps!r}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, got {self.lr}")
+        need(0 <= self.warmup_steps <= self.steps, f"warmup_steps must be in [0, steps], got {self.warmup_steps}")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        need(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive or None")
+        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        for name in ("eval_every", "snapshots", "checkpoint_every"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.snapshots <= self.steps, f"cannot keep {self.snapshots} snapshots of {self.steps} steps")
+        need(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """What a model family supplies.
+
+    build(seed) -> a fresh model; batch(step) -> that step's batch (deterministic in `step`);
+    loss(model, batch) -> a scalar tensor; tokens(batch) -> tokens in the batch (throughput);
+    evaluate(model, step) -> metrics for the history (called in eval mode, without gradients).
+    `param_groups(model)` may split parameters, e.g. to exempt embeddings from weight decay.
+    """
+
+    build: Callable[[int], nn.Module]
+    batch: Callable[[int], Any]
+    loss: Callable[[nn.Module, Any], Tensor]
+    tokens: Callable[[Any], int] = lambda batch: 0
+    evaluate: Callable[[nn.Module, int], Mapping[str, float]] | None = None
+    param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: nn.Module
+    steps: int
+    history: list[dict[str, float]]  # evaluation rows: {"step", "loss", **metrics}
+    losses: list[float]  # training loss at every step
+    seconds: float  # training time in this call (evaluation excluded)
+    tokens: int  # tokens trained on in this call
+    snapshot_steps: list[int]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Linear warmup, then cosine decay to `min_lr_ratio * lr` (or constant)."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+def snapshot_steps(total: int, count: int) -> list[int]:
+    """`count` distinct steps in [1, total], log-spaced (dense early, where training changes most),
+    always ending at `total`."""
+    if count <= 0:
+        return []
+    if count > total:
+        raise ValueError(f"cannot take {count} distinct snapshots of {total} steps")
+    steps: set[int] = {total}
+    grid = count
+    while len(steps) < count:
+        # Rounding merges early points; widen the grid until there are enough distinct steps.
+        steps = {int(round(v)) for v in np.geomspace(1, total, grid)} | {total}
+        grid += 1
+    ordered = sorted(steps)
+    while len(ordered) > count:  # drop from the dense early end, keep 1 and total
+        ordered.pop(1)
+    return ordered
+
+
+def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only; biases, norms and embeddings are not decayed."""
+    decay, keep = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_embedding = "embed" in name or name.startswith("pos")
+        (decay if param.ndim >= 2 and not is_embedding else keep).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def content_hash(tensors: Mapping[str, Tensor]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor, in name order: independent of how
+    the file lays them out, so it checks what a loader gets back."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(path: Path | str, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> Path:
+    """Write `path`.safetensors then `path`.json (with the content hash), each atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    sidecar = {"format": FORMAT, "sha256": content_hash(flat), "n_tensors": len(flat), "meta": dict(meta)}
+    text = json.dumps(sidecar, indent=1, sort_keys=True, default=_json_default)
+    # The JSON goes last: its presence says the tensors beside it are complete.
+    _atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(flat, str(tmp)))
+    _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def load_checkpoint(path: Path | str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and metadata of a checkpoint, verified; CheckpointError if partial or corrupt."""
+    path = Path(path)
+    tensors_file, sidecar_file = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    if not sidecar_file.exists() or not tensors_file.exists():
+        missing = [str(f) for f in (tensors_file, sidecar_file) if not f.exists()]
+        raise CheckpointError(f"checkpoint {path} is missing or partial: no {', '.join(missing)}")
+    try:
+        sidecar = json.loads(sidecar_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"checkpoint {path}: unreadable {sidecar_file.name}: {err}") from err
+    if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT or "sha256" not in sidecar:
+        raise CheckpointError(f"checkpoint {path}: {sidecar_file.name} is not a {FORMAT} sidecar")
+    try:
+        tensors = load_file(str(tensors_file))  # safetensors: no pickle, no code execution
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint {path}: corrupt {tensors_file.name}: {err}") from err
+    actual = content_hash(tensors)
+    if actual != sidecar["sha256"]:
+        raise CheckpointError(
+            f"checkpoint {path}: content hash mismatch (expected {sidecar['sha256'][:12]}..., "
+            f"got {actual[:12]}...): the file was modified or damaged"
+        )
+    return tensors, sidecar.get("meta", {})
+
+
+def remove_checkpoint(path: Path | str) -> None:
+    path = Path(path)
+    for suffix in (".json", ".safetensors"):  # the sidecar first: never a JSON without tensors
+        with contextlib.suppress(FileNotFoundError):
+            path.with_suffix(suffix).unlink()
+
+
+def checkpoint_exists(path: Path | str) -> bool:
+    path = Path(path)
+    return path.with_suffix(".json").exists() and path.with_suffix(".safetensors").exists()
+
+
+def checkpoint_bytes(path: Path | str) -> int:
+    path = Path(path)
+    return sum(f.stat().st_size for f in (path.with_suffix(".safetensors"), path.with_suffix(".json")) if f.exists())
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def fingerprint(value: Any) -> str:
+    """sha256 of a canonical JSON rendering (dataclasses become dicts): the basis of cache keys."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+# --- optimizer state <-> flat tensors (for resume checkpoints) -----------------------------------
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    groups = [{k: v for k, v in group.items()} for group in state["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    groups = [dict(group, betas=tuple(group["betas"])) if "betas" in group else group for group in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# --- the training loop ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+def train(
+    spec: TrainSpec,
+    config: TrainConfig,
+    run_dir: Path | str | None = None,
+    *,
+    callbacks: Sequence[Callable[[nn.Module, int], Mapping[str, float] | None]] = (),
+    progress: bool = True,
+    description: str = "train",
+    run_key: str = "",
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train `spec` under `config`, resuming from `run_dir` if it holds a matching resume point.
+
+    With `run_dir`, resume checkpoints (every `checkpoint_every` steps, and on Ctrl-C) and
+    snapshots (`run_dir/snapshots/step_XXXXXXX`) are written there; `run_key` identifies the
+    run so a resume point of a different configuration is ignored. `callbacks(model, step)` run
+    with `spec.evaluate` at every evaluation and may return metrics for the history. `stop_at`
+    stops after that step as an interruption would (leaving a resume checkpoint): for tests.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else None
+    key = fingerprint({"config": config, "run_key": run_key, "code": CODE_VERSION})
+    resume_path = run_dir / "resume" if run_dir is not None else None
+    snaps = set(snapshot_steps(config.steps, config.snapshots))
+
+    with _threads(config.threads):
+        torch.manual_seed(config.seed)  # for anything a family draws from the global generator
+        model = spec.build(config.seed)
+        groups = (spec.param_groups or (lambda m: default_param_groups(m, config.weight_decay)))(model)
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        start, history, losses = 0, [], []
+        if resume_path is not None and checkpoint_exists(resume_path):
+            try:
+                tensors, meta = load_checkpoint(resume_path)
+                if meta.get("key") == key:
+                    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+                    _load_optimizer(optimizer, tensors, meta["optimizer"])
+                    start, history, losses = meta["step"], meta["history"], meta["losses"]
+            except CheckpointError as err:
+                import warnings
+
+                warnings.warn(f"ignoring a damaged resume point, starting over: {err}", stacklevel=2)
+
+        def save_resume(step: int) -> None:
+            if resume_path is None:
+                return
+            opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+            tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
+            meta = {"key": key, "step": step, "history": history, "losses": losses, "optimizer": opt_meta}
+            save_checkpoint(resume_path, tensors, meta)
+
+        def evaluate(step: int) -> None:
+            row: dict[str, float] = {"step": step}
+            if losses:
+                recent = losses[-max(1, min(len(losses), config.eval_every or 50)) :]
+                row["loss"] = float(np.mean(recent))
+            with _evaluating(model):
+                for fn in ([spec.evaluate] if spec.evaluate else []) + list(callbacks):
+                    row.update(fn(model, step) or {})
+            history.append(row)
+
+        model.train()
+        seconds, tokens = 0.0, 0
+        bar = tqdm(total=config.steps, initial=start, desc=description, disable=not progress, dynamic_ncols=True)
+        step = start
+        try:
+            while step < config.steps:
+                began = time.perf_counter()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(config, step)
+                batch = spec.batch(step)
+                loss = spec.loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"{description}: loss became {value} at step {step}")
+                losses.append(value)
+                step += 1
+                seconds += time.perf_counter() - began
+                tokens += spec.tokens(batch)
+                if progress:
+                    bar.update(1)
+                    if step % 10 == 0 or step == config.steps:
+                        bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens / max(seconds, 1e-9):.0f}")
+                if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
+                    evaluate(step)
+                if step in snaps and run_dir is not None:
+                    save_checkpoint(run_dir / "snapshots" / f"step_{step:07d}", model.state_dict(), {"step": step})
+                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+                    save_resume(step)
+                if stop_at is not None and step >= stop_at and step < config.steps:
+                    save_resume(step)
+                    break
+        except KeyboardInterrupt:
+            save_resume(step)  # the next call resumes here
+            raise
+        finally:
+            bar.close()
+        if step >= config.steps and resume_path is not None:
+            remove_checkpoint(resume_path)  # finished: the caller keeps the final weights
+    model.eval()
+    return TrainResult(model, step, history, losses, seconds, tokens, sorted(s for s in snaps if s <= step))

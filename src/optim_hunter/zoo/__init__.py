@@ -1,0 +1,227 @@
+"""The model zoo: every model a chapter uses, by name, as a TransformerLens-hooked model.
+
+    load("numeric-icl")      the book's own models: trained on first use, then cached
+    load("hf:gpt2")          a Hugging Face causal LM from a local folder or the HF cache (offline)
+
+Every model comes back with the standard hook names (`hook_embed`, `blocks.{i}.hook_resid_pre`,
+`blocks.{i}.attn.hook_pattern`, `blocks.{i}.attn.hook_z`, `blocks.{i}.hook_attn_out`,
+`blocks.{i}.hook_mlp_out`, `blocks.{i}.hook_resid_post`, `ln_final.*`, ...), `run_with_cache`,
+the weight properties (`W_E`, `W_Q`, `W_K`, `W_V`, `W_O`, `W_U`, ...) and a Hugging Face
+tokenizer as `.tokenizer` (plus `to_tokens` / `to_string`), so analyses written against them run
+unchanged on our models and on real ones.
+
+Trained models live in `settings.cache_dir()/zoo/<name>/<profile>-<key>/` (`OPTIM_HUNTER_CACHE`
+moves it). The key hashes the model's configuration, its family's code version and the trainer's,
+so a changed configuration trains a new model rather than serving a stale one. A damaged or
+partial checkpoint is detected (content hash) and retrained with a warning.
+
+A family is a module with `VERSION`, `DESCRIPTION`, `config(profile)`, `train_spec(config)` and
+`hooked(state_dict, config, name)` (see `numeric`); adding a model is adding a line to `FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import shutil
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from optim_hunter import settings, training
+
+HF_PREFIX = "hf:"
+FAMILIES: dict[str, str] = {
+    "numeric-icl": "optim_hunter.zoo.numeric",
+    # attention-only models on in-context Markov chains (the induction-heads chapter)
+    "attn-only-1l": "optim_hunter.zoo.induction.attn_only_1l",
+    "attn-only-2l": "optim_hunter.zoo.induction.attn_only_2l",
+    "attn-only-3l": "optim_hunter.zoo.induction.attn_only_3l",
+    "smeared-1l": "optim_hunter.zoo.induction.smeared_1l",
+    "smeared-2l": "optim_hunter.zoo.induction.smeared_2l",
+    # a 3-layer transformer fed vectors of an affine recurrence (the affine-recurrences chapter)
+    "affine-recurrence": "optim_hunter.zoo.affine",
+}
+
+
+def names() -> list[str]:
+    """The zoo's own model names (any `hf:<name-or-path>` is accepted as well)."""
+    return list(FAMILIES)
+
+
+def family(name: str) -> ModuleType:
+    """The module that defines model `name`, or a ValueError listing the known names."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(names())} or hf:<name-or-path>")
+    return importlib.import_module(FAMILIES[name])
+
+
+def config(name: str, profile: str | None = None) -> Any:
+    return family(name).config(settings.profile(profile))
+
+
+def cache_key(name: str, cfg: Any) -> str:
+    """16 hex digits of the hash of (name, configuration, family and trainer code versions)."""
+    return training.fingerprint(
+        {"name": name, "config": cfg, "family": family(name).VERSION, "training": training.CODE_VERSION}
+    )[:16]
+
+
+def run_dir(name: str, profile: str | None = None) -> Path:
+    profile = settings.profile(profile)
+    return settings.cache_dir() / "zoo" / name / f"{profile}-{cache_key(name, config(name, profile))}"
+
+
+def _final(directory: Path) -> Path:
+    return directory / "model"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    profile: str
+    state: str  # "cached", "missing", "partial" (an interrupted run can resume) or "corrupt"
+    path: Path
+    size_bytes: int
+
+    @property
+    def cached(self) -> bool:
+        return self.state == "cached"
+
+
+def status(name: str, profile: str | None = None, *, verify: bool = True) -> ModelStatus:
+    """Whether `name` is trained and cached for `profile`, where, and how big (all files)."""
+    profile = settings.profile(profile)
+    directory = run_dir(name, profile)
+    size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()) if directory.exists() else 0
+    final = _final(directory)
+    if training.checkpoint_exists(final):
+        state = "cached"
+        if verify:
+            try:
+                training.load_checkpoint(final)
+            except training.CheckpointError:
+                state = "corrupt"
+    elif training.checkpoint_exists(directory / "resume"):
+        state = "partial"
+    else:
+        state = "missing" if size == 0 else "corrupt"
+    return ModelStatus(name, profile, state, directory, size)
+
+
+@contextlib.contextmanager
+def _lock(directory: Path):
+    """One trainer per model at a time (e.g. two notebooks executing at once): the second waits."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        yield
+        return
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def train(name: str, profile: str | None = None, *, force: bool = False, progress: bool = True) -> Path:
+    """Train `name` under `profile` unless a verified checkpoint is cached; its checkpoint path.
+
+    An interrupted run resumes where it stopped; `force` discards the cache and starts over.
+    """
+    profile = settings.profile(profile)
+    module = family(name)
+    cfg = module.config(profile)
+    directory = run_dir(name, profile)
+    final = _final(directory)
+    with _lock(directory):
+        if force:
+            for child in directory.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if training.checkpoint_exists(final):
+            try:
+                training.load_checkpoint(final)
+                return final
+            except training.CheckpointError as err:
+                warnings.warn(f"{name} ({profile}): {err}; retraining", stacklevel=2)
+                training.remove_checkpoint(final)
+        result = training.train(
+            module.train_spec(cfg),
+            cfg.train,
+            directory,
+            progress=progress,
+            description=f"train {name} ({profile})",
+            run_key=cache_key(name, cfg),
+        )
+        meta = {
+            "name": name,
+            "profile": profile,
+            "key": cache_key(name, cfg),
+            "config": cfg,
+            "family_version": module.VERSION,
+            "training_version": training.CODE_VERSION,
+            "steps": result.steps,
+            "history": result.history,
+            "losses": result.losses,
+            "train_seconds": result.seconds,
+            "tokens_per_second": result.tokens_per_second,
+            "snapshot_steps": result.snapshot_steps,
+        }
+        training.save_checkpoint(final, result.model.state_dict(), meta)
+    return final
+
+
+def _load_final(name: str, profile: str, progress: bool) -> tuple[dict, dict]:
+    final = train(name, profile, progress=progress)
+    try:
+        return training.load_checkpoint(final)
+    except training.CheckpointError as err:  # damaged between the check and the read
+        warnings.warn(f"{name} ({profile}): {err}; retraining", stacklevel=3)
+        training.remove_checkpoint(final)
+        return training.load_checkpoint(train(name, profile, progress=progress))
+
+
+def load(name: str, profile: str | None = None, *, progress: bool = True) -> Any:
+    """The hooked model `name` (training and caching it first if needed), in eval mode."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    if name.startswith(HF_PREFIX):
+        from optim_hunter.zoo import hf
+
+        return hf.load(name[len(HF_PREFIX) :])
+    profile = settings.profile(profile)
+    module = family(name)
+    tensors, _ = _load_final(name, profile, progress)
+    model = module.hooked(tensors, module.config(profile), name)
+    model.eval()
+    return model
+
+
+def metadata(name: str, profile: str | None = None) -> dict[str, Any]:
+    """The final checkpoint's metadata (config, learning curves `history`, losses, timings)."""
+    _, meta = _load_final(name, settings.profile(profile), progress=True)
+    return meta
+
+
+def snapshots(name: str, profile: str | None = None) -> list[int]:
+    """Steps at which snapshots of `name` were kept (training it first if needed)."""
+    return list(metadata(name, profile)["snapshot_steps"])
+
+
+def load_snapshot(name: str, step: int, profile: str | None = None) -> Any:
+    """The hooked model `name` as it was after `step` training steps (a kept snapshot)."""
+    available = snapshots(name, profile)
+    if step not in available:
+        raise ValueError(f"{name} has no snapshot at step {step}; kept: {available}")
+    profile = settings.profile(profile)
+    module = family(name)
+    path = run_dir(name, profile) / "snapshots" / f"step_{step:07d}"
+    tensors, _ = training.load_checkpoint(path)
+    model = module.hooked(tensors, module.config(profile), f"{name}@{step}")
+    model.eval()
+    return model

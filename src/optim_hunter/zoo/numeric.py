@@ -1,0 +1,503 @@
+"""`numeric-icl`: the book's embedded numeric in-context learner, its training and its yardstick.
+
+A small decoder-only LM (TransformerLens `NativeModel`: pre-LN GPT-2-style blocks, learned
+positions) with its own tokenizer (`numeric_tokenizer`), trained by `optim_hunter.training` on the
+task prior of `numeric_tasks` written in the chapters' text formats. Every step trains on both
+formats: rows of (features -> output) blocks filling the context, and shorter rows of "(x, y)"
+lines. The loss is next-token cross-entropy on the answer tokens only (sign, number, and the
+token that ends it): the inputs are random draws the model cannot and need not predict.
+
+`evaluate_icl` measures what the book claims of it on held-out tasks (scikit-learn's linear
+problems and Friedman #2, which training never draws; y = 2x + 3 prompts whose query is not among
+the examples); `record_claims` writes those numbers as `zoo.numeric.*` claims.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from optim_hunter import datasets, prompts, settings, training
+from optim_hunter.zoo import native, numeric_tasks, numeric_tokenizer
+
+VERSION = "1"  # part of the cache key: bump when data, tokenizer or model code changes the weights
+DESCRIPTION = "numeric in-context learner: regression prompts and (x, y) lines (trained here)"
+
+
+@dataclasses.dataclass(frozen=True)
+class NumericConfig:
+    """Model, optimisation and data of one profile of `numeric-icl`."""
+
+    arch: native.NativeArch
+    train: training.TrainConfig
+    prior: numeric_tasks.TaskPrior = numeric_tasks.TaskPrior()
+    block_rows: int = 12  # sequences of (features -> output) blocks per step, n_ctx tokens each
+    pair_rows: int = 16  # sequences of "(x, y)" lines per step
+    pair_length: int = 128  # tokens per "(x, y)" sequence (~24 examples)
+    eval_seeds: int = 20  # problems per point of the in-training learning curves
+    eval_examples: tuple[int, ...] = (1, 5, 10, 25)  # in-context examples of those points
+    number_init: float = 0.0  # strength of the number-aware embedding initialisation (0: off)
+    smooth: float = 0.0  # relative width of the smoothed targets of regression answers (0: one-hot)
+
+    def __post_init__(self) -> None:
+        if self.block_rows < 1 or self.pair_rows < 0:
+            raise ValueError("need block_rows >= 1 and pair_rows >= 0")
+        if not 16 <= self.pair_length <= self.arch.n_ctx:
+            raise ValueError(f"pair_length must be in [16, n_ctx={self.arch.n_ctx}], got {self.pair_length}")
+        if self.arch.d_vocab != numeric_tokenizer.VOCAB_SIZE:
+            raise ValueError(f"arch.d_vocab must be the tokenizer's {numeric_tokenizer.VOCAB_SIZE}")
+
+
+def config(profile: str | None = None) -> NumericConfig:
+    """The configuration of a profile: `full` (the book's model) or `smoke` (about a minute)."""
+    vocab = numeric_tokenizer.VOCAB_SIZE
+    return settings.pick(
+        settings.profile(profile),
+        full=NumericConfig(
+            arch=native.NativeArch(n_layers=4, d_model=128, n_heads=4, n_ctx=512, d_vocab=vocab),
+            train=training.TrainConfig(
+                steps=1000, lr=1e-3, warmup_steps=100, eval_every=250, snapshots=8, threads=2
+            ),
+        ),
+        smoke=NumericConfig(
+            arch=native.NativeArch(n_layers=2, d_model=64, n_heads=4, n_ctx=512, d_vocab=vocab),
+            train=training.TrainConfig(
+                steps=120, lr=2e-3, warmup_steps=20, eval_every=60, snapshots=3, threads=2
+            ),
+            block_rows=6,
+            pair_rows=8,
+            eval_seeds=8,
+        ),
+    )
+
+
+def tiny_config() -> NumericConfig:
+    """A configuration that trains in a second or two: for tests of the machinery, not of ICL."""
+    return NumericConfig(
+        arch=native.NativeArch(
+            n_layers=2, d_model=32, n_heads=4, n_ctx=128, d_vocab=numeric_tokenizer.VOCAB_SIZE
+        ),
+        train=training.TrainConfig(steps=4, lr=1e-3, warmup_steps=1, snapshots=2, threads=1),
+        block_rows=2,
+        pair_rows=2,
+        pair_length=32,
+        eval_seeds=2,
+        eval_examples=(1, 2),
+    )
+
+
+# --- number-aware initialisation ----------------------------------------------------------------
+
+PERIODS = (2000, 1000, 600, 360, 216, 130, 78, 47, 28, 17, 10, 5, 2)  # ~geometric, plus digits
+
+
+def number_values() -> tuple[np.ndarray, np.ndarray]:
+    """Ids of the number tokens and the value each stands for on a 0-1000 scale (a fraction
+    `.49` stands for 490: its place is the first three digits after the point)."""
+    ids, values = [], []
+    for word, index in numeric_tokenizer.vocab_index().items():
+        if word.startswith(".") and word[1:].isdigit():
+            ids.append(index)
+            values.append(int(word[1:]) * 10 ** (3 - len(word[1:])))
+        elif word.isdigit():
+            ids.append(index)
+            values.append(int(word))
+    return np.asarray(ids), np.asarray(values, dtype=np.float64)
+
+
+def number_features(values: np.ndarray) -> np.ndarray:
+    """[n, 1 + 2 * len(PERIODS)]: the value (centred, scaled) and its phase at each period, so
+    nearby numbers get nearby vectors and equal last digits share components."""
+    columns = [(values - 500) / 290]
+    for period in PERIODS:
+        angle = 2 * np.pi * values / period
+        columns += [np.sin(angle), np.cos(angle)]
+    features = np.stack(columns, axis=1)
+    return features / np.sqrt(len(columns) / 2)
+
+
+def init_number_embeddings(model: torch.nn.Module, seed: int, strength: float) -> None:
+    """Add `strength` x the number features (in a random subspace) to the embedding and
+    unembedding rows of number tokens: the model starts knowing that 436 is near 437 instead of
+    spending its budget learning it. Everything stays trainable."""
+    if strength == 0:
+        return
+    ids, values = number_values()
+    features = torch.from_numpy(number_features(values)).float()
+    generator = torch.Generator().manual_seed(seed + 7919)
+    d_model = model.tok_embed.weight.shape[1]
+    basis, _ = torch.linalg.qr(torch.randn(d_model, features.shape[1], generator=generator))
+    direction = features @ basis.T  # [n_numbers, d_model]
+    with torch.no_grad():
+        model.tok_embed.weight[ids] += strength * direction
+        model.head.weight[ids] += strength * direction
+
+
+def build_model(cfg: NumericConfig, seed: int) -> torch.nn.Module:
+    model = native.build(cfg.arch, seed)
+    init_number_embeddings(model, seed, cfg.number_init)
+    return model
+
+
+# --- data and loss -------------------------------------------------------------------------------
+
+Batch = list[tuple[np.ndarray, np.ndarray]]  # (token ids, answer mask) per format
+
+
+def make_batch(cfg: NumericConfig, step: int, tokenizer=None) -> Batch:
+    """The batch of `step`: a function of (seed, step) only, so runs are reproducible."""
+    tokenizer = tokenizer or numeric_tokenizer.build_tokenizer()
+    rng = np.random.default_rng([cfg.train.seed, step, 0x1C1])
+    n_ctx = cfg.arch.n_ctx
+    texts = []
+    for _ in range(cfg.block_rows):
+        task = numeric_tasks.sample_task(rng, numeric_tasks.examples_to_fill(1, n_ctx), cfg.prior)
+        texts.append(numeric_tasks.blocks_text(task.x, task.y, task.round_to))
+    batch = [numeric_tasks.pack(texts, n_ctx, tokenizer)]
+    if cfg.pair_rows:
+        pairs = []
+        for _ in range(cfg.pair_rows):
+            task = numeric_tasks.sample_affine(rng, cfg.pair_length // 4)
+            pairs.append(numeric_tasks.format_pairs(task.x, task.y))
+        batch.append(numeric_tasks.pack(pairs, cfg.pair_length, tokenizer))
+    return batch
+
+
+_INTEGERS = slice(numeric_tokenizer.FIRST_INTEGER_ID, numeric_tokenizer.FIRST_INTEGER_ID + 1000)
+_FRACTIONS = slice(numeric_tokenizer.vocab_index()[".00"], numeric_tokenizer.vocab_index()[".00"] + 100)
+
+
+def smoothed_targets(
+    targets: Int[Tensor, " n"], relative: float
+) -> tuple[Tensor, Float[Tensor, "n 1000"], Tensor, Float[Tensor, "n 100"]]:
+    """Gaussian target distributions over neighbouring numbers for number tokens: integer chunks
+    get sigma = max(1, relative * value), two-decimal fractions sigma = 100 * relative (at least
+    1). Returns (rows that are integer chunks, their targets, rows that are fractions, theirs)."""
+    values = torch.arange(1000, dtype=torch.float32)
+    is_int = (targets >= _INTEGERS.start) & (targets < _INTEGERS.stop)
+    centre = (targets[is_int] - _INTEGERS.start).float()[:, None]
+    sigma = torch.clamp(relative * centre, min=1.0)
+    q_int = torch.softmax(-0.5 * ((values[None] - centre) / sigma) ** 2, dim=-1)
+    is_frac = (targets >= _FRACTIONS.start) & (targets < _FRACTIONS.stop)
+    centre = (targets[is_frac] - _FRACTIONS.start).float()[:, None]
+    q_frac = torch.softmax(-0.5 * ((values[None, :100] - centre) / max(1.0, 100 * relative)) ** 2, dim=-1)
+    return is_int, q_int, is_frac, q_frac
+
+
+def answer_loss(model: torch.nn.Module, batch: Batch, smooth: float = 0.0) -> Tensor:
+    """Mean cross-entropy over the answer tokens of every row (logits only where needed).
+
+    With `smooth` > 0, number tokens of regression answers (the first format of the batch) are
+    trained against a Gaussian over neighbouring values instead of one-hot (as in HL-Gauss
+    regression by classification): an answer off by one unit is then nearly right, not as wrong
+    as any other token, which is what MAE measures. Exact "(x, y)" answers stay one-hot.
+    """
+    total, count = 0.0, 0
+    for index, (ids, mask) in enumerate(batch):
+        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+        h = native.hidden(model, ids_t[:, :-1])
+        where = mask_t[:, 1:]
+        logits = model.head(h[where])
+        targets = ids_t[:, 1:][where]
+        if smooth > 0 and index == 0:
+            logp = F.log_softmax(logits, dim=-1)
+            is_int, q_int, is_frac, q_frac = smoothed_targets(targets, smooth)
+            plain = ~(is_int | is_frac)
+            total = total - logp[plain].gather(1, targets[plain, None]).sum()
+            total = total - (logp[is_int][:, _INTEGERS] * q_int).sum()
+            total = total - (logp[is_frac][:, _FRACTIONS] * q_frac).sum()
+        else:
+            total = total + F.cross_entropy(logits, targets, reduction="sum")
+        count += int(where.sum())
+    return total / max(count, 1)
+
+
+def train_spec(cfg: NumericConfig) -> training.TrainSpec:
+    tokenizer = numeric_tokenizer.build_tokenizer()
+
+    def evaluate(model: torch.nn.Module, step: int) -> dict[str, float]:
+        result = evaluate_icl(
+            model, tokenizer, seeds=range(10_000, 10_000 + cfg.eval_seeds), examples=cfg.eval_examples,
+            affine_count=5 * cfg.eval_seeds, progress=False,
+        )
+        return result.summary()
+
+    return training.TrainSpec(
+        build=lambda seed: build_model(cfg, seed),
+        batch=lambda step: make_batch(cfg, step, tokenizer),
+        loss=lambda model, batch: answer_loss(model, batch, cfg.smooth),
+        tokens=lambda batch: int(sum(ids.size for ids, _ in batch)),
+        evaluate=evaluate,
+    )
+
+
+def hooked(state_dict: dict[str, Tensor], cfg: NumericConfig, name: str = "numeric-icl"):
+    """The trained weights as a TransformerBridge carrying the numeric tokenizer."""
+    return native.to_bridge(state_dict, cfg.arch, numeric_tokenizer.build_tokenizer(), name)
+
+
+# --- reading numbers off a model -----------------------------------------------------------------
+
+_ANSWER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
+_DONE = re.compile(r"^\s*-?\d+(?:\.\d*)?[^\d.]")  # a number followed by something else
+
+
+def _forward_fn(model: Any):
+    """logits(tokens): fused attention for a native model or an unhooked native bridge (the same
+    function, faster); the model's own forward otherwise, so hooks and edits take effect."""
+    plain = native.unwrap(model)
+    if plain is not None:
+        return lambda tokens: native.logits(plain, tokens)
+    return model
+
+
+@torch.no_grad()
+def read_numbers(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, max_new_tokens: int = 6, batch_size: int = 32
+) -> list[float | None]:
+    """Greedy-decode the number each prompt continues with (None where the answer is no number).
+
+    Prompts are sorted by length and right-padded: with causal attention a row's logits at its
+    own last position do not see the padding after it.
+    """
+    forward = _forward_fn(model)
+    encoded = [list(tokenizer(t)["input_ids"]) for t in texts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = np.argsort([len(e) for e in encoded], kind="stable")
+    out: list[float | None] = [None] * len(texts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        lengths = torch.tensor([len(encoded[i]) for i in rows])
+        tokens = torch.full((len(rows), int(lengths.max()) + max_new_tokens), pad, dtype=torch.long)
+        for r, i in enumerate(rows):
+            tokens[r, : len(encoded[i])] = torch.tensor(encoded[i])
+        generated: list[list[int]] = [[] for _ in rows]
+        done = np.zeros(len(rows), dtype=bool)
+        for k in range(max_new_tokens):
+            logits = forward(tokens[:, : int(lengths.max()) + k])
+            next_ids = logits[torch.arange(len(rows)), lengths + k - 1].argmax(-1)
+            tokens[torch.arange(len(rows)), lengths + k] = next_ids
+            for r, t in enumerate(next_ids.tolist()):
+                if not done[r]:
+                    generated[r].append(t)
+                    done[r] = bool(_DONE.match(tokenizer.decode(generated[r])))
+            if done.all():
+                break
+        for r, i in enumerate(rows):
+            match = _ANSWER.match(tokenizer.decode(generated[r]))
+            out[i] = float(match[1]) if match else None
+    return out
+
+
+# --- the yardstick -------------------------------------------------------------------------------
+
+EXAMPLES = (1, 5, 10, 25)
+
+
+@dataclasses.dataclass
+class ICLResult:
+    """What `evaluate_icl` measured. MAEs are over parsed answers; failures are counted apart."""
+
+    examples: tuple[int, ...]
+    mae: dict[str, dict[int, float]]  # dataset -> n_examples -> model MAE
+    average_mae: dict[str, dict[int, float]]  # the same problems, AverageBaseline
+    failures: dict[str, dict[int, int]]
+    n_problems: int
+    affine_examples: int
+    affine_top1: float
+    affine_failures: int
+    affine_prompts: int
+
+    def linear(self, k: int) -> float:
+        return float(np.mean([self.mae[d][k] for d in datasets.LINEAR_FAMILIES]))
+
+    def linear_average(self, k: int) -> float:
+        return float(np.mean([self.average_mae[d][k] for d in datasets.LINEAR_FAMILIES]))
+
+    @property
+    def linear_ratio(self) -> float:
+        """Held-out linear MAE / average-baseline MAE at the most examples (bar: <= 1/3)."""
+        k = max(self.examples)
+        return self.linear(k) / self.linear_average(k)
+
+    @property
+    def falls_with_examples(self) -> bool:
+        curve = [self.linear(k) for k in self.examples]
+        return all(b < a for a, b in zip(curve, curve[1:]))
+
+    def bars(self) -> dict[str, bool]:
+        k = max(self.examples)
+        return {
+            "mae_falls_with_examples": self.falls_with_examples,
+            "linear_ratio_le_one_third": self.linear_ratio <= 1 / 3,
+            "friedman2_beats_average": self.mae["friedman2"][k] < self.average_mae["friedman2"][k],
+            "affine_top1_ge_0.8": self.affine_top1 >= 0.8,
+        }
+
+    def summary(self) -> dict[str, float]:
+        k = max(self.examples)
+        row = {f"linear_mae_{n}": self.linear(n) for n in self.examples}
+        row |= {
+            "linear_average_mae": self.linear_average(k),
+            "linear_ratio": self.linear_ratio,
+            "friedman2_mae": self.mae["friedman2"][k],
+            "friedman2_average_mae": self.average_mae["friedman2"][k],
+            "affine_top1": self.affine_top1,
+            "failures": float(sum(sum(v.values()) for v in self.failures.values()) + self.affine_failures),
+        }
+        return row
+
+
+def affine_prompts(
+    n_prompts: int, n_examples: int = 10, *, a: int = 2, b: int = 3, x_max: int = 99, seed: int = 0
+) -> tuple[list[str], np.ndarray]:
+    """y = a x + b prompts in the "(x, y)" format; the query x never appears among the examples."""
+    if n_examples + 1 > x_max + 1:
+        raise ValueError(f"{n_examples} examples and a new query need x_max >= {n_examples}")
+    rng = np.random.default_rng(seed)
+    texts, answers = [], []
+    for _ in range(n_prompts):
+        xs = rng.choice(x_max + 1, size=n_examples + 1, replace=False)
+        texts.append(numeric_tasks.format_pairs(xs[:-1], a * xs[:-1] + b, xs[-1]))
+        answers.append(a * xs[-1] + b)
+    return texts, np.asarray(answers)
+
+
+def evaluate_icl(
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    seeds: Sequence[int] = range(100),
+    examples: Sequence[int] = EXAMPLES,
+    datasets_: Sequence[str] = (*datasets.LINEAR_FAMILIES, "friedman2"),
+    round_to: int = prompts.DEFAULT_ROUND,
+    affine_examples: int = 10,
+    affine_count: int = 200,
+    progress: bool = True,
+) -> ICLResult:
+    """Held-out in-context performance of any hooked model with a tokenizer.
+
+    For each dataset, number of examples k and seed: `datasets.make_split(name, k, seed,
+    round_to)` gives the problem, `prompts.format_prompt` the prompt; the answer is greedy-decoded.
+    MAE is compared with the average baseline on the same problems. Then y = 2x + 3 prompts with
+    `affine_examples` examples and an unseen query: top-1 = the greedy answer is exactly 2x + 3.
+    """
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("evaluate_icl needs a tokenizer (pass one, or a model with .tokenizer)")
+    examples = tuple(sorted(set(examples)))
+    names = list(dict.fromkeys(datasets_))
+    for needed in (*datasets.LINEAR_FAMILIES, "friedman2"):
+        if needed not in names:
+            names.append(needed)
+    jobs = [(name, k, seed) for name in names for k in examples for seed in seeds]
+    texts, truth, average = [], [], []
+    for name, k, seed in jobs:
+        split = datasets.make_split(name, k, seed, round_to=round_to)
+        texts.append(prompts.format_prompt(split.x_train, split.y_train, split.x_query[0], round_to))
+        truth.append(split.y_query[0])
+        average.append(split.y_train.mean())
+    answers = []
+    chunk = 256
+    for start in tqdm(range(0, len(texts), chunk), desc="evaluate_icl", disable=not progress):
+        answers += read_numbers(model, tokenizer, texts[start : start + chunk])
+    mae: dict[str, dict[int, float]] = {n: {} for n in names}
+    avg: dict[str, dict[int, float]] = {n: {} for n in names}
+    fails: dict[str, dict[int, int]] = {n: {} for n in names}
+    errors: dict[tuple[str, int], list[float]] = {}
+    avg_errors: dict[tuple[str, int], list[float]] = {}
+    for (name, k, _), answer, y, mean in zip(jobs, answers, truth, average):
+        errors.setdefault((name, k), [])
+        avg_errors.setdefault((name, k), []).append(abs(mean - y))
+        if answer is None:
+            fails[name][k] = fails[name].get(k, 0) + 1
+        else:
+            errors[(name, k)].append(abs(answer - y))
+    for (name, k), errs in errors.items():
+        mae[name][k] = float(np.mean(errs)) if errs else float("nan")
+        avg[name][k] = float(np.mean(avg_errors[(name, k)]))
+        fails[name].setdefault(k, 0)
+    a_texts, a_truth = affine_prompts(affine_count, affine_examples)
+    a_answers = read_numbers(model, tokenizer, a_texts)
+    hits = [ans is not None and ans == y for ans, y in zip(a_answers, a_truth)]
+    return ICLResult(
+        examples=examples,
+        mae=mae,
+        average_mae=avg,
+        failures=fails,
+        n_problems=len(seeds),
+        affine_examples=affine_examples,
+        affine_top1=float(np.mean(hits)) if hits else float("nan"),
+        affine_failures=sum(ans is None for ans in a_answers),
+        affine_prompts=affine_count,
+    )
+
+
+def claims_of(result: ICLResult, *, profile: str | None = None, model: str = "numeric-icl") -> list:
+    """The `zoo.numeric.*` claims of `result` as validated `claims.Claim` rows (nothing shown)."""
+    from optim_hunter import claims
+
+    return [claims.make_claim(**fields) for fields in _claim_fields(result, profile, model)]
+
+
+def record_claims(result: ICLResult, *, profile: str | None = None, model: str = "numeric-icl") -> None:
+    """Record `result` as the `zoo.numeric.*` claims (in a notebook: displayed and collected)."""
+    from optim_hunter import claims
+
+    for fields in _claim_fields(result, profile, model):
+        claims.record(**fields)
+
+
+def _claim_fields(result: ICLResult, profile: str | None, model: str) -> list[dict[str, Any]]:
+    profile = settings.profile(profile)
+    k = max(result.examples)
+    bars = result.bars()
+    common = dict(chapter="zoo", source_seed="issue", profile=profile, model=model)
+    curve = ", ".join(f"{n}: {result.linear(n):.3g}" for n in result.examples)
+    f2_average = result.average_mae["friedman2"][k]
+    return [
+        dict(
+            id="zoo.numeric.mae_falls_with_examples",
+            claim=f"held-out linear MAE falls as in-context examples grow ({curve})",
+            source_value=None, measured=result.linear(k), unit=f"MAE at {k} examples",
+            reproduced=bars["mae_falls_with_examples"],
+            criterion=f"MAE strictly decreasing over {', '.join(map(str, result.examples))} examples",
+            **common,
+        ),
+        dict(
+            id="zoo.numeric.linear_vs_average",
+            claim=f"with {k} examples, held-out linear MAE is at most 1/3 of the average baseline's",
+            source_value=1 / 3, measured=result.linear_ratio, unit="MAE ratio",
+            reproduced=bars["linear_ratio_le_one_third"], criterion="ratio <= 1/3",
+            **common,
+        ),
+        dict(
+            id="zoo.numeric.friedman2_vs_average",
+            claim=f"with {k} examples, Friedman #2 MAE beats the average baseline ({f2_average:.4g})",
+            source_value=f2_average, measured=result.mae["friedman2"][k], unit="MAE",
+            reproduced=bars["friedman2_beats_average"], criterion="model MAE < average MAE",
+            **common,
+        ),
+        dict(
+            id="zoo.numeric.affine_top1",
+            claim=f"y = 2x + 3 with {result.affine_examples} examples and an unseen query x: "
+            "the greedy answer is exact",
+            source_value=0.8, measured=result.affine_top1, unit="top-1 accuracy",
+            reproduced=bars["affine_top1_ge_0.8"], criterion="accuracy >= 0.8",
+            **common,
+        ),
+    ]
+
+
+def tokens_for(model: Any, text: str) -> Int[Tensor, "1 pos"]:
+    """Token ids [1, pos] of `text` with the model's tokenizer (BOS included, as in training)."""
+    return torch.tensor([model.tokenizer(text)["input_ids"]])

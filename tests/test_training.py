@@ -1,0 +1,287 @@
+"""The trainer: determinism, resume, schedules, snapshots and the checkpoint format."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from optim_hunter import training
+from optim_hunter.training import CheckpointError, TrainConfig, TrainSpec
+
+
+class TinyLM(nn.Module):
+    """Embedding -> MLP -> logits: enough to exercise every trainer path in milliseconds."""
+
+    def __init__(self, vocab: int = 11, width: int = 16):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, vocab))
+
+    def forward(self, tokens):
+        return self.mlp(self.embed(tokens))
+
+
+def tiny_spec(**overrides) -> TrainSpec:
+    def build(seed):
+        torch.manual_seed(seed)
+        return TinyLM()
+
+    def batch(step):
+        rng = np.random.default_rng(step)
+        x = torch.from_numpy(rng.integers(0, 11, size=(8, 6)))
+        return x, (x + 1) % 11  # learn "next number"
+
+    def loss(model, batch):
+        x, y = batch
+        return nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+
+    return TrainSpec(build=build, batch=batch, loss=loss, tokens=lambda b: b[0].numel(), **overrides)
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_gives_identical_weights():
+    config = TrainConfig(steps=6, warmup_steps=2, seed=3)
+    first = training.train(tiny_spec(), config, progress=False)
+    second = training.train(tiny_spec(), config, progress=False)
+    assert same(weights(first.model), weights(second.model))
+    assert first.losses == second.losses
+    other = training.train(tiny_spec(), TrainConfig(steps=6, warmup_steps=2, seed=4), progress=False)
+    assert not same(weights(first.model), weights(other.model))
+
+
+def test_training_reduces_the_loss():
+    result = training.train(tiny_spec(), TrainConfig(steps=60, lr=1e-2), progress=False)
+    assert np.mean(result.losses[-5:]) < 0.5 * np.mean(result.losses[:5])
+    assert result.tokens == 60 * 48 and result.tokens_per_second > 0
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+    config = TrainConfig(steps=8, warmup_steps=2, eval_every=2, seed=1)
+    evals = lambda model, step: {"probe": float(next(model.parameters()).sum())}  # noqa: E731
+    straight = training.train(tiny_spec(evaluate=evals), config, progress=False)
+    stopped = training.train(tiny_spec(evaluate=evals), config, tmp_path, stop_at=3, progress=False)
+    assert stopped.steps == 3
+    assert training.checkpoint_exists(tmp_path / "resume")
+    resumed = training.train(tiny_spec(evaluate=evals), config, tmp_path, progress=False)
+    assert resumed.steps == 8
+    assert same(weights(straight.model), weights(resumed.model))
+    assert resumed.losses == straight.losses
+    assert resumed.history == straight.history
+    assert not training.checkpoint_exists(tmp_path / "resume")  # finished runs clean up
+
+
+def test_ctrl_c_leaves_a_resume_point(tmp_path):
+    config = TrainConfig(steps=6, seed=2)
+    spec = tiny_spec()
+
+    def interrupted_batch(step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return spec.batch(step)
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(TrainSpec(spec.build, interrupted_batch, spec.loss), config, tmp_path, progress=False)
+    _, meta = training.load_checkpoint(tmp_path / "resume")
+    assert meta["step"] == 4
+    resumed = training.train(spec, config, tmp_path, progress=False)
+    straight = training.train(spec, config, progress=False)
+    assert same(weights(straight.model), weights(resumed.model))
+
+
+def test_a_resume_point_of_another_config_is_ignored(tmp_path):
+    training.train(tiny_spec(), TrainConfig(steps=6, seed=0), tmp_path, stop_at=2, progress=False)
+    other = TrainConfig(steps=6, seed=1)
+    resumed = training.train(tiny_spec(), other, tmp_path, progress=False)
+    straight = training.train(tiny_spec(), other, progress=False)
+    assert same(weights(straight.model), weights(resumed.model))
+
+
+def test_evaluation_callbacks_and_history():
+    calls = []
+
+    def callback(model, step):
+        calls.append((step, model.training))
+        return {"double": 2.0 * step}
+
+    result = training.train(
+        tiny_spec(evaluate=lambda m, s: {"step_seen": float(s)}),
+        TrainConfig(steps=7, eval_every=3),
+        callbacks=[callback],
+        progress=False,
+    )
+    assert [row["step"] for row in result.history] == [3, 6, 7]
+    assert all(row["double"] == 2 * row["step"] and row["step_seen"] == row["step"] for row in result.history)
+    assert all(not training_mode for _, training_mode in calls)  # evaluated in eval mode
+    assert all(math.isfinite(row["loss"]) for row in result.history)
+
+
+def test_snapshots_are_written_at_log_spaced_steps(tmp_path):
+    result = training.train(tiny_spec(), TrainConfig(steps=20, snapshots=5), tmp_path, progress=False)
+    assert result.snapshot_steps == training.snapshot_steps(20, 5)
+    for step in result.snapshot_steps:
+        tensors, meta = training.load_checkpoint(tmp_path / "snapshots" / f"step_{step:07d}")
+        assert meta["step"] == step
+    final, _ = training.load_checkpoint(tmp_path / "snapshots" / "step_0000020")
+    assert same(final, weights(result.model))
+
+
+@pytest.mark.parametrize("total,count", [(10, 1), (10, 10), (100, 8), (5000, 100), (7, 3)])
+def test_snapshot_steps(total, count):
+    steps = training.snapshot_steps(total, count)
+    assert len(steps) == count == len(set(steps))
+    assert steps == sorted(steps) and steps[-1] == total and steps[0] >= 1
+    if count > 3:
+        gaps = np.diff(steps)
+        assert gaps[0] <= gaps[-1]  # dense early, sparse late
+
+
+def test_snapshot_steps_rejects_impossible_counts():
+    assert training.snapshot_steps(10, 0) == []
+    with pytest.raises(ValueError, match="distinct"):
+        training.snapshot_steps(5, 6)
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert training.lr_at(config, 0) == pytest.approx(0.1)
+    assert training.lr_at(config, 9) == pytest.approx(1.0)
+    assert training.lr_at(config, 10) == pytest.approx(1.0)
+    assert training.lr_at(config, 100) == pytest.approx(0.1)
+    values = [training.lr_at(config, s) for s in range(10, 101)]
+    assert all(b <= a + 1e-12 for a, b in zip(values, values[1:]))
+    constant = TrainConfig(steps=10, lr=0.5, schedule="constant")
+    assert {training.lr_at(constant, s) for s in range(10)} == {0.5}
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"steps": 0}, "steps"),
+        ({"steps": 10, "lr": -1}, "lr"),
+        ({"steps": 10, "warmup_steps": 11}, "warmup"),
+        ({"steps": 10, "schedule": "linear"}, "schedule"),
+        ({"steps": 10, "snapshots": 11}, "snapshots"),
+        ({"steps": 10, "threads": 0}, "threads"),
+        ({"steps": 10, "eval_every": -1}, "eval_every"),
+    ],
+)
+def test_bad_configs_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_a_diverging_loss_stops_training():
+    spec = tiny_spec()
+    nan_loss = lambda model, batch: spec.loss(model, batch) * float("nan")  # noqa: E731
+    with pytest.raises(FloatingPointError, match="step 0"):
+        training.train(TrainSpec(spec.build, spec.batch, nan_loss), TrainConfig(steps=3), progress=False)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def sample_tensors():
+    return {
+        "a.weight": torch.randn(3, 4),
+        "b.bias": torch.arange(5, dtype=torch.int64),
+        "scalar": torch.tensor(2.5),
+        "half": torch.ones(2, dtype=torch.float16),
+    }
+
+
+def test_checkpoint_round_trip(tmp_path):
+    tensors = sample_tensors()
+    training.save_checkpoint(tmp_path / "ckpt", tensors, {"step": 7, "config": {"x": [1, 2]}})
+    loaded, meta = training.load_checkpoint(tmp_path / "ckpt")
+    assert same(loaded, tensors) and all(loaded[k].dtype == tensors[k].dtype for k in tensors)
+    assert meta == {"step": 7, "config": {"x": [1, 2]}}
+    sidecar = json.loads((tmp_path / "ckpt.json").read_text())
+    assert sidecar["sha256"] == training.content_hash(tensors)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.json", "ckpt.safetensors"]  # no temp files
+
+
+def test_checkpoints_are_never_unpickled(tmp_path, monkeypatch):
+    training.save_checkpoint(tmp_path / "ckpt", sample_tensors(), {})
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load (pickle) was called"))
+    import pickle
+
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("pickle.loads was called"))
+    training.load_checkpoint(tmp_path / "ckpt")
+    header = (tmp_path / "ckpt.safetensors").read_bytes()
+    length = int.from_bytes(header[:8], "little")
+    assert json.loads(header[8 : 8 + length])  # a safetensors file: JSON header, raw tensor bytes
+
+
+def test_content_hash_ignores_order_but_not_content():
+    tensors = sample_tensors()
+    reordered = dict(reversed(list(tensors.items())))
+    assert training.content_hash(tensors) == training.content_hash(reordered)
+    changed = dict(tensors, scalar=torch.tensor(2.5000002))
+    assert training.content_hash(tensors) != training.content_hash(changed)
+    renamed = {("z" if k == "scalar" else k): v for k, v in tensors.items()}
+    assert training.content_hash(tensors) != training.content_hash(renamed)
+
+
+def test_a_flipped_byte_is_detected(tmp_path):
+    training.save_checkpoint(tmp_path / "ckpt", sample_tensors(), {})
+    path = tmp_path / "ckpt.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # inside the tensor data: still a valid safetensors file
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="hash mismatch"):
+        training.load_checkpoint(tmp_path / "ckpt")
+
+
+def test_a_truncated_file_is_detected(tmp_path):
+    training.save_checkpoint(tmp_path / "ckpt", sample_tensors(), {})
+    path = tmp_path / "ckpt.safetensors"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        training.load_checkpoint(tmp_path / "ckpt")
+
+
+def test_partial_checkpoints_are_detected(tmp_path):
+    training.save_checkpoint(tmp_path / "ckpt", sample_tensors(), {})
+    (tmp_path / "ckpt.json").unlink()  # a crash between the two writes
+    with pytest.raises(CheckpointError, match="missing or partial"):
+        training.load_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="missing or partial"):
+        training.load_checkpoint(tmp_path / "never-written")
+
+
+def test_a_damaged_sidecar_is_detected(tmp_path):
+    training.save_checkpoint(tmp_path / "ckpt", sample_tensors(), {})
+    (tmp_path / "ckpt.json").write_text("{ not json")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        training.load_checkpoint(tmp_path / "ckpt")
+    (tmp_path / "ckpt.json").write_text(json.dumps({"sha256": "0"}))
+    with pytest.raises(CheckpointError, match="not a"):
+        training.load_checkpoint(tmp_path / "ckpt")
+
+
+def test_a_damaged_resume_point_restarts_with_a_warning(tmp_path):
+    config = TrainConfig(steps=5, seed=0)
+    training.train(tiny_spec(), config, tmp_path, stop_at=2, progress=False)
+    (tmp_path / "resume.safetensors").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="damaged resume point"):
+        resumed = training.train(tiny_spec(), config, tmp_path, progress=False)
+    straight = training.train(tiny_spec(), config, progress=False)
+    assert same(weights(straight.model), weights(resumed.model))
+
+
+def test_threads_are_restored():
+    before = torch.get_num_threads()
+    training.train(tiny_spec(), TrainConfig(steps=1, threads=1), progress=False)
+    assert torch.get_num_threads() == before

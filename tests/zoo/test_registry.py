@@ -1,0 +1,164 @@
+"""The zoo registry: load by name, cache keys, corrupt checkpoints, hook names on every model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import STANDARD_HOOKS
+
+from optim_hunter import cli, training, zoo
+from optim_hunter.zoo import numeric
+
+
+def test_names_and_unknown_model_error():
+    assert "numeric-icl" in zoo.names()
+    with pytest.raises(ValueError, match="numeric-icl") as err:
+        zoo.load("no-such-model")
+    assert "hf:<name-or-path>" in str(err.value)
+
+
+def test_load_trains_once_then_serves_the_cache(cache, monkeypatch):
+    first = zoo.load("numeric-icl", "smoke", progress=False)
+    status = zoo.status("numeric-icl", "smoke")
+    assert status.cached and status.size_bytes > 0
+    assert status.path.is_relative_to(cache)
+    calls = []
+    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(1))
+    second = zoo.load("numeric-icl", "smoke", progress=False)
+    assert not calls  # served from the cache
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_cache_key_covers_config_and_code_versions(cache, monkeypatch):
+    cfg = numeric.tiny_config()
+    key = zoo.cache_key("numeric-icl", cfg)
+    assert key == zoo.cache_key("numeric-icl", numeric.tiny_config())  # stable
+    import dataclasses
+
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=2e-3))
+    assert zoo.cache_key("numeric-icl", changed) != key
+    monkeypatch.setattr(numeric, "VERSION", numeric.VERSION + "-changed")
+    assert zoo.cache_key("numeric-icl", cfg) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(training, "CODE_VERSION", training.CODE_VERSION + "-changed")
+    assert zoo.cache_key("numeric-icl", cfg) != key
+
+
+def test_a_changed_config_retrains_instead_of_serving_a_stale_model(cache, monkeypatch):
+    zoo.load("numeric-icl", "smoke", progress=False)
+    old_dir = zoo.run_dir("numeric-icl", "smoke")
+    import dataclasses
+
+    base = numeric.tiny_config()
+    longer = dataclasses.replace(base, train=dataclasses.replace(base.train, steps=5))
+    monkeypatch.setattr(numeric, "config", lambda profile=None: longer)
+    assert zoo.status("numeric-icl", "smoke").state == "missing"
+    zoo.load("numeric-icl", "smoke", progress=False)
+    new_dir = zoo.run_dir("numeric-icl", "smoke")
+    assert new_dir != old_dir and zoo.status("numeric-icl", "smoke").cached
+    assert zoo.metadata("numeric-icl", "smoke")["steps"] == 5
+
+
+def test_a_corrupt_checkpoint_is_retrained_with_a_warning(cache):
+    zoo.load("numeric-icl", "smoke", progress=False)
+    final = zoo.run_dir("numeric-icl", "smoke") / "model.safetensors"
+    good = zoo.load("numeric-icl", "smoke", progress=False).state_dict()
+    data = bytearray(final.read_bytes())
+    data[-10] ^= 0x55
+    final.write_bytes(bytes(data))
+    assert zoo.status("numeric-icl", "smoke").state == "corrupt"
+    with pytest.warns(UserWarning, match="hash mismatch.*retraining"):
+        model = zoo.load("numeric-icl", "smoke", progress=False)
+    assert zoo.status("numeric-icl", "smoke").cached
+    for name, tensor in model.state_dict().items():  # deterministic: the same weights again
+        assert torch.equal(tensor, good[name]), name
+
+
+def test_a_partial_checkpoint_is_retrained(cache):
+    zoo.train("numeric-icl", "smoke", progress=False)
+    (zoo.run_dir("numeric-icl", "smoke") / "model.json").unlink()
+    assert zoo.status("numeric-icl", "smoke").state == "corrupt"
+    zoo.load("numeric-icl", "smoke", progress=False)
+    assert zoo.status("numeric-icl", "smoke").cached
+
+
+def test_snapshots_load_as_hooked_models(cache):
+    steps = zoo.snapshots("numeric-icl", "smoke")
+    assert steps == training.snapshot_steps(numeric.tiny_config().train.steps, 2)
+    early = zoo.load_snapshot("numeric-icl", steps[0], "smoke")
+    final = zoo.load("numeric-icl", "smoke", progress=False)
+    assert not torch.equal(early.W_E, final.W_E)
+    last = zoo.load_snapshot("numeric-icl", steps[-1], "smoke")
+    assert torch.equal(last.W_E, final.W_E)
+    with pytest.raises(ValueError, match="no snapshot"):
+        zoo.load_snapshot("numeric-icl", 10_000, "smoke")
+
+
+def test_history_records_metrics_over_training(cache):
+    meta = zoo.metadata("numeric-icl", "smoke")
+    assert [row["step"] for row in meta["history"]] == [numeric.tiny_config().train.steps]
+    row = meta["history"][-1]
+    assert {"loss", "linear_mae_1", "linear_ratio", "friedman2_mae", "affine_top1"} <= row.keys()
+    assert len(meta["losses"]) == meta["steps"]
+
+
+def example_input(name, model):
+    """What a family's model reads: a numeric prompt for numeric-icl, vectors or states otherwise."""
+    module = zoo.family(name)
+    if hasattr(module, "example_input"):
+        return module.example_input(model)
+    if name == "numeric-icl":
+        return model.to_tokens("Feature 0: 1.50\nOutput: 4.00\n\nFeature 0: 2.00\nOutput:")
+    return torch.arange(12)[None] % model.cfg.d_vocab
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_zoo_model_is_hooked_with_standard_names(cache, name):
+    model = zoo.load(name, "smoke", progress=False)
+    inputs = example_input(name, model)
+    logits, activations = model.run_with_cache(inputs)
+    pos = inputs.shape[1]
+    assert logits.shape[:2] == (1, pos)
+    attn_only = bool(getattr(model.cfg, "attn_only", False))
+    vectors = getattr(zoo.family(name), "INPUT", "tokens") == "vectors"  # read in before the bridge
+    wanted = [h for h in STANDARD_HOOKS if not (attn_only and ("mlp" in h or "resid_mid" in h or "ln2" in h))
+              and not (h.startswith("blocks.") and int(h.split(".")[1]) >= model.cfg.n_layers)
+              and not (vectors and h == "hook_embed")]
+    missing = [hook for hook in wanted if hook not in activations]
+    assert not missing
+    n_layers, n_heads, d_model, d_head = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_model, model.cfg.d_head
+    assert activations["blocks.0.attn.hook_pattern"].shape == (1, n_heads, pos, pos)
+    assert activations["blocks.0.attn.hook_z"].shape == (1, pos, n_heads, d_head)
+    assert model.W_Q.shape == model.W_K.shape == model.W_V.shape == (n_layers, n_heads, d_model, d_head)
+    assert model.W_O.shape == (n_layers, n_heads, d_head, d_model)
+    # the residual stream adds up: resid_post = resid_pre + attn_out (+ mlp_out)
+    expected = activations["blocks.0.hook_resid_pre"] + activations["blocks.0.hook_attn_out"]
+    if not attn_only:
+        expected = expected + activations["blocks.0.hook_mlp_out"]
+    torch.testing.assert_close(activations["blocks.0.hook_resid_post"], expected)
+
+
+def test_numeric_icl_tokenizer_through_the_bridge(cache):
+    model = zoo.load("numeric-icl", "smoke", progress=False)
+    tokens = example_input("numeric-icl", model)
+    assert tokens[0, 0].item() == model.tokenizer.bos_token_id
+    assert model.W_E.shape == (model.cfg.d_vocab, model.cfg.d_model)
+    assert model.W_U.shape == (model.cfg.d_model, model.cfg.d_vocab)
+    assert "hook_pos_embed" in model.run_with_cache(tokens)[1]
+    assert model.to_string(tokens[0, 1:]).endswith("Output:")
+    tok = model.tokenizer
+    assert tok.decode(tok("Output: 12.5")["input_ids"], skip_special_tokens=True) == "Output: 12.5"
+    assert tok.convert_ids_to_tokens(tok("12.5")["input_ids"])[1:] == ["12", ".5"]
+
+
+def test_cli_models_and_train(cache, capsys):
+    assert cli.main(["models", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "numeric-icl" in out and "missing" in out
+    assert cli.main(["train", "numeric-icl", "--profile", "smoke", "--quiet"]) == 0
+    assert cli.main(["models", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "cached" in out and str(cache) in out
+    assert cli.main(["train", "no-such-model", "--profile", "smoke"]) == 2
+    assert "unknown model" in capsys.readouterr().err
