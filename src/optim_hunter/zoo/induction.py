@@ -1,0 +1,337 @@
+"""Induction-head model families: attention-only transformers trained on in-context Markov chains.
+
+Five families, trained identically by `optim_hunter.training` (same data, optimiser, schedule and
+snapshot grid), differing only in depth and in whether keys are *smeared*:
+
+    attn-only-1l, attn-only-2l, attn-only-3l     attention-only TransformerLens `NativeModel`s
+    smeared-1l, smeared-2l                       the same, with a trainable alpha per head and keys
+                                                 k_j <- sigmoid(alpha) k_j + (1 - sigmoid(alpha)) k_{j-1}
+                                                 (the first position untouched), as in Olsson et
+                                                 al. (2022)'s smeared-key architecture
+
+Data (Edelman et al. 2024): every sequence is a Markov chain over `n_states` states drawn from its
+own transition matrix, whose rows are Dirichlet(1) draws. No matrix is ever seen twice, so the only
+way to predict the next state well is to estimate the chain from the context: a bigram statistic
+that an induction head (find earlier occurrences of the current state, copy what followed) reads
+off directly. The Bayes-optimal predictor is the Dirichlet posterior mean of the transition row
+(`bayes_loss_by_index` gives its loss), and the in-context unigram frequency is the best a model
+that cannot look at bigrams can do (`unigram_loss_by_index`).
+
+The zoo maps a name to a module exposing `VERSION`, `DESCRIPTION`, `config(profile)`,
+`train_spec(config)`, `hooked(state_dict, config, name)`. One module per variant is registered
+in `sys.modules` as `optim_hunter.zoo.induction.<variant>` (e.g. `...induction.attn_only_2l`), so
+the zoo's `FAMILIES` can point at each variant without a module file per variant.
+
+The trained module is `InductionLM` (a `NativeModel` plus the alphas, with a fused forward for
+training); `hooked` returns the TransformerLens `TransformerBridge` with the standard hook names
+and, for smeared models, a permanent hook on `blocks.{l}.attn.hook_k` that applies the smear with
+the trained alphas (kept on the bridge as `.smear_alpha`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from optim_hunter import settings, training
+from optim_hunter.zoo import native
+
+VERSION = "1"
+DESCRIPTION = "attention-only transformers (optionally smeared keys) on in-context Markov chains"
+
+VARIANTS: dict[str, tuple[int, bool]] = {  # name -> (layers, smeared keys)
+    "attn-only-1l": (1, False),
+    "attn-only-2l": (2, False),
+    "attn-only-3l": (3, False),
+    "smeared-1l": (1, True),
+    "smeared-2l": (2, True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class InductionConfig:
+    """One model of the chapter: architecture, optimisation, data."""
+
+    arch: native.NativeArch
+    train: training.TrainConfig
+    smeared: bool = False
+    batch_size: int = 32
+    concentration: float = 1.0  # Dirichlet parameter of every transition-matrix row
+    data_seed: int = 1234
+
+    @property
+    def n_states(self) -> int:
+        return self.arch.d_vocab
+
+    @property
+    def n_ctx(self) -> int:
+        return self.arch.n_ctx
+
+
+def make_config(
+    n_layers: int,
+    smeared: bool,
+    *,
+    steps: int,
+    snapshots: int,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_ctx: int = 128,
+    n_states: int = 10,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    eval_every: int = 0,
+) -> InductionConfig:
+    arch = native.NativeArch(
+        n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx, d_vocab=n_states, attn_only=True
+    )
+    train = training.TrainConfig(
+        steps=steps, lr=lr, warmup_steps=min(50, steps // 10), schedule="constant", weight_decay=0.0,
+        eval_every=eval_every, snapshots=snapshots, threads=1,
+    )
+    return InductionConfig(arch=arch, train=train, smeared=smeared, batch_size=batch_size)
+
+
+def config_for(variant: str, profile: str | None = None) -> InductionConfig:
+    """The configuration of `variant` under a profile (all variants share everything but depth
+    and smearing)."""
+    layers, smeared = VARIANTS[variant]
+    return settings.pick(
+        settings.profile(profile),
+        full=make_config(layers, smeared, steps=1000, snapshots=100),
+        smoke=make_config(layers, smeared, steps=150, snapshots=40, d_model=32, batch_size=16, n_ctx=64),
+    )
+
+
+def tiny_config(variant: str) -> InductionConfig:
+    """Trains in about a second: for tests of the machinery."""
+    layers, smeared = VARIANTS[variant]
+    return make_config(layers, smeared, steps=4, snapshots=2, d_model=16, n_heads=2, n_ctx=24, batch_size=4)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def transition_matrices(rng: np.random.Generator, batch: int, n_states: int, concentration: float = 1.0):
+    """[batch, n_states, n_states] row-stochastic matrices with Dirichlet(concentration) rows."""
+    return rng.dirichlet(np.full(n_states, concentration), size=(batch, n_states))
+
+
+def sample_chains(
+    matrices: np.ndarray, length: int, rng: np.random.Generator
+) -> Int[np.ndarray, "batch pos"]:
+    """One chain per matrix, uniform first state."""
+    batch, n_states, _ = matrices.shape
+    out = np.empty((batch, length), dtype=np.int64)
+    out[:, 0] = rng.integers(n_states, size=batch)
+    cumulative = np.cumsum(matrices, axis=-1)
+    cumulative[..., -1] = 1.0
+    rows = np.arange(batch)
+    for t in range(1, length):
+        u = rng.random(batch)
+        out[:, t] = (u[:, None] > cumulative[rows, out[:, t - 1]]).sum(-1)
+    return out
+
+
+def markov_batch(
+    n: int, length: int, n_states: int, seed: int | tuple[int, ...], concentration: float = 1.0
+) -> Int[Tensor, "batch pos"]:
+    """`n` chains of `length` states, each from its own random transition matrix (deterministic
+    in `seed`)."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(sample_chains(transition_matrices(rng, n, n_states, concentration), length, rng))
+
+
+def eval_tokens(cfg: InductionConfig, n: int = 512, seed: int = 99) -> Int[Tensor, "batch pos"]:
+    """A held-out evaluation set (its own seed stream, never used in training)."""
+    return markov_batch(n, cfg.n_ctx, cfg.n_states, (cfg.data_seed, 10**6, seed), cfg.concentration)
+
+
+def bayes_loss_by_index(tokens: Int[Tensor, "batch pos"], n_states: int, concentration: float = 1.0):
+    """Per-token loss [batch, pos-1] of the Bayes-optimal predictor: the Dirichlet posterior mean
+    of the current state's transition row from the bigram counts seen so far."""
+    x = tokens.numpy()
+    batch, length = x.shape
+    counts = np.zeros((batch, n_states, n_states))
+    rows = np.arange(batch)
+    out = np.empty((batch, length - 1))
+    for t in range(length - 1):
+        a, b = x[:, t], x[:, t + 1]
+        row = counts[rows, a]
+        p = (row[rows, b] + concentration) / (row.sum(-1) + n_states * concentration)
+        out[:, t] = -np.log(p)
+        counts[rows, a, b] += 1
+    return out
+
+
+def unigram_loss_by_index(tokens: Int[Tensor, "batch pos"], n_states: int, prior: float = 1.0):
+    """Per-token loss [batch, pos-1] of the in-context unigram predictor (state frequencies so far,
+    add-`prior` smoothed): what a model can do without looking at bigrams."""
+    x = tokens.numpy()
+    batch, length = x.shape
+    counts = np.zeros((batch, n_states))
+    rows = np.arange(batch)
+    out = np.empty((batch, length - 1))
+    for t in range(length - 1):
+        counts[rows, x[:, t]] += 1
+        b = x[:, t + 1]
+        out[:, t] = -np.log((counts[rows, b] + prior) / (counts.sum(-1) + n_states * prior))
+    return out
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+def smear(k: Float[Tensor, "batch pos head d_head"], alpha: Float[Tensor, " head"]) -> Tensor:
+    """k_j <- sigmoid(alpha) k_j + (1 - sigmoid(alpha)) k_{j-1} for j >= 1; k_0 unchanged."""
+    s = torch.sigmoid(alpha)[None, None, :, None].to(k.dtype)
+    mixed = s * k[:, 1:] + (1 - s) * k[:, :-1]
+    return torch.cat([k[:, :1], mixed], dim=1)
+
+
+class InductionLM(nn.Module):
+    """A `NativeModel` (attention-only) plus, for smeared models, `alpha` [layer, head]. Its
+    forward is the fused-attention computation of `NativeModel.forward` with the smear applied to
+    the keys; `state_dict()` holds `native.*` and `alpha`, so the trainer's optimiser and
+    checkpoints see the alphas."""
+
+    def __init__(self, arch: native.NativeArch, seed: int, smeared: bool):
+        super().__init__()
+        self.native = native.build(arch, seed)
+        self.smeared = smeared
+        if smeared:
+            self.alpha = nn.Parameter(torch.zeros(arch.n_layers, arch.n_heads))
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos vocab"]:
+        model = self.native
+        batch, seq = tokens.shape
+        h = model.tok_embed(tokens)
+        if model.pos is not None:
+            h = h + model.pos.weight[:seq]
+        for layer, block in enumerate(model.layers):
+            attn = block.attn
+            x = block.ln1(h)
+            q = attn.q(x).view(batch, seq, attn.n_heads, attn.d_head)
+            k = attn.k(x).view(batch, seq, attn.n_kv_heads, attn.d_head)
+            v = attn.v(x).view(batch, seq, attn.n_kv_heads, attn.d_head)
+            if self.smeared:
+                k = smear(k, self.alpha[layer])
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=1.0 / attn.scale
+            )
+            h = h + attn.o(z.transpose(1, 2).reshape(batch, seq, -1))
+            if not model.cfg.attn_only:
+                h = h + block.mlp(block.ln2(h))
+        return model.head(model.ln_out(h))
+
+
+def build_model(cfg: InductionConfig, seed: int) -> InductionLM:
+    return InductionLM(cfg.arch, seed, cfg.smeared)
+
+
+def load_module(state_dict: dict[str, Tensor], cfg: InductionConfig) -> InductionLM:
+    """An `InductionLM` holding a checkpoint's weights (for fast, unhooked evaluation)."""
+    model = build_model(cfg, 0)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def snapshot_state(name: str, step: int, profile: str | None = None) -> dict[str, Tensor]:
+    """The weights of zoo model `name` after `step` steps (a kept snapshot), verified; use
+    `load_module` for a fast unhooked model, `hooked` for the TransformerLens one."""
+    from optim_hunter import zoo
+
+    path = zoo.run_dir(name, profile) / "snapshots" / f"step_{step:07d}"
+    tensors, _ = training.load_checkpoint(path)
+    return tensors
+
+
+def per_token_loss(model: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_1"]:
+    """Cross-entropy of predicting token i+1 from tokens 0..i, [batch, pos-1]."""
+    logits = model(tokens)
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none"
+    ).view(tokens.shape[0], -1)
+
+
+def train_spec(cfg: InductionConfig) -> training.TrainSpec:
+    def batch(step: int) -> Tensor:
+        return markov_batch(cfg.batch_size, cfg.n_ctx, cfg.n_states, (cfg.data_seed, step), cfg.concentration)
+
+    held_out = eval_tokens(cfg, n=128)
+
+    def evaluate(model: nn.Module, step: int) -> dict[str, float]:
+        return {"eval_loss": float(per_token_loss(model, held_out).mean())}
+
+    return training.TrainSpec(
+        build=lambda seed: build_model(cfg, seed),
+        batch=batch,
+        loss=lambda model, tokens: per_token_loss(model, tokens).mean(),
+        tokens=lambda tokens: int(tokens.numel()),
+        evaluate=evaluate,
+    )
+
+
+def build_tokenizer(n_states: int):
+    """A word-level tokenizer whose tokens are the states "0" ... "n-1" (separated by spaces)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {str(i): i for i in range(n_states)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="0"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="0", add_bos_token=False, model_max_length=1_000_000,
+        name_or_path="optim_hunter/markov-states",
+    )
+
+
+def add_smear_hooks(bridge: Any, alpha: Tensor) -> None:
+    """Permanent hooks on `blocks.{l}.attn.hook_k` applying the smear with `alpha` [layer, head]."""
+    bridge.smear_alpha = alpha.detach().clone()
+    for layer in range(alpha.shape[0]):
+        def hook(k: Tensor, hook: Any, layer: int = layer) -> Tensor:
+            return smear(k, bridge.smear_alpha[layer])
+
+        bridge.add_hook(f"blocks.{layer}.attn.hook_k", hook, is_permanent=True)
+
+
+def hooked(state_dict: dict[str, Tensor], cfg: InductionConfig, name: str = "induction"):
+    """The trained weights as a hooked TransformerBridge (smear applied by permanent hooks)."""
+    weights = {k[len("native."):]: v for k, v in state_dict.items() if k.startswith("native.")}
+    bridge = native.to_bridge(weights, cfg.arch, build_tokenizer(cfg.n_states), name)
+    if cfg.smeared:
+        add_smear_hooks(bridge, state_dict["alpha"])
+    bridge.eval()
+    return bridge
+
+
+# --- one zoo family per variant ------------------------------------------------------------------
+
+
+def module_name(variant: str) -> str:
+    return f"{__name__}.{variant.replace('-', '_')}"
+
+
+def _register(variant: str) -> types.ModuleType:
+    module = types.ModuleType(module_name(variant), f"zoo family {variant}: {DESCRIPTION}")
+    layers, smeared = VARIANTS[variant]
+    module.VERSION = VERSION
+    module.DESCRIPTION = f"{layers}-layer attention-only{' smeared-key' if smeared else ''} model on Markov chains"
+    module.config = lambda profile=None: config_for(variant, profile)
+    module.train_spec = train_spec
+    module.hooked = hooked
+    module.tiny_config = lambda: tiny_config(variant)
+    sys.modules[module.__name__] = module
+    return module
+
+
+FAMILY_MODULES = {variant: _register(variant) for variant in VARIANTS}
