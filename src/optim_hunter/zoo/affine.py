@@ -1,0 +1,382 @@
+"""`affine-recurrence`: a 3-layer transformer that continues vector affine recurrences (seed 001).
+
+The task of Bhargav & Gu (2024): a sequence of vectors a_0, a_1, ... with a_n = c a_{n-1} + d,
+where the scalar c and the vector d are drawn afresh for every sequence and never shown. The model
+reads a_0 .. a_{L-1} and must output a_1 .. a_L; it can only infer c and d in context.
+
+Data (the seed's section 3.1): a_0, d ~ U[-2, 2]^40 and c ~ U[-2, 2]; the L + 1 terms a_0 .. a_L
+are computed, then every term and d are divided by (max_n |a_n|) / U(1, 2), so the longest vector
+of each sequence has norm between 1 and 2 and the scaled sequence is again an affine recurrence
+with the same c. One length L in {3, ..., 14} is drawn per batch. Every batch is a function of
+(seed, step) alone, as the trainer requires.
+
+Model (the seed's section 3.2): a TransformerLens `NativeModel` (pre-LayerNorm GPT-2-style blocks,
+learned positions) with d_model 128, 8 heads of d_head 64, d_mlp 3072, 3 layers, n_ctx 32, ReLU
+MLPs. There are no tokens: the input vectors are read in linearly, x @ W_E + W_pos, where W_E is
+the [40, 128] matrix stored as the model's token-embedding weight, and read out by the [128, 40]
+unembedding W_U (no bias). The loss is the mean squared error of the predictions of a_3 onwards
+(positions 2 .. L-1): a_1 and a_2 cannot be predicted, since two terms do not determine c and d.
+
+`hooked` returns a `VectorModel`: the hooked `TransformerBridge` plus the vector read-in, so
+`model(vectors)` and `model.run_with_cache(vectors)` take [batch, pos, 40] float tensors and the
+bridge runs from its first block (`start_at_layer=0`) with the standard hook names
+(`blocks.{i}.hook_resid_pre`, `blocks.{i}.attn.hook_pattern`, `blocks.{i}.attn.hook_z`,
+`blocks.{i}.hook_mlp_out`, `ln_final.hook_scale`, ...). Weight properties (`W_E`, `W_pos`, `W_Q`,
+`W_V`, `W_O`, `W_U`, ...) and `hooks(...)` pass through to the bridge.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from optim_hunter import settings, training
+
+VERSION = "1"  # part of the cache key: bump when data or model code changes the weights
+DESCRIPTION = "3-layer transformer continuing vector affine recurrences a_n = c a_(n-1) + d (seed 001)"
+INPUT = "vectors"  # not tokens: the hooked model takes [batch, pos, d_vector] floats (see example_input)
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineArch:
+    """The transformer's shape (the seed's section 3.2)."""
+
+    d_vector: int = 40  # the seed's d_vocab: the width of the input and output vectors
+    d_model: int = 128
+    d_head: int = 64
+    d_mlp: int = 3072
+    n_heads: int = 8
+    n_layers: int = 3
+    n_ctx: int = 32
+    act_fn: str = "relu"
+
+    def __post_init__(self) -> None:
+        for name in ("d_vector", "d_model", "d_head", "d_mlp", "n_heads", "n_layers", "n_ctx"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"AffineArch.{name} must be a positive integer, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineData:
+    """The sequence distribution (the seed's section 3.1)."""
+
+    dim: int = 40
+    coef_range: float = 2.0  # a_0, c, d ~ U[-coef_range, coef_range]
+    scale_low: float = 1.0  # the longest term's norm after scaling is U(scale_low, scale_high)
+    scale_high: float = 2.0
+    min_length: int = 3  # input vectors per sequence, one length per batch
+    max_length: int = 14
+    loss_from: int = 2  # first position whose prediction is scored (it predicts a_3)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scale_low <= self.scale_high:
+            raise ValueError("need 0 < scale_low <= scale_high")
+        if not self.loss_from < self.min_length <= self.max_length:
+            raise ValueError("need loss_from < min_length <= max_length (every batch must be scored)")
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineConfig:
+    arch: AffineArch
+    train: training.TrainConfig
+    data: AffineData = AffineData()
+    batch_size: int = 16
+    eval_per_length: int = 20  # held-out sequences per length for the in-training MSE
+
+    def __post_init__(self) -> None:
+        if self.arch.d_vector != self.data.dim:
+            raise ValueError(f"arch.d_vector {self.arch.d_vector} != data.dim {self.data.dim}")
+        if self.data.max_length > self.arch.n_ctx:
+            raise ValueError(f"max_length {self.data.max_length} exceeds n_ctx {self.arch.n_ctx}")
+        if self.batch_size < 1 or self.eval_per_length < 1:
+            raise ValueError("batch_size and eval_per_length must be >= 1")
+
+
+def config(profile: str | None = None) -> AffineConfig:
+    """`full`: the seed's architecture and batch size (16), trained for 7,000 steps (the seed ran
+    100,000 on a GPU) with a warmed-up cosine schedule from 1e-3, about ten minutes on one CPU
+    core; `smoke`: 500 steps, about a minute (far from converged: for checking the machinery).
+    One thread: on a shared two-core machine a second thread makes every step slower."""
+    arch = AffineArch()
+    return settings.pick(
+        settings.profile(profile),
+        full=AffineConfig(
+            arch=arch,
+            train=training.TrainConfig(
+                steps=7000, lr=1e-3, warmup_steps=300, min_lr_ratio=0.02, weight_decay=0.01,
+                eval_every=500, snapshots=4, threads=1,
+            ),
+            batch_size=16,
+        ),
+        smoke=AffineConfig(
+            arch=arch,
+            train=training.TrainConfig(
+                steps=500, lr=1e-3, warmup_steps=50, min_lr_ratio=0.05, weight_decay=0.01,
+                eval_every=250, snapshots=2, threads=1,
+            ),
+            batch_size=16,
+            eval_per_length=8,
+        ),
+    )
+
+
+def tiny_config() -> AffineConfig:
+    """Trains in a second or two: for tests of the machinery, not of the task."""
+    return AffineConfig(
+        arch=AffineArch(d_vector=6, d_model=16, d_head=4, d_mlp=32, n_heads=2, n_layers=2, n_ctx=8),
+        train=training.TrainConfig(steps=4, lr=1e-3, warmup_steps=1, snapshots=2, threads=1),
+        data=AffineData(dim=6, max_length=6),
+        batch_size=4,
+        eval_per_length=2,
+    )
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequences:
+    """A batch of affine recurrences, scaled and unscaled (float64).
+
+    terms[:, n] = a_n (scaled) for n = 0 .. L; `raw_terms` and `raw_d` are the same recurrences
+    before the division by `scale`, so raw_terms[:, n] = c raw_terms[:, n-1] + raw_d exactly.
+    """
+
+    terms: Float[np.ndarray, "batch n dim"]
+    c: Float[np.ndarray, " batch"]
+    d: Float[np.ndarray, "batch dim"]
+    scale: Float[np.ndarray, " batch"]
+    raw_terms: Float[np.ndarray, "batch n dim"]
+    raw_d: Float[np.ndarray, "batch dim"]
+
+    @property
+    def inputs(self) -> Float[Tensor, "batch pos dim"]:
+        """a_0 .. a_{L-1}, what the model reads (float32)."""
+        return torch.from_numpy(self.terms[:, :-1]).float()
+
+    @property
+    def targets(self) -> Float[Tensor, "batch pos dim"]:
+        """a_1 .. a_L, what it must output at each position (float32)."""
+        return torch.from_numpy(self.terms[:, 1:]).float()
+
+    def __len__(self) -> int:
+        return self.terms.shape[0]
+
+
+def sample_sequences(
+    rng: np.random.Generator, batch: int, length: int, data: AffineData = AffineData(),
+    *, c: Float[np.ndarray, " batch"] | None = None,
+) -> Sequences:
+    """`batch` recurrences with `length` input vectors each (L + 1 terms); `c` may be given."""
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    r = data.coef_range
+    a0 = rng.uniform(-r, r, (batch, data.dim))
+    coef = rng.uniform(-r, r, batch) if c is None else np.broadcast_to(np.asarray(c, float), (batch,)).copy()
+    d = rng.uniform(-r, r, (batch, data.dim))
+    raw = np.empty((batch, length + 1, data.dim))
+    raw[:, 0] = a0
+    for n in range(1, length + 1):
+        raw[:, n] = coef[:, None] * raw[:, n - 1] + d
+    longest = np.linalg.norm(raw, axis=-1).max(axis=1)
+    scale = longest / rng.uniform(data.scale_low, data.scale_high, batch)
+    return Sequences(
+        terms=raw / scale[:, None, None], c=coef, d=d / scale[:, None], scale=scale, raw_terms=raw, raw_d=d
+    )
+
+
+def batch_length(cfg: AffineConfig, step: int) -> int:
+    rng = np.random.default_rng([cfg.train.seed, step, 0xAFF1])
+    return int(rng.integers(cfg.data.min_length, cfg.data.max_length + 1))
+
+
+def make_batch(cfg: AffineConfig, step: int) -> tuple[Tensor, Tensor]:
+    """(inputs, targets) of training step `step`: a function of (seed, step) only."""
+    rng = np.random.default_rng([cfg.train.seed, step, 0xAFF0])
+    seqs = sample_sequences(rng, cfg.batch_size, batch_length(cfg, step), cfg.data)
+    return seqs.inputs, seqs.targets
+
+
+def example_input(model: Any, length: int | None = None) -> Tensor:
+    """A [1, length, d_vector] input for a hooked model of this family (one held-out sequence),
+    for code that exercises every zoo model: a vector model has no tokenizer, and its read-in
+    happens before the bridge, so it has no `hook_embed` (`blocks.0.hook_resid_pre` holds it)."""
+    dim = int(model.cfg.d_vocab)
+    length = min(AffineData().max_length, int(model.cfg.n_ctx)) if length is None else length
+    data = AffineData(dim=dim, max_length=max(length, AffineData().min_length))
+    return sample_sequences(np.random.default_rng([10_000, length]), 1, length, data).inputs
+
+
+def held_out(per_length: int, data: AffineData = AffineData(), *, seed: int = 10_001) -> list[Sequences]:
+    """Held-out sequences: `per_length` of every length min_length .. max_length (one group each).
+    Seeds >= 10_000 never coincide with a training batch's (seed, step, tag) stream."""
+    return [
+        sample_sequences(np.random.default_rng([seed, length]), per_length, length, data)
+        for length in range(data.min_length, data.max_length + 1)
+    ]
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+def bridge_config(arch: AffineArch, seed: int | None = None, name: str = "affine-recurrence"):
+    from transformer_lens.config import TransformerBridgeConfig
+
+    return TransformerBridgeConfig(
+        n_layers=arch.n_layers, d_model=arch.d_model, n_heads=arch.n_heads, d_head=arch.d_head,
+        d_mlp=arch.d_mlp, n_ctx=arch.n_ctx, d_vocab=arch.d_vector, act_fn=arch.act_fn,
+        normalization_type="LN", positional_embedding_type="standard", seed=seed, init_mode="gpt2",
+        model_name=name, architecture="TransformerLensNative",
+    )
+
+
+def build_model(arch: AffineArch, seed: int) -> torch.nn.Module:
+    """A freshly initialised `NativeModel` of this shape; the same seed gives the same weights."""
+    from transformer_lens.model_bridge.sources.native import NativeModel, initialize_native_model
+
+    cfg = bridge_config(arch, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = NativeModel(cfg)
+        initialize_native_model(model, model.cfg, seed=seed)
+    return model
+
+
+def read_in(W_E: Tensor, W_pos: Tensor, vectors: Float[Tensor, "batch pos dim"]) -> Float[Tensor, "batch pos d_model"]:
+    """The residual stream entering block 0: vectors @ W_E + W_pos."""
+    if vectors.ndim != 3 or vectors.shape[-1] != W_E.shape[0]:
+        raise ValueError(f"vectors must be [batch, pos, {W_E.shape[0]}], got {tuple(vectors.shape)}")
+    if vectors.shape[1] > W_pos.shape[0]:
+        raise ValueError(f"{vectors.shape[1]} positions exceed the context of {W_pos.shape[0]}")
+    return vectors.to(W_E.dtype) @ W_E + W_pos[: vectors.shape[1]]
+
+
+def predict(model: torch.nn.Module, vectors: Float[Tensor, "batch pos dim"]) -> Float[Tensor, "batch pos dim"]:
+    """The predictions of a plain `NativeModel` (fused attention: the training forward)."""
+    h = read_in(model.tok_embed.weight, model.pos.weight, vectors)
+    batch, seq, _ = h.shape
+    for block in model.layers:
+        attn = block.attn
+        x = block.ln1(h)
+        q, k, v = (
+            lin(x).view(batch, seq, attn.n_heads, attn.d_head).transpose(1, 2) for lin in (attn.q, attn.k, attn.v)
+        )
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / attn.scale)
+        h = h + attn.o(z.transpose(1, 2).reshape(batch, seq, -1))
+        h = h + block.mlp(block.ln2(h))
+    return model.head(model.ln_out(h))
+
+
+def scored_mse(predictions: Tensor, targets: Tensor, loss_from: int = 2) -> Tensor:
+    """Mean squared error over the scored positions (loss_from onwards) and all coordinates."""
+    return F.mse_loss(predictions[:, loss_from:], targets[:, loss_from:])
+
+
+def all_param_groups(weight_decay: float):
+    """Weight decay on every parameter, as the seed's plain AdamW(model.parameters(), 0.01)."""
+    return lambda model: [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+
+@torch.no_grad()
+def held_out_mse(forward, groups: Sequence[Sequences], loss_from: int = 2) -> float:
+    """Mean over lengths of the scored MSE, as the training loss averages over batches."""
+    return float(np.mean([float(scored_mse(forward(g.inputs), g.targets, loss_from)) for g in groups]))
+
+
+def train_spec(cfg: AffineConfig) -> training.TrainSpec:
+    groups = held_out(cfg.eval_per_length, cfg.data)
+
+    def evaluate(model: torch.nn.Module, step: int) -> dict[str, float]:
+        return {"mse": held_out_mse(lambda x: predict(model, x), groups, cfg.data.loss_from)}
+
+    return training.TrainSpec(
+        build=lambda seed: build_model(cfg.arch, seed),
+        batch=lambda step: make_batch(cfg, step),
+        loss=lambda model, batch: scored_mse(predict(model, batch[0]), batch[1], cfg.data.loss_from),
+        tokens=lambda batch: int(batch[0].shape[0] * batch[0].shape[1]),
+        evaluate=evaluate,
+        param_groups=all_param_groups(cfg.train.weight_decay),
+    )
+
+
+# --- the hooked model ----------------------------------------------------------------------------
+
+
+class VectorModel(torch.nn.Module):
+    """A hooked `TransformerBridge` that reads vectors: `model(vectors)` is the bridge run from
+    block 0 on `vectors @ W_E + W_pos`. Attributes not defined here (W_Q, cfg, hooks, blocks,
+    ...) are the bridge's."""
+
+    def __init__(self, bridge: torch.nn.Module):
+        super().__init__()
+        self.bridge = bridge
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            bridge = self._modules.get("bridge")
+            if bridge is None:
+                raise
+            return getattr(bridge, name)
+
+    def embed(self, vectors: Float[Tensor, "batch pos dim"]) -> Float[Tensor, "batch pos d_model"]:
+        return read_in(self.bridge.W_E, self.bridge.W_pos, vectors)
+
+    def forward(self, vectors: Tensor, **kwargs: Any) -> Tensor:
+        return self.bridge(self.embed(vectors), start_at_layer=0, **kwargs)
+
+    def run_with_cache(self, vectors: Tensor, **kwargs: Any):
+        return self.bridge.run_with_cache(self.embed(vectors), start_at_layer=0, **kwargs)
+
+    def run_with_hooks(self, vectors: Tensor, **kwargs: Any):
+        return self.bridge.run_with_hooks(self.embed(vectors), start_at_layer=0, **kwargs)
+
+
+def plain_model(state_dict: Mapping[str, Tensor], cfg: AffineConfig) -> torch.nn.Module:
+    """A `NativeModel` holding `state_dict` (for the fused `predict`), in eval mode."""
+    model = build_model(cfg.arch, seed=0)
+    model.load_state_dict(dict(state_dict), strict=True)
+    return model.eval()
+
+
+def hooked(state_dict: Mapping[str, Tensor], cfg: AffineConfig, name: str = "affine-recurrence") -> VectorModel:
+    """The trained weights as a `VectorModel` around a TransformerBridge (its own copy)."""
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+
+    model = plain_model(state_dict, cfg)
+    bridge = build_bridge_from_module(
+        model, architecture="TransformerLensNative", tl_config=copy.deepcopy(model.cfg),
+        tokenizer=None, model_name=name,
+    )
+    return VectorModel(bridge).eval()
+
+
+def state_dict_of(model: Any) -> dict[str, Tensor]:
+    """The `NativeModel` state dict behind a `VectorModel`, a bridge or a plain model (copies).
+
+    The bridge lists every weight under several aliases and carries an unembedding bias the
+    native model lacks: the native model's own keys are picked out (the bias must be zero)."""
+    from transformer_lens.model_bridge.sources.native import NativeModel
+
+    if isinstance(model, VectorModel):
+        model = model.bridge
+    original = getattr(model, "original_model", model)
+    state = {k.replace("._original_component", ""): v for k, v in original.state_dict().items()}
+    bias = state.get("head.bias")
+    if bias is not None and bool(bias.any()):
+        raise ValueError("the bridge's unembedding has a nonzero bias: not a plain native model")
+    wanted = NativeModel(copy.deepcopy(original.cfg)).state_dict().keys()
+    return {k: state[k].detach().clone() for k in wanted}
