@@ -1,4 +1,4 @@
-"""The text format of numeric in-context prompts, and the parser for a model's numeric answer.
+"""The text formats of numeric in-context prompts, and the parser for a model's numeric answer.
 
 The (features -> output) format of the 004 seed and llm4regression, one example per block:
 
@@ -10,7 +10,8 @@ The (features -> output) format of the 004 seed and llm4regression, one example 
     Feature 1: 247.46
     Output:
 
-Numbers are written with a fixed number of decimals (`round_to`, default 2) so every value has a
+and seed 002's "(x, y)" lines of integers (`format_pairs`). Numbers are written with a fixed
+number of decimals (`round_to`, default 2) so every value has a
 single spelling. The parser never turns an unreadable answer into a number: it returns an explicit
 failure with its reason, and `parse_answers` counts them.
 """
@@ -67,6 +68,21 @@ def format_prompt(
     blocks.append(format_example(x_query, None, round_to))
     body = "\n\n".join(blocks)
     return f"{instruction}\n\n{body}" if instruction else body
+
+
+def format_pairs(xs: Sequence[float], ys: Sequence[float], x_query: float | None = None) -> str:
+    """Seed 002's "(x, y)" lines of integers; with `x_query`, the prompt ends with the query's
+    open line, "(x_query, ", for the model to complete.
+
+    >>> format_pairs([1, 2], [5, 7], 4)
+    '(1, 5)\\n(2, 7)\\n(4, '
+    """
+    if len(xs) != len(ys):
+        raise ValueError(f"{len(xs)} x values but {len(ys)} y values")
+    lines = [f"({format_number(x, 0)}, {format_number(y, 0)})" for x, y in zip(xs, ys)]
+    if x_query is not None:
+        lines.append(f"({format_number(x_query, 0)}, ")
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -313,7 +313,30 @@ def _doctree_resolved(app: Sphinx, doctree: nodes.document, fromdocname: str) ->
         node.replace_self(nodes.raw("", table, format="html"))
 
 
+def plain_docstring(lines: list[str]) -> list[str]:
+    """Our docstrings are plain text, not reStructuredText: show their indented tables and
+    formulas verbatim (as literal blocks) and their `|x|` as text, for the API page."""
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        indented = line.startswith((" ", "\t")) and line.strip()
+        opens = indented and (i == 0 or not lines[i - 1].strip() or lines[i - 1].rstrip().endswith(":"))
+        in_block = bool(out) and out[-1].startswith("    ") and indented
+        if opens and not in_block:
+            if out and out[-1].strip():
+                out.append("")
+            out.extend(["::", ""])
+        out.append("    " + line if indented else line.replace("|", "\\|"))
+    return out
+
+
+def _autodoc_docstring(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    if name.startswith("optim_hunter"):
+        lines[:] = plain_docstring(lines)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.setup_extension("sphinx.ext.autodoc")  # for the API page and its docstring event
+    app.connect("autodoc-process-docstring", _autodoc_docstring)
     app.add_node(claims_table)
     app.add_directive("claims-table", ClaimsTableDirective)
     app.connect("config-inited", _config_inited)

@@ -19,16 +19,7 @@ from scipy.stats import linregress
 from torch import Tensor
 
 from optim_hunter import prompts
-
-
-def format_pairs(xs: Sequence[float], ys: Sequence[float], x_query: float | None = None) -> str:
-    """Seed 002's "(x, y)" lines of integers; with `x_query`, a prompt ending in `(x_query, `."""
-    if len(xs) != len(ys):
-        raise ValueError(f"{len(xs)} x values but {len(ys)} y values")
-    lines = [f"({prompts.format_number(x, 0)}, {prompts.format_number(y, 0)})" for x, y in zip(xs, ys)]
-    if x_query is not None:
-        lines.append(f"({prompts.format_number(x_query, 0)}, ")
-    return "\n".join(lines)
+from optim_hunter.prompts import format_pairs
 
 
 @dataclasses.dataclass(frozen=True)
