@@ -19,9 +19,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-# Executes every chapter (cached per profile/model in _build/.jupyter_cache) and builds the site.
+# Trains (or finds cached) the zoo's models, executes every chapter (outputs cached per
+# profile/model/package version in _build/.jupyter_cache) and builds the site.
 # -W: any warning, including a failing cell, fails the build.
 book: install
+	$(BIN)/optim-hunter train all --profile $(OPTIM_HUNTER_PROFILE)
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "site: _build/html/index.html   claims: _build/claims.json"
 

@@ -62,13 +62,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from optim_hunter import settings, zoo
 
     profile = settings.profile(args.profile)
-    zoo.family(args.name)  # an unknown name fails here, before anything is imported or trained
-    path = zoo.train(args.name, profile, force=args.force, progress=not args.quiet)
-    meta = zoo.metadata(args.name, profile)
-    print(
-        f"{args.name} ({profile}): {meta['steps']} steps in {meta['train_seconds']:.0f} s "
-        f"({meta['tokens_per_second']:.0f} tokens/s) -> {path.parent}"
-    )
+    names = zoo.names() if args.name == "all" else [args.name]
+    for name in names:
+        zoo.family(name)  # an unknown name fails here, before anything is imported or trained
+    for name in names:
+        path = zoo.train(name, profile, force=args.force, progress=not args.quiet)
+        meta = zoo.metadata(name, profile)
+        print(
+            f"{name} ({profile}): {meta['steps']} steps in {meta['train_seconds']:.0f} s "
+            f"({meta['tokens_per_second']:.0f} tokens/s) -> {path.parent}"
+        )
     return 0
 
 
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--jobs", type=int, default=-1, help="parallel workers (joblib)")
     ev.set_defaults(func=_cmd_eval)
     tr = sub.add_parser("train", help="train a zoo model (cached: a no-op when already trained)")
-    tr.add_argument("name", help="zoo model name (see `optim-hunter models`)")
+    tr.add_argument("name", help="zoo model name (see `optim-hunter models`), or `all`")
     tr.add_argument("--profile", default=None, help="full or smoke (default: $OPTIM_HUNTER_PROFILE or full)")
     tr.add_argument("--force", action="store_true", help="discard the cached model and train again")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")

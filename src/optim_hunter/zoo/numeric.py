@@ -40,6 +40,7 @@ class NumericConfig:
     arch: native.NativeArch
     train: training.TrainConfig
     prior: numeric_tasks.TaskPrior = numeric_tasks.TaskPrior()
+    affine: numeric_tasks.AffinePrior = numeric_tasks.AffinePrior()
     block_rows: int = 12  # sequences of (features -> output) blocks per step, n_ctx tokens each
     pair_rows: int = 16  # sequences of "(x, y)" lines per step
     pair_length: int = 128  # tokens per "(x, y)" sequence (~24 examples)
@@ -166,7 +167,7 @@ def make_batch(cfg: NumericConfig, step: int, tokenizer=None) -> Batch:
     if cfg.pair_rows:
         pairs = []
         for _ in range(cfg.pair_rows):
-            task = numeric_tasks.sample_affine(rng, cfg.pair_length // 4)
+            task = numeric_tasks.sample_affine(rng, cfg.pair_length // 4, cfg.affine)
             pairs.append(numeric_tasks.format_pairs(task.x, task.y))
         batch.append(numeric_tasks.pack(pairs, cfg.pair_length, tokenizer))
     return batch

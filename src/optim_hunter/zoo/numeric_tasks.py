@@ -38,12 +38,15 @@ class TaskPrior:
 
     n_features: tuple[float, ...] = (0.3, 0.25, 0.2, 0.15, 0.1)  # P(1 feature), ..., P(5)
     families: tuple[float, ...] = (0.35, 0.2, 0.15, 0.15, 0.15)  # over FAMILIES
+    inputs: tuple[float, ...] = (0.35, 0.2, 0.3, 0.15)  # N(0,1), U(0,1), scaled uniform, scaled normal
     round_to: tuple[tuple[int, float], ...] = ((2, 0.8), (1, 0.1), (0, 0.1))
     log10_y_scale: tuple[float, float] = (-1.0, 3.0)  # output std from 0.1 to 1000
+    p_shift: float = 0.7  # probability that the outputs are shifted off zero
     max_abs_value: float = 1e5  # redraw tasks whose numbers would need more than 2 chunks
 
     def __post_init__(self) -> None:
-        for name, weights in (("n_features", self.n_features), ("families", self.families)):
+        checks = (("n_features", self.n_features), ("families", self.families), ("inputs", self.inputs))
+        for name, weights in checks:
             if abs(sum(weights) - 1) > 1e-9 or min(weights) < 0:
                 raise ValueError(f"TaskPrior.{name} must be probabilities, got {weights}")
         if len(self.families) != len(FAMILIES):
@@ -60,13 +63,15 @@ class RegressionTask:
     round_to: int
 
 
-def _inputs(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _inputs(
+    rng: np.random.Generator, n: int, d: int, weights: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs [n, d] and each feature's mean and std (used to standardise before the function)."""
     x = np.empty((n, d))
     mean = np.empty(d)
     std = np.empty(d)
     for j in range(d):
-        kind = rng.choice(4, p=(0.35, 0.2, 0.3, 0.15))
+        kind = rng.choice(4, p=weights)
         if kind == 0:  # make_regression's inputs
             mean[j], std[j] = 0.0, 1.0
             x[:, j] = rng.standard_normal(n)
@@ -126,7 +131,7 @@ def sample_task(rng: np.random.Generator, n: int, prior: TaskPrior = TaskPrior()
     for _ in range(100):
         d = int(rng.choice(len(prior.n_features), p=prior.n_features)) + 1
         family = FAMILIES[int(rng.choice(len(FAMILIES), p=prior.families))]
-        x, mean, std = _inputs(rng, n + 256, d)
+        x, mean, std = _inputs(rng, n + 256, d, prior.inputs)
         g_fn = _function(rng, family, d, std)
         g = g_fn((x - mean) / std, x)
         # Standardise g on all drawn points (the last 256 are never shown) so the output scale
@@ -136,7 +141,7 @@ def sample_task(rng: np.random.Generator, n: int, prior: TaskPrior = TaskPrior()
             continue
         g = (g - g.mean()) / spread
         scale = 10 ** rng.uniform(*prior.log10_y_scale)
-        shift = 0.0 if rng.random() < 0.3 else scale * rng.uniform(-4, 4)
+        shift = scale * rng.uniform(-4, 4) if rng.random() < prior.p_shift else 0.0
         y = scale * g + shift
         if family == "linear_noisy" or (family != "linear" and rng.random() < 0.3):
             y = y + scale * 10 ** rng.uniform(-2, -0.5) * rng.standard_normal(len(y))
@@ -180,15 +185,36 @@ class AffineTask:
         return self.a * self.x + self.b
 
 
-X_RANGES = ((0, 20), (0, 50), (0, 100), (1, 100), (-50, 50), (0, 200), (0, 500))
-X_RANGE_WEIGHTS = (0.1, 0.15, 0.3, 0.15, 0.1, 0.1, 0.1)
+@dataclasses.dataclass(frozen=True)
+class AffinePrior:
+    """y = a x + b: a in 1..a_max (or -1..-a_negative with p_negative), b in -b_small..b_small
+    (or -b_large..b_large with p_large_b), x in one of `x_ranges` (weights `x_weights`)."""
+
+    a_max: int = 10
+    a_negative: int = 5
+    p_negative: float = 0.25
+    b_small: int = 20
+    b_large: int = 200
+    p_large_b: float = 0.3
+    x_ranges: tuple[tuple[int, int], ...] = ((0, 20), (0, 50), (0, 100), (1, 100), (-50, 50), (0, 200), (0, 500))
+    x_weights: tuple[float, ...] = (0.1, 0.15, 0.3, 0.15, 0.1, 0.1, 0.1)
+
+    def __post_init__(self) -> None:
+        if len(self.x_ranges) != len(self.x_weights) or abs(sum(self.x_weights) - 1) > 1e-9:
+            raise ValueError("AffinePrior.x_weights must be probabilities, one per x range")
+        if self.a_max < 1 or min(high - low for low, high in self.x_ranges) < 1:
+            raise ValueError("AffinePrior needs a_max >= 1 and non-empty x ranges")
 
 
-def sample_affine(rng: np.random.Generator, n: int) -> AffineTask:
+def sample_affine(rng: np.random.Generator, n: int, prior: AffinePrior = AffinePrior()) -> AffineTask:
     """y = a x + b with integers a != 0, b and distinct integer x where the range allows."""
-    low, high = X_RANGES[int(rng.choice(len(X_RANGES), p=X_RANGE_WEIGHTS))]
-    a = int(rng.integers(1, 11)) if rng.random() < 0.75 else -int(rng.integers(1, 6))
-    b = int(rng.integers(-20, 21)) if rng.random() < 0.7 else int(rng.integers(-200, 201))
+    low, high = prior.x_ranges[int(rng.choice(len(prior.x_ranges), p=prior.x_weights))]
+    if prior.a_negative and rng.random() < prior.p_negative:
+        a = -int(rng.integers(1, prior.a_negative + 1))
+    else:
+        a = int(rng.integers(1, prior.a_max + 1))
+    bound = prior.b_large if rng.random() < prior.p_large_b else prior.b_small
+    b = int(rng.integers(-bound, bound + 1))
     size = high - low + 1
     x = low + rng.choice(size, size=n, replace=n > size)
     return AffineTask(a, b, x.astype(np.int64))
