@@ -19,6 +19,15 @@ def char_tokenizer():
     return fast
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and leave the other core to joblib workers."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def chars():
     return char_tokenizer()

@@ -11,13 +11,6 @@ from optim_hunter.interp import circuits
 from optim_hunter.zoo import affine
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def setup():

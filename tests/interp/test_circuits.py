@@ -26,13 +26,6 @@ def random_model(seed: int = 0, **changes):
     return affine.hooked(native.state_dict(), cfg), cfg
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def model_and_batch():

@@ -15,15 +15,6 @@ CFG = lsa.TaskConfig(d=10, n_context=10)
 TOL = 1e-6  # the chapter's bar; float64 reaches ~1e-12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # 11 x 11 matrices: extra threads only contend for the cores; restored for other modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def numpy_gd(x: np.ndarray, y: np.ndarray, x_query: np.ndarray, etas):
     """Plain gradient descent on L(w) = 1/(2N) ||X w - y||^2 from w = 0, one task at a time.
 

@@ -23,13 +23,6 @@ HOOKS = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_sequences_follow_the_seed_recipe():
     data = affine.AffineData()

@@ -160,18 +160,8 @@ def blocks_text(x: Float[np.ndarray, "n d"], y: Float[np.ndarray, " n"], round_t
     return "\n\n".join(prompts.format_example(xi, yi, round_to) for xi, yi in zip(x, y))
 
 
-def format_pairs(xs: Sequence[float], ys: Sequence[float], x_query: float | None = None) -> str:
-    """Seed 002's "(x, y)" lines, integers; with `x_query`, a prompt ending in `(x_query, `.
-
-    >>> format_pairs([1, 2], [5, 7], 4)
-    '(1, 5)\\n(2, 7)\\n(4, '
-    """
-    if len(xs) != len(ys):
-        raise ValueError(f"{len(xs)} x values but {len(ys)} y values")
-    lines = [f"({prompts.format_number(x, 0)}, {prompts.format_number(y, 0)})" for x, y in zip(xs, ys)]
-    if x_query is not None:
-        lines.append(f"({prompts.format_number(x_query, 0)}, ")
-    return "\n".join(lines)
+# Seed 002's "(x, y)" lines: the one definition lives with the other text formats.
+format_pairs = prompts.format_pairs
 
 
 @dataclasses.dataclass(frozen=True)
