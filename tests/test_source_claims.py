@@ -29,6 +29,9 @@ WILDCARD = "[a-z0-9_]+"
 # The id argument of `claims.record(` (possibly on the next line); numeric.py passes ids as `id="..."`.
 RECORD_ARG = re.compile(r"""claims\.record\(\s*(f?)(["'])(.+?)\2""")
 ID_KWARG = re.compile(r"""\bid=(f?)(["'])(.+?)\2""")
+# A chapter-local wrapper `def record(id, ...): claims.record(f"<prefix>{id}", ...)` and its calls.
+WRAPPER_PREFIX = re.compile(r"""claims\.record\(\s*f(["'])([a-z0-9_.]*)\{id\}\1""")
+WRAPPER_CALL = re.compile(r"""(?<![.\w])record\(\s*(f?)(["'])(.+?)\2""")
 
 
 def load_manifest() -> list[dict]:
@@ -41,9 +44,15 @@ def recorded_templates() -> set[str]:
     sources.append((ROOT / "src" / "optim_hunter" / "zoo" / "numeric.py", ID_KWARG))
     found = set()
     for path, pattern in sources:
-        for is_f, _, text in pattern.findall(path.read_text(encoding="utf-8")):
+        source = path.read_text(encoding="utf-8")
+        for is_f, _, text in pattern.findall(source):
             if is_f or not PLACEHOLDER.search(text):  # a plain string's braces are not fields
                 found.add(text)
+        wrapper = WRAPPER_PREFIX.search(source)
+        if wrapper:
+            for is_f, _, text in WRAPPER_CALL.findall(source):
+                if is_f or not PLACEHOLDER.search(text):
+                    found.add(wrapper.group(2) + text)
     return found
 
 
