@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export OPTIM_HUNTER_PROFILE ?= full
 export OPTIM_HUNTER_MODEL ?= numeric-icl
 
-.PHONY: install book test browser clean
+.PHONY: install book test bench browser clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+# Benchmarks (train throughput, decoding, cold/warm book builds): _build/bench.json, shown on the
+# Performance page at the next `make book`. Takes as long as a cold build.
+bench: install
+	$(BIN)/python bench/run.py --profile $(OPTIM_HUNTER_PROFILE)
 
 clean:
 	rm -rf _build

@@ -125,7 +125,7 @@ def _doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     env.__dict__.setdefault("optim_hunter_claims", {})[docname] = rows
     env.__dict__.setdefault("optim_hunter_assets", {})[docname] = assets
     pages = env.__dict__.setdefault("optim_hunter_claims_pages", set())
-    if any(True for _ in doctree.findall(claims_table)):
+    if any(True for _ in doctree.findall(claims_table)) or any(True for _ in doctree.findall(bench_table)):
         pages.add(docname)
     else:
         pages.discard(docname)
@@ -304,7 +304,39 @@ def render_table(app: Sphinx, fromdocname: str, rows: list[dict[str, Any]]) -> s
     )
 
 
+class bench_table(nodes.General, nodes.Element):
+    """Placeholder for the latest `make bench` results (`_build/bench.json`)."""
+
+
+class BenchTableDirective(SphinxDirective):
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        return [bench_table("")]
+
+
+def render_bench(path: Path) -> str:
+    if not path.exists():
+        return "<p><b>No benchmark results on this machine yet</b>: run <code>make bench</code>, then build the book.</p>"
+    report = json.loads(path.read_text(encoding="utf-8"))
+    rows = []
+    for key, goal in report.get("goals", {}).items():
+        value = report[key]
+        met = "met" if goal["met"] else "missed"
+        rows.append(f"<tr><td><code>{html.escape(key)}</code></td><td>{value:.4g}</td>"
+                    f"<td>{html.escape(goal['goal'])}</td><td class=\"goal-{met}\">{met}</td></tr>")
+    for key in ("train_mfu", "matmul_flops", "trainer_tokens_per_s", "bare_tokens_per_s"):
+        if key in report:
+            rows.append(f"<tr><td><code>{key}</code></td><td>{report[key]:.4g}</td><td>—</td><td>measured</td></tr>")
+    head = (f"<p>Measured {html.escape(report.get('started', '?'))} on {html.escape(str(report.get('machine')))} "
+            f"({report.get('cpus')} CPUs), profile <code>{html.escape(report.get('profile', '?'))}</code>.</p>")
+    return (head + '<table class="table"><thead><tr><th>figure</th><th>value</th><th>goal</th>'
+            "<th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
 def _doctree_resolved(app: Sphinx, doctree: nodes.document, fromdocname: str) -> None:
+    for node in list(doctree.findall(bench_table)):
+        node.replace_self(nodes.raw("", render_bench(Path(app.outdir).parent / "bench.json"), format="html"))
     for node in list(doctree.findall(claims_table)):
         rows = all_claims(app.env)
         table = render_table(app, fromdocname, rows)
@@ -338,6 +370,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.setup_extension("sphinx.ext.autodoc")  # for the API page and its docstring event
     app.connect("autodoc-process-docstring", _autodoc_docstring)
     app.add_node(claims_table)
+    app.add_node(bench_table)
+    app.add_directive("bench-table", BenchTableDirective)
     app.add_directive("claims-table", ClaimsTableDirective)
     app.connect("config-inited", _config_inited)
     app.connect("env-get-outdated", _env_get_outdated)

@@ -1,0 +1,117 @@
+"""`make bench`: every performance figure of the book, measured in one run on this machine.
+
+Writes `_build/bench.json` (shown on the book's Performance page at the next build):
+
+  train_throughput_ratio   trainer tokens/s / bare PyTorch loop tokens/s    (goal >= 0.8)
+  train_mfu                trainer FLOP/s (6 x parameters x tokens/s) / this machine's measured
+                           float32 matmul FLOP/s                           (reported)
+  batched_eval_speedup     TransformerLens generate one prompt at a time / our batched decoder
+                                                                             (goal >= 10)
+  cold_build_s             `make book` in a fresh clone with an empty model cache and venv
+                                                                             (goal <= 1800)
+  warm_build_s             `make book` again, nothing changed              (goal <= 60)
+  max_page_mb              largest page of the built site                  (goal <= 3)
+
+    python bench/run.py [--profile full|smoke] [--skip-builds]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GOALS = {
+    "train_throughput_ratio": (">=", 0.8),
+    "batched_eval_speedup": (">=", 10.0),
+    "cold_build_s": ("<=", 1800.0),
+    "warm_build_s": ("<=", 60.0),
+    "max_page_mb": ("<=", 3.0),
+}
+
+
+def run_json(args: list[str], env: dict[str, str]) -> dict:
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out[out.index("{"):])
+
+
+def matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
+    """Sustained float32 matmul FLOP/s of this machine with `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    began = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - began)
+
+
+def n_params(profile: str) -> int:
+    from optim_hunter.zoo import numeric
+
+    cfg = numeric.config(profile)
+    return sum(p.numel() for p in numeric.build_model(cfg, 0).parameters())
+
+
+def timed_make_book(clone: Path, env: dict[str, str]) -> float:
+    began = time.perf_counter()
+    subprocess.run(["make", "book"], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=os.environ.get("OPTIM_HUNTER_PROFILE", "full"))
+    parser.add_argument("--skip-builds", action="store_true", help="leave out the cold/warm builds")
+    args = parser.parse_args()
+    env = {**os.environ, "OPTIM_HUNTER_PROFILE": args.profile}
+    report: dict = {"profile": args.profile, "machine": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    throughput = run_json(["bench/train_throughput.py", "--profile", args.profile, "--repeats", "2"], env)
+    report["train_throughput_ratio"] = throughput["ratio"]
+    report["trainer_tokens_per_s"] = throughput["trainer_tokens_per_s"]
+    report["bare_tokens_per_s"] = throughput["bare_tokens_per_s"]
+    peak = matmul_flops(throughput["threads"])
+    report["matmul_flops"] = peak
+    report["train_mfu"] = 6 * n_params(args.profile) * throughput["trainer_tokens_per_s"] / peak
+
+    decode = run_json(["bench/batched_eval.py", "--profile", args.profile], env)
+    report["batched_eval_speedup"] = decode["batched_eval_speedup"]
+    report["batched_eval_identical_answers"] = decode["identical_answers"]
+    report["batched_eval_detail"] = decode
+
+    if not args.skip_builds:
+        with tempfile.TemporaryDirectory() as tmp:
+            clone = Path(tmp) / "book"
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+            build_env = {**env, "OPTIM_HUNTER_CACHE": str(Path(tmp) / "models")}
+            report["cold_build_s"] = timed_make_book(clone, build_env)
+            report["warm_build_s"] = timed_make_book(clone, build_env)
+            pages = list((clone / "_build" / "html").rglob("*.html"))
+            largest = max(pages, key=lambda p: p.stat().st_size)
+            report["max_page_mb"] = largest.stat().st_size / 2**20
+            report["max_page"] = str(largest.relative_to(clone / "_build" / "html"))
+    report["goals"] = {
+        key: {"goal": f"{op} {value:g}", "met": (report[key] >= value) if op == ">=" else (report[key] <= value)}
+        for key, (op, value) in GOALS.items() if key in report
+    }
+    target = ROOT / "_build" / "bench.json"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
