@@ -130,3 +130,17 @@ def test_right_padding_is_exact_on_a_real_transformer(tiny_bridge, chars):
     one = llm_regressor.greedy_answers(tiny_bridge, chars, texts, max_new_tokens=6, batch_size=1)
     many = llm_regressor.greedy_answers(tiny_bridge, chars, texts, max_new_tokens=6, batch_size=6)
     assert one.texts == many.texts
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_hf_models_through_the_same_path(tiny_hf_models, arch):
+    """A bridged Hugging Face model: batched answers equal one-at-a-time answers, failures counted."""
+    from optim_hunter import zoo
+
+    model = zoo.load(f"hf:{tiny_hf_models[arch]}")
+    texts = [prompts.format_prompt(s.x_train, s.y_train, s.x_query[0])
+             for s in (datasets.make_split("linear_1_1", n, k, round_to=1) for n in (1, 2) for k in (0, 1))]
+    one = llm_regressor.greedy_answers(model, model.tokenizer, texts, max_new_tokens=4, batch_size=1)
+    many = llm_regressor.greedy_answers(model, model.tokenizer, texts, max_new_tokens=4, batch_size=4)
+    assert one.texts == many.texts
+    assert many.parsed.n_failed == int((~many.parsed.ok).sum())  # a random model mostly fails: counted

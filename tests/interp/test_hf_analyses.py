@@ -1,0 +1,52 @@
+"""Every analysis entry point runs unchanged on bridged Hugging Face models (tiny, offline)."""
+
+import numpy as np
+import pytest
+import torch
+
+from optim_hunter import datasets, positions, prompts, zoo
+from optim_hunter.interp import ablation, attribution, heads, linear_fn, patching, probes, regression
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def hf(request, tiny_hf_models):
+    return zoo.load(f"hf:{tiny_hf_models[request.param]}")
+
+
+def test_regression_analyses(hf):
+    tok = hf.tokenizer
+    split = datasets.make_split("linear_1_1", 2, 0, round_to=1)
+    text = prompts.format_prompt(split.x_train, split.y_train, split.x_query[0], 1)
+    tokens = torch.tensor(tok(text)["input_ids"])
+    layout = positions.token_roles(tok, text)
+    roles = regression.attention_by_role(hf, [tokens], [layout])
+    np.testing.assert_allclose(roles.groupby(["layer", "head"])["mass"].sum(), 1.0, atol=1e-4)
+    near = regression.nearness(split.x_train, split.x_query[0])
+    assert regression.knn_alignment(hf, [tokens], [layout], [near]).shape == (hf.cfg.n_layers, hf.cfg.n_heads)
+    contrast = attribution.make_contrast(tok, text, " 1.5", " 7.5")
+    values, labels = attribution.by_layer(hf, contrast)
+    assert len(values) == hf.cfg.n_layers + 1 and np.isfinite(values).all()
+    components, _ = attribution.by_component(hf, contrast)
+    assert components.sum() == pytest.approx(values[-1], abs=1e-3)
+    assert len(regression.neuron_attribution(hf, contrast, top=5)) == 5
+    stages = probes.residuals(hf, [tokens, tokens])
+    assert stages.shape == (2, hf.cfg.n_layers + 1, hf.cfg.d_model)
+
+
+def test_linear_fn_analyses(hf):
+    tok = hf.tokenizer
+    problems = linear_fn.problems(2, 3, x_max=9)
+    curve = linear_fn.bayesian_curve(hf, tok, problems, 3)
+    assert curve["p_correct"].between(0, 1).all()
+    source, target = (linear_fn.encode(tok, problems[0].text(k)) for k in (None, 0))
+    grid = patching.residual_patching(hf, source, target, lambda logits: float(logits[0, -1, 0]))
+    assert grid.shape == (hf.cfg.n_layers + 1, len(target))
+    with ablation.ablated(hf, linear_fn.layer_heads(hf, [0])):
+        activity = linear_fn.head_activity(hf, source, np.arange(1, 4), 5)
+    assert activity.shape == (hf.cfg.n_layers, hf.cfg.n_heads, 2)
+
+
+def test_head_scores(hf):
+    prev = heads.previous_token(hf, torch.randint(5, 100, (2, 12)))
+    assert prev.shape == (hf.cfg.n_layers, hf.cfg.n_heads)
+    assert heads.prefix_matching(hf, length=6, repeats=2, batch=2).shape == prev.shape
