@@ -285,3 +285,14 @@ def test_threads_are_restored():
     before = torch.get_num_threads()
     training.train(tiny_spec(), TrainConfig(steps=1, threads=1), progress=False)
     assert torch.get_num_threads() == before
+
+
+def test_bf16_autocast_is_deterministic_and_trains():
+    config = TrainConfig(steps=30, lr=1e-2, seed=5, precision="bf16")
+    first = training.train(tiny_spec(), config, progress=False)
+    second = training.train(tiny_spec(), config, progress=False)
+    assert same(weights(first.model), weights(second.model))
+    assert all(t.dtype == torch.float32 for t in weights(first.model).values())  # weights stay fp32
+    assert np.mean(first.losses[-5:]) < np.mean(first.losses[:5])
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(steps=1, precision="fp8")

@@ -49,11 +49,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from optim_hunter import settings, zoo  # torch and TransformerLens: imported only when needed
 
     profiles = settings.PROFILES if args.profile == "all" else (settings.profile(args.profile),)
-    print(f"{'name':14s} {'profile':8s} {'status':8s} {'size':>9s}  path")
+    width = max(len(name) for name in zoo.names())
+    print(f"{'name':{width}s} {'profile':8s} {'status':8s} {'size':>9s}  path")
     for name in zoo.names():
         for profile in profiles:
             status = zoo.status(name, profile)
-            print(f"{name:14s} {profile:8s} {status.state:8s} {_size(status.size_bytes):>9s}  {status.path}")
+            print(f"{name:{width}s} {profile:8s} {status.state:8s} {_size(status.size_bytes):>9s}  {status.path}")
     print("(and any hf:<name-or-path>: a Hugging Face model from a local folder or the HF cache)")
     return 0
 

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 CODE_VERSION = "1"
 FORMAT = "optim_hunter.checkpoint/1"
 SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
 
 
 class CheckpointError(RuntimeError):
@@ -56,7 +57,9 @@ class TrainConfig:
 
     `eval_every` 0 evaluates only at the end; `snapshots` N keeps N log-spaced snapshots (the last
     is the final step); `checkpoint_every` 0 writes a resume checkpoint only on interruption.
-    `threads` sets torch's CPU threads for the run (None leaves them as they are).
+    `threads` sets torch's CPU threads for the run (None leaves them as they are). `precision`
+    "bf16" runs the loss under CPU bfloat16 autocast (weights and optimiser stay float32); on
+    CPUs with AVX-512 BF16 that is ~1.5x faster for the book's small models.
     """
 
     steps: int
@@ -72,6 +75,7 @@ class TrainConfig:
     snapshots: int = 0
     checkpoint_every: int = 0
     threads: int | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -90,6 +94,7 @@ class TrainConfig:
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.snapshots <= self.steps, f"cannot keep {self.snapshots} snapshots of {self.steps} steps")
         need(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,6 +385,8 @@ def train(
                 for fn in ([spec.evaluate] if spec.evaluate else []) + list(callbacks):
                     row.update(fn(model, step) or {})
             history.append(row)
+            if progress:  # the learning curve as it happens, above the bar
+                tqdm.write(f"{description} @ {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
 
         model.train()
         seconds, tokens = 0.0, 0
@@ -391,7 +398,8 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(config, step)
                 batch = spec.batch(step)
-                loss = spec.loss(model, batch)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                    loss = spec.loss(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip is not None:

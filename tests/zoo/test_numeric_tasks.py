@@ -55,10 +55,10 @@ def test_answer_mask_marks_exactly_the_answers():
     text = numeric_tasks.blocks_text(np.array([[1.5], [-2.0]]), np.array([-12.25, 1436.0]), 2)
     ids, mask = numeric_tasks.pack([text], 64, TOK)
     words = TOK.convert_ids_to_tokens(ids[0])
-    assert [w for w, m in zip(words, mask[0]) if m] == [" ", "-", "12", ".25", "\n\nFeature 0: -", " ", "1", "436", ".00"]
+    assert [w for w, m in zip(words, mask[0]) if m] == [" ", "-12", ".25", "\n\nFeature 0: ", " ", "1436", ".00"]
     ids, mask = numeric_tasks.pack(["(3, -9)\n(4, 11)"], 20, TOK)
     words = TOK.convert_ids_to_tokens(ids[0])
-    assert [w for w, m in zip(words, mask[0]) if m] == ["-", "9", ")", "11", ")"]
+    assert [w for w, m in zip(words, mask[0]) if m] == ["-9", ")", "11", ")"]
     assert not mask[0][ids[0] == TOK.pad_token_id].any()
 
 
@@ -77,3 +77,25 @@ def test_the_prior_rejects_bad_weights():
         numeric_tasks.TaskPrior(n_features=(0.5, 0.6))
     with pytest.raises(ValueError, match="n >= 1"):
         numeric_tasks.sample_task(np.random.default_rng(0), 0)
+
+
+def test_the_warmup_prior_serves_the_first_steps():
+    import dataclasses
+
+    easy = numeric_tasks.TaskPrior(n_features=(1, 0, 0, 0, 0), families=(1, 0, 0, 0, 0), p_increasing=1.0)
+    cfg = dataclasses.replace(numeric.tiny_config(), warmup_prior=easy, warmup_prior_steps=2)
+    plain = numeric.make_batch(dataclasses.replace(cfg, warmup_prior=None), 0)
+    assert not np.array_equal(numeric.make_batch(cfg, 0)[0][0], plain[0][0])  # step 0: the easy prior
+    later = numeric.make_batch(cfg, 2)  # from step 2 on: the main prior
+    assert np.array_equal(later[0][0], numeric.make_batch(dataclasses.replace(cfg, warmup_prior=None), 2)[0][0])
+    words = TOK.convert_ids_to_tokens(numeric.make_batch(cfg, 0)[0][0][0])
+    assert "\nFeature 1: " not in words  # one feature only
+
+
+def test_increasing_maps():
+    prior = numeric_tasks.TaskPrior(n_features=(0, 0, 1, 0, 0), families=(1, 0, 0, 0, 0), p_increasing=1.0, p_shift=0)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        task = numeric_tasks.sample_task(rng, 60, prior)
+        coef, *_ = np.linalg.lstsq(np.column_stack([task.x, np.ones(60)]), task.y, rcond=None)
+        assert (coef[:3] >= -1e-9).all()

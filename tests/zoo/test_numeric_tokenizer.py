@@ -22,16 +22,20 @@ def pieces(text: str) -> list[str]:
 @pytest.mark.parametrize(
     "text,expected",
     [
-        ("1436.49", ["1", "436", ".49"]),
-        ("1005", ["1", "005"]),
-        ("1000000.5", ["1", "000", "000", ".5"]),
-        ("999", ["999"]),
-        ("0.07", ["0", ".07"]),
+        ("1436.49", ["1436", ".49"]),
+        ("-1436.49", ["-1436", ".49"]),
+        ("10005", ["10", "005"]),
+        ("-1234567.5", ["-1234", "567", ".5"]),
+        ("-12345678", ["-12", "345", "678"]),
+        ("1999", ["1999"]),
+        ("2000", ["2", "000"]),
+        ("-0.07", ["-0", ".07"]),
         ("12.345", ["12", ".34", "5"]),
-        ("Output: -336.41", ["Output:", " ", "-", "336", ".41"]),
-        ("Feature 0: 1.00\nFeature 1: -2.50\nOutput:", ["Feature 0: ", "1", ".00", "\nFeature 1: -", "2", ".50", "\nOutput:"]),
+        ("Output: -336.41", ["Output:", " ", "-336", ".41"]),
+        ("Feature 0: 1.00\nFeature 1: -2.50\nOutput:", ["Feature 0: ", "1", ".00", "\nFeature 1: ", "-2", ".50", "\nOutput:"]),
         ("Output: 3.00\n\nFeature 0: 4.00", ["Output:", " ", "3", ".00", "\n\nFeature 0: ", "4", ".00"]),
-        ("(1, 5)\n(2, 7)\n(4, ", ["(", "1", ", ", "5", ")", "\n(", "2", ", ", "7", ")", "\n(", "4", ", "]),
+        ("(1, 5)\n(-2, -7)\n(4, ", ["(", "1", ", ", "5", ")", "\n(", "-2", ", ", "-7", ")", "\n(", "4", ", "]),
+        ("Feature 40: 1", ["F", "e", "a", "t", "u", "r", "e", " ", "40", ":", " ", "1"]),
     ],
 )
 def test_pieces(text, expected):
@@ -45,10 +49,15 @@ def test_unknown_characters_and_round_trip():
     assert TOK.decode(ids, skip_special_tokens=True) == text.replace("é", "")
 
 
-def test_number_token_ids_are_values_plus_a_constant():
-    assert TOK.convert_ids_to_tokens([numeric_tokenizer.integer_token_id(v) for v in (0, 7, 999)]) == ["0", "7", "999"]
+def test_integer_tokens_are_in_value_order():
+    ids = [numeric_tokenizer.integer_token_id(v) for v in (-1999, -1, 0, 7, 1999)]
+    assert TOK.convert_ids_to_tokens(ids) == ["-1999", "-1", "0", "7", "1999"]
+    assert TOK.convert_ids_to_tokens([numeric_tokenizer.integer_token_id(0, negative=True)]) == ["-0"]
+    block = numeric_tokenizer.integer_slice()
+    words = numeric_tokenizer.VOCAB[block]
+    assert len(words) == 4000 and words[:2] == ("-1999", "-1998") and words[1999:2001] == ("-0", "0")
     with pytest.raises(ValueError):
-        numeric_tokenizer.integer_token_id(1000)
+        numeric_tokenizer.integer_token_id(2000)
 
 
 def test_hugging_face_interface():
@@ -58,7 +67,7 @@ def test_hugging_face_interface():
     assert len(TOK) == numeric_tokenizer.VOCAB_SIZE
 
 
-numbers = st.floats(min_value=-20000, max_value=20000, allow_nan=False)
+numbers = st.floats(min_value=-200000, max_value=200000, allow_nan=False)
 
 
 @settings(max_examples=60, deadline=None)
@@ -82,8 +91,8 @@ def test_a_prompt_tokenises_as_a_prefix_of_its_training_text(rows, round_to):
 @given(xs=st.lists(st.integers(-999, 9999), min_size=2, max_size=8), a=st.integers(-9, 9), b=st.integers(-99, 99))
 def test_pairs_prompts_are_prefixes_too(xs, a, b):
     ys = [a * x + b for x in xs]
-    full = numeric_tasks.format_pairs(xs, ys)
-    prompt = numeric_tasks.format_pairs(xs[:-1], ys[:-1], xs[-1])
-    assert full.startswith(prompt)
+    text = numeric_tasks.format_pairs(xs, ys)
+    prompt = numeric_tasks.format_pairs(xs[:-1], ys[:-1], xs[-1])  # ends in "(x, "
+    assert text.startswith(prompt)
     prompt_ids = TOK(prompt)["input_ids"]
-    assert TOK(full)["input_ids"][: len(prompt_ids)] == prompt_ids
+    assert TOK(text)["input_ids"][: len(prompt_ids)] == prompt_ids

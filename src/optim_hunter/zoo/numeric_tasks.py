@@ -42,7 +42,8 @@ class TaskPrior:
     round_to: tuple[tuple[int, float], ...] = ((2, 0.8), (1, 0.1), (0, 0.1))
     log10_y_scale: tuple[float, float] = (-1.0, 3.0)  # output std from 0.1 to 1000
     p_shift: float = 0.7  # probability that the outputs are shifted off zero
-    max_abs_value: float = 1e5  # redraw tasks whose numbers would need more than 2 chunks
+    p_increasing: float = 0.0  # probability that a linear map's coefficients are all made >= 0
+    max_abs_value: float = 2000  # redraw tasks with numbers beyond the single-token range (1999)
 
     def __post_init__(self) -> None:
         checks = (("n_features", self.n_features), ("families", self.families), ("inputs", self.inputs))
@@ -98,10 +99,12 @@ def _direction(rng: np.random.Generator, d: int) -> np.ndarray:
     return beta / np.linalg.norm(beta)
 
 
-def _function(rng: np.random.Generator, family: str, d: int, std: np.ndarray):
+def _function(rng: np.random.Generator, family: str, d: int, std: np.ndarray, p_increasing: float = 0.0):
     """g(z, x): the family's function of standardised inputs z (and raw inputs x)."""
     if family in ("linear", "linear_noisy"):
         beta = _direction(rng, d)
+        if p_increasing and rng.random() < p_increasing:
+            beta = np.abs(beta)
         return lambda z, x: z @ beta
     if family == "relu":
         hidden = int(rng.integers(4, 17))
@@ -132,7 +135,7 @@ def sample_task(rng: np.random.Generator, n: int, prior: TaskPrior = TaskPrior()
         d = int(rng.choice(len(prior.n_features), p=prior.n_features)) + 1
         family = FAMILIES[int(rng.choice(len(FAMILIES), p=prior.families))]
         x, mean, std = _inputs(rng, n + 256, d, prior.inputs)
-        g_fn = _function(rng, family, d, std)
+        g_fn = _function(rng, family, d, std, prior.p_increasing)
         g = g_fn((x - mean) / std, x)
         # Standardise g on all drawn points (the last 256 are never shown) so the output scale
         # is the prior's choice, not an accident of the family.
@@ -218,27 +221,24 @@ def _ids(words: Sequence[str]) -> np.ndarray:
     return np.array([index[w] for w in words], dtype=np.int64)
 
 
-_VOCAB = np.array(ntok.VOCAB, dtype=object)
 IS_NUMBER = np.array([ntok.is_number_piece(w) for w in ntok.VOCAB])
-IS_OUTPUT = np.isin(np.arange(ntok.VOCAB_SIZE), _ids(["Output:", "\nOutput:"]))
-SPACE, MINUS, COMMA, PAD_ID, BOS_ID = _ids([" ", "-", ", ", ntok.PAD, ntok.BOS])
+OUTPUT_LABELS = _ids(["Output:", "\nOutput:"])
+SPACE, COMMA, PAD_ID, BOS_ID = _ids([" ", ", ", ntok.PAD, ntok.BOS])
 
 
 def answer_mask(ids: Int[np.ndarray, " pos"]) -> Bool[np.ndarray, " pos"]:
-    """True at the tokens a model must predict to answer: the space, sign and number after
-    `Output:`, or the sign and number after `(x, `, plus the token that ends the number (so
-    greedy decoding knows where to stop)."""
+    """True at the tokens a model must predict to answer: the space after `Output:`, the number
+    (after that space, or after the `, ` of an "(x, y)" line), and the token that ends the number
+    (so greedy decoding knows where to stop)."""
     mask = np.zeros(len(ids), dtype=bool)
     state = 0  # 0 outside, 1 after "Output:", 2 inside an answer
     for i, t in enumerate(ids.tolist()):
         if state == 2:
             mask[i] = True
-            if not (IS_NUMBER[t] or t == MINUS):
-                state = 0  # this token ended the number
-                if IS_OUTPUT[t]:
-                    state = 1
+            if not IS_NUMBER[t]:
+                state = 1 if t in OUTPUT_LABELS else 0  # this token ended the number
             continue
-        if IS_OUTPUT[t]:
+        if t in OUTPUT_LABELS:
             state = 1
         elif state == 1 and t == SPACE:
             mask[i] = True  # trivial, but greedy decoding must learn to write it
