@@ -1,12 +1,25 @@
 """KV-cached decoding equals full forward passes on a real native TransformerLens model."""
 
+import pytest
 import torch
 
 from optim_hunter import datasets, kv_decoding, llm_regressor, prompts
 from optim_hunter.interp import ablation
+from optim_hunter.zoo import native
 
 
-def test_prefill_and_steps_match_full_forward(tiny_bridge):
+@pytest.fixture(params=["standard", "rotary"])
+def any_bridge(request, tiny_bridge, chars):
+    """The tiny learned-position bridge, and a rotary one (the numeric-icl architecture)."""
+    if request.param == "standard":
+        return tiny_bridge
+    arch = native.NativeArch(n_layers=2, d_model=32, n_heads=4, n_ctx=512, d_vocab=len(chars),
+                             positional="rotary")
+    return native.to_bridge(native.build(arch, seed=1).state_dict(), arch, None, "rotary")
+
+
+def test_prefill_and_steps_match_full_forward(any_bridge):
+    tiny_bridge = any_bridge
     assert kv_decoding.supports(tiny_bridge)
     g = torch.Generator().manual_seed(0)
     lengths = torch.tensor([5, 9, 7])
@@ -32,9 +45,11 @@ def test_hooks_disable_the_cache(tiny_bridge):
     assert kv_decoding.supports(tiny_bridge)
 
 
-def test_cached_answers_equal_full_path_answers(tiny_bridge, chars, monkeypatch):
+def test_cached_answers_equal_full_path_answers(any_bridge, chars, monkeypatch):
+    tiny_bridge = any_bridge
     texts = [prompts.format_prompt(s.x_train, s.y_train, s.x_query[0])
              for s in (datasets.make_split("friedman2", n, k, round_to=2) for n in (1, 2) for k in (0, 1, 2))]
+    assert kv_decoding.supports(tiny_bridge)
     cached = llm_regressor.greedy_answers(tiny_bridge, chars, texts, max_new_tokens=6, batch_size=4)
     monkeypatch.setattr(kv_decoding, "supports", lambda model: False)
     full = llm_regressor.greedy_answers(tiny_bridge, chars, texts, max_new_tokens=6, batch_size=1)

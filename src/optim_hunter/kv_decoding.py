@@ -2,8 +2,8 @@
 
 Recomputing the whole prompt for every generated token costs a full forward pass per token; with a
 cache, the prompt is processed once and each further token attends to stored keys and values.
-`NativeKVDecoder` does this for the `TransformerBridge.boot_native` architecture (absolute learned
-positions, causal attention, no rotary / GQA / soft-caps), reading the native modules directly.
+`NativeKVDecoder` does this for the `TransformerBridge.boot_native` architecture (learned absolute
+or rotary positions, causal attention, no GQA / soft-caps), reading the native modules directly.
 Because that bypasses hook points, `supports(model)` is False whenever any hook is attached (an
 ablation, a patch): callers then fall back to full forward passes through the hooked model.
 """
@@ -33,13 +33,13 @@ def hooks_attached(model: Any) -> bool:
 def supports(model: Any) -> bool:
     """Whether `NativeKVDecoder` computes exactly what `model(tokens)` computes."""
     native = _native(model)
-    if native is None or hooks_attached(model) or native.pos is None or native.rotary is not None:
+    if native is None or hooks_attached(model):
         return False
     if float(getattr(native, "output_logits_soft_cap", 0) or 0) > 0:
         return False
     for block in native.layers:
         attn = block.attn
-        if attn.rotary is not None or attn.kv_repeats != 1 or not attn.causal:
+        if attn.kv_repeats != 1 or not attn.causal:
             return False
         if float(attn.attn_scores_soft_cap or 0) > 0:
             return False
@@ -63,6 +63,8 @@ class NativeKVDecoder:
         q = attn.q(x).view(b, s, attn.n_heads, attn.d_head).transpose(1, 2)
         k = attn.k(x).view(b, s, attn.n_heads, attn.d_head).transpose(1, 2)
         v = attn.v(x).view(b, s, attn.n_heads, attn.d_head).transpose(1, 2)
+        if attn.rotary is not None:  # keys are stored rotated, each at its own row's position
+            q, k = attn.rotary.apply_rope(q, k, position_ids=positions)
         if len(self.keys) > layer:
             k = torch.cat([self.keys[layer], k], dim=2)
             v = torch.cat([self.values[layer], v], dim=2)
@@ -78,7 +80,9 @@ class NativeKVDecoder:
 
     def _run(self, ids: Tensor, positions: Tensor, mask: Tensor) -> Tensor:
         native = self.native
-        h = native.tok_embed(ids) + native.pos(positions)
+        h = native.tok_embed(ids)
+        if native.pos is not None:
+            h = h + native.pos(positions)
         for layer, block in enumerate(native.layers):
             h = h + self._attend(layer, block.ln1(h), positions, mask)
             if not native.cfg.attn_only:

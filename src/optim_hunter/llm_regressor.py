@@ -14,6 +14,7 @@ Hugging Face tokenizer (`tokenizer(text)["input_ids"]`, `tokenizer.decode(ids)`)
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,10 +58,14 @@ def greedy_answers(
     *,
     max_new_tokens: int = 12,
     batch_size: int = 16,
-    stop: str = "\n",
+    stop: str | None = "\n",
     progress: bool = False,
 ) -> Answers:
-    """Greedy continuations of `texts`, stopped at `stop` or after `max_new_tokens` tokens."""
+    """Greedy continuations of `texts`, stopped at `stop` or after `max_new_tokens` tokens.
+
+    `stop=None` stops as soon as a number is complete (followed by anything that cannot continue
+    it) and keeps only the number: the way to read "(x, y)" answers and regression outputs alike.
+    """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
     encoded = [_encode(tokenizer, t) for t in texts]
@@ -102,20 +107,33 @@ def greedy_answers(
                 if done[row]:
                     continue
                 generated[row].append(token)
-                text = tokenizer.decode(generated[row])
-                # Stop once the answer is followed by the separator (a leading one is allowed).
-                if stop in text.lstrip(stop + " "):
-                    done[row] = True
+                done[row] = _finished(tokenizer.decode(generated[row]), stop)
             if all(done):
                 break
             if use_cache and step + 1 < max_new_tokens:
                 last_logits = decoder.step(next_ids)
         for row, index in enumerate(batch):
-            text = tokenizer.decode(generated[row])
-            head = text.lstrip(stop + " ")
-            cut = head.find(stop)
-            answers[index] = text if cut < 0 else text[: len(text) - len(head) + cut]
+            answers[index] = _trim(tokenizer.decode(generated[row]), stop)
     return Answers(answers, prompts.parse_answers(answers))
+
+
+_NUMBER_DONE = re.compile(r"^\s*[-+]?\d+(?:\.\d*)?(?=[^\d.])")  # a number, then something else
+
+
+def _finished(text: str, stop: str | None) -> bool:
+    if stop is None:
+        return bool(_NUMBER_DONE.match(text))
+    return stop in text.lstrip(stop + " ")  # a leading separator is allowed
+
+
+def _trim(text: str, stop: str | None) -> str:
+    """The answer without the stop separator and what follows it."""
+    if stop is None:
+        match = _NUMBER_DONE.match(text)
+        return match[0] if match else text
+    head = text.lstrip(stop + " ")
+    cut = head.find(stop)
+    return text if cut < 0 else text[: len(text) - len(head) + cut]
 
 
 def max_examples(

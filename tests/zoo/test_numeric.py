@@ -24,9 +24,8 @@ class ScriptedModel:
             index[" "]: index["12"],
             index["12"]: index[".5"],
             index[".5"]: index["\n\nFeature 0: "],
-            index[", "]: index["-"],
-            index["-"]: index["7"],
-            index["7"]: index[")"],
+            index[", "]: index["-7"],
+            index["-7"]: index[")"],
         }
 
     def __call__(self, tokens):
@@ -108,10 +107,11 @@ def test_claims():
 def test_number_aware_initialisation():
     ids, values = numeric.number_values()
     words = TOK.convert_ids_to_tokens(ids.tolist())
-    assert dict(zip(words, values))["436"] == 436 and dict(zip(words, values))[".49"] == 490
-    features = numeric.number_features(np.array([436.0, 437.0, 900.0]))
-    near, far = features[0] @ features[1], features[0] @ features[2]
-    assert near > far
+    value = dict(zip(words, values))
+    assert value["436"] == 436.5 and value["-436"] == -436.5 and value["-0"] == -0.5 and value[".49"] == 490
+    features = numeric.number_features(np.array([436.5, 437.5, 900.5, -436.5]))
+    near, far, mirror = features[0] @ features[1], features[0] @ features[2], features[0] @ features[3]
+    assert near > far and near > mirror
     import dataclasses
 
     cfg = dataclasses.replace(numeric.tiny_config(), number_init=1.0)
