@@ -62,3 +62,23 @@ def test_head_effects_match_transformer_lens(tiny_bridge, chars):
         out = out - out.mean(-1, keepdim=True)
         expected[l] = ((out / scale) @ direction).detach().numpy()
     np.testing.assert_allclose(activity[..., 1], expected, atol=1e-4)
+
+
+def test_chapter_experiments_run_and_have_their_shapes(tiny_bridge, chars):
+    probs = linear_fn.problems(3, 4, x_max=9)
+    acc, kinds = linear_fn.accuracy(tiny_bridge, chars, probs)
+    assert 0 <= acc <= 1 and kinds.sum() == 3
+    grid = linear_fn.patch_grid(tiny_bridge, chars, probs[0])
+    n_query = len(linear_fn.encode(chars, probs[0].text(0)))
+    assert grid.shape == (3, n_query) and ((grid >= 0) & (grid <= 1)).all()
+    # patching the last stage at the last position gives run A's own answer distribution
+    assert grid[-1, -1] == pytest.approx(linear_fn.p_correct(tiny_bridge, chars, probs[0]), abs=1e-5)
+    table = linear_fn.transferred(tiny_bridge, chars, probs)
+    assert list(table.index) == linear_fn.stage_names(2) and np.allclose(table.sum(1), 1)
+    positions = linear_fn.example_positions(chars, probs[0])
+    examples_text = probs[0].text()[: -len(probs[0].text(0))]
+    assert chars.decode(linear_fn.encode(chars, probs[0].text())[positions].tolist()) == examples_text
+    rounds = linear_fn.redundancy_rounds(tiny_bridge, chars, probs, first_stage=2, corrupt_p=0.0)
+    assert 1 <= len(rounds) <= 2 and list(rounds["ablated layers"].iloc[0]) == [1]
+    with pytest.raises(ValueError, match="read"):
+        linear_fn.patch_grid(tiny_bridge, chars, probs[0], read="nope")

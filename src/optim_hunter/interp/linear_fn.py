@@ -18,7 +18,8 @@ from jaxtyping import Float
 from scipy.stats import linregress
 from torch import Tensor
 
-from optim_hunter import prompts
+from optim_hunter import llm_regressor, prompts
+from optim_hunter.interp import ablation, patching
 from optim_hunter.prompts import format_pairs
 
 
@@ -150,3 +151,119 @@ def head_activity(
         pattern = cache[f"blocks.{l}.attn.hook_pattern"][0, :, -1]  # [head, src]
         out[l, :, 0] = pattern[:, example_positions].sum(-1).cpu().numpy()
     return out
+
+
+# --- the chapter's experiments, on a list of problems ----------------------------------------------
+
+
+def answer_token(tokenizer: Any, problem: Problem) -> int:
+    """The first token of the correct answer `y)` after the query."""
+    return first_token(tokenizer, problem.text(0), f"{problem.answer})")
+
+
+def p_correct(model: Any, tokenizer: Any, problem: Problem, n_examples: int | None = None) -> float:
+    """Probability of the correct answer's first token, with all (or `n_examples`) examples."""
+    return float(last_probs(model, encode(tokenizer, problem.text(n_examples)))[answer_token(tokenizer, problem)])
+
+
+def accuracy(model: Any, tokenizer: Any, probs: Sequence[Problem]) -> tuple[float, pd.Series]:
+    """Share of prompts whose greedy answer is exactly a x + b, and the count of each answer kind
+    (`classify`)."""
+    answers = llm_regressor.greedy_answers(model, tokenizer, [p.text() for p in probs], max_new_tokens=4, stop=")")
+    kinds = [classify(v if np.isfinite(v) else None, p) for v, p in zip(answers.values, probs)]
+    return float(np.mean([k == "exact" for k in kinds])), pd.Series(kinds).value_counts()
+
+
+def stage_names(n_layers: int) -> list[str]:
+    """Labels of `patching.stage_hooks`: before each layer, then after the last."""
+    return [f"before L{l}" for l in range(n_layers)] + [f"after L{n_layers - 1}"]
+
+
+def patch_grid(
+    model: Any, tokenizer: Any, problem: Problem, *, source_cache: Any = None, read: str = "p_correct"
+) -> Float[np.ndarray, "stage pos"]:
+    """Residual patching from the run with examples (A) into the run with only the query (B):
+    per (stage, B position), B's probability of the correct answer (`read="p_correct"`) or B's
+    greedy next token id (`read="argmax"`)."""
+    source, target = encode(tokenizer, problem.text()), encode(tokenizer, problem.text(0))
+    token = answer_token(tokenizer, problem)
+    reads = {
+        "p_correct": lambda logits: float(torch.softmax(logits[0, -1].float(), -1)[token]),
+        "argmax": lambda logits: float(logits[0, -1].argmax()),
+    }
+    if read not in reads:
+        raise ValueError(f"read must be one of {sorted(reads)}, got {read!r}")
+    return patching.residual_patching(model, source, target, reads[read], source_cache=source_cache)
+
+
+def transferred(
+    model: Any, tokenizer: Any, probs: Sequence[Problem], source_caches: Sequence[Any] | None = None
+) -> pd.DataFrame:
+    """Per stage, the share of prompts whose patched run B answers exactly, ≈2x, or otherwise
+    (its greedy first token, patched at B's last position)."""
+    rows = []
+    for i, problem in enumerate(probs):
+        cache = source_caches[i] if source_caches is not None else None
+        argmax = patch_grid(model, tokenizer, problem, source_cache=cache, read="argmax")[:, -1]
+        rows.append([classify(token_value(tokenizer, int(t)), problem) for t in argmax])
+    table = pd.DataFrame(rows, columns=stage_names(model.cfg.n_layers))
+    return table.apply(lambda col: col.value_counts(normalize=True)).fillna(0).T
+
+
+def example_positions(tokenizer: Any, problem: Problem) -> np.ndarray:
+    """Token positions of the examples in the full prompt (after any BOS, before the query line)."""
+    full, query = encode(tokenizer, problem.text()), encode(tokenizer, problem.text(0))
+    bos = getattr(tokenizer, "bos_token_id", None)
+    start = int(bos is not None and len(full) > 0 and int(full[0]) == bos)
+    return np.arange(start, start + len(full) - len(query))
+
+
+def mean_head_activity(model: Any, tokenizer: Any, probs: Sequence[Problem]) -> Float[np.ndarray, "layer head 2"]:
+    """`head_activity` averaged over prompts (under whatever hooks are attached)."""
+    return np.mean([
+        head_activity(model, encode(tokenizer, p.text()), example_positions(tokenizer, p), answer_token(tokenizer, p))
+        for p in probs
+    ], axis=0)
+
+
+def redundancy_rounds(
+    model: Any, tokenizer: Any, probs: Sequence[Problem], first_stage: int | None, corrupt_p: float,
+    *, stop_below: float = 0.5,
+) -> pd.DataFrame:
+    """Seed 002's loop: each round zero-ablates every head of one more layer — the highest not yet
+    ablated below the current first transferring stage — in the run with examples, then measures
+    the accuracy, P(correct), the new first transferring stage and the top backup head (the
+    remaining head whose direct effect on the answer rose most). Stops when accuracy falls below
+    `stop_below` or no layer is left."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    names = stage_names(n_layers)
+    baseline = mean_head_activity(model, tokenizer, probs)
+    ablated_layers: list[int] = []
+    rounds, stage = [], first_stage
+    while stage is not None and len(ablated_layers) < n_layers:
+        below = [l for l in range(min(stage, n_layers) - 1, -1, -1) if l not in ablated_layers]
+        if not below:
+            break
+        ablated_layers.append(below[0])
+        hooks = layer_heads(model, ablated_layers)
+        with ablation.ablated(model, hooks):
+            acc, _ = accuracy(model, tokenizer, probs)
+            caches = [model.run_with_cache(encode(tokenizer, p.text())[None])[1] for p in probs]
+            source_p = float(np.mean([p_correct(model, tokenizer, p) for p in probs]))
+            now = mean_head_activity(model, tokenizer, probs)
+        curve = np.mean([patch_grid(model, tokenizer, p, source_cache=c)[:, -1] for p, c in zip(probs, caches)], axis=0)
+        stage = patching.first_transfer(curve, source_p, corrupt_p)
+        rise = now[..., 1] - baseline[..., 1]
+        rise[ablated_layers] = -np.inf
+        backup = np.unravel_index(np.argmax(rise), rise.shape)
+        rounds.append({
+            "ablated layers": list(ablated_layers), "heads ablated": n_heads * len(ablated_layers),
+            "accuracy": acc, "P(correct) in A": source_p,
+            "first transferring stage": names[stage] if stage is not None else "none",
+            "top backup head": f"L{backup[0]}H{backup[1]}",
+            "its attention to examples": f"{baseline[backup][0]:.2f} → {now[backup][0]:.2f}",
+            "its direct effect": f"{baseline[backup][1]:.2f} → {now[backup][1]:.2f}",
+        })
+        if acc < stop_below:
+            break
+    return pd.DataFrame(rounds)
