@@ -65,10 +65,34 @@ def n_params(profile: str) -> int:
     return sum(p.numel() for p in numeric.build_model(cfg, 0).parameters())
 
 
-def timed_make_book(clone: Path, env: dict[str, str]) -> float:
+def timed_make(target: str, clone: Path, env: dict[str, str]) -> float:
     began = time.perf_counter()
-    subprocess.run(["make", "book"], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["make", target], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - began
+
+
+def build_costs(clone: Path, install_s: float, env: dict[str, str], profile: str) -> list[dict]:
+    """The cold build's parts, largest first: the installs, each zoo model's training (from its
+    checkpoint metadata) and each chapter's execution (what myst-nb recorded)."""
+    costs = [{"part": "install (venv + pip)", "seconds": install_s}]
+    script = (
+        "import json, sys\n"
+        "from optim_hunter import zoo\n"
+        "out = {n: zoo.metadata(n, sys.argv[1]).get('train_seconds') for n in zoo.names()\n"
+        "       if zoo.status(n, sys.argv[1]).state == 'cached'}\n"
+        "print(json.dumps(out))\n"
+    )
+    trained = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c", script, profile], cwd=clone,
+                             env=env, capture_output=True, text=True, check=True).stdout
+    for name, seconds in json.loads(trained).items():
+        if seconds is not None:
+            costs.append({"part": f"train {name}", "seconds": float(seconds)})
+    times = clone / "_build" / "exec_times.json"
+    if times.exists():
+        for doc, data in json.loads(times.read_text()).items():
+            if data.get("runtime") is not None:
+                costs.append({"part": f"execute {doc}", "seconds": float(data["runtime"])})
+    return sorted(costs, key=lambda c: -c["seconds"])
 
 
 def main() -> None:
@@ -86,8 +110,10 @@ def main() -> None:
         shutil.rmtree(clone, ignore_errors=True)
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         env["OPTIM_HUNTER_CACHE"] = str(clone / "_build" / "model-cache")
-        report["cold_build_s"] = timed_make_book(clone, env)
-        report["warm_build_s"] = timed_make_book(clone, env)
+        install_s = timed_make("install", clone, env)
+        report["cold_build_s"] = install_s + timed_make("book", clone, env)
+        report["costs"] = build_costs(clone, install_s, env, args.profile)
+        report["warm_build_s"] = timed_make("book", clone, env)
         pages = list((clone / "_build" / "html").rglob("*.html"))
         largest = max(pages, key=lambda p: p.stat().st_size)
         report["max_page_mb"] = largest.stat().st_size / 2**20

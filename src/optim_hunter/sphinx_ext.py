@@ -167,10 +167,25 @@ def _build_finished(app: Sphinx, exception: Exception | None) -> None:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise RuntimeError(f"claim ids recorded more than once: {', '.join(duplicates)}")
-    target = Path(app.outdir).parent / "claims.json"
+    _write_json(Path(app.outdir).parent / "claims.json", rows)
+    _write_json(Path(app.outdir).parent / "exec_times.json", execution_times(app.env))
+
+
+def _write_json(target: Path, data: Any) -> None:
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(target)
+
+
+def execution_times(env: Any) -> dict[str, dict[str, Any]]:
+    """Per executed page, what myst-nb recorded: seconds the notebook ran, how it was executed
+    ("cache": a stored run, timed when it ran) and whether it succeeded (for `make bench`)."""
+    out = {}
+    for docname, data in sorted(getattr(env, "nb_metadata", {}).items()):
+        exec_data = data.get("exec_data")
+        if exec_data:
+            out[docname] = {key: exec_data.get(key) for key in ("runtime", "method", "succeeded")}
+    return out
 
 
 class claims_table(nodes.General, nodes.Element):
@@ -330,8 +345,25 @@ def render_bench(path: Path) -> str:
             rows.append(f"<tr><td><code>{key}</code></td><td>{report[key]:.4g}</td><td>—</td><td>measured</td></tr>")
     head = (f"<p>Measured {html.escape(report.get('started', '?'))} on {html.escape(str(report.get('machine')))} "
             f"({report.get('cpus')} CPUs), profile <code>{html.escape(report.get('profile', '?'))}</code>.</p>")
-    return (head + '<table class="table"><thead><tr><th>figure</th><th>value</th><th>goal</th>'
-            "<th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    table = ('<table class="table"><thead><tr><th>figure</th><th>value</th><th>goal</th>'
+             "<th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return head + table + render_costs(report)
+
+
+def render_costs(report: dict[str, Any]) -> str:
+    """Where the cold build's time went (`costs`: [{"part", "seconds"}], largest first)."""
+    costs = report.get("costs") or []
+    if not costs:
+        return ""
+    total = report.get("cold_build_s") or sum(c["seconds"] for c in costs)
+    rows = "".join(
+        f"<tr><td>{html.escape(c['part'])}</td><td>{c['seconds']:.0f}</td><td>{100 * c['seconds'] / total:.0f}%</td></tr>"
+        for c in costs
+    )
+    return ("<p>Where the cold build's time goes (installs, each model's training, each chapter's "
+            "execution), largest first:</p>"
+            '<table class="table"><thead><tr><th>part</th><th>seconds</th><th>share of the cold build</th>'
+            "</tr></thead><tbody>" + rows + "</tbody></table>")
 
 
 def _doctree_resolved(app: Sphinx, doctree: nodes.document, fromdocname: str) -> None:
