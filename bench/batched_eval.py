@@ -51,6 +51,12 @@ def main() -> None:
     timings = {"batched": 0.0, "one_at_a_time": 0.0, "tl_generate": 0.0}
     answers = {}
     with torch.inference_mode():
+        # Warm every path up first: steady-state timings for all three. (The first passes over
+        # large batches are slow while the allocator grows its heap: measured 1.35 s, then 0.87 s.)
+        for _ in range(2):
+            llm_regressor.greedy_answers(model, tok, texts, max_new_tokens=10, batch_size=args.batch)
+        llm_regressor.greedy_answers(model, tok, texts[:2], max_new_tokens=10, batch_size=1)
+        tl_generate(model, tok, texts[0])
         for _ in range(args.repeats):
             for mode, batch in (("batched", args.batch), ("one_at_a_time", 1)):
                 began = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -57,7 +58,9 @@ class NativeKVDecoder:
         self.values: list[Tensor] = []
         self.valid: Bool[Tensor, "batch key"] | None = None
 
-    def _attend(self, layer: int, x: Tensor, positions: Tensor, mask: Tensor) -> Tensor:
+    def _attend(self, layer: int, x: Tensor, positions: Tensor, keep: Tensor | None) -> Tensor:
+        """Attention of `x` over the cached keys plus its own; `keep` [batch, 1, 1, key] marks
+        the keys each row may see (None: plain causal attention, for the prefill)."""
         attn = self.native.layers[layer].attn
         b, s, _ = x.shape
         q = attn.q(x).view(b, s, attn.n_heads, attn.d_head).transpose(1, 2)
@@ -72,41 +75,40 @@ class NativeKVDecoder:
         else:
             self.keys.append(k)
             self.values.append(v)
-        scores = (q @ k.transpose(-2, -1)) / attn.scale
-        scores = scores.masked_fill(mask[:, None], float("-inf"))
-        pattern = torch.softmax(scores, dim=-1).masked_fill(mask[:, None], 0.0)
-        out = (pattern @ v).transpose(1, 2).contiguous().view(b, s, -1)
-        return attn.o(out)
+        # Fused attention: rows are right-padded, so causal masking alone keeps a row's real
+        # positions from seeing its padding; later steps mask the padding keys explicitly.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=keep is None,
+                                             scale=1.0 / attn.scale)
+        return attn.o(out.transpose(1, 2).reshape(b, s, -1))
 
-    def _run(self, ids: Tensor, positions: Tensor, mask: Tensor) -> Tensor:
+    def _hidden(self, ids: Tensor, positions: Tensor, keep: Tensor | None) -> Tensor:
         native = self.native
         h = native.tok_embed(ids)
         if native.pos is not None:
             h = h + native.pos(positions)
         for layer, block in enumerate(native.layers):
-            h = h + self._attend(layer, block.ln1(h), positions, mask)
+            h = h + self._attend(layer, block.ln1(h), positions, keep)
             if not native.cfg.attn_only:
                 h = h + block.mlp(block.ln2(h))
-        return native.head(native.ln_out(h))
+        return h
 
     @torch.no_grad()
     def prefill(self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
         """Logits after each row's last real token (rows right-padded to a common width)."""
         b, t = tokens.shape
         positions = torch.arange(t, device=tokens.device).expand(b, t)
-        causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=tokens.device), diagonal=1)
         self.keys, self.values = [], []
-        logits = self._run(tokens, positions, causal.expand(b, t, t))
+        h = self._hidden(tokens, positions, None)
         self.valid = torch.arange(t, device=tokens.device)[None] < lengths[:, None]
         self.next_position = lengths.clone()
-        return logits[torch.arange(b), lengths - 1]
+        last = h[torch.arange(b), lengths - 1]  # unembed only where the answer is read
+        return self.native.head(self.native.ln_out(last))
 
     @torch.no_grad()
     def step(self, next_ids: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
         """Append one token to every row; the logits that follow it."""
         b = next_ids.shape[0]
         self.valid = torch.cat([self.valid, torch.ones(b, 1, dtype=torch.bool, device=next_ids.device)], 1)
-        mask = ~self.valid[:, None, :]  # [batch, 1 query, keys]
-        logits = self._run(next_ids[:, None], self.next_position[:, None], mask)
+        h = self._hidden(next_ids[:, None], self.next_position[:, None], self.valid[:, None, None, :])
         self.next_position = self.next_position + 1
-        return logits[:, -1]
+        return self.native.head(self.native.ln_out(h[:, -1]))
