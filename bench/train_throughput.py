@@ -1,7 +1,8 @@
 """Training throughput: `optim_hunter.training.train` against a bare PyTorch loop, in one run.
 
 Both train the same architecture (the numeric-icl model of a profile) on the same pre-generated
-batches with the same loss, optimiser, schedule and gradient clipping; the trainer adds what it
+batches with the same loss, precision (bf16 autocast when the profile uses it), optimiser,
+schedule and gradient clipping; the trainer adds what it
 adds (its config, progress bar, loss bookkeeping, evaluation/snapshot/resume checks). They run in
 alternation, `--repeats` times each, so background load hits both alike; the ratio of the summed
 tokens/s is the trainer's efficiency (goal >= 0.8). For context it also measures the data
@@ -39,7 +40,8 @@ def bare_loop(cfg, batches, steps: int, loss_fn) -> tuple[float, int]:
         for group in optimizer.param_groups:
             group["lr"] = training.lr_at(cfg.train, step)
         batch = batches[step % len(batches)]
-        loss = loss_fn(model, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+            loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
