@@ -134,3 +134,70 @@ def test_head_ablations_table_and_head_scores():
     pattern = cache["blocks.0.attn.hook_pattern"]
     manual = torch.stack([pattern[:, h].diagonal(-1, -2, -1).mean() for h in range(2)]).numpy()
     np.testing.assert_allclose(scores["previous_token"][0], manual, atol=1e-6)
+
+
+class _InductionOracle:
+    """Logits that put everything on the token that followed the current token's previous
+    occurrence (uniform where it has none): a perfect induction head, written out."""
+
+    def __init__(self, d_vocab: int):
+        self.d_vocab = d_vocab
+
+    def __call__(self, tokens):
+        batch, pos = tokens.shape
+        logits = torch.zeros(batch, pos, self.d_vocab)
+        for b in range(batch):
+            seq = tokens[b].tolist()
+            for i in range(pos):
+                earlier = [j for j in range(i) if seq[j] == seq[i]]
+                if earlier:
+                    logits[b, i, seq[earlier[-1] + 1]] = 30.0
+        return logits
+
+
+@pytest.mark.parametrize("bos", [None, 0])
+def test_repeat_loss_drop_of_a_perfect_induction_head_and_of_a_constant_model(bos):
+    vocab = 50
+    drop = icl.repeat_loss_drop(_InductionOracle(vocab), vocab, length=8, repeats=3, batch=3, bos=bos)
+    assert drop == pytest.approx(np.log(vocab), abs=1e-3)  # first copy uniform, repeats exact
+    constant = lambda tokens: torch.zeros(*tokens.shape, vocab)  # noqa: E731
+    assert icl.repeat_loss_drop(constant, vocab, length=8, bos=bos) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_head_scores_with_a_bos_token():
+    cfg, _, bridge = _small()
+    tokens = induction.markov_batch(2, cfg.n_ctx, cfg.n_states, 4)
+    with_bos = icl.head_scores(bridge, tokens, bos=0)
+    without = icl.head_scores(bridge, tokens)
+    assert with_bos["prefix_matching"].shape == (2, 2)
+    assert not np.allclose(with_bos["prefix_matching"], without["prefix_matching"])
+    np.testing.assert_allclose(with_bos["previous_token"], without["previous_token"])
+
+
+def test_snapshot_measurements_match_direct_computation(tmp_path, monkeypatch):
+    from optim_hunter import zoo
+
+    monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(tmp_path))
+    name = "attn-only-2l"
+    cfg = induction.make_config(2, False, steps=6, snapshots=3, d_model=16, n_heads=2, n_ctx=20, batch_size=4)
+    monkeypatch.setattr(zoo.family(name), "config", lambda profile=None: cfg)
+    tokens = induction.markov_batch(5, cfg.n_ctx, cfg.n_states, 11)
+    steps = zoo.snapshots(name, "smoke")
+    out = icl.snapshot_measurements(name, tokens, profile="smoke", early=2, late=15, half_width=1,
+                                    head_steps=[steps[0], steps[-1]])
+    assert list(out["steps"]) == steps and out["by_index"].shape == (3, cfg.n_ctx - 1)
+    assert list(out["head_steps"]) == [steps[0], steps[-1]] and out["prefix_matching"].shape == (2, 2, 2)
+    final = zoo.load(name, "smoke", progress=False)
+    direct = icl.token_losses(final(tokens), tokens).mean(0)
+    np.testing.assert_allclose(out["by_index"][-1], direct, atol=1e-5)
+    np.testing.assert_allclose(out["icl"], icl.icl_score(out["by_index"], 2, 15, 1))
+    scores = icl.head_scores(final, tokens[:16])
+    np.testing.assert_allclose(out["prefix_matching"][-1], scores["prefix_matching"], atol=1e-6)
+    subset = icl.snapshot_measurements(name, tokens, profile="smoke", early=2, late=15, half_width=1,
+                                       steps=[steps[-1]], head_steps=[])
+    assert list(subset["steps"]) == [steps[-1]] and "prefix_matching" not in subset
+    np.testing.assert_allclose(subset["icl"], out["icl"][-1:])
+    with pytest.raises(ValueError, match="not among the snapshots"):
+        icl.snapshot_measurements(name, tokens, profile="smoke", early=2, late=15, head_steps=[10_000])
+    with pytest.raises(ValueError, match="not among the snapshots"):
+        icl.snapshot_measurements(name, tokens, profile="smoke", early=2, late=15, steps=[10_000])

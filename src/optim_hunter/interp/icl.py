@@ -264,13 +264,78 @@ def before_after_attribution(
 # --- head scores on a Markov-chain model ---------------------------------------------------------
 
 
-def head_scores(model: Any, data: Int[Tensor, "batch pos"], *, repeats: int = 3, batch: int = 10) -> dict[str, np.ndarray]:
-    """Prefix matching, copying, previous token and K-composition scores [layer, head] of a model
-    whose vocabulary is small (the random sequences use every token once, no BOS)."""
-    length = min(25, model.cfg.d_vocab)
-    repeats = max(2, min(repeats, model.cfg.n_ctx // length))
-    prefix = heads.prefix_matching(model, length=length, repeats=repeats, batch=batch, bos=None)
-    copy = heads.copying(model, length=length, batch=batch, bos=None)
+def head_scores(
+    model: Any, data: Int[Tensor, "batch pos"], *, repeats: int = 3, batch: int = 10, bos: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Prefix matching, copying, previous token and K-composition scores [layer, head]. The random
+    sequences are 25 distinct tokens (every token once for a smaller vocabulary), after `bos` if
+    given (a text model's BOS token; None for the Markov-chain models, which have none)."""
+    length = min(25, model.cfg.d_vocab - (bos is not None))
+    repeats = max(2, min(repeats, (model.cfg.n_ctx - (bos is not None)) // length))
+    prefix = heads.prefix_matching(model, length=length, repeats=repeats, batch=batch, bos=bos)
+    copy = heads.copying(model, length=length, batch=batch, bos=bos)
     prev = heads.previous_token(model, data)
     kcomp = heads.k_composition_trace(model, prev)
     return {"prefix_matching": prefix, "copying": copy, "previous_token": prev, "k_composition": kcomp}
+
+
+# --- every snapshot of a zoo model ---------------------------------------------------------------
+
+
+def repeat_loss_drop(
+    model: Any, d_vocab: int, *, length: int = 25, repeats: int = 2, batch: int = 10, bos: int | None = None,
+    seed: int = 0,
+) -> float:
+    """Mean loss on the first copy of random token sequences minus the mean loss on the later
+    copies (nats; positive when the model predicts a repeat from its first occurrence, the
+    behaviour induction heads implement). `model(tokens)` must return logits."""
+    tokens = heads.repeated_random_tokens(d_vocab, length=length, repeats=repeats, batch=batch, bos=bos, seed=seed)
+    with torch.no_grad():
+        losses = token_losses(model(tokens), tokens)  # index i predicts token i + 1
+    start = 0 if bos is None else 1  # losses[:, start + j] predicts position j + 1 of the first copy
+    first = losses[:, start : start + length - 1]  # positions 1.. of the first copy
+    later = losses[:, start + length :]  # positions 1.. of the second copy, then every later token
+    return float(first.mean() - later.mean())
+
+
+def snapshot_measurements(
+    name: str, tokens: Int[Tensor, "batch pos"], *, profile: str | None = None, early: int, late: int,
+    half_width: int = 0, steps: Sequence[int] | None = None, head_steps: Sequence[int] | None = None,
+    head_data: Tensor | None = None, bos: int | None = None,
+) -> dict[str, Any]:
+    """Loss by index, mean loss, ICL score and repeated-sequence loss drop (64 sequences of 25
+    tokens, twice) of the snapshots of zoo model `name` at `steps` (default: every snapshot;
+    fused forward on `tokens`), and
+    `head_scores` [layer, head] at `head_steps` (default: `steps`; previous-token scores on
+    `head_data`, default the first 16 of `tokens`). Works for any family built on
+    `zoo.induction`'s model (`load_module`, `hooked`)."""
+    from optim_hunter import zoo
+    from optim_hunter.zoo import induction
+
+    module, cfg = zoo.family(name), zoo.config(name, profile)
+    kept = zoo.snapshots(name, profile)
+    steps = sorted(set(kept if steps is None else steps))
+    head_steps = list(steps if head_steps is None else head_steps)
+    missing = sorted(set(steps) - set(kept)) or sorted(set(head_steps) - set(steps))
+    if missing:
+        raise ValueError(f"{name}: steps {missing} are not among the snapshots measured (kept: {kept})")
+    head_data = tokens[:16] if head_data is None else head_data
+    by_index, repeat, scores = [], [], {}
+    for step in steps:
+        state = induction.snapshot_state(name, step, profile)
+        fused = induction.load_module(state, cfg)
+        with torch.no_grad():  # in chunks: logits of many long windows are large
+            losses = [induction.per_token_loss(fused, part) for part in tokens.split(128)]
+        by_index.append(torch.cat(losses).mean(0).numpy())
+        length = min(25, cfg.arch.d_vocab - (bos is not None))
+        repeat.append(repeat_loss_drop(fused, cfg.arch.d_vocab, length=length, batch=64, bos=bos))
+        if step in head_steps:
+            bridge = module.hooked(state, cfg, f"{name}@{step}")
+            for key, value in head_scores(bridge, head_data, bos=bos).items():
+                scores.setdefault(key, []).append(value)
+    by_index = np.stack(by_index)
+    return {
+        "steps": np.asarray(steps), "by_index": by_index, "loss": by_index.mean(1),
+        "icl": icl_score(by_index, early, late, half_width), "repeat_drop": np.asarray(repeat),
+        "head_steps": np.asarray(sorted(head_steps)), **{k: np.stack(v) for k, v in scores.items()},
+    }

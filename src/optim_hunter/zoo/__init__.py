@@ -41,6 +41,8 @@ FAMILIES: dict[str, str] = {
     "attn-only-3l": "optim_hunter.zoo.induction.attn_only_3l",
     "smeared-1l": "optim_hunter.zoo.induction.smeared_1l",
     "smeared-2l": "optim_hunter.zoo.induction.smeared_2l",
+    # the same 2-layer attention-only model on natural text: the CPython standard library, BPE
+    "attn-only-2l-code": "optim_hunter.zoo.code_corpus",
     # a 3-layer transformer fed vectors of an affine recurrence (the affine-recurrences chapter)
     "affine-recurrence": "optim_hunter.zoo.affine",
 }

@@ -304,10 +304,12 @@ def add_smear_hooks(bridge: Any, alpha: Tensor) -> None:
         bridge.add_hook(f"blocks.{layer}.attn.hook_k", hook, is_permanent=True)
 
 
-def hooked(state_dict: dict[str, Tensor], cfg: InductionConfig, name: str = "induction"):
-    """The trained weights as a hooked TransformerBridge (smear applied by permanent hooks)."""
+def hooked(state_dict: dict[str, Tensor], cfg: InductionConfig, name: str = "induction", *, tokenizer: Any = None):
+    """The trained weights as a hooked TransformerBridge (smear applied by permanent hooks). The
+    tokenizer defaults to the Markov states'; a family on other data passes its own."""
     weights = {k[len("native."):]: v for k, v in state_dict.items() if k.startswith("native.")}
-    bridge = native.to_bridge(weights, cfg.arch, build_tokenizer(cfg.n_states), name)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.n_states)
+    bridge = native.to_bridge(weights, cfg.arch, tokenizer, name)
     if cfg.smeared:
         add_smear_hooks(bridge, state_dict["alpha"])
     bridge.eval()
