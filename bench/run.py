@@ -3,8 +3,8 @@
 Writes `_build/bench.json` (shown on the book's Performance page at the next build):
 
   train_throughput_ratio   trainer tokens/s / bare PyTorch loop tokens/s    (goal >= 0.8)
-  train_mfu                trainer FLOP/s (6 x parameters x tokens/s) / this machine's measured
-                           float32 matmul FLOP/s                           (reported)
+  train_mfu                trainer FLOP/s (Kaplan's 6N + attention per token x tokens/s) / this
+                           machine's measured matmul FLOP/s in the training precision (reported)
   batched_eval_speedup     TransformerLens generate one prompt at a time / our batched decoder
                                                                              (goal >= 10)
   cold_build_s             `make book` in a fresh clone (_build/bench-clone) with an empty model
@@ -13,7 +13,7 @@ Writes `_build/bench.json` (shown on the book's Performance page at the next bui
   warm_build_s             `make book` again, nothing changed              (goal <= 60)
   max_page_mb              largest page of the built site                  (goal <= 3)
 
-    python bench/run.py [--profile full|smoke] [--skip-builds]
+    python bench/run.py [--profile full|smoke] [--skip-builds [--keep-builds]]
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ def run_json(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(out[out.index("{"):])
 
 
-def matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
-    """Sustained float32 matmul FLOP/s of this machine with `threads` threads."""
+def matmul_flops(threads: int, precision: str = "fp32", size: int = 1024, repeats: int = 20) -> float:
+    """Sustained matmul FLOP/s of this machine with `threads` threads, in the precision training
+    runs in (bf16 autocast multiplies in bfloat16, which this CPU may do faster than float32)."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(3):
         a @ b
     began = time.perf_counter()
@@ -58,11 +60,21 @@ def matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - began)
 
 
-def n_params(profile: str) -> int:
+def flops_per_token(profile: str) -> tuple[float, dict]:
+    """Training FLOPs per token of numeric-icl (Kaplan et al. 2020): 6 x (non-embedding
+    parameters) + 6 x layers x context x d_model for attention, with the token-weighted mean row
+    length as the context. The embedding is a lookup and the unembedding runs only at answer
+    positions (`numeric.answer_loss`), so neither is counted."""
     from optim_hunter.zoo import numeric
 
     cfg = numeric.config(profile)
-    return sum(p.numel() for p in numeric.build_model(cfg, 0).parameters())
+    model = numeric.build_model(cfg, 0)
+    skip = {id(model.tok_embed.weight), id(model.head.weight)}
+    n = sum(p.numel() for p in model.parameters() if id(p) not in skip)
+    rows = [(cfg.block_rows, cfg.arch.n_ctx), (cfg.pair_rows, cfg.pair_length)]
+    context = sum(r * t * t for r, t in rows) / sum(r * t for r, t in rows)
+    per_token = 6 * n + 6 * cfg.arch.n_layers * context * cfg.arch.d_model
+    return per_token, {"non_embedding_params": n, "mean_context": context}
 
 
 def timed_make(target: str, clone: Path, env: dict[str, str]) -> float:
@@ -99,17 +111,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=os.environ.get("OPTIM_HUNTER_PROFILE", "full"))
     parser.add_argument("--skip-builds", action="store_true", help="leave out the cold/warm builds")
+    parser.add_argument("--keep-builds", action="store_true",
+                        help="with --skip-builds: keep the build figures of the previous _build/bench.json "
+                             "(marked with the time they were measured)")
     args = parser.parse_args()
     env = {**os.environ, "OPTIM_HUNTER_PROFILE": args.profile}
     report: dict = {"profile": args.profile, "machine": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
+    target = ROOT / "_build" / "bench.json"
+    if args.skip_builds and args.keep_builds and target.exists():
+        previous = json.loads(target.read_text())
+        for key in ("cold_build_s", "warm_build_s", "max_page_mb", "max_page", "costs"):
+            if key in previous:
+                report[key] = previous[key]
+        report["builds_measured"] = previous.get("builds_measured", previous.get("started"))
+        if "model_cache" in previous:
+            env["OPTIM_HUNTER_CACHE"] = previous["model_cache"]
     if not args.skip_builds:
         # The cold build comes first: its freshly trained models then serve the benchmarks below.
         clone = ROOT / "_build" / "bench-clone"
         shutil.rmtree(clone, ignore_errors=True)
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         env["OPTIM_HUNTER_CACHE"] = str(clone / "_build" / "model-cache")
+        report["model_cache"] = env["OPTIM_HUNTER_CACHE"]
+        report["builds_measured"] = report["started"]
         install_s = timed_make("install", clone, env)
         report["cold_build_s"] = install_s + timed_make("book", clone, env)
         report["costs"] = build_costs(clone, install_s, env, args.profile)
@@ -123,9 +149,16 @@ def main() -> None:
     report["train_throughput_ratio"] = throughput["ratio"]
     report["trainer_tokens_per_s"] = throughput["trainer_tokens_per_s"]
     report["bare_tokens_per_s"] = throughput["bare_tokens_per_s"]
-    peak = matmul_flops(throughput["threads"])
+    from optim_hunter.zoo import numeric
+
+    precision = numeric.config(args.profile).train.precision
+    peak = matmul_flops(throughput["threads"], precision)
+    per_token, detail = flops_per_token(args.profile)
     report["matmul_flops"] = peak
-    report["train_mfu"] = 6 * n_params(args.profile) * throughput["trainer_tokens_per_s"] / peak
+    report["matmul_precision"] = precision
+    report["train_flops_per_token"] = per_token
+    report["train_flops_detail"] = detail
+    report["train_mfu"] = per_token * throughput["trainer_tokens_per_s"] / peak
 
     decode = run_json(["bench/batched_eval.py", "--profile", args.profile], env)
     report["batched_eval_speedup"] = decode["batched_eval_speedup"]
@@ -136,7 +169,6 @@ def main() -> None:
         key: {"goal": f"{op} {value:g}", "met": (report[key] >= value) if op == ">=" else (report[key] <= value)}
         for key, (op, value) in GOALS.items() if key in report
     }
-    target = ROOT / "_build" / "bench.json"
     target.parent.mkdir(exist_ok=True)
     target.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))

@@ -343,8 +343,11 @@ def render_bench(path: Path) -> str:
     for key in ("train_mfu", "matmul_flops", "trainer_tokens_per_s", "bare_tokens_per_s"):
         if key in report:
             rows.append(f"<tr><td><code>{key}</code></td><td>{report[key]:.4g}</td><td>—</td><td>measured</td></tr>")
+    builds = report.get("builds_measured")
+    when = "" if not builds or builds == report.get("started") else (
+        f" (the build figures in an earlier run on the same checkout, {html.escape(builds)})")
     head = (f"<p>Measured {html.escape(report.get('started', '?'))} on {html.escape(str(report.get('machine')))} "
-            f"({report.get('cpus')} CPUs), profile <code>{html.escape(report.get('profile', '?'))}</code>.</p>")
+            f"({report.get('cpus')} CPUs), profile <code>{html.escape(report.get('profile', '?'))}</code>{when}.</p>")
     table = ('<table class="table"><thead><tr><th>figure</th><th>value</th><th>goal</th>'
              "<th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
     return head + table + render_costs(report)
