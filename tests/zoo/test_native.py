@@ -28,21 +28,6 @@ def test_build_is_seeded():
     assert not torch.equal(a.tok_embed.weight, c.tok_embed.weight)
 
 
-def test_unwrap_copies_an_unhooked_bridge_and_refuses_a_hooked_one():
-    arch = native.NativeArch(n_layers=1, d_model=16, n_heads=2, n_ctx=8, d_vocab=10)
-    model = native.build(arch, 0).eval()
-    bridge = native.to_bridge(model.state_dict(), arch, tokenizer=None, name="t")
-    plain = native.unwrap(bridge)
-    tokens = torch.arange(8)[None] % 10
-    with torch.no_grad():
-        torch.testing.assert_close(native.logits(plain, tokens), bridge(tokens), atol=1e-5, rtol=1e-5)
-    handle = bridge.blocks[0].attn.hook_z.add_hook(lambda z, hook: z * 0)
-    assert native.unwrap(bridge) is None  # hooks must take effect: run the bridge itself
-    bridge.reset_hooks()
-    assert native.unwrap(torch.nn.Linear(2, 2)) is None
-    del handle
-
-
 @pytest.mark.parametrize(
     "kwargs,message",
     [

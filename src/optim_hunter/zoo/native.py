@@ -134,31 +134,3 @@ def to_bridge(state_dict: dict[str, Tensor], arch: NativeArch, tokenizer: Any, n
         tokenizer=tokenizer,
         model_name=name,
     )
-
-
-def unwrap(model: Any) -> torch.nn.Module | None:
-    """A plain `NativeModel` computing what `model` computes, for the fused forward: `model`
-    itself if it is one; a copy of a native bridge's current weights if no hooks are attached
-    and no weight processing was applied; None otherwise (then run the bridge itself)."""
-    from transformer_lens.model_bridge.sources.native import NativeModel
-
-    if isinstance(model, NativeModel):
-        return model
-    cfg = getattr(model, "cfg", None)
-    if getattr(cfg, "architecture", None) != "TransformerLensNative" or not hasattr(model, "original_model"):
-        return None
-    if getattr(model, "compatibility_mode", False):
-        return None
-    for hook_point in model.hook_dict.values():
-        if hook_point._forward_hooks or hook_point._backward_hooks or hook_point._forward_pre_hooks:
-            return None
-    state = {k.replace("._original_component", ""): v for k, v in model.original_model.state_dict().items()}
-    bias = state.get("head.bias")  # the bridge's unembedding may carry a bias NativeModel lacks
-    if bias is not None and bool(bias.any()):
-        return None
-    plain = NativeModel(copy.deepcopy(model.original_model.cfg))
-    wanted = plain.state_dict().keys()
-    if not wanted <= state.keys():
-        return None
-    plain.load_state_dict({k: state[k] for k in wanted}, strict=True)
-    return plain.eval()
