@@ -26,10 +26,7 @@ def tl_generate(model, tok, text: str, max_new_tokens: int = 10, stop: str = "\n
     ids = torch.tensor(tok(text)["input_ids"])[None]
     out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,
                          stop_at_eos=False)
-    generated = tok.decode(out[0, ids.shape[1]:].tolist())
-    head = generated.lstrip(stop + " ")
-    cut = head.find(stop)
-    return generated if cut < 0 else generated[: len(generated) - len(head) + cut]
+    return llm_regressor.trim_answer(tok.decode(out[0, ids.shape[1]:].tolist()), stop)
 
 
 def main() -> None:

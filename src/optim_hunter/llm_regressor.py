@@ -113,7 +113,7 @@ def greedy_answers(
             if use_cache and step + 1 < max_new_tokens:
                 last_logits = decoder.step(next_ids)
         for row, index in enumerate(batch):
-            answers[index] = _trim(tokenizer.decode(generated[row]), stop)
+            answers[index] = trim_answer(tokenizer.decode(generated[row]), stop)
     return Answers(answers, prompts.parse_answers(answers))
 
 
@@ -126,7 +126,7 @@ def _finished(text: str, stop: str | None) -> bool:
     return stop in text.lstrip(stop + " ")  # a leading separator is allowed
 
 
-def _trim(text: str, stop: str | None) -> str:
+def trim_answer(text: str, stop: str | None) -> str:
     """The answer without the stop separator and what follows it."""
     if stop is None:
         match = _NUMBER_DONE.match(text)
