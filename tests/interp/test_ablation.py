@@ -54,3 +54,27 @@ def test_bad_modes():
         ablation._replacement("random", None, None)
     with pytest.raises(ValueError, match="needs the mean"):
         ablation._replacement("mean", None, None)
+
+
+def test_zeroed_mlps_equal_hook_ablation_on_every_path(tiny_hf_models):
+    from optim_hunter import kv_decoding, llm_regressor, prompts, zoo
+    from optim_hunter.zoo import hf
+
+    model = zoo.load(f"hf:{tiny_hf_models['llama']}")
+    texts = [prompts.format_pairs([1, 2, 5][:n], [5, 7, 13][:n], x) for n in (1, 2, 3) for x in (4, 10)]
+    tokens = model.to_tokens(texts[-1])
+    with ablation.ablated(model, ["blocks.1.hook_mlp_out"]):  # the reference: TransformerLens hooks
+        reference = llm_regressor.greedy_answers(model, model.tokenizer, texts, max_new_tokens=5)
+        with torch.no_grad():
+            reference_logits = model(tokens)
+    clean = llm_regressor.greedy_answers(model, model.tokenizer, texts, max_new_tokens=5)
+    with ablation.mlps_zeroed(model, [1]):
+        assert hf.fast_twin(model) is not None  # the fast path stays on
+        fast = llm_regressor.greedy_answers(model, model.tokenizer, texts, max_new_tokens=5)
+        with torch.no_grad():
+            torch.testing.assert_close(kv_decoding.logits(model, tokens), reference_logits, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(model(tokens), reference_logits, atol=1e-4, rtol=1e-4)
+    assert fast.texts == reference.texts
+    with torch.no_grad():
+        assert not torch.allclose(model(tokens), reference_logits)  # hooks removed on exit
+    assert clean.texts == llm_regressor.greedy_answers(model, model.tokenizer, texts, max_new_tokens=5).texts

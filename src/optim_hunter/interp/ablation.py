@@ -73,3 +73,26 @@ def ablated(
     ]
     with model.hooks(fwd_hooks=hooks):
         yield
+
+
+@contextlib.contextmanager
+def mlps_zeroed(model: Any, layers: Sequence[int]) -> Iterator[None]:
+    """Zero the MLP output of `layers` with plain PyTorch hooks, in the hooked model's blocks and
+    in its fused twin (`zoo.hf.fast_twin`) alike, so KV-cached decoding stays available and every
+    path computes the same ablated function. Equivalent to zero-ablating `blocks.{l}.hook_mlp_out`
+    (`ablated`), which instead sends everything through the slower hooked forward."""
+    from optim_hunter.zoo import hf
+
+    def zero(module: Any, args: Any, output: Tensor) -> Tensor:
+        return torch.zeros_like(output)
+
+    modules = [model.blocks[l].mlp for l in layers]
+    twin = hf.fast_twin(model)
+    if twin is not None:
+        modules += [twin.base_model.layers[l].mlp for l in layers]
+    handles = [module.register_forward_hook(zero) for module in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

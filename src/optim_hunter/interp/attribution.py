@@ -54,10 +54,27 @@ def logit_difference(model: Any, contrast: Contrast) -> float:
     return float(logits[0, -1, contrast.token_a] - logits[0, -1, contrast.token_b])
 
 
+def _fast(model: Any, contrast: Contrast):
+    """The one-pass decomposition (`interp.decomposition`) and the answer direction, when the
+    model has a fused twin; None otherwise (the hooked path below runs instead)."""
+    from optim_hunter.interp import decomposition
+
+    if not decomposition.available(model):
+        return None
+    return decomposition.decompose(model, contrast.tokens), answer_direction(model, contrast).float()
+
+
 @torch.no_grad()
 def by_layer(model: Any, contrast: Contrast) -> tuple[Float[np.ndarray, " stage"], list[str]]:
     """Logit difference read from the accumulated residual stream before each layer (and at the
-    end), after the final LayerNorm's scaling: where in depth the decision appears."""
+    end), after the final LayerNorm's scaling: where in depth the decision appears. On a bridged
+    HF model the final norm's weight is applied too, so the last stage is the model's own logit
+    difference."""
+    fast = _fast(model, contrast)
+    if fast is not None:
+        parts, direction = fast
+        labels = [f"{l}_pre" for l in range(model.cfg.n_layers)] + ["final_post"]
+        return parts.readout(parts.stages(), direction).cpu().numpy(), labels
     _, cache = model.run_with_cache(contrast.tokens[None])
     stack, labels = cache.accumulated_resid(layer=-1, incl_mid=False, pos_slice=-1, return_labels=True)
     scaled = cache.apply_ln_to_stack(stack, layer=-1, pos_slice=-1)
@@ -69,6 +86,14 @@ def by_layer(model: Any, contrast: Contrast) -> tuple[Float[np.ndarray, " stage"
 def by_component(model: Any, contrast: Contrast) -> tuple[Float[np.ndarray, " component"], list[str]]:
     """Direct contribution of every attention head, every MLP, the embeddings and the biases to
     the logit difference (they sum to the total up to the unembedding bias)."""
+    fast = _fast(model, contrast)
+    if fast is not None:
+        parts, direction = fast
+        n_layers, n_heads = parts.heads.shape[:2]
+        vectors = torch.cat([parts.heads.reshape(-1, parts.heads.shape[-1]), parts.mlps, parts.embed[None]])
+        labels = [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]
+        labels += [f"{l}_mlp_out" for l in range(n_layers)] + ["embed"]
+        return parts.readout(vectors, direction).cpu().numpy(), labels
     _, cache = model.run_with_cache(contrast.tokens[None])
     stack, labels = cache.get_full_resid_decomposition(
         layer=-1, expand_neurons=False, apply_ln=True, pos_slice=-1, return_labels=True

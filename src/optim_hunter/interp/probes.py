@@ -24,7 +24,12 @@ from torch import Tensor
 def residuals(
     model: Any, token_lists: Sequence[Tensor], position: int = -1
 ) -> Float[np.ndarray, "prompt stage d_model"]:
-    """Residual stream at `position` of each prompt: before layer 0..L-1, then after the last."""
+    """Residual stream at `position` of each prompt: before layer 0..L-1, then after the last.
+    At the last position of a bridged HF model, one fused pass (`interp.decomposition`) reads it."""
+    from optim_hunter.interp import decomposition
+
+    if position == -1 and decomposition.available(model):
+        return np.stack([decomposition.decompose(model, t).stages().cpu().numpy() for t in token_lists])
     n_layers = model.cfg.n_layers
     names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
     names.append(f"blocks.{n_layers - 1}.hook_resid_post")

@@ -1,0 +1,116 @@
+"""The residual stream at the last position, split into its writers, in one fused forward pass.
+
+For a bridged Hugging Face Llama-family model (the book's pretrained `smollm2-135m`), hooked
+`run_with_cache` forwards are eager and slow, and caching every hook costs gigabytes. This module
+reads the same quantities from the model's fused-attention twin (`zoo.hf.fast_twin`) with plain
+PyTorch hooks: the embedding, every attention head's output (its slice of `o_proj`'s input times
+that slice of `o_proj`), every MLP's output, and the final residual before the final norm, all at
+the last position. The pieces add up to the final residual exactly, so the residual before each
+layer (`stages`) and the direct contribution of each component to a logit difference (`readout`,
+through the final RMSNorm's own scale and weight) follow with no approximation; the last stage's
+readout is the model's own logit difference.
+
+`available(model)` says whether this path applies (a twin of the Llama layout, no hook attached);
+callers fall back to the hook-based analyses otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from optim_hunter.zoo import hf
+
+
+def _layout(twin: Any) -> tuple[Any, Any] | None:
+    base = getattr(twin, "base_model", None)
+    layers, norm = getattr(base, "layers", None), getattr(base, "norm", None)
+    if layers is None or norm is None or not hasattr(layers[0], "self_attn"):
+        return None
+    if not hasattr(layers[0].self_attn, "o_proj") or not hasattr(layers[0], "mlp"):
+        return None
+    return layers, norm
+
+
+def available(model: Any) -> bool:
+    twin = hf.fast_twin(model)
+    return twin is not None and _layout(twin) is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Decomposition:
+    """Writers of the residual stream at one position of one prompt."""
+
+    embed: Float[Tensor, " d_model"]
+    heads: Float[Tensor, "layer head d_model"]
+    mlps: Float[Tensor, "layer d_model"]
+    final: Float[Tensor, " d_model"]  # the residual after the last layer, before the final norm
+    norm_weight: Float[Tensor, " d_model"]
+    norm_eps: float
+    last_logits: Float[Tensor, " vocab"]
+
+    def stages(self) -> Float[Tensor, "stage d_model"]:
+        """The residual before each layer, then after the last (`probes.stage_labels`)."""
+        per_layer = self.heads.sum(1) + self.mlps
+        return torch.cat([self.embed[None], self.embed[None] + per_layer.cumsum(0)])
+
+    def scale(self) -> Tensor:
+        """The final RMSNorm's multiplier at this position: weight / rms(final residual)."""
+        rms = torch.sqrt(self.final.pow(2).mean() + self.norm_eps)
+        return self.norm_weight / rms
+
+    def readout(self, vectors: Float[Tensor, "... d_model"], direction: Float[Tensor, " d_model"]) -> Tensor:
+        """What each vector contributes along an unembedding direction, through the final norm
+        as this position applies it (linear, since the norm's scale is fixed by `final`)."""
+        return (vectors * self.scale()) @ direction
+
+
+@torch.no_grad()
+def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
+    """The writers of the residual stream at the last position of `tokens` (one prompt)."""
+    twin = hf.fast_twin(model)
+    layout = _layout(twin) if twin is not None else None
+    if layout is None:
+        raise ValueError("decompose needs a bridged HF Llama-family model with no hook attached")
+    layers, norm = layout
+    n_heads = twin.config.num_attention_heads
+    captured: dict[str, Any] = {"z": [], "mlp": []}
+
+    def take_embed(module, args, kwargs):
+        captured.setdefault("embed", (args[0] if args else kwargs["hidden_states"])[0, -1])
+
+    def take_z(module, args):
+        captured["z"].append(args[0][0, -1])
+
+    def take_mlp(module, args, output):
+        captured["mlp"].append(output[0, -1])
+
+    def take_final(module, args):
+        captured["final"] = args[0][0, -1]
+
+    handles = [layers[0].register_forward_pre_hook(take_embed, with_kwargs=True),
+               norm.register_forward_pre_hook(take_final)]
+    for layer in layers:
+        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(take_z))
+        handles.append(layer.mlp.register_forward_hook(take_mlp))
+    try:
+        logits = twin(tokens[None].to(next(twin.parameters()).device)).logits[0, -1]
+    finally:
+        for handle in handles:
+            handle.remove()
+    heads = []
+    for layer, z in zip(layers, captured["z"]):
+        W_O = layer.self_attn.o_proj.weight  # [d_model, head * d_head]
+        d_head = W_O.shape[1] // n_heads
+        per_head = z.view(n_heads, d_head)
+        heads.append(torch.einsum("hd,mhd->hm", per_head, W_O.view(W_O.shape[0], n_heads, d_head)))
+    return Decomposition(
+        embed=captured["embed"].float(), heads=torch.stack(heads).float(),
+        mlps=torch.stack(captured["mlp"]).float(), final=captured["final"].float(),
+        norm_weight=norm.weight.detach().float(), norm_eps=float(getattr(norm, "variance_epsilon", 1e-6)),
+        last_logits=logits.float(),
+    )

@@ -1,0 +1,52 @@
+"""The one-pass decomposition against the hooked bridge: the same residual stream before every
+layer, and readouts that add up to the model's own logit difference."""
+
+import pytest
+import torch
+
+from optim_hunter import zoo
+from optim_hunter.interp import attribution, decomposition, probes
+from optim_hunter.zoo import hf
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_hf_models):
+    return zoo.load(f"hf:{tiny_hf_models['llama']}")
+
+
+def test_stages_equal_the_hooked_residual_stream(llama):
+    tokens = llama.to_tokens("(1, 5)\n(2, 7)\n(4, ")[0]
+    parts = decomposition.decompose(llama, tokens)
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(llama.cfg.n_layers)]
+    names.append(f"blocks.{llama.cfg.n_layers - 1}.hook_resid_post")
+    _, cache = llama.run_with_cache(tokens[None], names_filter=lambda n: n in names)
+    expected = torch.stack([cache[n][0, -1] for n in names])
+    torch.testing.assert_close(parts.stages(), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(parts.final, expected[-1], atol=1e-5, rtol=1e-4)
+    assert parts.heads.shape == (llama.cfg.n_layers, llama.cfg.n_heads, llama.cfg.d_model)
+
+
+def test_readouts_add_up_to_the_models_logit_difference(llama):
+    contrast = attribution.Contrast(llama.to_tokens("(1, 5)\n(2, 7)\n(4, ")[0], 40, 41)
+    with torch.no_grad():
+        logits = llama(contrast.tokens[None])[0, -1]  # the hooked bridge, eager attention
+    expected = float(logits[40] - logits[41])
+    by_layer, labels = attribution.by_layer(llama, contrast)
+    assert labels[-1] == "final_post" and len(by_layer) == llama.cfg.n_layers + 1
+    assert by_layer[-1] == pytest.approx(expected, abs=1e-4)
+    components, names = attribution.by_component(llama, contrast)
+    assert components.sum() == pytest.approx(expected, abs=1e-4)
+    assert names[0] == "L0H0" and names[-1] == "embed"
+
+
+def test_no_fast_path_under_hooks_and_probes_agree(llama):
+    tokens = llama.to_tokens("(3, 9)\n(5, ")[0]
+    assert decomposition.available(llama)
+    with llama.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
+        assert not decomposition.available(llama)
+        with pytest.raises(ValueError, match="no hook attached"):
+            decomposition.decompose(llama, tokens)
+        hooked = probes.residuals(llama, [tokens])  # the hooked path
+    fast = probes.residuals(llama, [tokens])
+    assert hf.fast_twin(llama) is not None
+    torch.testing.assert_close(torch.tensor(fast), torch.tensor(hooked), atol=1e-5, rtol=1e-4)
