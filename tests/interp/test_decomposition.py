@@ -50,3 +50,16 @@ def test_no_fast_path_under_hooks_and_probes_agree(llama):
     fast = probes.residuals(llama, [tokens])
     assert hf.fast_twin(llama) is not None
     torch.testing.assert_close(torch.tensor(fast), torch.tensor(hooked), atol=1e-5, rtol=1e-4)
+
+
+def test_neuron_effects_sum_to_each_mlps_readout(llama):
+    from optim_hunter.interp import regression
+
+    contrast = attribution.Contrast(llama.to_tokens("(1, 5)\n(2, 7)\n(4, ")[0], 40, 41)
+    parts = decomposition.decompose(llama, contrast.tokens)
+    direction = attribution.answer_direction(llama, contrast).float()
+    effects = decomposition.neuron_effects(llama, parts, direction)
+    torch.testing.assert_close(effects.sum(1), parts.readout(parts.mlps, direction), atol=1e-5, rtol=1e-4)
+    table = regression.neuron_attribution(llama, contrast, top=None)
+    assert len(table) == effects.numel()
+    assert table["effect"].abs().iloc[0] == pytest.approx(float(effects.abs().max()), rel=1e-5)

@@ -31,7 +31,7 @@ def _layout(twin: Any) -> tuple[Any, Any] | None:
     layers, norm = getattr(base, "layers", None), getattr(base, "norm", None)
     if layers is None or norm is None or not hasattr(layers[0], "self_attn"):
         return None
-    if not hasattr(layers[0].self_attn, "o_proj") or not hasattr(layers[0], "mlp"):
+    if not hasattr(layers[0].self_attn, "o_proj") or not hasattr(getattr(layers[0], "mlp", None), "down_proj"):
         return None
     return layers, norm
 
@@ -49,6 +49,7 @@ class Decomposition:
     heads: Float[Tensor, "layer head d_model"]
     mlps: Float[Tensor, "layer d_model"]
     final: Float[Tensor, " d_model"]  # the residual after the last layer, before the final norm
+    neurons: Float[Tensor, "layer d_mlp"]  # each MLP's hidden activations (down_proj's input)
     norm_weight: Float[Tensor, " d_model"]
     norm_eps: float
     last_logits: Float[Tensor, " vocab"]
@@ -69,6 +70,17 @@ class Decomposition:
         return (vectors * self.scale()) @ direction
 
 
+def neuron_effects(model: Any, parts: Decomposition, direction: Float[Tensor, " d_model"]) -> Float[Tensor, "layer d_mlp"]:
+    """Each MLP neuron's direct effect along `direction`: its activation times its output row
+    (`down_proj` column) read through the final norm (the neurons of a layer sum to its MLP's
+    readout)."""
+    layers, _ = _layout(hf.fast_twin(model))
+    read = parts.scale() * direction
+    return torch.stack([
+        parts.neurons[l] * (layer.mlp.down_proj.weight.float().T @ read) for l, layer in enumerate(layers)
+    ])
+
+
 @torch.no_grad()
 def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
     """The writers of the residual stream at the last position of `tokens` (one prompt)."""
@@ -78,7 +90,7 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
         raise ValueError("decompose needs a bridged HF Llama-family model with no hook attached")
     layers, norm = layout
     n_heads = twin.config.num_attention_heads
-    captured: dict[str, Any] = {"z": [], "mlp": []}
+    captured: dict[str, Any] = {"z": [], "mlp": [], "neurons": []}
 
     def take_embed(module, args, kwargs):
         captured.setdefault("embed", (args[0] if args else kwargs["hidden_states"])[0, -1])
@@ -89,6 +101,9 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
     def take_mlp(module, args, output):
         captured["mlp"].append(output[0, -1])
 
+    def take_neurons(module, args):
+        captured["neurons"].append(args[0][0, -1])
+
     def take_final(module, args):
         captured["final"] = args[0][0, -1]
 
@@ -97,6 +112,7 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
     for layer in layers:
         handles.append(layer.self_attn.o_proj.register_forward_pre_hook(take_z))
         handles.append(layer.mlp.register_forward_hook(take_mlp))
+        handles.append(layer.mlp.down_proj.register_forward_pre_hook(take_neurons))
     try:
         logits = twin(tokens[None].to(next(twin.parameters()).device)).logits[0, -1]
     finally:
@@ -111,6 +127,7 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
     return Decomposition(
         embed=captured["embed"].float(), heads=torch.stack(heads).float(),
         mlps=torch.stack(captured["mlp"]).float(), final=captured["final"].float(),
+        neurons=torch.stack(captured["neurons"]).float(),
         norm_weight=norm.weight.detach().float(), norm_eps=float(getattr(norm, "variance_epsilon", 1e-6)),
         last_logits=logits.float(),
     )

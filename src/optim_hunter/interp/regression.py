@@ -86,16 +86,22 @@ def knn_alignment(
 def neuron_attribution(model: Any, contrast: Contrast, *, top: int | None = 10) -> pd.DataFrame:
     """Neurons whose direct effect (activation x W_out row, along the answer direction, scaled by
     the final LayerNorm) most moves the logit difference at the deciding position."""
-    _, cache = model.run_with_cache(contrast.tokens[None])
+    from optim_hunter.interp import decomposition
+
     direction = answer_direction(model, contrast)
-    scale = cache["ln_final.hook_scale"][0, -1] if "ln_final.hook_scale" in cache else torch.ones(1)
-    rows = []
-    for l in range(model.cfg.n_layers):
-        post = cache[f"blocks.{l}.mlp.hook_post"][0, -1]  # [d_mlp]
-        effect = post * (model.W_out[l] @ direction) / scale
-        for n in range(effect.shape[0]):
-            rows.append({"layer": l, "neuron": n, "effect": float(effect[n])})
-    table = pd.DataFrame(rows)
+    if decomposition.available(model):  # one fused pass; the final norm's weight included
+        parts = decomposition.decompose(model, contrast.tokens)
+        effects = decomposition.neuron_effects(model, parts, direction.float()).cpu().numpy()
+    else:
+        names = {f"blocks.{l}.mlp.hook_post" for l in range(model.cfg.n_layers)} | {"ln_final.hook_scale"}
+        _, cache = model.run_with_cache(contrast.tokens[None], names_filter=lambda n: n in names)
+        scale = cache["ln_final.hook_scale"][0, -1] if "ln_final.hook_scale" in cache else torch.ones(1)
+        effects = np.stack([
+            (cache[f"blocks.{l}.mlp.hook_post"][0, -1] * (model.W_out[l] @ direction) / scale).cpu().numpy()
+            for l in range(model.cfg.n_layers)
+        ])
+    layer, neuron = np.indices(effects.shape)
+    table = pd.DataFrame({"layer": layer.ravel(), "neuron": neuron.ravel(), "effect": effects.ravel()})
     ordered = table.reindex(table["effect"].abs().sort_values(ascending=False).index)
     return ordered if top is None else ordered.head(top)
 
