@@ -58,3 +58,47 @@ def test_source_cache_from_an_ablated_run(tiny_bridge, runs):
     grid = patching.residual_patching(tiny_bridge, source, target, metric,
                                       positions=[len(target) - 1], source_cache=cache)
     assert grid[-1, 0] == pytest.approx(metric(ablated_logits), abs=1e-4)
+
+
+def test_batched_grid_matches_the_per_cell_loop(tiny_bridge, runs):
+    source, target = runs
+    metric = last_logit(9)
+    reference = patching.residual_patching(tiny_bridge, source, target, metric)
+    for batch_size in (5, 64):  # chunks that split a stage's cells, and one forward for all
+        batched = patching.residual_patching_batched(tiny_bridge, source, target, metric,
+                                                     batch_size=batch_size)
+        np.testing.assert_allclose(batched, reference, rtol=1e-5, atol=1e-5)
+    some = patching.residual_patching_batched(tiny_bridge, source, target, metric, positions=[0, 3])
+    np.testing.assert_allclose(some, reference[:, [0, 3]], rtol=1e-5, atol=1e-5)
+
+
+def test_batched_grid_from_an_ablated_source_cache(tiny_bridge, runs):
+    from optim_hunter.interp import ablation
+
+    source, target = runs
+    metric = last_logit(9)
+    with torch.no_grad(), ablation.ablated(tiny_bridge, ["blocks.0.attn.hook_z"]):
+        _, cache = tiny_bridge.run_with_cache(source[None])
+    reference = patching.residual_patching(tiny_bridge, source, target, metric, source_cache=cache)
+    batched = patching.residual_patching_batched(tiny_bridge, source, target, metric, source_cache=cache)
+    np.testing.assert_allclose(batched, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_stage_residuals_match_the_cache(tiny_bridge, runs):
+    source, _ = runs
+    tokens = torch.stack([source, source.flip(0)])
+    kept = patching.stage_residuals(tiny_bridge, tokens, [[2, 5], [0, 1]])
+    assert kept.shape == (2, 2, 3, tiny_bridge.cfg.d_model)
+    _, cache = tiny_bridge.run_with_cache(tokens)
+    for s, name in enumerate(patching.stage_hooks(2)):
+        torch.testing.assert_close(kept[1, 0, s], cache[name][1, 0])
+        torch.testing.assert_close(kept[0, 1, s], cache[name][0, 5])
+
+
+def test_unpatched_rows_are_untouched(tiny_bridge, runs):
+    source, target = runs
+    tokens = torch.stack([target, target])
+    donors = torch.randn(2, tiny_bridge.cfg.d_model)
+    logits = patching.patched_logits(tiny_bridge, tokens, [None, 1], [0, 2], donors)
+    torch.testing.assert_close(logits[0], tiny_bridge(target[None])[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(logits[1], logits[0])

@@ -4,6 +4,10 @@ The source run (e.g. with in-context examples) and the target run (e.g. the bare
 in length: positions are aligned from the end, so the target's last token receives the source's
 last token, and so on. Each cell of the result is the target's metric with one residual-stream
 vector (before layer l, or after the last layer) replaced by the source's.
+
+`residual_patching` runs one forward pass per cell (the reference); `residual_patching_batched`
+computes the same grid with every cell a row of one batched forward, each stage's hook patching
+only its own rows (`patched_logits`, which analyses also use directly with rows from many prompts).
 """
 
 from __future__ import annotations
@@ -78,3 +82,101 @@ def first_transfer(
     recovered = (np.asarray(effect) - corrupt) / span
     hits = np.flatnonzero(recovered >= threshold)
     return int(hits[0]) if len(hits) else None
+
+
+def stage_residuals(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    positions: Int[Tensor, "batch k"] | Sequence[Sequence[int]],
+) -> Float[Tensor, "batch k stage d_model"]:
+    """The residual stream at every stage (`stage_hooks`) at `positions[b]` of each row b: the
+    donors of a patch. Only those vectors are kept, never a full cache."""
+    hooks = stage_hooks(model.cfg.n_layers)
+    index = torch.as_tensor(positions)
+    rows = torch.arange(tokens.shape[0])[:, None]
+    kept: dict[str, Tensor] = {}
+
+    def keeper(name: str) -> Callable:
+        def keep(activation: Tensor, hook: Any) -> None:  # hook.name may be an alias's target
+            kept[name] = activation[rows, index.to(activation.device)].detach().clone()
+
+        return keep
+
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=[(name, keeper(name)) for name in hooks])
+    return torch.stack([kept[name] for name in hooks], dim=2)
+
+
+def patch_hooks(
+    n_layers: int,
+    stages: Sequence[int | None],
+    positions: Sequence[int],
+    donors: Float[Tensor, "row d_model"],
+) -> list[tuple[str, Callable]]:
+    """Forward hooks that write `donors[r]` into row r's residual stream at (`stages[r]`,
+    `positions[r]`); each stage's hook touches only its own rows (None: an unpatched row)."""
+    names = stage_hooks(n_layers)
+    hooks = []
+    for stage in sorted({s for s in stages if s is not None}):
+        rows = [r for r, s in enumerate(stages) if s == stage]
+        row_index = torch.tensor(rows)
+        pos_index = torch.tensor([positions[r] for r in rows])
+        values = donors[rows]
+
+        def patch(activation: Tensor, hook: Any, row_index=row_index, pos_index=pos_index,
+                  values=values) -> Tensor:
+            activation = activation.clone()
+            activation[row_index, pos_index] = values.to(activation)
+            return activation
+
+        hooks.append((names[stage], patch))
+    return hooks
+
+
+@torch.no_grad()
+def patched_logits(
+    model: Any,
+    tokens: Int[Tensor, "row pos"],
+    stages: Sequence[int | None],
+    positions: Sequence[int],
+    donors: Float[Tensor, "row d_model"],
+) -> Float[Tensor, "row pos vocab"]:
+    """One batched forward in which every row carries its own patch (see `patch_hooks`)."""
+    hooks = patch_hooks(model.cfg.n_layers, stages, positions, donors)
+    return model.run_with_hooks(tokens, fwd_hooks=hooks)
+
+
+@torch.no_grad()
+def residual_patching_batched(
+    model: Any,
+    source: Int[Tensor, " src_pos"],
+    target: Int[Tensor, " tgt_pos"],
+    metric: Metric,
+    *,
+    positions: Sequence[int] | None = None,
+    source_cache: Any = None,
+    batch_size: int = 64,
+) -> Float[np.ndarray, "stage pos"]:
+    """`residual_patching` with every (stage, position) cell a row of a batched forward: the same
+    grid in `ceil(cells / batch_size)` forward passes instead of one per cell."""
+    offset = source.shape[-1] - target.shape[-1]
+    if offset < 0:
+        raise ValueError("the source run must be at least as long as the target (end-aligned)")
+    n_stages = model.cfg.n_layers + 1
+    positions = list(range(target.shape[-1])) if positions is None else list(positions)
+    if source_cache is None:
+        donors = stage_residuals(model, source[None], [[p + offset for p in positions]])[0]
+    else:
+        hooks = stage_hooks(model.cfg.n_layers)
+        donors = torch.stack([source_cache[h][0, [p + offset for p in positions]] for h in hooks], 1)
+    cells = [(s, p) for s in range(n_stages) for p in range(len(positions))]
+    out = np.zeros((n_stages, len(positions)))
+    for start in range(0, len(cells), batch_size):
+        chunk = cells[start : start + batch_size]
+        logits = patched_logits(
+            model, target[None].expand(len(chunk), -1), [s for s, _ in chunk],
+            [positions[p] for _, p in chunk], torch.stack([donors[p, s] for s, p in chunk]),
+        )
+        for row, (s, p) in enumerate(chunk):
+            out[s, p] = metric(logits[row : row + 1])
+    return out
