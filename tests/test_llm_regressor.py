@@ -144,3 +144,25 @@ def test_hf_models_through_the_same_path(tiny_hf_models, arch):
     many = llm_regressor.greedy_answers(model, model.tokenizer, texts, max_new_tokens=4, batch_size=4)
     assert one.texts == many.texts
     assert many.parsed.n_failed == int((~many.parsed.ok).sum())  # a random model mostly fails: counted
+
+
+def test_an_answer_cut_off_by_the_token_budget_is_a_failure_not_a_number():
+    split = datasets.make_split("friedman2", 4, 0, n_queries=3, round_to=2)
+    mean = prompts.format_number(np.mean(split.y_train))  # e.g. "523.17": the oracle's answer
+    # A budget that ends inside the number (space + all but its last character): never a value.
+    short = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer(), max_new_tokens=len(mean))
+    pred = short.fit(split.x_train, split.y_train).predict(split.x_query)
+    assert np.isnan(pred).all() and short.n_failed_ == 3
+    assert {f.reason for f in short.failures_} == {prompts.UNFINISHED}
+    rows = llm_regressor.evaluate(short, "oracle", "friedman2", n_examples=4, seeds=range(2), progress=False)
+    assert rows.failed.all() and rows["error"].str.contains("unfinished answer").all()
+    # One more token reaches the newline: the same answer, now complete, is a number.
+    full = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer(), max_new_tokens=len(mean) + 2)
+    assert np.isfinite(full.fit(split.x_train, split.y_train).predict(split.x_query)).all()
+
+
+def test_finished_flags_must_match_the_answers():
+    with pytest.raises(ValueError, match="2 answers but 1 finished flags"):
+        prompts.parse_answers([" 1", " 2"], [True])
+    batch = prompts.parse_answers([" 12", " 3"], [False, True])
+    assert batch.n_failed == 1 and batch.items[0].reason == prompts.UNFINISHED and batch.values[1] == 3

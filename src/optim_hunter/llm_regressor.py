@@ -61,7 +61,9 @@ def greedy_answers(
     stop: str | None = "\n",
     progress: bool = False,
 ) -> Answers:
-    """Greedy continuations of `texts`, stopped at `stop` or after `max_new_tokens` tokens.
+    """Greedy continuations of `texts`, stopped at `stop` or after `max_new_tokens` tokens. An
+    answer that has not ended by then is parsed as a failure (`prompts.UNFINISHED`), never as the
+    number it had written so far.
 
     `stop=None` stops as soon as a number is complete (followed by anything that cannot continue
     it) and keeps only the number: the way to read "(x, y)" answers and regression outputs alike.
@@ -83,6 +85,7 @@ def greedy_answers(
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     device = _device_of(model)
     answers: list[str] = [""] * len(texts)
+    finished: list[bool] = [False] * len(texts)
     use_cache = kv_decoding.decoder(model) is not None
     for batch in tqdm(batches, disable=not progress, desc="generate"):
         lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
@@ -114,7 +117,8 @@ def greedy_answers(
                 last_logits = decoder.step(next_ids)
         for row, index in enumerate(batch):
             answers[index] = trim_answer(tokenizer.decode(generated[row]), stop)
-    return Answers(answers, prompts.parse_answers(answers))
+            finished[index] = done[row]
+    return Answers(answers, prompts.parse_answers(answers, finished))
 
 
 _NUMBER_DONE = re.compile(r"^\s*[-+]?\d+(?:\.\d*)?(?=[^\d.])")  # a number, then something else
@@ -268,7 +272,7 @@ def evaluate(
         raise ValueError("need at least one dataset, one n_examples and one seed")
     splits = [datasets.make_split(d, n, s, noise=noise, round_to=round_to) for d, n, s in problems]
     predictions, answers = predict_splits(regressor, splits, progress=progress)
-    reasons = iter(prompts.parse_number(text).reason for text in answers.texts)
+    reasons = iter(item.reason for item in answers.parsed.items)
     rows = []
     for (dataset, size, seed), split, pred in zip(problems, splits, predictions):
         errors = [next(reasons) for _ in pred]

@@ -118,15 +118,24 @@ class ParsedBatch:
     values: Float[np.ndarray, " n"]  # NaN where parsing failed; use `ok` to select
     ok: np.ndarray
     failures: list[Parsed]
+    items: list[Parsed] = dataclasses.field(default_factory=list)  # every answer, in order
 
     @property
     def n_failed(self) -> int:
         return len(self.failures)
 
 
-def parse_answers(texts: Sequence[str]) -> ParsedBatch:
-    """Parse many answers; failures are kept (text and reason) and counted, never zero-filled."""
-    parsed = [parse_number(t) for t in texts]
+UNFINISHED = "unfinished answer: no end within the token budget (max_new_tokens)"
+
+
+def parse_answers(texts: Sequence[str], finished: Sequence[bool] | None = None) -> ParsedBatch:
+    """Parse many answers; failures are kept (text and reason) and counted, never zero-filled.
+    An answer marked not `finished` (cut off by the token budget: the model may have had more
+    digits to write) is a failure whatever it starts with."""
+    if finished is not None and len(finished) != len(texts):
+        raise ValueError(f"{len(texts)} answers but {len(finished)} finished flags")
+    parsed = [parse_number(t) if finished is None or finished[i] else Parsed(t, None, UNFINISHED)
+              for i, t in enumerate(texts)]
     values = np.array([p.value if p.ok else np.nan for p in parsed], dtype=np.float64)
     ok = np.array([p.ok for p in parsed], dtype=bool)
-    return ParsedBatch(values, ok, [p for p in parsed if not p.ok])
+    return ParsedBatch(values, ok, [p for p in parsed if not p.ok], parsed)
