@@ -64,21 +64,79 @@ def test_head_effects_match_transformer_lens(tiny_bridge, chars):
     np.testing.assert_allclose(activity[..., 1], expected, atol=1e-4)
 
 
+def test_encode_answers_matches_the_text_and_marks_every_answer(chars):
+    p = linear_fn.setting_problems(linear_fn.Setting(), 1, 3, x_max=9)[0]
+    e = linear_fn.encode_answers(chars, p)
+    assert chars.decode(e.tokens.tolist()) == p.text() + f"{p.answer})"
+    for (a, b), x in zip(e.spans, [*p.xs, p.x]):
+        assert chars.decode(e.tokens[a:b].tolist()) == f"{2 * x + 3})"
+    assert e.query_end == len(chars(p.text())["input_ids"]) - 1
+
+
+def test_increasing_order_and_formats():
+    for fmt in linear_fn.FORMATS:
+        for p in linear_fn.setting_problems(linear_fn.Setting(fmt, "increasing"), 5, 6):
+            assert (np.diff([*p.xs, p.x]) > 0).all() and p.fmt.name == fmt
+    with pytest.raises(ValueError, match="unknown setting"):
+        linear_fn.Setting("nope")
+
+
+def test_forced_scores_match_token_by_token_decoding(tiny_bridge, chars):
+    """One teacher-forced forward scores each example as separate prompts would."""
+    p = linear_fn.problems(1, 3, x_max=9)[0]
+    log_p, exact = linear_fn.forced(tiny_bridge, [linear_fn.encode_answers(chars, p, with_query=False)])
+    for i, x in enumerate(p.xs):
+        ids = chars(p.text(i)[: -len(p.fmt.query(p.x))] + p.fmt.query(int(x)))["input_ids"]
+        total, greedy_ok = 0.0, True
+        for t in chars(f"{2 * x + 3})")["input_ids"]:
+            probs = torch.softmax(tiny_bridge(torch.tensor([ids]))[0, -1], -1)
+            total += float(torch.log(probs[t]))
+            greedy_ok &= int(probs.argmax()) == t
+            ids = ids + [t]
+        assert log_p[0, i] == pytest.approx(total, abs=1e-4) and exact[0, i] == greedy_ok
+
+
+def test_direct_effects_match_transformer_lens(tiny_bridge, chars):
+    text = "(1, 5)\n(2, 7)\n(3, "
+    tokens = torch.tensor(chars(text)["input_ids"])
+    answer = linear_fn.first_token(chars, text, "9)")
+    _, cache = tiny_bridge.run_with_cache(tokens[None])
+    z = torch.stack([cache[f"blocks.{l}.attn.hook_z"][0, -1] for l in range(2)])[None]
+    ours = linear_fn.direct_effects(tiny_bridge, z, cache["ln_final.hook_scale"][:, -1], torch.tensor([answer]))
+    results = cache.stack_head_results(layer=-1, pos_slice=-1, apply_ln=True)[:, 0] * tiny_bridge.ln_final.w
+    direction = tiny_bridge.W_U[:, answer] - tiny_bridge.W_U.mean(1)
+    torch.testing.assert_close(ours[0].flatten(), results @ direction, atol=1e-4, rtol=1e-4)
+
+
 def test_chapter_experiments_run_and_have_their_shapes(tiny_bridge, chars):
-    probs = linear_fn.problems(3, 4, x_max=9)
-    acc, kinds = linear_fn.accuracy(tiny_bridge, chars, probs)
-    assert 0 <= acc <= 1 and kinds.sum() == 3
-    grid = linear_fn.patch_grid(tiny_bridge, chars, probs[0])
-    n_query = len(linear_fn.encode(chars, probs[0].text(0)))
-    assert grid.shape == (3, n_query) and ((grid >= 0) & (grid <= 1)).all()
-    # patching the last stage at the last position gives run A's own answer distribution
-    assert grid[-1, -1] == pytest.approx(linear_fn.p_correct(tiny_bridge, chars, probs[0]), abs=1e-5)
-    table = linear_fn.transferred(tiny_bridge, chars, probs)
-    assert list(table.index) == linear_fn.stage_names(2) and np.allclose(table.sum(1), 1)
-    positions = linear_fn.example_positions(chars, probs[0])
-    examples_text = probs[0].text()[: -len(probs[0].text(0))]
-    assert chars.decode(linear_fn.encode(chars, probs[0].text())[positions].tolist()) == examples_text
-    rounds = linear_fn.redundancy_rounds(tiny_bridge, chars, probs, first_stage=2, corrupt_p=0.0)
-    assert 1 <= len(rounds) <= 2 and list(rounds["ablated layers"].iloc[0]) == [1]
-    with pytest.raises(ValueError, match="read"):
-        linear_fn.patch_grid(tiny_bridge, chars, probs[0], read="nope")
+    tiny_bridge.tokenizer = chars
+    cfg = linear_fn.Config(n_prompts=2, n_examples=4, mech_examples=3, n_patch=2, n_grid=1, n_ablate=2,
+                           rounds=1, x_max=9)
+    sweep = linear_fn.format_sweep(tiny_bridge, chars, cfg, name="tiny", contrasts={"same": tiny_bridge},
+                                   settings=[linear_fn.Setting(), linear_fn.Setting(order="increasing")])
+    assert len(sweep.curves) == 3 * 4 and sweep.best in (linear_fn.Setting(), linear_fn.Setting(order="increasing"))
+    assert {"top1_accuracy", "bayes.additive"} <= set(sweep.claims())
+    study = linear_fn.patch_study(tiny_bridge, chars, linear_fn.Setting(), cfg)
+    m = study.measurement
+    assert m.last.shape == (2, 3) and m.grid.shape[:2] == (1, 3) and m.heads.shape == (2, 2, 4, 2)
+    # the last stage patched at every position that reads the answer gives run A's own answer
+    np.testing.assert_allclose(m.last[:, -1], m.clean_log_p, atol=1e-4)
+    assert set(study.claims()) == {"first_patch_stage", "first_patch_gives_about_2x"}
+    rounds = linear_fn.redundancy_rounds(tiny_bridge, chars, study, cfg)
+    assert rounds.table["round"].iloc[0] == 0 and "heads_before_failure" in rounds.claims()
+
+
+def test_batched_patch_rows_match_the_reference_loop(tiny_bridge, chars):
+    """measure's per-position grid equals patching.residual_patching (one forward per cell)."""
+    p = linear_fn.problems(1, 3, x_max=9)[0]
+    m = linear_fn.measure(tiny_bridge, chars, [p], n_grid=1)
+    a, b, width, _ = linear_fn._layout(chars, p)
+    start, stop = b.spans[-1]
+
+    def metric(logits):
+        scores = torch.log_softmax(logits[0, start - 1 : stop - 1], -1)
+        return float(scores.gather(-1, b.tokens[start:stop, None]).sum())
+
+    reference = linear_fn.patching.residual_patching(tiny_bridge, a.tokens, b.tokens, metric,
+                                                     positions=range(width))
+    np.testing.assert_allclose(m.grid[0], reference, atol=1e-4)

@@ -1,36 +1,66 @@
-"""In-context learning of y = a x + b from "(x, y)" lines: prompts, answer probabilities,
-patching from a run with context into one without, head ablations and Bayesian-looking updates.
+"""In-context learning of y = a x + b (seed 002): prompt formats, accuracy and P(correct) against the
+number of examples, patching from a run with context into one without, rounds of layer ablations
+with backup heads, and the Bayesian-update fit.
 
-A prompt is `(x1, y1)\\n(x2, y2)\\n...(x, ` and the answer is the first token of `y)`. Every
-function takes token ids and reads hooks by name, so any hooked model with a tokenizer works.
+A prompt is a run of example lines in one of `FORMATS` (e.g. `(x1, y1)\n(x2, y2)\n...(x, `) and
+the answer is y followed by the line's end. Prompts are tokenized piece by piece (`encode_answers`)
+so every answer's tokens are known: one teacher-forced forward then scores every example of a prompt
+(its log P and whether greedy decoding writes it exactly). The chapter's sections each call one
+function returning a small frozen result: `format_sweep` -> `Sweep`, `patch_study` -> `PatchStudy`,
+`redundancy_rounds` -> `Redundancy`; each result's `claims()` holds the claims with their criteria,
+fixed here before any number is measured. Everything reads hooks by name, so any hooked model with
+a tokenizer works.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from scipy.stats import linregress
 from torch import Tensor
 
-from optim_hunter import llm_regressor, prompts
+from optim_hunter import kv_decoding, plots, prompts
 from optim_hunter.interp import ablation, patching
 from optim_hunter.prompts import format_pairs
 
 
 @dataclasses.dataclass(frozen=True)
+class Format:
+    """A line format: `prefix` (with `{x}`) + the number y + `suffix`; a query is its prefix."""
+
+    name: str
+    prefix: str
+    suffix: str
+
+    def line(self, x: int, y: int) -> str:
+        return self.prefix.format(x=x) + str(y) + self.suffix
+
+    def query(self, x: int) -> str:
+        return self.prefix.format(x=x)
+
+
+PAIRS = Format("(x, y)", "({x}, ", ")\n")
+FORMATS = {f.name: f for f in (PAIRS, Format("Input: x Output: y", "Input: {x} Output: ", "\n"),
+                                Format("x=x, y=y", "x={x}, y=", "\n"))}
+ORDERS = ("random", "increasing")
+
+
+@dataclasses.dataclass(frozen=True)
 class Problem:
-    """One prompt: examples, the query and the first token of each candidate answer."""
+    """One prompt: examples, the query, the rule y = a x + b and the line format."""
 
     xs: np.ndarray
     x: int
     a: int
     b: int
+    fmt: Format = PAIRS
 
     @property
     def answer(self) -> int:
@@ -38,7 +68,7 @@ class Problem:
 
     def text(self, n_examples: int | None = None) -> str:
         xs = self.xs if n_examples is None else self.xs[:n_examples]
-        return format_pairs(xs, self.a * xs + self.b, self.x)
+        return "".join(self.fmt.line(int(x), int(self.a * x + self.b)) for x in xs) + self.fmt.query(self.x)
 
 
 def problems(
@@ -153,117 +183,615 @@ def head_activity(
     return out
 
 
-# --- the chapter's experiments, on a list of problems ----------------------------------------------
-
-
-def answer_token(tokenizer: Any, problem: Problem) -> int:
-    """The first token of the correct answer `y)` after the query."""
-    return first_token(tokenizer, problem.text(0), f"{problem.answer})")
-
-
-def p_correct(model: Any, tokenizer: Any, problem: Problem, n_examples: int | None = None) -> float:
-    """Probability of the correct answer's first token, with all (or `n_examples`) examples."""
-    return float(last_probs(model, encode(tokenizer, problem.text(n_examples)))[answer_token(tokenizer, problem)])
-
-
-def accuracy(model: Any, tokenizer: Any, probs: Sequence[Problem]) -> tuple[float, pd.Series]:
-    """Share of prompts whose greedy answer is exactly a x + b, and the count of each answer kind
-    (`classify`)."""
-    answers = llm_regressor.greedy_answers(model, tokenizer, [p.text() for p in probs], max_new_tokens=4, stop=")")
-    kinds = [classify(v if np.isfinite(v) else None, p) for v, p in zip(answers.values, probs)]
-    return float(np.mean([k == "exact" for k in kinds])), pd.Series(kinds).value_counts()
-
-
 def stage_names(n_layers: int) -> list[str]:
     """Labels of `patching.stage_hooks`: before each layer, then after the last."""
     return [f"before L{l}" for l in range(n_layers)] + [f"after L{n_layers - 1}"]
 
 
-def patch_grid(
-    model: Any, tokenizer: Any, problem: Problem, *, source_cache: Any = None, read: str = "p_correct"
-) -> Float[np.ndarray, "stage pos"]:
-    """Residual patching from the run with examples (A) into the run with only the query (B):
-    per (stage, B position), B's probability of the correct answer (`read="p_correct"`) or B's
-    greedy next token id (`read="argmax"`)."""
-    source, target = encode(tokenizer, problem.text()), encode(tokenizer, problem.text(0))
-    token = answer_token(tokenizer, problem)
-    reads = {
-        "p_correct": lambda logits: float(torch.softmax(logits[0, -1].float(), -1)[token]),
-        "argmax": lambda logits: float(logits[0, -1].argmax()),
-    }
-    if read not in reads:
-        raise ValueError(f"read must be one of {sorted(reads)}, got {read!r}")
-    return patching.residual_patching(model, source, target, reads[read], source_cache=source_cache)
 
 
-def transferred(
-    model: Any, tokenizer: Any, probs: Sequence[Problem], source_caches: Sequence[Any] | None = None
-) -> pd.DataFrame:
-    """Per stage, the share of prompts whose patched run B answers exactly, ≈2x, or otherwise
-    (its greedy first token, patched at B's last position)."""
-    rows = []
-    for i, problem in enumerate(probs):
-        cache = source_caches[i] if source_caches is not None else None
-        argmax = patch_grid(model, tokenizer, problem, source_cache=cache, read="argmax")[:, -1]
-        rows.append([classify(token_value(tokenizer, int(t)), problem) for t in argmax])
-    table = pd.DataFrame(rows, columns=stage_names(model.cfg.n_layers))
-    return table.apply(lambda col: col.value_counts(normalize=True)).fillna(0).T
+# --- prompt formats, orders and one-forward reading of every example -------------------------------
 
 
-def example_positions(tokenizer: Any, problem: Problem) -> np.ndarray:
-    """Token positions of the examples in the full prompt (after any BOS, before the query line)."""
-    full, query = encode(tokenizer, problem.text()), encode(tokenizer, problem.text(0))
-    bos = getattr(tokenizer, "bos_token_id", None)
-    start = int(bos is not None and len(full) > 0 and int(full[0]) == bos)
-    return np.arange(start, start + len(full) - len(query))
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """A prompt format and the order of the examples' x values."""
+
+    format: str = PAIRS.name
+    order: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS or self.order not in ORDERS:
+            raise ValueError(f"unknown setting {self}: formats {list(FORMATS)}, orders {ORDERS}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.format} · {self.order}"
 
 
-def mean_head_activity(model: Any, tokenizer: Any, probs: Sequence[Problem]) -> Float[np.ndarray, "layer head 2"]:
-    """`head_activity` averaged over prompts (under whatever hooks are attached)."""
-    return np.mean([
-        head_activity(model, encode(tokenizer, p.text()), example_positions(tokenizer, p), answer_token(tokenizer, p))
-        for p in probs
-    ], axis=0)
+def setting_problems(setting: Setting, n: int, n_examples: int, *, x_max: int = 99, seed: int = 0,
+                     a: int = 2, b: int = 3) -> list[Problem]:
+    """`problems` in a setting: with `increasing`, the x values (examples, then the query) rise."""
+    out = []
+    for p in problems(n, n_examples, a=a, b=b, x_max=x_max, seed=seed):
+        xs = np.append(p.xs, p.x)
+        if setting.order == "increasing":
+            xs = np.sort(xs)
+        out.append(Problem(xs[:-1], int(xs[-1]), a, b, FORMATS[setting.format]))
+    return out
 
 
-def redundancy_rounds(
-    model: Any, tokenizer: Any, probs: Sequence[Problem], first_stage: int | None, corrupt_p: float,
-    *, stop_below: float = 0.5,
-) -> pd.DataFrame:
-    """Seed 002's loop: each round zero-ablates every head of one more layer — the highest not yet
-    ablated below the current first transferring stage — in the run with examples, then measures
-    the accuracy, P(correct), the new first transferring stage and the top backup head (the
-    remaining head whose direct effect on the answer rose most). Stops when accuracy falls below
-    `stop_below` or no layer is left."""
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """Token ids of a prompt with every example's answer written out, and where each answer is:
+    `spans[i]` = (first, stop) token indices of example i's y and the first token after it (the
+    answer's end); the last span is the query's when the query's answer is appended."""
+
+    tokens: Tensor
+    spans: tuple[tuple[int, int], ...]
+
+    @property
+    def query_end(self) -> int:
+        """Index of the last prompt token before the last answer."""
+        return self.spans[-1][0] - 1
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_answers(tokenizer: Any, problem: Problem, n_examples: int | None = None,
+                   *, with_query: bool = True) -> Encoded:
+    """The prompt tokenized piece by piece (prefix, y, suffix of each line), so every answer's
+    tokens are known exactly; with `with_query`, the query's correct answer is appended. For a
+    tokenizer that writes digits one per token (SmolLM2, Llama-3) this is the text's own
+    tokenization."""
+    xs = problem.xs if n_examples is None else problem.xs[:n_examples]
+    pairs = [(int(x), int(problem.a * x + problem.b)) for x in xs]
+    if with_query:
+        pairs.append((problem.x, problem.answer))
+    ids = list(tokenizer("")["input_ids"])  # a BOS token, for tokenizers that add one
+    spans = []
+    for x, y in pairs:
+        ids += _ids(tokenizer, problem.fmt.query(x))
+        answer = _ids(tokenizer, str(y)) + _ids(tokenizer, problem.fmt.suffix)[:1]
+        spans.append((len(ids), len(ids) + len(answer)))
+        ids += answer + _ids(tokenizer, problem.fmt.suffix)[1:]
+    if with_query:
+        ids = ids[: spans[-1][1]]
+    return Encoded(torch.tensor(ids), tuple(spans))
+
+
+def pad(rows: Sequence[Tensor]) -> Int[Tensor, "row pos"]:
+    """Right-padded batch (under causal attention the padding cannot change real positions)."""
+    out = torch.zeros((len(rows), max(len(r) for r in rows)), dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def span_scores(
+    logits: Float[Tensor, "row pos vocab"], tokens: Int[Tensor, "row pos"],
+    spans: Sequence[Sequence[tuple[int, int]]],
+) -> tuple[Float[np.ndarray, "row span"], np.ndarray]:
+    """Per row and span: log P of the span's tokens given everything before them (teacher
+    forcing), and whether greedy decoding would write exactly them (every argmax agrees)."""
+    n_spans = max(len(s) for s in spans)
+    log_p, exact = np.full((len(spans), n_spans), np.nan), np.zeros((len(spans), n_spans), bool)
+    for r, row_spans in enumerate(spans):
+        for i, (start, stop) in enumerate(row_spans):
+            scores = logits[r, start - 1 : stop - 1].float()
+            wanted = tokens[r, start:stop].to(scores.device)
+            logp = torch.log_softmax(scores, -1).gather(-1, wanted[:, None])[:, 0]
+            log_p[r, i] = float(logp.sum())
+            exact[r, i] = bool((scores.argmax(-1) == wanted).all())
+    return log_p, exact
+
+
+def forced(model: Any, encoded: Sequence[Encoded], *, batch_size: int = 8
+           ) -> tuple[Float[np.ndarray, "row span"], np.ndarray]:
+    """`span_scores` of every example of every prompt, `batch_size` prompts per forward (through
+    the fast fused-attention twin when no hook is attached)."""
+    log_p, exact = [], []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        tokens = pad([e.tokens for e in chunk])
+        lp, ex = span_scores(kv_decoding.logits(model, tokens), tokens, [e.spans for e in chunk])
+        log_p.append(lp)
+        exact.append(ex)
+    width = max(a.shape[1] for a in log_p)
+    fill = lambda arrays, value: np.concatenate(  # noqa: E731
+        [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value) for a in arrays])
+    return fill(log_p, np.nan), fill(exact, False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sample sizes of the chapter (see `Config.for_profile`)."""
+
+    n_prompts: int = 6  # prompts per setting in the sweep
+    n_examples: int = 14  # examples per sweep prompt: the curve covers 0 .. n_examples - 1
+    mech_examples: int = 16  # examples before the query in the mechanistic part
+    n_patch: int = 8  # prompts patched where B reads the answer (P(correct) and read-out)
+    n_grid: int = 1  # of those, prompts patched at each B prompt position (the heat map)
+    n_ablate: int = 4  # prompts of the ablation rounds
+    rounds: int = 3  # ablation rounds (the source ran three)
+    x_max: int = 99
+
+    @classmethod
+    def for_profile(cls, profile: str) -> Config:
+        from optim_hunter import settings
+
+        return settings.pick(profile, full=cls(), smoke=cls(
+            n_prompts=2, n_examples=6, mech_examples=6, n_patch=2, n_grid=1, n_ablate=2, rounds=1))
+
+
+def log_odds(log_p: Float[np.ndarray, "..."]) -> Float[np.ndarray, "..."]:
+    p = np.clip(np.exp(log_p), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def icl_curve(model: Any, tokenizer: Any, setting: Setting, cfg: Config, *, seed: int = 0
+              ) -> pd.DataFrame:
+    """Accuracy and P(correct) against the number of examples seen, in one forward per prompt:
+    example i of a prompt is scored (teacher-forced) with the i examples before it. Columns:
+    examples, accuracy (greedy answer exact), p_correct, log_p (mean log P), log_odds (mean)."""
+    probs = setting_problems(setting, cfg.n_prompts, cfg.n_examples, x_max=cfg.x_max, seed=seed)
+    log_p, exact = forced(model, [encode_answers(tokenizer, p, with_query=False) for p in probs])
+    return pd.DataFrame({
+        "examples": np.arange(log_p.shape[1]), "accuracy": exact.mean(0),
+        "p_correct": np.exp(log_p).mean(0), "log_p": log_p.mean(0), "log_odds": log_odds(log_p).mean(0),
+    })
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    fit = linregress(x, y)
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue**2)}
+
+
+# Criteria, fixed before any number is measured. Depths are layer-relative: the source's
+# "before layer 12 of 32" is 12 / 32 = 0.375 of the way through the model.
+SOURCE_DEPTHS = {"first": 12 / 32, "round1": 14 / 32, "round2": 16 / 32}
+DEPTH_TOLERANCE = 0.1  # ±3 layers of 30, ±3.2 of 32
+R2_ADDITIVE = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """Accuracy and P(correct) against the number of examples for every setting (and contrast
+    models); `best` is the setting with the highest accuracy over the second half of the curve
+    (ties: higher mean P(correct) there)."""
+
+    curves: pd.DataFrame  # model, setting, examples, accuracy, p_correct, log_p, log_odds
+    model: str
+    late_from: int
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        late = self.curves[self.curves["examples"] >= self.late_from]
+        return (late.groupby(["model", "setting"], sort=False)[["accuracy", "p_correct"]].mean()
+                .sort_values(["accuracy", "p_correct"], ascending=False))
+
+    @property
+    def best(self) -> Setting:
+        ours = self.summary.loc[self.model]
+        fmt, order = ours.index[0].split(" · ")
+        return Setting(fmt, order)
+
+    @property
+    def best_curve(self) -> pd.DataFrame:
+        c = self.curves
+        return c[(c["model"] == self.model) & (c["setting"] == self.best.label)]
+
+    @property
+    def bayes(self) -> dict[str, float]:
+        """Lines through the best setting's mean log-odds and mean log P(correct) from one
+        example on (zero examples is the prior, not an update)."""
+        c = self.best_curve[self.best_curve["examples"] >= 1]
+        odds, logp = _fit(c["examples"], c["log_odds"]), _fit(c["examples"], c["log_p"])
+        return {**odds, "log_p_slope": logp["slope"], "log_p_r2": logp["r2"]}
+
+    def figure(self, y: str = "accuracy") -> Any:
+        table = self.curves.assign(curve=self.curves["model"] + ": " + self.curves["setting"])
+        return plots.lines(table, x="examples", y=y, group="curve",
+                           title=f"{y} of the answer to example i, given the i examples before it")
+
+    def bayes_figure(self) -> Any:
+        fit = self.bayes
+        c = self.best_curve.assign(fit=lambda t: fit["intercept"] + fit["slope"] * t["examples"])
+        return plots.lines(c.melt(id_vars="examples", value_vars=["log_odds", "fit"], var_name="series",
+                                  value_name="log-odds"), x="examples", y="log-odds", group="series",
+                           title=f"{self.best.label}: mean log-odds of the correct answer, and the line "
+                                 f"fitted from 1 example (R² = {fit['r2']:.2f})")
+
+    def claims(self) -> dict[str, dict[str, Any]]:
+        acc = float(self.summary.loc[(self.model, self.best.label), "accuracy"])
+        fit = self.bayes
+        return {
+            "top1_accuracy": dict(
+                claim=f"Greedy answer exactly 2x + 3, best setting ({self.best.label}), mean over "
+                      f"{self.late_from}+ examples (query x unseen)",
+                source_value="correct answer", measured=acc, unit="accuracy",
+                reproduced=acc >= 0.5, criterion="accuracy >= 0.5"),
+            "best_setting": dict(claim="Setting (format · order) with the best accuracy",
+                                 source_value="(x, y) lines", measured=self.best.label, unit="setting"),
+            "bayes.slope": dict(claim="Linear fit of the mean log-odds of the correct answer against "
+                                      "the number of examples: slope", source_value=None,
+                                measured=fit["slope"], unit="nats per example"),
+            "bayes.intercept": dict(claim="Same fit: intercept", source_value=None,
+                                    measured=fit["intercept"], unit="nats"),
+            "bayes.log_p_slope": dict(claim="Linear fit of mean log P(correct) against the number of "
+                                            "examples: slope", source_value="log c per example",
+                                      measured=fit["log_p_slope"], unit="nats per example"),
+            "bayes.additive": dict(
+                claim="Evidence adds up: the log-odds grow linearly with the number of examples",
+                source_value="additive (Bayesian) updates", measured=fit["r2"], unit="R²",
+                reproduced=fit["r2"] >= R2_ADDITIVE and fit["slope"] > 0,
+                criterion=f"R² >= {R2_ADDITIVE} with a positive slope"),
+        }
+
+
+def format_sweep(model: Any, tokenizer: Any, cfg: Config, *, name: str = "model",
+                 contrasts: dict[str, Any] | None = None, settings: Sequence[Setting] | None = None,
+                 seed: int = 0) -> Sweep:
+    """`icl_curve` for every format and order (or `settings`) on `model`, and in the default
+    setting on each contrast model (name -> model with `.tokenizer`)."""
+    settings = [Setting(f, o) for f in FORMATS for o in ORDERS] if settings is None else settings
+    tables = [icl_curve(model, tokenizer, s, cfg, seed=seed).assign(model=name, setting=s.label)
+              for s in settings]
+    for other, m in (contrasts or {}).items():
+        tables.append(icl_curve(m, m.tokenizer, Setting(), cfg, seed=seed).assign(
+            model=other, setting=Setting().label))
+    return Sweep(pd.concat(tables, ignore_index=True), name, cfg.n_examples // 2)
+
+
+# --- patching the context in, and the redundancy loop ---------------------------------------------
+
+
+def leading_integer(text: str) -> int | None:
+    """The integer a decoded answer starts with (None if it does not start with one)."""
+    match = re.match(r"\s*(-?\d+)", text)
+    return int(match[1]) if match else None
+
+
+def _layout(tokenizer: Any, problem: Problem) -> tuple[Encoded, Encoded, int, np.ndarray]:
+    """Run A (examples, query, answer), run B (query, answer), B's prompt length and A's example
+    positions (after any BOS, before the query line)."""
+    a, b = encode_answers(tokenizer, problem), encode_answers(tokenizer, problem, 0)
+    bos = len(tokenizer("")["input_ids"])
+    query_len = b.query_end + 1 - bos
+    return a, b, b.query_end + 1, np.arange(bos, a.query_end + 1 - query_len)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """Run A (with examples, possibly ablated) and its patches into run B, per prompt."""
+
+    clean_log_p: Float[np.ndarray, " prompt"]  # A's log P(correct answer)
+    clean_exact: np.ndarray  # A's greedy answer is exact
+    corrupt_log_p: Float[np.ndarray, " prompt"]  # B's, unpatched
+    last: Float[np.ndarray, "prompt stage"]  # B's log P(correct), patched where it reads the answer
+    heads: Float[np.ndarray, "prompt layer head 2"]  # attention to examples, direct effect
+    grid: Float[np.ndarray, "grid stage pos"] | None = None  # log P, every B position
+    answers: Any = None  # [prompt, stage] B's read-out (see `_patched_rows`) under that patch
+
+    def subset(self, n: int) -> Measurement:
+        return Measurement(self.clean_log_p[:n], self.clean_exact[:n], self.corrupt_log_p[:n],
+                           self.last[:n], self.heads[:n])
+
+    @property
+    def curve(self) -> Float[np.ndarray, " stage"]:
+        return np.exp(self.last).mean(0)
+
+    @property
+    def first_stage(self) -> int | None:
+        return patching.first_transfer(self.curve, float(np.exp(self.clean_log_p).mean()),
+                                       float(np.exp(self.corrupt_log_p).mean()))
+
+
+def _head_capture(model: Any, query_pos: Tensor, example_mask: Tensor, store: dict) -> list:
+    """Hooks keeping, at each row's query position, every head's z, its attention mass on the
+    examples, and the final norm's scale."""
+    rows = torch.arange(len(query_pos))
+
+    def keep_z(layer: int):
+        def hook(z: Tensor, hook: Any) -> None:
+            store[("z", layer)] = z[rows, query_pos].detach().clone()  # [row, head, d_head]
+        return hook
+
+    def keep_mass(layer: int):
+        def hook(pattern: Tensor, hook: Any) -> None:  # [row, head, dest, src]
+            row = pattern[rows, :, query_pos]
+            store[("mass", layer)] = (row * example_mask[:, None, : row.shape[-1]]).sum(-1).detach()
+        return hook
+
+    def keep_scale(scale: Tensor, hook: Any) -> None:
+        store["scale"] = scale[rows, query_pos].detach().clone()
+
+    hooks = [(f"blocks.{l}.attn.hook_z", keep_z(l)) for l in range(model.cfg.n_layers)]
+    hooks += [(f"blocks.{l}.attn.hook_pattern", keep_mass(l)) for l in range(model.cfg.n_layers)]
+    if "ln_final.hook_scale" in model.hook_dict:
+        hooks.append(("ln_final.hook_scale", keep_scale))
+    return hooks
+
+
+def direct_effects(model: Any, z: Float[Tensor, "row layer head d_head"],
+                   scale: Float[Tensor, "row 1"] | None, answer: Int[Tensor, " row"]
+                   ) -> Float[Tensor, "row layer head"]:
+    """Each head's output at the read position, through the final norm (centred for LayerNorm,
+    divided by its scale, times its weight) and W_U, along the answer's logit minus the
+    vocabulary's mean logit."""
+    out = torch.einsum("rlhd,lhdm->rlhm", z, model.W_O.to(z))
+    if model.cfg.normalization_type in ("LN", "LNPre"):
+        out = out - out.mean(-1, keepdim=True)
+    if scale is not None:
+        out = out / scale[:, None, None]
+    weight = getattr(getattr(model, "ln_final", None), "w", None)
+    if weight is not None:
+        out = out * weight.to(out)
+    direction = model.W_U[:, answer].T - model.W_U.mean(1)  # [row, d_model]
+    return torch.einsum("rlhm,rm->rlh", out, direction.to(out))
+
+
+def _patched_rows(model: Any, tokenizer: Any, rows: list, batch_size: int
+                  ) -> tuple[np.ndarray, list[int | None]]:
+    """Per row (tokens, stage, position(s), donor(s), answer span): B's log P of the answer span
+    (teacher-forced) and its read-out, the number spelled by the argmax token at each place of
+    the span given the correct tokens before it (the greedy answer whenever it is exact)."""
+    log_p, readout = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        tokens = pad([r[0] for r in chunk])
+        logits = patching.patched_logits(model, tokens, [r[1] for r in chunk], [r[2] for r in chunk],
+                                         [r[3] for r in chunk])
+        for i, (_, _, _, _, (a, b)) in enumerate(chunk):
+            scores = torch.log_softmax(logits[i, a - 1 : b - 1].float(), -1)
+            log_p.append(float(scores.gather(-1, tokens[i, a:b, None]).sum()))
+            readout.append(leading_integer(tokenizer.decode(scores.argmax(-1).tolist())))
+    return np.array(log_p), readout
+
+
+@torch.no_grad()
+def measure(model: Any, tokenizer: Any, probs: Sequence[Problem], *, ablate_layers: Sequence[int] = (),
+            n_grid: int = 0, batch_size: int = 64) -> Measurement:
+    """Run A with examples (heads of `ablate_layers` zeroed) and patch its residual stream, one
+    stage at a time, into run B (the query alone, never ablated), positions aligned from the end.
+    For every prompt the patch covers the positions that predict the answer (B's last prompt
+    position and the answer's own tokens, which digit-per-token answers need); for the first
+    `n_grid` prompts also each B prompt position alone. B's answer is read teacher-forced."""
+    layouts = [_layout(tokenizer, p) for p in probs]
+    width = max(len(lay[1].tokens) for lay in layouts)
+    source = pad([lay[0].tokens for lay in layouts])
+    query_pos = torch.tensor([lay[0].query_end for lay in layouts])
+    offsets = [len(lay[0].tokens) - len(lay[1].tokens) for lay in layouts]
+    donor_pos = [[o + min(j, len(lay[1].tokens) - 1) for j in range(width)] for o, lay in zip(offsets, layouts)]
+    mask = torch.zeros(source.shape, dtype=torch.float32)
+    for r, lay in enumerate(layouts):
+        mask[r, lay[3]] = 1
+    store: dict = {}
+    with ablation.ablated(model, layer_heads(model, list(ablate_layers))), \
+            model.hooks(fwd_hooks=_head_capture(model, query_pos, mask, store)):
+        donors, logits = patching.stage_residuals(model, source, donor_pos, return_logits=True)
+    clean_log_p, clean_exact = span_scores(logits, source, [[lay[0].spans[-1]] for lay in layouts])
+    n_stages, n = model.cfg.n_layers + 1, len(probs)
+    rows = [(lay[1].tokens, None, 0, donors[r, 0, 0], lay[1].spans[-1]) for r, lay in enumerate(layouts)]
+    for r, lay in enumerate(layouts):
+        reading = list(range(lay[1].spans[-1][0] - 1, lay[1].spans[-1][1] - 1))
+        rows += [(lay[1].tokens, s, reading, donors[r, reading, s], lay[1].spans[-1]) for s in range(n_stages)]
+    rows += [(lay[1].tokens, s, j, donors[r, j, s], lay[1].spans[-1])
+             for r, lay in enumerate(layouts[:n_grid]) for s in range(n_stages) for j in range(lay[2])]
+    log_p, readout = _patched_rows(model, tokenizer, rows, batch_size)
+    last = log_p[n : n + n * n_stages].reshape(n, n_stages)
+    answers = np.array(readout[n : n + n * n_stages], dtype=object).reshape(n, n_stages)
+    grid = None
+    if n_grid:
+        grid = np.full((n_grid, n_stages, max(lay[2] for lay in layouts)), np.nan)
+        at = n + n * n_stages
+        for r, lay in enumerate(layouts[:n_grid]):
+            grid[r, :, : lay[2]] = log_p[at : at + n_stages * lay[2]].reshape(n_stages, lay[2])
+            at += n_stages * lay[2]
+    z = torch.stack([store[("z", l)] for l in range(model.cfg.n_layers)], 1)
+    mass = torch.stack([store[("mass", l)] for l in range(model.cfg.n_layers)], 1)
+    answer_tok = torch.tensor([int(lay[0].tokens[lay[0].spans[-1][0]]) for lay in layouts])
+    effects = direct_effects(model, z, store.get("scale"), answer_tok)
+    heads = torch.stack([mass, effects.to(mass)], -1).cpu().numpy()
+    return Measurement(clean_log_p[:, 0], clean_exact[:, 0], log_p[:n], last, heads, grid, answers)
+
+
+def _depth(stage: int | None, n_layers: int) -> float | None:
+    """A stage "before layer l" as a fraction of the depth: l / n_layers."""
+    return None if stage is None else stage / n_layers
+
+
+def _first_share(share: np.ndarray, at_least: float = 0.5) -> int | None:
+    hits = np.flatnonzero(np.asarray(share) >= at_least)
+    return int(hits[0]) if len(hits) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchStudy:
+    """Patching run A (examples) into run B (query alone), stage by stage, without ablation."""
+
+    setting: Setting
+    problems: tuple[Problem, ...]
+    measurement: Measurement
+    n_layers: int
+    grid_tokens: tuple[str, ...]
+
+    @property
+    def stages(self) -> list[str]:
+        return stage_names(self.n_layers)
+
+    @property
+    def answer_kinds(self) -> pd.DataFrame:
+        """Per stage, the share of prompts whose patched B reads out exactly 2x + 3, or ≈2x
+        (within 5 of 2x, the exact answer included)."""
+        answers, rows = self.measurement.answers, []
+        for s, name in enumerate(self.stages):
+            kinds = [classify(answers[i, s], p) for i, p in enumerate(self.problems)]
+            exact = np.mean([k == "exact" for k in kinds])
+            rows.append({"stage": name, "exact": exact,
+                         "≈2x (exact included)": exact + np.mean([k == "≈2x" for k in kinds])})
+        return pd.DataFrame(rows).set_index("stage")
+
+    @property
+    def first_about_2x(self) -> int | None:
+        return _first_share(self.answer_kinds["≈2x (exact included)"])
+
+    @property
+    def first_exact(self) -> int | None:
+        return _first_share(self.answer_kinds["exact"])
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        m, name = self.measurement, lambda s: self.stages[s] if s is not None else "none"
+        return pd.DataFrame([{
+            "P(correct) in A": float(np.exp(m.clean_log_p).mean()), "A exact": float(m.clean_exact.mean()),
+            "P(correct) in B": float(np.exp(m.corrupt_log_p).mean()),
+            "first stage recovering half of P": name(m.first_stage),
+            "first stage answering ≈2x": name(self.first_about_2x),
+            "first stage answering exactly": name(self.first_exact)}]).T.rename(columns={0: "value"})
+
+    def figure(self) -> Any:
+        grid = np.exp(self.measurement.grid).mean(0)
+        return plots.heatmap(grid, x=[f"{i}:{t!r}" for i, t in enumerate(self.grid_tokens)], y=self.stages,
+                             colorscale="Viridis",
+                             title="P(correct answer) in run B after patching one vector from run A")
+
+    def answers_figure(self) -> Any:
+        table = self.answer_kinds.assign(**{"P(correct) / P in A": self.measurement.curve
+                                            / float(np.exp(self.measurement.clean_log_p).mean())})
+        long = table.reset_index().melt(id_vars="stage", var_name="read", value_name="share")
+        long["stage index"] = long["stage"].map({s: i for i, s in enumerate(self.stages)})
+        return plots.lines(long, x="stage index", y="share", group="read",
+                           title="Run B patched where it reads the answer: its read-out answers, and P(correct)")
+
+    def claims(self) -> dict[str, dict[str, Any]]:
+        first = self.measurement.first_stage
+        depth = _depth(first, self.n_layers)
+        near, exact = self.first_about_2x, self.first_exact
+        label = lambda s: self.stages[s] if s is not None else "none"  # noqa: E731
+        return {
+            "first_patch_stage": dict(
+                claim="First stage whose patch (where B reads the answer) recovers half of P(correct), as a "
+                      "fraction of the depth", source_value=SOURCE_DEPTHS["first"],
+                measured=depth if depth is not None else "none", unit=f"of depth ({label(first)})",
+                reproduced=depth is not None and abs(depth - SOURCE_DEPTHS["first"]) <= DEPTH_TOLERANCE,
+                criterion=f"within ±{DEPTH_TOLERANCE} of 12/32 = 0.375"),
+            "first_patch_gives_about_2x": dict(
+                claim="Patched answers are ≈2x (within 5 of 2x) from an earlier stage than they are exact",
+                source_value="≈2x first (layer 12 of 32)",
+                measured=f"≈2x from {label(near)}, exact from {label(exact)}", unit="stage (majority of prompts)",
+                reproduced=near is not None and (exact is None or near < exact),
+                criterion="first ≈2x stage earlier than the first exact stage"),
+        }
+
+
+def patch_study(model: Any, tokenizer: Any, setting: Setting, cfg: Config, *, seed: int = 1) -> PatchStudy:
+    """`measure` without ablation on `cfg.n_patch` prompts of `setting` (each B prompt position
+    patched alone for the first `cfg.n_grid`)."""
+    probs = setting_problems(setting, cfg.n_patch, cfg.mech_examples, x_max=cfg.x_max, seed=seed)
+    m = measure(model, tokenizer, probs, n_grid=cfg.n_grid)
+    _, b, width, _ = _layout(tokenizer, probs[0])
+    tokens = tuple(tokenizer.convert_ids_to_tokens(b.tokens[:width].tolist()))
+    return PatchStudy(setting, tuple(probs), m, model.cfg.n_layers, tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class Redundancy:
+    """Seed 002's loop: rounds of ablating every head of one more layer in run A."""
+
+    table: pd.DataFrame  # one row per round, round 0 without ablation
+    curves: pd.DataFrame  # round, stage index, recovered share of P(correct)
+    n_layers: int
+    n_heads: int
+
+    def figure(self) -> Any:
+        return plots.lines(self.curves, x="stage index", y="recovered", group="round",
+                           title="Share of P(correct) recovered by patching where B reads the answer, per round")
+
+    def claims(self) -> dict[str, dict[str, Any]]:
+        rows = self.table.to_dict("records")
+        stage = lambda r: r["first stage index"]  # noqa: E731
+        out: dict[str, dict[str, Any]] = {}
+        missing = f"not run ({len(rows) - 1} rounds)"
+        base = rows[0]
+        first = rows[1] if len(rows) > 1 else None
+        out["answer_survives_layer_ablation"] = dict(
+            claim="Accuracy of A after ablating every head of the layer below the first stage "
+                  f"(unablated {base['A exact']:.2f})", source_value="answer unchanged",
+            measured=first["A exact"] if first else missing, unit="accuracy",
+            **(dict(reproduced=bool(first["A exact"] >= 0.8 * base["A exact"]),
+                    criterion="at least 80% of the unablated accuracy") if first else {}))
+        for key, i, source in (("first_patch_moves_deeper", 1, "layer 12 → 14 of 32"),
+                               ("second_ablation_moves_deeper", 2, "layer 14 → 16 of 32")):
+            claim = f"After ablation round {i}, the first stage recovering half of P(correct) moves deeper"
+            if len(rows) <= i:
+                out[key] = dict(claim=claim, source_value=source, measured=missing, unit="stage")
+                continue
+            before, after = stage(rows[i - 1]), stage(rows[i])
+            out[key] = dict(
+                claim=claim, source_value=source,
+                measured=f"{rows[i - 1]['first stage']} → {rows[i]['first stage']}", unit="stage",
+                reproduced=before is not None and after is not None and after > before,
+                criterion="a later stage than in the round before")
+        failed = [r for r in rows[1:] if r["A exact"] < 0.5]
+        out["heads_before_failure"] = dict(
+            claim="Heads ablated (whole layers, in the order of the rounds) before A's accuracy falls below 0.5",
+            source_value="still correct after 4 layers (128 heads)",
+            measured=float(failed[0]["heads ablated"]) if failed
+            else f"still ≥ 0.5 after {len(rows) - 1} rounds ({rows[-1]['heads ablated']} heads)",
+            unit="heads")
+        return out
+
+
+def redundancy_rounds(model: Any, tokenizer: Any, study: PatchStudy, cfg: Config) -> Redundancy:
+    """Each round zero-ablates (hook_z) every head of the highest layer not yet ablated below the
+    current first transferring stage, in run A only, on the first `cfg.n_ablate` prompts of
+    `study`; measures A's accuracy, the new first stage and the top backup head (the remaining
+    head whose direct effect on the answer rose most from round 0). Stops when no stage transfers."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    probs = list(study.problems[: cfg.n_ablate])
     names = stage_names(n_layers)
-    baseline = mean_head_activity(model, tokenizer, probs)
-    ablated_layers: list[int] = []
-    rounds, stage = [], first_stage
-    while stage is not None and len(ablated_layers) < n_layers:
-        below = [l for l in range(min(stage, n_layers) - 1, -1, -1) if l not in ablated_layers]
-        if not below:
-            break
-        ablated_layers.append(below[0])
-        hooks = layer_heads(model, ablated_layers)
-        with ablation.ablated(model, hooks):
-            acc, _ = accuracy(model, tokenizer, probs)
-            caches = [model.run_with_cache(encode(tokenizer, p.text())[None])[1] for p in probs]
-            source_p = float(np.mean([p_correct(model, tokenizer, p) for p in probs]))
-            now = mean_head_activity(model, tokenizer, probs)
-        curve = np.mean([patch_grid(model, tokenizer, p, source_cache=c)[:, -1] for p, c in zip(probs, caches)], axis=0)
-        stage = patching.first_transfer(curve, source_p, corrupt_p)
-        rise = now[..., 1] - baseline[..., 1]
-        rise[ablated_layers] = -np.inf
-        backup = np.unravel_index(np.argmax(rise), rise.shape)
+    base = study.measurement.subset(cfg.n_ablate)
+    rounds, curves, layers = [], [], []
+    m: Measurement | None = base
+    for r in range(cfg.rounds + 1):
+        if r > 0:
+            below = [l for l in range(min(m.first_stage, n_layers) - 1, -1, -1) if l not in layers]
+            if not below:
+                break
+            layers = layers + [below[0]]
+            m = measure(model, tokenizer, probs, ablate_layers=layers)
+        clean, corrupt = float(np.exp(m.clean_log_p).mean()), float(np.exp(m.corrupt_log_p).mean())
+        recovered = (m.curve - corrupt) / (clean - corrupt) if clean != corrupt else m.curve * np.nan
+        curves.append(pd.DataFrame({"round": f"round {r}: ablated {layers}", "stage index": np.arange(n_layers + 1),
+                                    "recovered": recovered}))
+        rise = m.heads[..., 1].mean(0) - base.heads[..., 1].mean(0)
+        rise[layers] = -np.inf
+        l, h = np.unravel_index(np.argmax(rise), rise.shape)
         rounds.append({
-            "ablated layers": list(ablated_layers), "heads ablated": n_heads * len(ablated_layers),
-            "accuracy": acc, "P(correct) in A": source_p,
-            "first transferring stage": names[stage] if stage is not None else "none",
-            "top backup head": f"L{backup[0]}H{backup[1]}",
-            "its attention to examples": f"{baseline[backup][0]:.2f} → {now[backup][0]:.2f}",
-            "its direct effect": f"{baseline[backup][1]:.2f} → {now[backup][1]:.2f}",
+            "round": r, "ablated layers": list(layers), "heads ablated": n_heads * len(layers),
+            "A exact": float(m.clean_exact.mean()), "P(correct) in A": clean,
+            "first stage": names[m.first_stage] if m.first_stage is not None else "none",
+            "first stage index": m.first_stage, "depth": _depth(m.first_stage, n_layers),
+            "top backup head": f"L{l}H{h}" if r > 0 else "",
+            "its attention to examples": f"{base.heads[:, l, h, 0].mean():.2f} → {m.heads[:, l, h, 0].mean():.2f}",
+            "its direct effect": f"{base.heads[:, l, h, 1].mean():.2f} → {m.heads[:, l, h, 1].mean():.2f}",
         })
-        if acc < stop_below:
+        if m.first_stage is None:
             break
-    return pd.DataFrame(rounds)
+    return Redundancy(pd.DataFrame(rounds), pd.concat(curves, ignore_index=True), n_layers, n_heads)
+
+
+@torch.no_grad()
+def head_patterns(model: Any, tokenizer: Any, problem: Problem, heads: Sequence[str]
+                  ) -> tuple[Float[np.ndarray, "head dest src"], list[str]]:
+    """Attention patterns of heads named `L{layer}H{head}` on one prompt (clean run), caching
+    only their layers' patterns."""
+    tokens = encode_answers(tokenizer, problem).tokens
+    where = [(int(n[1 : n.index("H")]), int(n[n.index("H") + 1 :])) for n in heads]
+    names = {f"blocks.{l}.attn.hook_pattern" for l, _ in where}
+    _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in names)
+    pattern = np.stack([cache[f"blocks.{l}.attn.hook_pattern"][0, h].float().cpu().numpy() for l, h in where])
+    return pattern, tokenizer.convert_ids_to_tokens(tokens.tolist())

@@ -88,9 +88,12 @@ def stage_residuals(
     model: Any,
     tokens: Int[Tensor, "batch pos"],
     positions: Int[Tensor, "batch k"] | Sequence[Sequence[int]],
-) -> Float[Tensor, "batch k stage d_model"]:
+    *,
+    return_logits: bool = False,
+) -> Float[Tensor, "batch k stage d_model"] | tuple[Tensor, Tensor]:
     """The residual stream at every stage (`stage_hooks`) at `positions[b]` of each row b: the
-    donors of a patch. Only those vectors are kept, never a full cache."""
+    donors of a patch. Only those vectors are kept, never a full cache; with `return_logits`,
+    the run's logits too."""
     hooks = stage_hooks(model.cfg.n_layers)
     index = torch.as_tensor(positions)
     rows = torch.arange(tokens.shape[0])[:, None]
@@ -103,30 +106,29 @@ def stage_residuals(
         return keep
 
     with torch.no_grad():
-        model.run_with_hooks(tokens, fwd_hooks=[(name, keeper(name)) for name in hooks])
-    return torch.stack([kept[name] for name in hooks], dim=2)
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, keeper(name)) for name in hooks])
+    residuals = torch.stack([kept[name] for name in hooks], dim=2)
+    return (residuals, logits) if return_logits else residuals
 
 
 def patch_hooks(
     n_layers: int,
     stages: Sequence[int | None],
-    positions: Sequence[int],
-    donors: Float[Tensor, "row d_model"],
+    positions: Sequence[int | Sequence[int]],
+    donors: Sequence[Tensor],
 ) -> list[tuple[str, Callable]]:
-    """Forward hooks that write `donors[r]` into row r's residual stream at (`stages[r]`,
-    `positions[r]`); each stage's hook touches only its own rows (None: an unpatched row)."""
+    """Forward hooks that write `donors[r]` into row r's residual stream at stage `stages[r]`
+    and position(s) `positions[r]` (an int with a [d_model] donor, or a list with [k, d_model]);
+    each stage's hook touches only its own rows (stage None: an unpatched row)."""
     names = stage_hooks(n_layers)
     hooks = []
     for stage in sorted({s for s in stages if s is not None}):
-        rows = [r for r, s in enumerate(stages) if s == stage]
-        row_index = torch.tensor(rows)
-        pos_index = torch.tensor([positions[r] for r in rows])
-        values = donors[rows]
+        cells = [(r, positions[r], donors[r]) for r, s in enumerate(stages) if s == stage]
 
-        def patch(activation: Tensor, hook: Any, row_index=row_index, pos_index=pos_index,
-                  values=values) -> Tensor:
+        def patch(activation: Tensor, hook: Any, cells=cells) -> Tensor:
             activation = activation.clone()
-            activation[row_index, pos_index] = values.to(activation)
+            for row, pos, value in cells:
+                activation[row, pos] = value.to(activation)
             return activation
 
         hooks.append((names[stage], patch))
@@ -138,8 +140,8 @@ def patched_logits(
     model: Any,
     tokens: Int[Tensor, "row pos"],
     stages: Sequence[int | None],
-    positions: Sequence[int],
-    donors: Float[Tensor, "row d_model"],
+    positions: Sequence[int | Sequence[int]],
+    donors: Sequence[Tensor],
 ) -> Float[Tensor, "row pos vocab"]:
     """One batched forward in which every row carries its own patch (see `patch_hooks`)."""
     hooks = patch_hooks(model.cfg.n_layers, stages, positions, donors)
