@@ -77,3 +77,21 @@ def test_the_standard_hooks_and_shapes(smollm2):
     assert cache["blocks.29.attn.hook_z"].shape == (1, pos, 9, 64)
     described = pretrained.describe(smollm2, SPEC)
     assert 130e6 < described["parameters"] < 140e6
+
+
+def test_perplexity_matches_the_hf_loss(tiny_hf_models):
+    from transformers import AutoModelForCausalLM
+
+    model = zoo.load(f"hf:{tiny_hf_models['llama']}")
+    text = "the cat sat on the mat. " * 6
+    measured = pretrained.perplexity(model, text, max_tokens=40)
+    ids = torch.tensor([model.tokenizer(text)["input_ids"][:40]])
+    reference = AutoModelForCausalLM.from_pretrained(tiny_hf_models["llama"]).eval()
+    with torch.no_grad():
+        loss = float(reference(ids, labels=ids).loss)  # transformers' own shifted cross-entropy
+    assert measured["tokens"] == 40
+    assert measured["nll"] == pytest.approx(loss, rel=1e-4)
+    name, body = pretrained.reference_text()
+    assert "LICENSE.txt" in name and "Python Software Foundation" in body
+    with pytest.raises(ValueError, match="at least two tokens"):
+        pretrained.perplexity(model, "", max_tokens=40)

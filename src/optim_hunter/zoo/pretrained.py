@@ -148,3 +148,29 @@ def describe(model: Any, spec: PackagedGGUF) -> dict[str, Any]:
         "file": f"{spec.filename} ({spec.size / 2**20:.1f} MiB, from {spec.distribution}=={spec.version})",
         "quantization": spec.quantization, "license": spec.license,
     }
+
+
+def reference_text() -> tuple[str, str]:
+    """A named English text every installation has offline: the license of the running Python
+    (the CPython standard library's LICENSE.txt). Public text: a pretrained model may have seen it."""
+    import sysconfig
+
+    file = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing: this Python installation has no LICENSE.txt")
+    return f"CPython's LICENSE.txt ({file})", file.read_text(encoding="utf-8")
+
+
+@torch.no_grad()
+def perplexity(model: Any, text: str, *, max_tokens: int = 2048) -> dict[str, float]:
+    """Next-token perplexity of `model` on the first `max_tokens` tokens of `text` (one window):
+    exp of the mean negative log-likelihood of tokens 2..n given their prefixes."""
+    from optim_hunter import kv_decoding
+
+    ids = model.tokenizer(text)["input_ids"][:max_tokens]
+    if len(ids) < 2:
+        raise ValueError("perplexity needs a text of at least two tokens")
+    tokens = torch.tensor([ids])
+    logits = kv_decoding.logits(model, tokens)[0, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits, tokens[0, 1:].to(logits.device))
+    return {"tokens": float(len(ids)), "nll": float(nll), "perplexity": float(torch.exp(nll))}

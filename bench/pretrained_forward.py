@@ -1,0 +1,81 @@
+"""Forward speed of the pretrained model through the package against the bare Hugging Face model.
+
+The same prompts (Friedman #2 with 25 examples, about 1,400 tokens) run through: (1) the bare HF
+model as transformers loads it (fused SDPA attention), (2) the package's hook-free path,
+`kv_decoding.logits` (the bridge's fused twin), (3) the hooked bridge itself (eager attention, what
+pattern hooks need). Alternating `--repeats` times so background load hits all alike. Also
+measures bf16 autocast against fp32: speed, and how often the greedy next token agrees at the
+answer position (bf16 is used nowhere its answers differ). Prints one JSON object;
+`pretrained_forward_ratio` = tokens/s of (2) / tokens/s of (1), goal >= 0.9.
+
+    python bench/pretrained_forward.py [--prompts 4] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from optim_hunter import datasets, kv_decoding, prompts, zoo
+from optim_hunter.zoo import pretrained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--examples", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    spec = pretrained.MODELS[args.model]
+    bare, _ = pretrained.load_hf(spec)  # its own copy: nothing of the bridge touches it
+    model = zoo.load(args.model)
+    tok = model.tokenizer
+    batches = []
+    for seed in range(args.prompts):
+        split = datasets.make_split("friedman2", args.examples, seed, round_to=2)
+        batches.append(torch.tensor([tok(prompts.format_prompt(split.x_train, split.y_train,
+                                                               split.x_query[0], 2))["input_ids"]]))
+    n_tokens = sum(b.shape[1] for b in batches)
+    paths = {
+        "bare_hf": lambda t: bare(t).logits,
+        "package": lambda t: kv_decoding.logits(model, t),
+        "hooked_bridge": lambda t: model(t),
+    }
+    seconds = dict.fromkeys(paths, 0.0)
+    with torch.inference_mode():
+        for fn in paths.values():
+            fn(batches[0][:, :64])  # warm up
+        for _ in range(args.repeats):
+            for name, fn in paths.items():
+                began = time.perf_counter()
+                for tokens in batches:
+                    fn(tokens)
+                seconds[name] += time.perf_counter() - began
+        agree, fp32_s, bf16_s = 0, 0.0, 0.0
+        for tokens in batches:
+            start = time.perf_counter()
+            full = kv_decoding.logits(model, tokens)[0, -1]
+            fp32_s += time.perf_counter() - start
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                start = time.perf_counter()
+                half = kv_decoding.logits(model, tokens)[0, -1]
+                bf16_s += time.perf_counter() - start
+            agree += int(full.argmax() == half.argmax())
+    rate = {name: args.repeats * n_tokens / s for name, s in seconds.items()}
+    print(json.dumps({
+        "model": args.model, "prompts": args.prompts, "tokens": n_tokens,
+        "threads": torch.get_num_threads(),
+        "tokens_per_s": rate,
+        "pretrained_forward_ratio": rate["package"] / rate["bare_hf"],
+        "hooked_bridge_ratio": rate["hooked_bridge"] / rate["bare_hf"],
+        "bf16_next_token_agreement": agree / len(batches),
+        "bf16_speedup": fp32_s / bf16_s,
+    }))
+
+
+if __name__ == "__main__":
+    main()
