@@ -63,3 +63,27 @@ def test_neuron_effects_sum_to_each_mlps_readout(llama):
     table = regression.neuron_attribution(llama, contrast, top=None)
     assert len(table) == effects.numel()
     assert table["effect"].abs().iloc[0] == pytest.approx(float(effects.abs().max()), rel=1e-5)
+
+
+def test_reused_prefixes_give_the_same_decompositions(llama):
+    prompt = llama.to_tokens("(1, 5)\n(2, 7)\n(4, ")[0].tolist()
+    sequences = [prompt, prompt + [40], prompt + [40, 41], prompt + [52], prompt[:5], prompt]
+    alone = [decomposition.decompose(llama, torch.tensor(s)) for s in sequences]
+    with decomposition.reusing_prefixes():
+        shared = [decomposition.decompose(llama, torch.tensor(s)) for s in sequences]
+    for a, b in zip(alone, shared):
+        torch.testing.assert_close(b.stages(), a.stages(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(b.last_logits, a.last_logits, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(b.neurons, a.neurons, atol=1e-5, rtol=1e-4)
+
+
+def test_by_layer_many_equals_one_at_a_time(llama):
+    prompt = llama.to_tokens("(1, 5)\n(2, 7)\n(4, ")[0]
+    contrasts = {("p", 0): attribution.Contrast(prompt, 40, 41), ("q", 0): None,
+                 ("p", 1): attribution.Contrast(torch.cat([prompt, torch.tensor([40])]), 52, 53)}
+    table = attribution.by_layer_many(llama, contrasts)
+    assert set(table["key"]) == {("p", 0), ("p", 1)}
+    for key in (("p", 0), ("p", 1)):
+        expected, _ = attribution.by_layer(llama, contrasts[key])
+        got = table[table["key"] == key].sort_values("stage")["value"].to_numpy()
+        assert got == pytest.approx(expected, abs=1e-4)

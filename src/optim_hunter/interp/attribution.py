@@ -106,13 +106,16 @@ def summarize(
     model: Any, contrasts: Sequence[Contrast | None], *, per: str = "layer"
 ) -> pd.DataFrame:
     """Mean and standard error over contrasts of `by_layer` or `by_component` (None skipped)."""
+    from optim_hunter.interp import decomposition
+
     fn = {"layer": by_layer, "component": by_component}[per]
     rows, labels = [], None
-    for contrast in contrasts:
-        if contrast is None:
-            continue
-        values, labels = fn(model, contrast)
-        rows.append(values)
+    with decomposition.reusing_prefixes():  # contrasts after one prompt share its pass
+        for contrast in contrasts:
+            if contrast is None:
+                continue
+            values, labels = fn(model, contrast)
+            rows.append(values)
     if not rows:
         raise ValueError("no contrast to summarize (all answer pairs were identical)")
     data = np.stack(rows)
@@ -124,3 +127,20 @@ def summarize(
             "n": len(data),
         }
     )
+
+
+def by_layer_many(model: Any, contrasts: dict[Any, Contrast | None]) -> pd.DataFrame:
+    """`by_layer` of many contrasts as a tidy table (key, stage, label, value), None skipped.
+    Contrasts are read in the mapping's order, and consecutive ones after the same prompt share
+    its pass (`decomposition.reusing_prefixes`): put each prompt's contrasts together."""
+    from optim_hunter.interp import decomposition
+
+    rows = []
+    with decomposition.reusing_prefixes():
+        for key, contrast in contrasts.items():
+            if contrast is None:
+                continue
+            values, labels = by_layer(model, contrast)
+            rows.extend({"key": key, "stage": s, "label": labels[s], "value": float(v)}
+                        for s, v in enumerate(values))
+    return pd.DataFrame(rows, columns=["key", "stage", "label", "value"])

@@ -10,13 +10,18 @@ layer (`stages`) and the direct contribution of each component to a logit differ
 through the final RMSNorm's own scale and weight) follow with no approximation; the last stage's
 readout is the model's own logit difference.
 
+Inside `reusing_prefixes()`, successive calls share the key/value cache of their common prefix:
+many contrasts after one long prompt cost one pass over the prompt plus a few tokens each.
+
 `available(model)` says whether this path applies (a twin of the Llama layout, no hook attached);
 callers fall back to the hook-based analyses otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -81,6 +86,30 @@ def neuron_effects(model: Any, parts: Decomposition, direction: Float[Tensor, " 
     ])
 
 
+_PREFIX: dict[str, Any] = {}  # active only inside `reusing_prefixes`: twin, tokens, cache
+
+
+@contextlib.contextmanager
+def reusing_prefixes() -> Iterator[None]:
+    """Within this block, `decompose` reuses the key/value cache of the previous call's tokens for
+    the prefix the next call shares with them (nothing may change the model meanwhile)."""
+    _PREFIX.clear()
+    _PREFIX["on"] = True
+    try:
+        yield
+    finally:
+        _PREFIX.clear()
+
+
+def _shared(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 @torch.no_grad()
 def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
     """The writers of the residual stream at the last position of `tokens` (one prompt)."""
@@ -113,8 +142,25 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
         handles.append(layer.self_attn.o_proj.register_forward_pre_hook(take_z))
         handles.append(layer.mlp.register_forward_hook(take_mlp))
         handles.append(layer.mlp.down_proj.register_forward_pre_hook(take_neurons))
+    ids = tokens.tolist()
+    device = next(twin.parameters()).device
     try:
-        logits = twin(tokens[None].to(next(twin.parameters()).device)).logits[0, -1]
+        if _PREFIX.get("on"):
+            from transformers import DynamicCache
+
+            start = 0
+            if _PREFIX.get("twin") is twin:
+                start = min(_shared(_PREFIX["tokens"], ids), len(ids) - 1)
+            if start == 0:
+                _PREFIX.update(twin=twin, cache=DynamicCache(config=twin.config))
+            elif _PREFIX["cache"].get_seq_length() > start:
+                _PREFIX["cache"].crop(start - _PREFIX["cache"].get_seq_length())  # drop the rest
+            # only the new tokens run; the hooks read the last one, which sees the whole prefix
+            logits = twin(tokens[None, start:].to(device), past_key_values=_PREFIX["cache"],
+                          use_cache=True).logits[0, -1]
+            _PREFIX["tokens"] = ids
+        else:
+            logits = twin(tokens[None].to(device)).logits[0, -1]
     finally:
         for handle in handles:
             handle.remove()
