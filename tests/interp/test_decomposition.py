@@ -87,3 +87,19 @@ def test_by_layer_many_equals_one_at_a_time(llama):
         expected, _ = attribution.by_layer(llama, contrasts[key])
         got = table[table["key"] == key].sort_values("stage")["value"].to_numpy()
         assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_remembered_results_follow_weight_edits_and_ablations(llama):
+    from optim_hunter.interp import ablation
+
+    tokens = llama.to_tokens("(2, 7)\n(6, ")[0]
+    first = decomposition.decompose(llama, tokens)
+    assert decomposition.decompose(llama, tokens) is first  # remembered
+    with ablation.mlps_zeroed(llama, [0]):
+        ablated = decomposition.decompose(llama, tokens)
+        assert ablated is not first and float(ablated.mlps[0].abs().max()) == 0.0
+    with torch.no_grad():
+        llama.W_U[:, 3] += 1.0  # an in-place weight edit
+    edited = decomposition.decompose(llama, tokens)
+    assert edited is not first
+    assert not torch.allclose(edited.last_logits[3], first.last_logits[3])

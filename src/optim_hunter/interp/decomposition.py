@@ -87,6 +87,15 @@ def neuron_effects(model: Any, parts: Decomposition, direction: Float[Tensor, " 
 
 
 _PREFIX: dict[str, Any] = {}  # active only inside `reusing_prefixes`: twin, tokens, cache
+_RESULTS: dict[tuple, Decomposition] = {}  # recent results, keyed by tokens and model state
+_KEEP = 64
+
+
+def _state(twin: Any) -> tuple[int, int, int]:
+    """What a result depends on besides the tokens: the model (identity), its weights (in-place
+    edits bump a tensor's version counter) and the PyTorch hooks on its modules (an ablation)."""
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in twin.modules())
+    return id(twin), sum(p._version for p in twin.parameters()), hooks
 
 
 @contextlib.contextmanager
@@ -117,6 +126,9 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
     layout = _layout(twin) if twin is not None else None
     if layout is None:
         raise ValueError("decompose needs a bridged HF Llama-family model with no hook attached")
+    key = (tuple(tokens.tolist()), _state(twin))
+    if key in _RESULTS:  # the same prompt on the same model, e.g. contrasts, then their neurons
+        return _RESULTS[key]
     layers, norm = layout
     n_heads = twin.config.num_attention_heads
     captured: dict[str, Any] = {"z": [], "mlp": [], "neurons": []}
@@ -170,10 +182,14 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
         d_head = W_O.shape[1] // n_heads
         per_head = z.view(n_heads, d_head)
         heads.append(torch.einsum("hd,mhd->hm", per_head, W_O.view(W_O.shape[0], n_heads, d_head)))
-    return Decomposition(
+    result = Decomposition(
         embed=captured["embed"].float(), heads=torch.stack(heads).float(),
         mlps=torch.stack(captured["mlp"]).float(), final=captured["final"].float(),
         neurons=torch.stack(captured["neurons"]).float(),
         norm_weight=norm.weight.detach().float(), norm_eps=float(getattr(norm, "variance_epsilon", 1e-6)),
         last_logits=logits.float(),
     )
+    if len(_RESULTS) >= _KEEP:
+        _RESULTS.pop(next(iter(_RESULTS)))
+    _RESULTS[key] = result
+    return result
