@@ -10,14 +10,18 @@ Modules:
   plots        every figure helper, rendered so the static book works offline
   sphinx_ext   the Jupyter Book extension: offline JS assets, claims collection, the Claims page
   training     the one trainer: configs, seeds, snapshots, atomic safetensors checkpoints, resume
-  zoo/         named models: load("numeric-icl"), the Markov-chain attention-only models, the
-               affine-recurrence model, and load("hf:<name-or-path>") for Hugging Face models
+  zoo/         named models: load("smollm2-135m") (pretrained, shipped in a package: zoo.pretrained),
+               load("numeric-icl"), the Markov-chain attention-only models, the affine-recurrence
+               model, and load("hf:<name-or-path>") for Hugging Face models (zoo.hf: with a fused
+               twin for hook-free passes, and device placement)
   llm_regressor  any causal LM as a scikit-learn-style regressor (batched greedy decoding)
-  kv_decoding  exact key/value-cached decoding for native models (when no hooks are attached)
+  kv_decoding  exact key/value-cached decoding for native and HF models (when no hooks are attached)
   positions    which token of a numeric prompt is a feature value, an output, a separator
   interp/      analyses written against hook names and weights: lsa (gradient descent in linear
                self-attention), attribution, ablation, patching, probes, heads, circuits,
-               regression, linear_fn (y = 2x + 3), icl (induction heads), affine
+               regression, linear_fn (y = 2x + 3), icl (induction heads), affine, decomposition
+               (one fused pass: the residual stream's writers at the last position of an HF model),
+               pretrained_induction (induction heads in the pretrained model)
   cli          optim-hunter datasets | regressors | eval | train | models
 """
 
