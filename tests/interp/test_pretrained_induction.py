@@ -1,0 +1,201 @@
+"""interp.pretrained_induction on tiny models, against independent references: `heads.copying`
+(every logit of the vocabulary formed), hand-built copying and anti-copying heads, synthetic loss
+curves, and the chapter that records the claims."""
+
+import re
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from optim_hunter import claims, zoo
+from optim_hunter.interp import heads, icl
+from optim_hunter.interp import pretrained_induction as pi
+
+CHAPTER = Path(__file__).resolve().parents[2] / "book" / "induction_heads.md"
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_hf_models):
+    """The tiny Llama with grouped-query attention (4 query heads, 2 key/value heads)."""
+    return zoo.load(f"hf:{tiny_hf_models['llama']}")
+
+
+def proxy(model, W_U):
+    """`model` with another unembedding, for `heads.copying` (which reads cfg, run_with_cache,
+    W_O and W_U)."""
+    return types.SimpleNamespace(cfg=model.cfg, run_with_cache=model.run_with_cache, W_O=model.W_O, W_U=W_U)
+
+
+def cached(model, tokens):
+    names = {f"blocks.{l}.attn.hook_{k}" for l in range(model.cfg.n_layers) for k in ("z", "pattern")}
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    return cache
+
+
+def test_copying_from_cache_equals_heads_copying(tiny_bridge):
+    tokens = heads.repeated_random_tokens(tiny_bridge.cfg.d_vocab, length=8, repeats=1, batch=3, bos=0, seed=2)
+    cache = cached(tiny_bridge, tokens)
+    ours = np.stack([
+        pi.copying_from_cache(tokens, cache[f"blocks.{l}.attn.hook_z"], cache[f"blocks.{l}.attn.hook_pattern"],
+                              tiny_bridge.W_O[l], tiny_bridge.W_U)
+        for l in range(tiny_bridge.cfg.n_layers)
+    ])
+    reference = heads.copying(tiny_bridge, length=8, batch=3, bos=0, seed=2)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_head_scores_match_the_seed_recipes_without_the_norm(tiny_bridge):
+    """One run on repeated tokens: prefix matching as `heads.prefix_matching`, copying on the first
+    copy as `heads.copying` on the unrepeated sequence (same draws)."""
+    d_vocab = tiny_bridge.cfg.d_vocab
+    allowed = pi.allowed_tokens(d_vocab, trim=0.0, exclude=[0])
+    tokens = pi.repeated_tokens(allowed, length=8, repeats=3, batch=3, bos=0, seed=1)
+    assert torch.equal(tokens, heads.repeated_random_tokens(d_vocab, length=8, repeats=3, batch=3, bos=0, seed=1))
+    scores = pi.head_scores(tiny_bridge, tokens, length=8, bos=True, final_norm=False)
+    np.testing.assert_allclose(
+        scores["prefix_matching"], heads.prefix_matching(tiny_bridge, length=8, repeats=3, batch=3, bos=0, seed=1),
+        atol=1e-6)
+    np.testing.assert_allclose(scores["copying_first_copy"], heads.copying(tiny_bridge, length=8, batch=3, bos=0, seed=1),
+                               atol=1e-5)
+    assert scores["copying"].shape == (tiny_bridge.cfg.n_layers, tiny_bridge.cfg.n_heads)
+    with torch.no_grad():
+        np.testing.assert_allclose(scores["repeat_losses"], icl.token_losses(tiny_bridge(tokens), tokens), atol=1e-5)
+
+
+def test_gqa_copying_through_the_final_norm(llama):
+    """Grouped-query attention: W_V per key/value head, hook_z and W_O per query head; the final
+    RMSNorm's gain enters the direct path as a rescaled unembedding."""
+    cfg = llama.cfg
+    assert llama.W_V.shape[1] == 2 and llama.W_O.shape[1] == cfg.n_heads == 4
+    tokens = heads.repeated_random_tokens(cfg.d_vocab, length=6, repeats=1, batch=2, bos=0, seed=0)
+    assert cached(llama, tokens)["blocks.0.attn.hook_z"].shape[2] == cfg.n_heads
+    gain = torch.linspace(-1.5, 2.0, cfg.d_model)
+    with torch.no_grad():
+        llama.ln_final.w.copy_(gain)
+    try:
+        assert pi.final_norm_map(llama)[1] is False  # RMSNorm does not centre
+        scores = pi.head_scores(llama, tokens, length=6, bos=True)
+        reference = heads.copying(proxy(llama, gain[:, None] * llama.W_U), length=6, batch=2, bos=0, seed=0)
+        np.testing.assert_allclose(scores["copying_first_copy"], reference, atol=1e-5)
+    finally:
+        with torch.no_grad():
+            llama.ln_final.w.fill_(1.0)
+
+
+def test_layernorm_centres_before_the_gain(tiny_bridge):
+    gain, centre = pi.final_norm_map(tiny_bridge)
+    assert centre
+    d = tiny_bridge.cfg.d_model
+    projection = torch.eye(d) - torch.full((d, d), 1.0 / d)  # x -> x - mean(x)
+    W_U = projection @ (gain[:, None] * tiny_bridge.W_U)
+    tokens = heads.repeated_random_tokens(tiny_bridge.cfg.d_vocab, length=8, repeats=2, batch=2, bos=0, seed=4)
+    scores = pi.head_scores(tiny_bridge, tokens, length=8, bos=True)
+    reference = heads.copying(proxy(tiny_bridge, W_U), length=8, batch=2, bos=0, seed=4)
+    np.testing.assert_allclose(scores["copying_first_copy"], reference, atol=1e-5)
+
+
+def test_hand_built_copying_and_anti_copying_heads():
+    """A head attending to one earlier token and writing exactly its unembedding scores +1; writing
+    minus it scores -1; raising every token alike raises none (the mean is removed)."""
+    vocab, length = 12, 5
+    tokens = torch.tensor([[0, 3, 7, 1, 9, 4]])
+    pos = tokens.shape[1]
+    pattern = torch.zeros(1, 3, pos, pos)
+    keys = torch.tensor([0, 0, 1, 2, 3, 4])  # each query attends to the token before it (or BOS)
+    pattern[0, :, torch.arange(pos), keys] = 1.0
+    attended = tokens[0, keys]
+    z = torch.zeros(1, pos, 3, vocab)
+    z[0, torch.arange(pos), 0, attended] = 1.0  # head 0 copies
+    z[0, torch.arange(pos), 1, attended] = -1.0  # head 1 suppresses
+    z[0, :, 2] = 1.0  # head 2 raises every token alike
+    eye = torch.eye(vocab)
+    score = pi.copying_from_cache(tokens, z, pattern, eye.expand(3, vocab, vocab), eye)
+    assert score[0] == pytest.approx(1.0) and score[1] == pytest.approx(-1.0)
+    assert score[2] == pytest.approx(-1.0)  # a uniform raise is no raise after the mean is removed
+    r = types.SimpleNamespace(config=pi.Config(length=length))
+    assert pi.PretrainedInduction.copying_chance.fget(r) == pytest.approx(4 / (length + 2) - 1)
+
+
+def test_allowed_and_repeated_tokens():
+    allowed = pi.allowed_tokens(100, trim=0.1, exclude=[10, 50])
+    assert allowed.min() == 11 and allowed.max() == 89 and 50 not in allowed
+    tokens = pi.repeated_tokens(allowed, length=5, repeats=3, batch=2, bos=0, seed=0)
+    assert tokens.shape == (2, 16) and (tokens[:, 0] == 0).all()
+    assert torch.equal(tokens[:, 1:6], tokens[:, 11:16]) and len(tokens[1, 1:6].unique()) == 5
+    assert torch.isin(tokens[:, 1:], allowed).all()
+    with pytest.raises(ValueError, match="distinct"):
+        pi.repeated_tokens(allowed[:3], length=5, repeats=2, batch=1, bos=None)
+
+
+def test_text_tokens(chars):
+    texts = {"a": "abc " * 10, "b": "xy", "c": "hello world " * 5, "d": "0123456789" * 4}
+    tokens, names = pi.text_tokens(chars, texts, n=2, length=21, bos=5, seed=0)
+    assert tokens.shape == (2, 21) and (tokens[:, 0] == 5).all() and "b" not in names
+    for row, name in zip(tokens, names):
+        assert row[1:].tolist() == chars(texts[name])["input_ids"][:20]
+    assert names == pi.text_tokens(chars, texts, n=2, length=21, bos=5, seed=0)[1]
+    with pytest.raises(ValueError, match="only 3 texts"):
+        pi.text_tokens(chars, texts, n=4, length=21, bos=None)
+
+
+def test_log_index_fit_and_icl_on_a_synthetic_curve():
+    index = np.arange(511)
+    curve = 3.0 - 0.2 * np.log(index + 1.0)
+    a, b = pi.log_index_fit(curve, 50)
+    assert a == pytest.approx(3.0) and b == pytest.approx(-0.2)
+    losses = np.stack([curve + 0.1 * k for k in range(4)])  # sequences differ by a constant
+    r = pi.PretrainedInduction(
+        config=pi.Config(half_width=0, bootstrap=50), prefix_matching=np.zeros((2, 2)), copying=np.zeros((2, 2)),
+        copying_first_copy=np.zeros((2, 2)), repeat_losses=np.zeros((1, 100)), losses=losses, topics=("t",) * 4,
+        bos="<s>", seconds={},
+    )
+    expected = -0.2 * (np.log(501) - np.log(51))
+    assert r.icl_score == pytest.approx(expected) and r.fitted_icl == pytest.approx(expected)
+    lo, hi = r.icl_interval  # constant offsets cancel in the difference: a zero-width interval
+    assert lo == pytest.approx(expected) and hi == pytest.approx(expected)
+    assert r.measured("induction.pretrained.loss_falls_past_50") == (pytest.approx(-0.2), True)
+
+
+def test_claim_verdicts_on_constructed_scores():
+    prefix = np.array([[0.0, 0.1], [0.8, 0.5], [0.4, 0.05], [0.02, 0.0]])
+    copying = np.array([[-0.9, -0.8], [0.9, 0.4], [-0.5, -0.9], [-0.85, -0.9]])
+    losses = np.tile(3.0 - 0.17 * np.log(np.arange(511) + 1.0), (2, 1))
+    r = pi.PretrainedInduction(
+        config=pi.Config(bootstrap=20), prefix_matching=prefix, copying=copying, copying_first_copy=copying,
+        repeat_losses=np.zeros((1, 100)), losses=losses, topics=("a", "b"), bos="<s>", seconds={},
+    )
+    assert r.prefix_heads.sum() == 3 and r.induction_heads.sum() == 2 and r.anti_copying_heads.sum() == 1
+    assert r.measured("induction.pretrained.anti_copying_heads") == (1.0, True)
+    assert r.measured("induction.pretrained.heads_before_half_depth") == (pytest.approx(2 / 3), True)
+    assert r.measured("induction.pretrained.literal_copying_head") == (pytest.approx(0.8), True)
+    rho, holds = r.measured("induction.pretrained.copying_follows_prefix")
+    assert rho > 0 and holds
+    assert r.measured("induction.pretrained.icl_score")[1]  # -0.17 * log(501/51) ≈ -0.39
+    for id in pi.CLAIMS:
+        row = claims.make_claim(id, chapter="induction_heads", profile="smoke", **r.claim(id))
+        assert row.verdict in ("reproduced", "not_reproduced") and row.criterion
+    assert list(r.heads_table().index[:2]) == ["L1H0", "L1H1"]
+    assert len(r.figures()) == 4
+
+
+def test_measure_end_to_end_on_the_tiny_gqa_llama(llama):
+    config = pi.Config(model="tiny-llama", length=8, repeats=2, batch=2, n_text=2, text_length=64, early=5,
+                       late=50, half_width=2, bootstrap=20, threads=1)
+    r = pi.measure(llama, config)
+    shape = (llama.cfg.n_layers, llama.cfg.n_heads)
+    assert r.prefix_matching.shape == r.copying.shape == r.copying_first_copy.shape == shape
+    assert ((r.copying >= -1) & (r.copying <= 1)).all() and ((r.prefix_matching >= 0) & (r.prefix_matching <= 1)).all()
+    assert r.losses.shape == (2, 63) and np.isfinite(r.losses).all() and r.bos == "<|endoftext|>"
+    assert set(r.topics) <= set(pi.reference_topics())
+    assert r.repeat_losses.shape == (2, 16) and np.isfinite([r.first_copy_loss, r.repeat_loss]).all()
+    assert set(r.summary()) >= {"ICL score (nats)", "prefix-matching heads"}
+
+
+def test_the_chapter_records_every_claim():
+    source = CHAPTER.read_text(encoding="utf-8")
+    recorded = set(re.findall(r"""claims\.record\(\s*["']([a-z0-9_.]+)["']""", source))
+    assert set(pi.CLAIMS) <= recorded, sorted(set(pi.CLAIMS) - recorded)
