@@ -309,12 +309,12 @@ def forced(model: Any, encoded: Sequence[Encoded], *, batch_size: int = 8
 class Config:
     """Sample sizes of the chapter (see `Config.for_profile`)."""
 
-    n_prompts: int = 6  # prompts per setting in the sweep
+    n_prompts: int = 16  # prompts per setting in the sweep
     n_examples: int = 14  # examples per sweep prompt: the curve covers 0 .. n_examples - 1
     mech_examples: int = 16  # examples before the query in the mechanistic part
-    n_patch: int = 8  # prompts patched where B reads the answer (P(correct) and read-out)
+    n_patch: int = 12  # prompts patched where B reads the answer (P(correct) and read-out)
     n_grid: int = 1  # of those, prompts patched at each B prompt position (the heat map)
-    n_ablate: int = 4  # prompts of the ablation rounds
+    n_ablate: int = 8  # prompts of the ablation rounds
     rounds: int = 3  # ablation rounds (the source ran three)
     x_max: int = 99
 
