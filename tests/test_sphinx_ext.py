@@ -187,7 +187,9 @@ def test_profiles_never_share_cached_outputs(book):
     assert result.returncode == 0, result.stdout[-3000:]
     assert "profile=full" in (book / "_build" / "html" / "page.html").read_text()
     caches = sorted(p.name.rsplit("__", 1)[0] for p in (book / "_build" / ".jupyter_cache").iterdir())
-    assert caches == ["full__numeric-icl", "smoke__numeric-icl"]
+    from optim_hunter import settings
+
+    assert caches == [f"full__{settings.DEFAULT_MODEL}", f"smoke__{settings.DEFAULT_MODEL}"]
     rows = json.loads((book / "_build" / "claims.json").read_text())
     assert rows[0]["profile"] == "full"
 
