@@ -33,6 +33,14 @@ def repeated_random_tokens(
     """`batch` sequences of `length` distinct random tokens repeated `repeats` times, optionally
     after a BOS token; `exclude` lists tokens never drawn (e.g. BOS itself)."""
     allowed = torch.tensor([t for t in range(d_vocab) if t not in set(exclude) and t != bos])
+    return repeated_draws(allowed, length=length, repeats=repeats, batch=batch, bos=bos, seed=seed)
+
+
+def repeated_draws(
+    allowed: Int[Tensor, " n"], *, length: int, repeats: int, batch: int, bos: int | None, seed: int = 0
+) -> Int[Tensor, "batch pos"]:
+    """`batch` rows of `length` distinct tokens drawn from `allowed`, repeated `repeats` times,
+    after `bos` when given."""
     if len(allowed) < length:
         raise ValueError(f"need {length} distinct tokens, only {len(allowed)} allowed")
     gen = torch.Generator().manual_seed(seed)

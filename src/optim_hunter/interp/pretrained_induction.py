@@ -97,14 +97,7 @@ def repeated_tokens(
 ) -> Int[Tensor, "batch pos"]:
     """`batch` rows of `length` distinct tokens drawn from `allowed`, repeated `repeats` times,
     after `bos` when given (the draws are those of `heads.repeated_random_tokens` over `allowed`)."""
-    if len(allowed) < length:
-        raise ValueError(f"need {length} distinct tokens, only {len(allowed)} allowed")
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for _ in range(batch):
-        seq = allowed[torch.randperm(len(allowed), generator=gen)[:length]].repeat(repeats)
-        rows.append(seq if bos is None else torch.cat([torch.tensor([bos]), seq]))
-    return torch.stack(rows)
+    return heads.repeated_draws(allowed, length=length, repeats=repeats, batch=batch, bos=bos, seed=seed)
 
 
 def reference_topics() -> dict[str, str]:
