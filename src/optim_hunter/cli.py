@@ -8,6 +8,8 @@ import sys
 
 from optim_hunter import datasets, evaluation, regressors
 
+MAX_SEEDS = 100_000
+
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
     for name in datasets.names():
@@ -23,6 +25,8 @@ def _cmd_regressors(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS:,}, got {args.seeds:,}")
     methods = args.methods.split(",") if args.methods else regressors.names()
     results = evaluation.evaluate(
         methods,
@@ -49,12 +53,22 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from optim_hunter import settings, zoo  # torch and TransformerLens: imported only when needed
 
     profiles = settings.PROFILES if args.profile == "all" else (settings.profile(args.profile),)
-    width = max(len(name) for name in zoo.names())
+    width = max(len(name) for name in zoo.names() + zoo.pretrained_names())
     print(f"{'name':{width}s} {'profile':8s} {'status':8s} {'size':>9s}  path")
     for name in zoo.names():
         for profile in profiles:
             status = zoo.status(name, profile)
             print(f"{name:{width}s} {profile:8s} {status.state:8s} {_size(status.size_bytes):>9s}  {status.path}")
+    from optim_hunter.zoo import pretrained
+
+    for name, spec in pretrained.MODELS.items():
+        try:
+            state, where = "verified", str(pretrained.verify(spec))
+        except pretrained.PretrainedNotAvailable:
+            state, where = "missing", f"(install: {spec.install})"
+        except pretrained.PretrainedCorrupt:
+            state, where = "corrupt", f"(reinstall: {spec.install})"
+        print(f"{name:{width}s} {'any':8s} {state:8s} {_size(spec.size):>9s}  {where}")
     print("(and any hf:<name-or-path>: a Hugging Face model from a local folder or the HF cache)")
     return 0
 
@@ -103,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ValueError as err:  # bad input: one clear line, no traceback
         print(f"optim-hunter: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `optim-hunter models | head`: the reader left, nothing to say
+        sys.stderr.close()
+        return 0
+    except OSError as err:  # a folder that cannot be written or read: name it, no traceback
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"optim-hunter: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
 
 

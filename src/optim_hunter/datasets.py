@@ -110,6 +110,10 @@ def spec(name: str) -> DatasetSpec:
     raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(names())} or linear_<i>_<f>")
 
 
+MAX_ROWS = 1_000_000  # examples or queries of one problem
+MAX_DECIMALS = 15  # a float64 holds about 15 significant digits; more rounds to inf/NaN garbage
+
+
 def make_split(
     name: str,
     n_examples: int,
@@ -128,12 +132,14 @@ def make_split(
     for label, value, low in (("n_examples", n_examples, 1), ("n_queries", n_queries, 1)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+        if value > MAX_ROWS:  # checked before allocating: a typo must not eat the machine's memory
+            raise ValueError(f"{label} must be at most {MAX_ROWS:,}, got {value:,}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
-    if round_to is not None and round_to < 0:
-        raise ValueError(f"round_to must be >= 0 decimals, got {round_to}")
+    if round_to is not None and not 0 <= round_to <= MAX_DECIMALS:
+        raise ValueError(f"round_to must be between 0 and {MAX_DECIMALS} decimals, got {round_to}")
     x, y = data.generate(int(n_examples + n_queries), int(seed), float(noise))
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)

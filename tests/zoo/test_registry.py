@@ -162,3 +162,27 @@ def test_cli_models_and_train(cache, capsys):
     assert "cached" in out and str(cache) in out
     assert cli.main(["train", "no-such-model", "--profile", "smoke"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_cli_user_mistakes_are_one_line_with_exit_2(cache, capsys, tmp_path, monkeypatch):
+    assert cli.main(["train", "hf:gpt2", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "loaded, not trained" in err and "Traceback" not in err and "or hf:" not in err
+    assert cli.main(["eval", "friedman2", "--round", "400", "--seeds", "2"]) == 2
+    assert "round_to must be between 0 and 15" in capsys.readouterr().err
+    assert cli.main(["eval", "friedman2", "--examples", "10000000000", "--seeds", "2"]) == 2
+    assert "n_examples must be at most 1,000,000" in capsys.readouterr().err
+    assert cli.main(["eval", "friedman2", "--seeds", "1000000000"]) == 2
+    assert "--seeds must be between 1 and 100,000" in capsys.readouterr().err
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(blocked))
+    assert cli.main(["train", "numeric-icl", "--profile", "smoke", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optim-hunter: error:" in err and "Traceback" not in err
+
+
+def test_cli_models_lists_the_pretrained_model(cache, capsys):
+    assert cli.main(["models", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m" in out and "verified" in out and "SmolLM2-135M-Instruct.Q4_1.gguf" in out

@@ -67,6 +67,9 @@ def family(name: str) -> ModuleType:
         known = ", ".join(names() + pretrained_names())
         if name in pretrained_names():
             raise ValueError(f"{name!r} is pretrained (shipped in a package): it is loaded, not trained")
+        if isinstance(name, str) and name.startswith(HF_PREFIX):
+            raise ValueError(f"{name!r} is a Hugging Face model: it is loaded, not trained; the models "
+                             f"the package trains are {', '.join(names())}")
         raise ValueError(f"unknown model {name!r}: choose one of {known} or hf:<name-or-path>")
     return importlib.import_module(FAMILIES[name])
 
