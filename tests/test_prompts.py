@@ -73,8 +73,8 @@ def test_parse_numbers(text, value):
         ("", "empty"),
         ("   \n", "empty"),
         ("about 12", "does not start with a number"),
-        ("12.3.4", "does not start with a number"),
-        ("12abc", "does not start with a number"),
+        ("12.3.4", "followed by"),
+        ("12abc", "followed by"),
         ("-", "does not start with a number"),
     ],
 )
@@ -95,3 +95,15 @@ def test_batch_counts_failures_and_never_zero_fills():
 def test_parse_rejects_non_text():
     with pytest.raises(TypeError):
         prompts.parse_number(12.0)
+
+
+@pytest.mark.parametrize("text", ["١٢٣", " ١٢٣\n", "１２", "-１２"])
+def test_non_ascii_digits_are_failures_with_that_reason(text):
+    parsed = prompts.parse_number(text)
+    assert parsed.value is None and "ASCII" in parsed.reason
+
+
+@pytest.mark.parametrize("text,rest", [(" 1e5", "e5"), ("12abc", "abc"), (" 3.5x\n", "x")])
+def test_numbers_with_trailing_junk_say_what_follows(text, rest):
+    parsed = prompts.parse_number(text)
+    assert parsed.value is None and "followed by" in parsed.reason and rest in parsed.reason

@@ -121,7 +121,7 @@ def greedy_answers(
     return Answers(answers, prompts.parse_answers(answers, finished))
 
 
-_NUMBER_DONE = re.compile(r"^\s*[-+]?\d+(?:\.\d*)?(?=[^\d.])")  # a number, then something else
+_NUMBER_DONE = re.compile(r"^\s*[-+]?\d+(?:\.\d*)?(?=[^\d.])", re.ASCII)  # a number, then something else
 
 
 def _finished(text: str, stop: str | None) -> bool:

@@ -27,7 +27,9 @@ import numpy as np
 from jaxtyping import Float
 
 DEFAULT_ROUND = 2
-_NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))(?=\s|$)")
+# ASCII digits only: the prompt format has one spelling of a number, so "١٢٣" or "１２" is no answer.
+_NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))(?=\s|$)", re.ASCII)
+_LEADING = re.compile(r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 
 
 def format_number(value: float, round_to: int = DEFAULT_ROUND) -> str:
@@ -106,6 +108,12 @@ def parse_number(text: str) -> Parsed:
         return Parsed(text, None, "empty answer")
     match = _NUMBER.match(text)
     if match is None:
+        lead = _LEADING.match(text)
+        if lead is not None:
+            rest = text[lead.end():lead.end() + 12]
+            return Parsed(text, None, f"a number followed by {rest!r}: not a plain decimal number")
+        if any(c.isdigit() for c in text.lstrip()[:1] + text.lstrip(" -+")[:1]):
+            return Parsed(text, None, "digits other than ASCII 0-9: the prompt writes numbers in 0-9")
         return Parsed(text, None, "answer does not start with a number")
     value = float(match[1])
     if not math.isfinite(value):
