@@ -102,3 +102,22 @@ def test_regimes_by_hand():
     assert row["mse_reduction_when_best"] == pytest.approx(1 - 1.0 / 4.0)
     with pytest.raises(ValueError, match="not in the results"):
         evaluation.regimes(pd.DataFrame(rows), "gpt")
+
+
+@pytest.mark.parametrize("kwargs,label", [
+    (dict(dataset_names=["friedman2", "friedman2"]), "datasets"),
+    (dict(n_examples=[5, 5]), "n_examples"),
+    (dict(seeds=[0, 1, 1]), "seeds"),
+])
+def test_repeated_problems_are_refused_before_work(kwargs, label):
+    args = dict(dataset_names="friedman2", n_examples=5, seeds=range(2)) | kwargs
+    with pytest.raises(ValueError, match=f"{label} repeat .*counted once"):
+        evaluation.evaluate(["average"], args["dataset_names"], n_examples=args["n_examples"],
+                            seeds=args["seeds"], progress=False)
+    from test_llm_regressor import CharTokenizer, OracleModel
+    from optim_hunter import llm_regressor
+
+    reg = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer())
+    with pytest.raises(ValueError, match=f"{label} repeat"):
+        llm_regressor.evaluate(reg, "oracle", args["dataset_names"], n_examples=args["n_examples"],
+                               seeds=args["seeds"], progress=False)

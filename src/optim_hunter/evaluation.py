@@ -97,6 +97,24 @@ def _one_task(
     return rows
 
 
+def problem_grid(
+    dataset_names: str | Sequence[str], n_examples: int | Iterable[int], seeds: Iterable[int]
+) -> tuple[list[str], list[int], list[int]]:
+    """The datasets, sizes and seeds of an evaluation as lists, each non-empty and without
+    repeats: a repeated seed would count the same problem twice (narrower intervals, wrong ranks)."""
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    sizes = [n_examples] if isinstance(n_examples, (int, np.integer)) else list(n_examples)
+    seed_list = list(seeds)
+    if not names or not sizes or not seed_list:
+        raise ValueError("need at least one dataset, one n_examples and one seed")
+    for label, values in (("datasets", names), ("n_examples", sizes), ("seeds", seed_list)):
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"{label} repeat {repeated}: each problem must be counted once; "
+                             f"pass each value once")
+    return names, sizes, seed_list
+
+
 def evaluate(
     methods: Methods,
     dataset_names: str | Sequence[str],
@@ -112,11 +130,7 @@ def evaluate(
     factories = _factories(methods)
     if not factories:
         raise ValueError("no methods to evaluate")
-    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
-    sizes = [n_examples] if isinstance(n_examples, (int, np.integer)) else list(n_examples)
-    seed_list = list(seeds)
-    if not names or not sizes or not seed_list:
-        raise ValueError("need at least one dataset, one n_examples and one seed")
+    names, sizes, seed_list = problem_grid(dataset_names, n_examples, seeds)
     for name in names:
         datasets.spec(name)
     for size in sizes:  # validate sizes up front, before spending any time

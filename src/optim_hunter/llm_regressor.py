@@ -265,11 +265,8 @@ def evaluate(
 
     from optim_hunter import datasets, evaluation
 
-    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
-    sizes = [n_examples] if isinstance(n_examples, (int, np.integer)) else list(n_examples)
-    problems = [(d, n, s) for d in names for n in sizes for s in seeds]
-    if not problems:
-        raise ValueError("need at least one dataset, one n_examples and one seed")
+    names, sizes, seed_list = evaluation.problem_grid(dataset_names, n_examples, seeds)
+    problems = [(d, n, s) for d in names for n in sizes for s in seed_list]
     splits = [datasets.make_split(d, n, s, noise=noise, round_to=round_to) for d, n, s in problems]
     predictions, answers = predict_splits(regressor, splits, progress=progress)
     reasons = iter(item.reason for item in answers.parsed.items)
