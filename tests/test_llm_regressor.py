@@ -166,3 +166,9 @@ def test_finished_flags_must_match_the_answers():
         prompts.parse_answers([" 1", " 2"], [True])
     batch = prompts.parse_answers([" 12", " 3"], [False, True])
     assert batch.n_failed == 1 and batch.items[0].reason == prompts.UNFINISHED and batch.values[1] == 3
+
+
+def test_zero_features_are_refused_at_fit():
+    reg = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer())
+    with pytest.raises(ValueError, match="d >= 1"):
+        reg.fit(np.zeros((3, 0)), np.zeros(3))

@@ -107,3 +107,10 @@ def test_non_ascii_digits_are_failures_with_that_reason(text):
 def test_numbers_with_trailing_junk_say_what_follows(text, rest):
     parsed = prompts.parse_number(text)
     assert parsed.value is None and "followed by" in parsed.reason and rest in parsed.reason
+
+
+def test_an_example_without_features_is_refused():
+    with pytest.raises(ValueError, match="at least one feature"):
+        prompts.format_example([], 3.0)
+    with pytest.raises(ValueError, match="at least one feature"):
+        prompts.format_prompt(np.zeros((2, 0)), np.array([1.0, 2.0]), np.zeros(0))

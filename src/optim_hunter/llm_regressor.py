@@ -199,8 +199,8 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     def fit(self, X, y):
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
-        if X.ndim != 2 or y.shape != (len(X),) or len(X) == 0:
-            raise ValueError(f"fit needs X [n, d] and y [n] with n >= 1, got {X.shape} and {y.shape}")
+        if X.ndim != 2 or y.shape != (len(X),) or len(X) == 0 or X.shape[1] == 0:
+            raise ValueError(f"fit needs X [n, d] and y [n] with n >= 1 and d >= 1, got {X.shape} and {y.shape}")
         self.X_train_, self.y_train_ = X, y
         self.n_features_in_ = X.shape[1]
         return self

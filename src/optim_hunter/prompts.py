@@ -46,6 +46,9 @@ def format_number(value: float, round_to: int = DEFAULT_ROUND) -> str:
 
 def format_example(x: Sequence[float], y: float | None, round_to: int = DEFAULT_ROUND) -> str:
     """One block: a line per feature, then `Output:` with y (or nothing, for the query)."""
+    if len(x) == 0:
+        raise ValueError("an example needs at least one feature (got none): a prompt of bare "
+                         "`Output:` lines gives the model nothing to regress on")
     lines = [f"Feature {i}: {format_number(float(v), round_to)}" for i, v in enumerate(x)]
     lines.append("Output:" if y is None else f"Output: {format_number(float(y), round_to)}")
     return "\n".join(lines)
