@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,15 +88,17 @@ def neuron_effects(model: Any, parts: Decomposition, direction: Float[Tensor, " 
 
 
 _PREFIX: dict[str, Any] = {}  # active only inside `reusing_prefixes`: twin, tokens, cache
-_RESULTS: dict[tuple, Decomposition] = {}  # recent results, keyed by tokens and model state
+# Recent results per model (a weak key: a new model can never inherit a freed one's results, as
+# an id() could), then keyed by tokens and the model's state.
+_RESULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _KEEP = 64
 
 
-def _state(twin: Any) -> tuple[int, int, int]:
-    """What a result depends on besides the tokens: the model (identity), its weights (in-place
-    edits bump a tensor's version counter) and the PyTorch hooks on its modules (an ablation)."""
+def _state(twin: Any) -> tuple[int, int]:
+    """What a result depends on besides the model and the tokens: its weights (in-place edits
+    bump a tensor's version counter) and the PyTorch hooks on its modules (an ablation)."""
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in twin.modules())
-    return id(twin), sum(p._version for p in twin.parameters()), hooks
+    return sum(p._version for p in twin.parameters()), hooks
 
 
 @contextlib.contextmanager
@@ -127,8 +130,9 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
     if layout is None:
         raise ValueError("decompose needs a bridged HF Llama-family model with no hook attached")
     key = (tuple(tokens.tolist()), _state(twin))
-    if key in _RESULTS:  # the same prompt on the same model, e.g. contrasts, then their neurons
-        return _RESULTS[key]
+    remembered = _RESULTS.setdefault(twin, {})
+    if key in remembered:  # the same prompt on the same model, e.g. contrasts, then their neurons
+        return remembered[key]
     layers, norm = layout
     n_heads = twin.config.num_attention_heads
     captured: dict[str, Any] = {"z": [], "mlp": [], "neurons": []}
@@ -189,7 +193,7 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
         norm_weight=norm.weight.detach().float(), norm_eps=float(getattr(norm, "variance_epsilon", 1e-6)),
         last_logits=logits.float(),
     )
-    if len(_RESULTS) >= _KEEP:
-        _RESULTS.pop(next(iter(_RESULTS)))
-    _RESULTS[key] = result
+    if len(remembered) >= _KEEP:
+        remembered.pop(next(iter(remembered)))
+    remembered[key] = result
     return result
