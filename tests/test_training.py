@@ -208,7 +208,12 @@ def test_checkpoint_round_trip(tmp_path):
     assert same(loaded, tensors) and all(loaded[k].dtype == tensors[k].dtype for k in tensors)
     assert meta == {"step": 7, "config": {"x": [1, 2]}}
     sidecar = json.loads((tmp_path / "ckpt.json").read_text())
-    assert sidecar["sha256"] == training.content_hash(tensors)
+    # an independent reading of the seal: sha256 of "<tensor hash>|<canonical metadata JSON>"
+    import hashlib
+
+    expected = hashlib.sha256(
+        (training.content_hash(tensors) + '|{"config":{"x":[1,2]},"step":7}').encode()).hexdigest()
+    assert sidecar["sha256"] == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.json", "ckpt.safetensors"]  # no temp files
 
 
@@ -240,6 +245,20 @@ def test_a_flipped_byte_is_detected(tmp_path):
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF  # inside the tensor data: still a valid safetensors file
     path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="hash mismatch"):
+        training.load_checkpoint(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda meta: meta.update(steps=meta["steps"] + 1),  # the resume step
+    lambda meta: meta["losses"].__setitem__(0, 0.5),  # a learning curve
+    lambda meta: meta.pop("losses"),
+])
+def test_edited_metadata_is_corruption(tmp_path, edit):
+    training.save_checkpoint(tmp_path / "ckpt", sample_tensors(), {"steps": 40, "losses": [2.0, 1.0]})
+    sidecar = json.loads((tmp_path / "ckpt.json").read_text())
+    edit(sidecar["meta"])
+    (tmp_path / "ckpt.json").write_text(json.dumps(sidecar))  # still valid JSON, tensors untouched
     with pytest.raises(CheckpointError, match="hash mismatch"):
         training.load_checkpoint(tmp_path / "ckpt")
 

@@ -9,8 +9,9 @@ evaluation and snapshot schedules). The trainer is
     an interruption ends with exactly the weights of an uninterrupted one;
   * observable: a tqdm bar, a `history` of evaluation rows (every `eval_every` steps and at the
     end) for metrics-over-training figures, and snapshots at log-spaced steps;
-  * safe on disk: checkpoints are a safetensors file plus a JSON sidecar that carries the sha256
-    of the tensors. Both are written to a temporary name and moved into place (`os.replace`), the
+  * safe on disk: checkpoints are a safetensors file plus a JSON sidecar that carries one sha256
+    over the tensors and the metadata (steps, losses, the resume point: an edited sidecar is as
+    corrupt as an edited tensor). Both are written to a temporary name and moved into place (`os.replace`), the
     JSON last, so a crash never leaves a checkpoint that looks complete; loading verifies the hash
     and never unpickles anything.
 
@@ -39,7 +40,7 @@ from tqdm.auto import tqdm
 
 # Part of every zoo cache key: bump it when a change here changes the weights training produces.
 CODE_VERSION = "1"
-FORMAT = "optim_hunter.checkpoint/1"
+FORMAT = "optim_hunter.checkpoint/2"  # /2: the hash covers the metadata too
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("fp32", "bf16")
 
@@ -185,6 +186,12 @@ def content_hash(tensors: Mapping[str, Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _sealed_hash(tensors_hash: str, meta: Mapping[str, Any]) -> str:
+    """One sha256 over the tensors' hash and the metadata as a loader reads it back (canonical JSON)."""
+    canonical = json.dumps(meta, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(f"{tensors_hash}|{canonical}".encode()).hexdigest()
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -202,7 +209,10 @@ def save_checkpoint(path: Path | str, tensors: Mapping[str, Tensor], meta: Mappi
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    sidecar = {"format": FORMAT, "sha256": content_hash(flat), "n_tensors": len(flat), "meta": dict(meta)}
+    # the metadata exactly as `load_checkpoint` will read it (dataclasses become dicts, ...)
+    meta = json.loads(json.dumps(dict(meta), default=_json_default))
+    sidecar = {"format": FORMAT, "sha256": _sealed_hash(content_hash(flat), meta), "n_tensors": len(flat),
+               "meta": meta}
     text = json.dumps(sidecar, indent=1, sort_keys=True, default=_json_default)
     # The JSON goes last: its presence says the tensors beside it are complete.
     _atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(flat, str(tmp)))
@@ -227,13 +237,16 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, Tensor], dict[str, Any]
         tensors = load_file(str(tensors_file))  # safetensors: no pickle, no code execution
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint {path}: corrupt {tensors_file.name}: {err}") from err
-    actual = content_hash(tensors)
+    meta = sidecar.get("meta")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: {sidecar_file.name} has no metadata object")
+    actual = _sealed_hash(content_hash(tensors), meta)
     if actual != sidecar["sha256"]:
         raise CheckpointError(
             f"checkpoint {path}: content hash mismatch (expected {sidecar['sha256'][:12]}..., "
-            f"got {actual[:12]}...): the file was modified or damaged"
+            f"got {actual[:12]}...): the tensors or the metadata were modified or damaged"
         )
-    return tensors, sidecar.get("meta", {})
+    return tensors, meta
 
 
 def remove_checkpoint(path: Path | str) -> None:
