@@ -8,15 +8,23 @@ import shutil
 import pytest
 import torch
 
-from optim_hunter import kv_decoding, zoo
+from optim_hunter import kv_decoding, training, zoo
 from optim_hunter.zoo import pretrained
 
 SPEC = pretrained.SMOLLM2_135M
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    return zoo.load(SPEC.name)
+def pretrained_cache(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pretrained-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPTIM_HUNTER_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def smollm2(pretrained_cache):
+    return zoo.load(SPEC.name)  # the cache is empty: dequantized from the GGUF, then cached
 
 
 def test_the_shipped_gguf_matches_its_pin():
@@ -65,6 +73,44 @@ def test_the_bridge_computes_the_hf_models_logits(smollm2):
         torch.testing.assert_close(smollm2(tokens), expected, atol=2e-4, rtol=1e-4)
         torch.testing.assert_close(kv_decoding.logits(smollm2, tokens), expected, atol=2e-4, rtol=1e-4)
     assert int(expected[0, -1].argmax()) == int(smollm2(tokens)[0, -1].argmax())
+
+
+def test_the_cached_copy_is_bit_identical_to_the_gguf(smollm2, monkeypatch):
+    assert training.checkpoint_exists(pretrained.cache_path(SPEC))
+    monkeypatch.setattr(pretrained, "load_hf", lambda *a, **k: pytest.fail("the GGUF was dequantized again"))
+    cached = zoo.load(SPEC.name)
+    tokens = torch.tensor([smollm2.tokenizer("(1, 5)\n(2, 7)\n(3, 9)\n(10, ")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(cached(tokens), smollm2(tokens))
+    _, text = pretrained.reference_text()
+    assert cached.tokenizer(text)["input_ids"] == smollm2.tokenizer(text)["input_ids"]
+    assert cached.tokenizer("7")["input_ids"] == smollm2.tokenizer("7")["input_ids"] == [39]  # the digit alone: no BOS
+    assert cached.to_tokens("7").tolist() == smollm2.to_tokens("7").tolist()
+
+
+def test_a_damaged_cached_copy_is_refused_and_rebuilt(smollm2):
+    from optim_hunter.zoo import hf
+
+    path = pretrained.cache_path(SPEC)
+    vocab = path.parent / "tokenizer" / "tokenizer.json"
+    original = vocab.read_bytes()
+    vocab.write_bytes(original.replace(b'"7"', b'"8"', 1))  # one edited token: still valid JSON
+    with pytest.warns(UserWarning, match="tokenizer files differ"):
+        assert pretrained._load_cache(SPEC, torch.float32) is None
+    assert not training.checkpoint_exists(path)  # removed, so the next load rebuilds it
+    pretrained._save_cache(SPEC, torch.float32, hf.fast_twin(smollm2), smollm2.tokenizer)
+    assert pretrained._load_cache(SPEC, torch.float32) is not None
+
+
+def test_an_unwritable_cache_is_skipped_not_an_error(smollm2, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(blocker / "cache"))
+    with pytest.warns(UserWarning, match="could not cache"):
+        model = zoo.load(SPEC.name)
+    tokens = torch.tensor([smollm2.tokenizer("12, 13, 14,")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(model(tokens), smollm2(tokens))
 
 
 def test_the_standard_hooks_and_shapes(smollm2):

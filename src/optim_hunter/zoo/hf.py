@@ -131,9 +131,14 @@ def load(
     return bridge(hf_model, None, str(folder))  # the bridge loads the folder's tokenizer
 
 
-def bridge(hf_model: Any, tokenizer: Any, name: str) -> Any:
+def bridge(hf_model: Any, tokenizer: Any, name: str, *, keep_tokenizer: bool = False) -> Any:
     """A hooked `TransformerBridge` around `hf_model`, with a fast twin kept beside it.
-    `tokenizer` None: the bridge loads the one saved with `name` (a folder)."""
+    `tokenizer` None: the bridge loads the one saved with `name` (a folder).
+
+    TransformerLens reloads a tokenizer with `add_bos_token=True`; whether that takes effect
+    depends on where the tokenizer came from (a GGUF ignores it, a folder honours it).
+    `keep_tokenizer` keeps `tokenizer` exactly as given, so `tokenizer(text)` encodes as the
+    released model's own tokenizer does (`to_tokens` still prepends BOS, as always)."""
     from transformer_lens import TransformerBridge
 
     hf_model.eval()
@@ -142,6 +147,13 @@ def bridge(hf_model: Any, tokenizer: Any, name: str) -> Any:
     twin = copy.deepcopy(hf_model, memo={id(p): p for p in hf_model.parameters()})
     twin.set_attn_implementation("sdpa")
     model = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer)
+    if keep_tokenizer and model.tokenizer is not tokenizer:
+        from transformer_lens.model_bridge.sources._bridge_builder import detect_tokenizer_bos_eos
+
+        # the property setter would reload it again; the bridge's own fields are set as its
+        # boot step sets them
+        model._tokenizer = tokenizer
+        model.cfg.tokenizer_prepends_bos, model.cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(tokenizer)
     model.eval()
     _TWINS[model] = twin
     return model

@@ -7,15 +7,28 @@ refused with the command that repairs it. transformers (with the `gguf` package)
 weights to float and reads the tokenizer from the same file; `zoo.hf.bridge` wraps the result as
 a hooked `TransformerBridge`, like every other zoo model.
 
+Dequantizing takes about 20 s on a CPU, so the result is cached once, as a verified checkpoint
+(`training.save_checkpoint`: one sha256 over the tensors and the metadata, written atomically) in
+`settings.cache_dir()/pretrained/<name>/`, under a key naming the GGUF's sha256, the transformers
+version that dequantized it and the dtype; its tokenizer files are hashed in the same metadata.
+A cached copy loads in about 3 s and computes bit-identical logits (tested). A damaged cache is
+rebuilt from the GGUF with a warning; a cache folder that cannot be written is skipped, never an
+error.
+
 The GGUF holds Q4_1 weights (4-bit blocks with a scale and an offset): dequantized, they
 approximate the released bf16 model, they are not it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +141,101 @@ def load_hf(spec: PackagedGGUF, *, dtype: torch.dtype = torch.float32, file: Pat
     return model, tokenizer
 
 
+def cache_path(spec: PackagedGGUF, dtype: torch.dtype = torch.float32) -> Path:
+    """Where the dequantized copy of `spec` lives (checkpoint path, see `training`)."""
+    import transformers
+
+    from optim_hunter import settings
+
+    key = f"{spec.sha256[:16]}-transformers{transformers.__version__}-{str(dtype).removeprefix('torch.')}"
+    return settings.cache_dir() / "pretrained" / spec.name / key / "weights"
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    return {f.name: sha256(f) for f in sorted(folder.iterdir()) if f.is_file()}
+
+
+def _save_cache(spec: PackagedGGUF, dtype: torch.dtype, model: Any, tokenizer: Any) -> None:
+    """Write the dequantized model: tokenizer files first (into place by one rename), then the
+    checkpoint, whose sidecar (written last) holds the tokenizer files' hashes."""
+    from optim_hunter import training
+
+    path = cache_path(spec, dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent / "tokenizer"
+    if not folder.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is owner-only; a shared cache is not
+        try:
+            tokenizer.save_pretrained(str(staging))
+            os.replace(staging, folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    state = model.state_dict()
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    tensors = {k: v for k, v in state.items() if not (tied and k == "lm_head.weight")}
+    meta = {"gguf_sha256": spec.sha256, "config": model.config.to_dict(), "tied": tied,
+            "tokenizer_files": _file_hashes(folder)}
+    training.save_checkpoint(path, tensors, meta)
+
+
+def _load_cache(spec: PackagedGGUF, dtype: torch.dtype) -> tuple[Any, Any] | None:
+    """The cached dequantized model and tokenizer, verified; None if absent (a damaged copy is
+    removed, with a warning)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from optim_hunter import training
+
+    path = cache_path(spec, dtype)
+    if not training.checkpoint_exists(path):
+        return None
+    folder = path.parent / "tokenizer"
+    try:
+        tensors, meta = training.load_checkpoint(path)
+        if meta.get("gguf_sha256") != spec.sha256:
+            raise training.CheckpointError(f"{path} was made from another file")
+        if not folder.is_dir() or _file_hashes(folder) != meta.get("tokenizer_files"):
+            raise training.CheckpointError(f"{folder}: tokenizer files differ from the recorded hashes")
+    except training.CheckpointError as err:
+        warnings.warn(f"{spec.name}: cached dequantized copy is damaged ({err}); rebuilding it from "
+                      "the GGUF", stacklevel=3)
+        with contextlib.suppress(OSError):
+            training.remove_checkpoint(path)
+            shutil.rmtree(folder, ignore_errors=True)
+        return None
+    config = dict(meta["config"])
+    config = AutoConfig.for_model(config.pop("model_type"), **config)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.load_state_dict(tensors, strict=not meta["tied"])
+    if meta["tied"]:
+        model.tie_weights()
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(str(folder))
+
+
 def load(name: str, *, dtype: torch.dtype = torch.float32) -> Any:
-    """The hooked `TransformerBridge` of pretrained model `name` (with a fast twin, see zoo.hf)."""
+    """The hooked `TransformerBridge` of pretrained model `name` (with a fast twin, see zoo.hf).
+
+    The GGUF is verified every time; its dequantized copy is served from the cache when there."""
     from optim_hunter.zoo import hf
 
     spec = MODELS[name]
-    hf_model, tokenizer = load_hf(spec, dtype=dtype)
-    return hf.bridge(hf_model, tokenizer, spec.hf_name)
+    verify(spec)
+    cached = _load_cache(spec, dtype)
+    if cached is None:
+        hf_model, tokenizer = load_hf(spec, dtype=dtype)
+        try:
+            _save_cache(spec, dtype, hf_model, tokenizer)
+        except OSError as err:  # a read-only or full cache folder: work without the copy
+            warnings.warn(f"{spec.name}: could not cache the dequantized copy ({err})", stacklevel=2)
+    else:
+        hf_model, tokenizer = cached
+    return hf.bridge(hf_model, tokenizer, spec.hf_name, keep_tokenizer=True)
 
 
 def describe(model: Any, spec: PackagedGGUF) -> dict[str, Any]:
