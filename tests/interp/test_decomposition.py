@@ -103,3 +103,32 @@ def test_remembered_results_follow_weight_edits_and_ablations(llama):
     edited = decomposition.decompose(llama, tokens)
     assert edited is not first
     assert not torch.allclose(edited.last_logits[3], first.last_logits[3])
+
+
+def test_layer_readouts_equal_separate_unshared_passes(llama):
+    import numpy as np
+    import pandas as pd
+
+    from optim_hunter.interp import regression
+
+    tok = llama.tokenizer
+    texts = ["(1, 5)\n(2, 7)\n(4,", "(3, 1)\n(0, 2)\n(5,"]
+    answers = pd.DataFrame({"a": [12.5, 3.0], "b": [13.0, np.nan], "c": [12.5, 4.0]})
+    stages, table = regression.layer_readouts(llama, tok, texts, answers, [("a", "b"), ("c", "a")], 1)
+    assert stages.shape == (2, llama.cfg.n_layers + 1, llama.cfg.d_model)
+    # row 0: a vs b, and c vs a (same answer: no rows); row 1: b missing, c vs a
+    assert sorted(set(zip(table["prompt"], table["pair"]))) == [(0, "a vs b"), (1, "c vs a")]
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(llama.cfg.n_layers)]
+    names.append(f"blocks.{llama.cfg.n_layers - 1}.hook_resid_post")
+    for i, text in enumerate(texts):
+        _, cache = llama.run_with_cache(torch.tensor([tok(text)["input_ids"]]), names_filter=lambda n: n in names)
+        expected = torch.stack([cache[n][0, -1] for n in names]).numpy()
+        np.testing.assert_allclose(stages[i], expected, atol=1e-5, rtol=1e-4)
+    decomposition._RESULTS.clear()  # the reference is a fresh full pass, not a remembered one
+    for (i, pair), (a, b) in zip([(0, "a vs b"), (1, "c vs a")], [(12.5, 13.0), (4.0, 3.0)]):
+        contrast = regression.answer_contrasts(tok, [texts[i]], [a], [b], 1)[0]
+        expected, _ = attribution.by_layer(llama, contrast)
+        got = table[(table.prompt == i) & (table.pair == pair)].sort_values("stage")["value"].to_numpy()
+        assert got == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ValueError, match="no column"):
+        regression.layer_readouts(llama, tok, texts, answers, [("a", "zz")], 1)

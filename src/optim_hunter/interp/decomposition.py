@@ -173,10 +173,11 @@ def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
                 _PREFIX["cache"].crop(start - _PREFIX["cache"].get_seq_length())  # drop the rest
             # only the new tokens run; the hooks read the last one, which sees the whole prefix
             logits = twin(tokens[None, start:].to(device), past_key_values=_PREFIX["cache"],
-                          use_cache=True).logits[0, -1]
+                          use_cache=True, logits_to_keep=1).logits[0, -1]
             _PREFIX["tokens"] = ids
         else:
-            logits = twin(tokens[None].to(device)).logits[0, -1]
+            # only the last position is unembedded (the 49k-wide unembedding is a fifth of a pass)
+            logits = twin(tokens[None].to(device), logits_to_keep=1).logits[0, -1]
     finally:
         for handle in handles:
             handle.remove()

@@ -5,6 +5,8 @@
   knn_alignment       per head, whether attention to the examples' outputs follows how near each
                       example is to the query (kNN-like) or is spread evenly (regression-like)
   neuron_attribution  MLP neurons' direct contributions to a logit difference at the answer position
+  layer_readouts      per prompt, in one shared pass: the residual stream at the answer position
+                      at every depth (for probes) and the logit difference of answer pairs by layer
 
 All take token ids and the `positions.PromptLayout` of the prompt, so any tokenizer works.
 """
@@ -142,3 +144,39 @@ def answer_contrasts(
         out.append(make_contrast(tokenizer, text, " " + format_number(a, round_to),
                                  " " + format_number(b, round_to)))
     return out
+
+
+@torch.no_grad()
+def layer_readouts(
+    model: Any, tokenizer: Any, texts: Sequence[str], answers: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]], round_to: int = 2,
+) -> tuple[Float[np.ndarray, "prompt stage d_model"], pd.DataFrame]:
+    """For prompt `texts[i]`: its residual stream at the answer position before every layer and
+    after the last (`probes.residuals`), and, for each pair (a, b) of columns of `answers` (row i
+    holds prompt i's candidate answers), the logit difference "a vs b" read after every layer
+    (`attribution.by_layer`).
+
+    Each prompt runs once: its contrasts extend its key/value cache by their few answer tokens
+    (`decomposition.reusing_prefixes`). Returns the stages and a tidy table
+    (prompt, pair, stage, label, value); a pair with a missing answer or answers that tokenize
+    identically has no rows."""
+    from optim_hunter.interp import attribution, decomposition, probes
+
+    if len(answers) != len(texts):
+        raise ValueError(f"answers has {len(answers)} rows for {len(texts)} prompts; one row per prompt")
+    missing = sorted({c for pair in pairs for c in pair} - set(answers.columns))
+    if missing:
+        raise ValueError(f"answers has no column {missing}; it has {list(answers.columns)}")
+    stages, rows = [], []
+    with decomposition.reusing_prefixes():
+        for i, text in enumerate(texts):
+            stages.append(probes.residuals(model, [torch.tensor(tokenizer(text)["input_ids"])])[0])
+            row = answers.iloc[i]
+            for a, b in pairs:
+                contrast = answer_contrasts(tokenizer, [text], [row[a]], [row[b]], round_to)[0]
+                if contrast is None:
+                    continue
+                values, labels = attribution.by_layer(model, contrast)
+                rows.extend({"prompt": i, "pair": f"{a} vs {b}", "stage": s, "label": labels[s],
+                             "value": float(v)} for s, v in enumerate(values))
+    return np.stack(stages), pd.DataFrame(rows, columns=["prompt", "pair", "stage", "label", "value"])
