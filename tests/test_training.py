@@ -75,7 +75,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
     assert stopped.steps == 3
     assert training.checkpoint_exists(tmp_path / "resume")
     resumed = training.train(tiny_spec(evaluate=evals), config, tmp_path, progress=False)
-    assert resumed.steps == 8
+    assert resumed.steps == 8 and resumed.resumed_from == 3
     assert same(weights(straight.model), weights(resumed.model))
     assert resumed.losses == straight.losses
     assert resumed.history == straight.history
@@ -315,3 +315,90 @@ def test_bf16_autocast_is_deterministic_and_trains():
     assert np.mean(first.losses[-5:]) < np.mean(first.losses[:5])
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(steps=1, precision="fp8")
+
+
+def test_a_damaged_newest_resume_point_falls_back_to_the_previous_one(tmp_path):
+    config = TrainConfig(steps=9, checkpoint_every=2, seed=6)
+    training.train(tiny_spec(), config, tmp_path, stop_at=5, progress=False)  # points at 4, then 5
+    steps = {p.name: training.load_checkpoint(p)[1]["step"] for p in training.resume_paths(tmp_path)}
+    assert sorted(steps.values()) == [4, 5]  # two slots: the newest and the one before
+    newest = max(steps, key=steps.get)
+    (tmp_path / f"{newest}.safetensors").write_bytes(b"cut off mid-write")
+    with pytest.warns(UserWarning, match="damaged resume point"):
+        resumed = training.train(tiny_spec(), config, tmp_path, progress=False)
+    assert resumed.resumed_from == 4
+    straight = training.train(tiny_spec(), config, progress=False)
+    assert same(weights(straight.model), weights(resumed.model)) and resumed.losses == straight.losses
+    assert training.resume_paths(tmp_path) == []
+
+
+def test_stale_temporary_files_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    orphan = tmp_path / "snapshots" / f".step_0000004.safetensors.tmp-{dead.stdout.strip()}"
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"x" * 100)
+    live = tmp_path / f".model.json.tmp-{os.getppid()}"  # a running process (pytest's parent)
+    live.write_text("{}")
+    training.train(tiny_spec(), TrainConfig(steps=3, seed=0), tmp_path, progress=False)
+    assert not orphan.exists() and live.exists()
+    assert training.is_temporary(live) and not training.is_temporary(tmp_path / "model.json")
+
+
+SIGNAL_SCRIPT = """
+import sys, time
+import torch
+torch.set_num_threads(1)  # as under pytest (conftest): the same arithmetic, so the same weights
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_training import tiny_spec
+from optim_hunter import training
+from optim_hunter.training import TrainConfig, TrainSpec
+spec = tiny_spec()
+def slow_batch(step):
+    if step == 5:
+        Path({ready!r}).write_text("5")
+    time.sleep(0.02)
+    return spec.batch(step)
+training.train(TrainSpec(spec.build, slow_batch, spec.loss), TrainConfig(steps=2000, seed=7), {run!r},
+               progress=False)
+"""
+
+
+@pytest.mark.parametrize("signals", [("SIGINT",), ("SIGINT", "SIGINT"), ("SIGTERM",)])
+def test_a_real_signal_leaves_a_resume_point_that_resumes_exactly(tmp_path, signals):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run, ready = tmp_path / "run", tmp_path / "ready"
+    script = SIGNAL_SCRIPT.format(tests=str(Path(__file__).parent), ready=str(ready), run=str(run))
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline and child.poll() is None:
+        time.sleep(0.01)
+    assert ready.exists(), child.communicate()[1]
+    for name in signals:  # a second Ctrl-C right after the first, while the resume point is written
+        os.kill(child.pid, getattr(signal, name))
+        time.sleep(0.005)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode != 0
+    assert not [f for f in run.rglob("*") if training.is_temporary(f)]  # nothing half-written
+    points = training.resume_paths(run)
+    assert points, err
+    step = max(training.load_checkpoint(p)[1]["step"] for p in points)
+    assert step >= 5
+    original = TrainConfig(steps=2000, seed=7)  # the child's run: its key must match to resume
+    assert training.load_checkpoint(max(points, key=lambda p: training.load_checkpoint(p)[1]["step"]))[1]["key"] \
+        == training.fingerprint({"config": original, "run_key": "", "code": training.CODE_VERSION})
+    stopped = training.train(tiny_spec(), original, run, stop_at=step + 3, progress=False)
+    assert stopped.resumed_from == step
+    straight = training.train(tiny_spec(), original, stop_at=step + 3, progress=False)
+    assert same(weights(straight.model), weights(stopped.model)) and stopped.losses == straight.losses

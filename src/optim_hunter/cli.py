@@ -81,12 +81,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name in names:
         zoo.family(name)  # an unknown name fails here, before anything is imported or trained
     for name in names:
+        was_cached = not args.force and zoo.status(name, profile).cached
         path = zoo.train(name, profile, force=args.force, progress=not args.quiet)
         meta = zoo.metadata(name, profile)
-        print(
-            f"{name} ({profile}): {meta['steps']} steps in {meta['train_seconds']:.0f} s "
-            f"({meta['tokens_per_second']:.0f} tokens/s) -> {path.parent}"
-        )
+        if was_cached:
+            print(f"{name} ({profile}): already trained ({meta['steps']} steps), cached -> {path.parent}")
+            continue
+        before = int(meta.get("resumed_from", 0))
+        done = f"{meta['steps'] - before} steps" + (f" (resumed at step {before} of {meta['steps']})" if before else "")
+        print(f"{name} ({profile}): {done} in {meta['train_seconds']:.0f} s "
+              f"({meta['tokens_per_second']:.0f} tokens/s) -> {path.parent}")
     return 0
 
 

@@ -26,6 +26,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -125,6 +127,7 @@ class TrainResult:
     seconds: float  # training time in this call (evaluation excluded)
     tokens: int  # tokens trained on in this call
     snapshot_steps: list[int]
+    resumed_from: int = 0  # steps already done (a resume point) when this call began
 
     @property
     def tokens_per_second(self) -> float:
@@ -249,6 +252,101 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, Tensor], dict[str, Any]
     return tensors, meta
 
 
+_TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path | str) -> list[Path]:
+    """Delete the temporary files `_atomic_write` left under `folder` when its process was killed
+    mid-write (their writer's pid is dead); the removed paths. A live writer's file is kept."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for file in folder.rglob(".*.tmp-*"):
+        match = _TEMPORARY.match(file.name)
+        if match and file.is_file() and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                file.unlink()
+                removed.append(file)
+    return removed
+
+
+def is_temporary(file: Path) -> bool:
+    return bool(_TEMPORARY.match(file.name))
+
+
+# --- resume points --------------------------------------------------------------------------------
+# Two slots, written alternately: a kill or a second Ctrl-C during one write can damage only the
+# slot being written, never the previous resume point.
+RESUME_SLOTS = ("resume", "resume-alt")
+
+
+def resume_paths(run_dir: Path | str) -> list[Path]:
+    """The resume checkpoints present in `run_dir` (either slot)."""
+    return [Path(run_dir) / slot for slot in RESUME_SLOTS if checkpoint_exists(Path(run_dir) / slot)]
+
+
+def remove_resume_points(run_dir: Path | str) -> None:
+    for slot in RESUME_SLOTS:
+        remove_checkpoint(Path(run_dir) / slot)
+
+
+class _StopRequests:
+    """SIGINT / SIGTERM while training ask the loop to stop at the end of the current step, after
+    saving a resume point; more of them meanwhile (an impatient second Ctrl-C) change nothing, and
+    none can interrupt a checkpoint write. A third Ctrl-C outside a write stops at once, for a step
+    that never ends (the resume point on disk is then the previous one, still complete). Only in
+    the main thread (elsewhere Python delivers no signals)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.count = 0
+        self.writing = 0
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequests":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, sig: int, frame: Any) -> None:
+        self.count += 1
+        if self.count >= 3 and not self.writing and sig == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = self.signal or sig
+
+    @contextlib.contextmanager
+    def writing_files(self) -> Iterator[None]:
+        self.writing += 1
+        try:
+            yield
+        finally:
+            self.writing -= 1
+
+    def stop(self) -> None:
+        """Raise what the received signal asked for (KeyboardInterrupt; SystemExit for SIGTERM)."""
+        if self.signal == signal.SIGTERM:
+            raise SystemExit(128 + signal.SIGTERM)
+        raise KeyboardInterrupt
+
+
 def remove_checkpoint(path: Path | str) -> None:
     path = Path(path)
     for suffix in (".json", ".safetensors"):  # the sidecar first: never a JSON without tensors
@@ -349,6 +447,7 @@ def train(
     description: str = "train",
     run_key: str = "",
     stop_at: int | None = None,
+    clean_up: bool = True,
 ) -> TrainResult:
     """Train `spec` under `config`, resuming from `run_dir` if it holds a matching resume point.
 
@@ -357,10 +456,14 @@ def train(
     run so a resume point of a different configuration is ignored. `callbacks(model, step)` run
     with `spec.evaluate` at every evaluation and may return metrics for the history. `stop_at`
     stops after that step as an interruption would (leaving a resume checkpoint): for tests.
+
+    Ctrl-C or SIGTERM stops at the end of the current step, after writing a resume point; resume
+    points alternate between two slots, so an interrupted write never loses the previous one.
+    `clean_up=False` keeps a resume point at the final step, for a caller that removes it
+    (`remove_resume_points`) only once it has saved the final weights.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
     key = fingerprint({"config": config, "run_key": run_key, "code": CODE_VERSION})
-    resume_path = run_dir / "resume" if run_dir is not None else None
     snaps = set(snapshot_steps(config.steps, config.snapshots))
 
     with _threads(config.threads):
@@ -369,25 +472,37 @@ def train(
         groups = (spec.param_groups or (lambda m: default_param_groups(m, config.weight_decay)))(model)
         optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
         start, history, losses = 0, [], []
-        if resume_path is not None and checkpoint_exists(resume_path):
+        points = []  # (step, slot, tensors, meta) of every valid resume point of this run
+        for path in resume_paths(run_dir) if run_dir is not None else []:
             try:
-                tensors, meta = load_checkpoint(resume_path)
-                if meta.get("key") == key:
-                    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-                    _load_optimizer(optimizer, tensors, meta["optimizer"])
-                    start, history, losses = meta["step"], meta["history"], meta["losses"]
+                tensors, meta = load_checkpoint(path)
             except CheckpointError as err:
                 import warnings
 
-                warnings.warn(f"ignoring a damaged resume point, starting over: {err}", stacklevel=2)
+                warnings.warn(f"ignoring a damaged resume point ({path.name}): {err}", stacklevel=2)
+                continue
+            if meta.get("key") == key:
+                points.append((int(meta["step"]), path.name, tensors, meta))
+        newest = max(points, key=lambda p: p[0]) if points else None
+        if newest is not None:
+            _, _, tensors, meta = newest
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            _load_optimizer(optimizer, tensors, meta["optimizer"])
+            start, history, losses = meta["step"], meta["history"], meta["losses"]
+        resumed_from = start
+        # the next resume point goes to the slot that does not hold the newest one
+        slots = {"next": RESUME_SLOTS[1] if newest is not None and newest[1] == RESUME_SLOTS[0] else RESUME_SLOTS[0]}
+        requests = _StopRequests()
 
         def save_resume(step: int) -> None:
-            if resume_path is None:
+            if run_dir is None:
                 return
             opt_tensors, opt_meta = _optimizer_tensors(optimizer)
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
             meta = {"key": key, "step": step, "history": history, "losses": losses, "optimizer": opt_meta}
-            save_checkpoint(resume_path, tensors, meta)
+            with requests.writing_files():
+                save_checkpoint(run_dir / slots["next"], tensors, meta)
+            slots["next"] = RESUME_SLOTS[1] if slots["next"] == RESUME_SLOTS[0] else RESUME_SLOTS[0]
 
         def evaluate(step: int) -> None:
             row: dict[str, float] = {"step": step}
@@ -405,7 +520,10 @@ def train(
         seconds, tokens = 0.0, 0
         bar = tqdm(total=config.steps, initial=start, desc=description, disable=not progress, dynamic_ncols=True)
         step = start
+        if run_dir is not None:
+            remove_stale_temporaries(run_dir)  # left by a run killed mid-write
         try:
+            requests.__enter__()
             while step < config.steps:
                 began = time.perf_counter()
                 for group in optimizer.param_groups:
@@ -432,18 +550,27 @@ def train(
                 if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
                     evaluate(step)
                 if step in snaps and run_dir is not None:
-                    save_checkpoint(run_dir / "snapshots" / f"step_{step:07d}", model.state_dict(), {"step": step})
+                    with requests.writing_files():
+                        save_checkpoint(run_dir / "snapshots" / f"step_{step:07d}", model.state_dict(), {"step": step})
                 if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
                     save_resume(step)
                 if stop_at is not None and step >= stop_at and step < config.steps:
                     save_resume(step)
                     break
+                if requests.signal is not None:  # Ctrl-C or SIGTERM: at a step boundary
+                    save_resume(step)
+                    requests.stop()
+            if step >= config.steps and run_dir is not None and not clean_up:
+                save_resume(step)  # the caller saves the final weights, then removes this
         except KeyboardInterrupt:
-            save_resume(step)  # the next call resumes here
+            if requests.signal is None:  # raised inside the step (not by a signal we deferred)
+                save_resume(step)  # the next call resumes here
             raise
         finally:
+            requests.__exit__()
             bar.close()
-        if step >= config.steps and resume_path is not None:
-            remove_checkpoint(resume_path)  # finished: the caller keeps the final weights
+        if step >= config.steps and run_dir is not None and clean_up:
+            remove_resume_points(run_dir)  # finished: the caller keeps the final weights
     model.eval()
-    return TrainResult(model, step, history, losses, seconds, tokens, sorted(s for s in snaps if s <= step))
+    return TrainResult(model, step, history, losses, seconds, tokens, sorted(s for s in snaps if s <= step),
+                       resumed_from)

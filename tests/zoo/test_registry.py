@@ -83,6 +83,57 @@ def test_a_partial_checkpoint_is_retrained(cache):
     assert zoo.status("numeric-icl", "smoke").cached
 
 
+def test_a_cached_model_is_served_without_the_lock(cache, monkeypatch):
+    """A read-only or shared cache: serving needs no writable lock file."""
+    zoo.train("numeric-icl", "smoke", progress=False)
+    monkeypatch.setattr(zoo, "_lock", lambda directory: pytest.fail("took the lock to serve a cached model"))
+    zoo.load("numeric-icl", "smoke", progress=False)
+    assert zoo.train("numeric-icl", "smoke", progress=False).name == "model"
+
+
+def test_an_unwritable_cache_names_the_setting(cache, monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(blocker))
+    with pytest.raises(OSError, match="OPTIM_HUNTER_CACHE to a writable folder"):
+        zoo.train("numeric-icl", "smoke", progress=False)
+
+
+def test_metadata_missing_a_key_is_retrained_not_a_keyerror(cache):
+    final = zoo.train("numeric-icl", "smoke", progress=False)
+    tensors, meta = training.load_checkpoint(final)
+    del meta["snapshot_steps"]  # as an older package version might have written it, hash intact
+    training.save_checkpoint(final, tensors, meta)
+    with pytest.warns(UserWarning, match="lacks snapshot_steps.*retraining"):
+        assert zoo.snapshots("numeric-icl", "smoke")
+
+
+def test_a_killed_writers_temporary_file_is_not_corruption(cache):
+    import subprocess
+    import sys
+
+    directory = zoo.run_dir("numeric-icl", "smoke")
+    directory.mkdir(parents=True)
+    pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    orphan = directory / f".model.safetensors.tmp-{pid}"
+    orphan.write_bytes(b"x" * 1000)  # what a kill during the final save leaves
+    assert zoo.status("numeric-icl", "smoke").state == "missing"
+    zoo.train("numeric-icl", "smoke", progress=False)
+    assert zoo.status("numeric-icl", "smoke").cached and not orphan.exists()
+
+
+def test_cli_train_reports_the_steps_of_this_run(cache, capsys):
+    cfg = zoo.config("numeric-icl", "smoke")
+    training.train(numeric.train_spec(cfg), cfg.train, zoo.run_dir("numeric-icl", "smoke"), progress=False,
+                   run_key=zoo.cache_key("numeric-icl", cfg), stop_at=2)  # an interrupted run
+    assert cli.main(["train", "numeric-icl", "--profile", "smoke", "--quiet"]) == 0
+    total = cfg.train.steps
+    assert f"{total - 2} steps (resumed at step 2 of {total})" in capsys.readouterr().out
+    assert cli.main(["train", "numeric-icl", "--profile", "smoke", "--quiet"]) == 0
+    assert f"already trained ({total} steps), cached" in capsys.readouterr().out
+
+
 def test_snapshots_load_as_hooked_models(cache):
     steps = zoo.snapshots("numeric-icl", "smoke")
     assert steps == training.snapshot_steps(numeric.tiny_config().train.steps, 2)

@@ -94,6 +94,21 @@ def _final(directory: Path) -> Path:
     return directory / "model"
 
 
+# what `train` writes beside the final weights and the package reads back
+META_KEYS = ("name", "profile", "key", "config", "steps", "history", "losses", "train_seconds",
+             "tokens_per_second", "snapshot_steps")
+
+
+def _read_final(final: Path) -> tuple[dict, dict]:
+    """The final checkpoint, verified, with every metadata key the package reads (CheckpointError if
+    not: e.g. written by another version of the package)."""
+    tensors, meta = training.load_checkpoint(final)
+    missing = [key for key in META_KEYS if key not in meta]
+    if missing:
+        raise training.CheckpointError(f"checkpoint {final}: metadata lacks {', '.join(missing)}")
+    return tensors, meta
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelStatus:
     name: str
@@ -111,7 +126,10 @@ def status(name: str, profile: str | None = None, *, verify: bool = True) -> Mod
     """Whether `name` is trained and cached for `profile`, where, and how big (all files)."""
     profile = settings.profile(profile)
     directory = run_dir(name, profile)
-    size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()) if directory.exists() else 0
+    # the lock file and a killed writer's temporary file say nothing about the model
+    files = [f for f in directory.rglob("*") if f.is_file() and f.name != ".lock" and not training.is_temporary(f)] \
+        if directory.exists() else []
+    size = sum(f.stat().st_size for f in files)
     final = _final(directory)
     if training.checkpoint_exists(final):
         state = "cached"
@@ -120,7 +138,7 @@ def status(name: str, profile: str | None = None, *, verify: bool = True) -> Mod
                 training.load_checkpoint(final)
             except training.CheckpointError:
                 state = "corrupt"
-    elif training.checkpoint_exists(directory / "resume"):
+    elif training.resume_paths(directory):
         state = "partial"
     else:
         state = "missing" if size == 0 else "corrupt"
@@ -130,13 +148,19 @@ def status(name: str, profile: str | None = None, *, verify: bool = True) -> Mod
 @contextlib.contextmanager
 def _lock(directory: Path):
     """One trainer per model at a time (e.g. two notebooks executing at once): the second waits."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / ".lock", "a")  # noqa: SIM115 - closed below
+    except OSError as err:
+        raise OSError(f"cannot train into the model cache {directory} ({err.strerror or err}); set "
+                      "OPTIM_HUNTER_CACHE to a writable folder") from err
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-        yield
+        with handle:
+            yield
         return
-    with open(directory / ".lock", "w") as handle:
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -154,6 +178,14 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
     cfg = module.config(profile)
     directory = run_dir(name, profile)
     final = _final(directory)
+    if not force and training.checkpoint_exists(final):
+        # Served without the lock: checkpoints are written atomically and verified on reading, so
+        # a read-only or shared cache serves a trained model (the lock needs a writable folder).
+        try:
+            _read_final(final)
+            return final
+        except training.CheckpointError:
+            pass  # damaged: retrained below, under the lock
     with _lock(directory):
         if force:
             for child in directory.iterdir():
@@ -161,7 +193,7 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         if training.checkpoint_exists(final):
             try:
-                training.load_checkpoint(final)
+                _read_final(final)
                 return final
             except training.CheckpointError as err:
                 warnings.warn(f"{name} ({profile}): {err}; retraining", stacklevel=2)
@@ -173,6 +205,7 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
             progress=progress,
             description=f"train {name} ({profile})",
             run_key=cache_key(name, cfg),
+            clean_up=False,  # the resume point stays until the final weights are saved
         )
         meta = {
             "name": name,
@@ -187,19 +220,21 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
             "train_seconds": result.seconds,
             "tokens_per_second": result.tokens_per_second,
             "snapshot_steps": result.snapshot_steps,
+            "resumed_from": result.resumed_from,
         }
         training.save_checkpoint(final, result.model.state_dict(), meta)
+        training.remove_resume_points(directory)
     return final
 
 
 def _load_final(name: str, profile: str, progress: bool) -> tuple[dict, dict]:
     final = train(name, profile, progress=progress)
     try:
-        return training.load_checkpoint(final)
+        return _read_final(final)
     except training.CheckpointError as err:  # damaged between the check and the read
         warnings.warn(f"{name} ({profile}): {err}; retraining", stacklevel=3)
         training.remove_checkpoint(final)
-        return training.load_checkpoint(train(name, profile, progress=progress))
+        return _read_final(train(name, profile, progress=progress))
 
 
 def load(name: str, profile: str | None = None, *, progress: bool = True) -> Any:
