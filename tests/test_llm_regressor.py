@@ -172,3 +172,21 @@ def test_zero_features_are_refused_at_fit():
     reg = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer())
     with pytest.raises(ValueError, match="d >= 1"):
         reg.fit(np.zeros((3, 0)), np.zeros(3))
+
+
+def test_a_plain_module_with_a_short_position_table_gets_a_clear_error():
+    class Positional(torch.nn.Module):  # no cfg: its context is only in its position table
+        def __init__(self):
+            super().__init__()
+            self.pos = torch.nn.Embedding(50, 4)
+            self.out = torch.nn.Linear(4, 128)
+
+        def forward(self, tokens):
+            return self.out(self.pos(torch.arange(tokens.shape[1]))).expand(tokens.shape[0], -1, -1)
+
+    with pytest.raises(ValueError, match=r"input of \d+ tokens \(IndexError.*fewer in-context examples"):
+        llm_regressor.greedy_answers(Positional(), CharTokenizer(), ["x" * 80], max_new_tokens=3)
+    hf_like = Positional()
+    hf_like.config = type("Config", (), {"max_position_embeddings": 50})()
+    with pytest.raises(ValueError, match="exceeds the model's context of 50"):
+        llm_regressor.greedy_answers(hf_like, CharTokenizer(), ["x" * 80], max_new_tokens=3)

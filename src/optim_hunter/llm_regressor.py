@@ -71,7 +71,7 @@ def greedy_answers(
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
     encoded = [_encode(tokenizer, t) for t in texts]
-    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    n_ctx = context_length(model)
     longest = max((len(ids) for ids in encoded), default=0)
     if n_ctx is not None and longest + max_new_tokens > n_ctx:
         raise ValueError(
@@ -102,7 +102,7 @@ def greedy_answers(
         for step in range(max_new_tokens):
             if not use_cache:
                 # Only columns up to the longest row's current end are needed this step.
-                logits = model(tokens[:, : int(lengths.max()) + step])
+                logits = _forward(model, tokens[:, : int(lengths.max()) + step])
                 last_logits = logits[rows, lengths + step - 1]
             next_ids = last_logits.argmax(dim=-1)
             tokens[rows, lengths + step] = next_ids
@@ -119,6 +119,27 @@ def greedy_answers(
             answers[index] = trim_answer(tokenizer.decode(generated[row]), stop)
             finished[index] = done[row]
     return Answers(answers, prompts.parse_answers(answers, finished))
+
+
+def context_length(model: Any) -> int | None:
+    """The longest input `model` accepts, where it says: TransformerLens `cfg.n_ctx`, or a Hugging
+    Face `config.max_position_embeddings` / `n_positions`; None for a plain callable."""
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if n_ctx is None:
+        config = getattr(model, "config", None)
+        n_ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(n_ctx) if n_ctx is not None else None
+
+
+def _forward(model: Model, tokens: Tensor) -> Tensor:
+    try:
+        return model(tokens)
+    except IndexError as err:  # e.g. a position table shorter than the prompt, in a plain module
+        raise ValueError(
+            f"the model failed on an input of {tokens.shape[1]} tokens ({type(err).__name__}: {err}); "
+            "the prompt is probably longer than its context: use fewer in-context examples, or "
+            "give the model a cfg.n_ctx so the length is checked before any work"
+        ) from err
 
 
 _NUMBER_DONE = re.compile(r"^\s*[-+]?\d+(?:\.\d*)?(?=[^\d.])", re.ASCII)  # a number, then something else

@@ -96,3 +96,14 @@ def test_the_device_map_setting_reaches_the_bridge(tiny_hf_models, monkeypatch):
     assert hf.fast_twin(model) is None  # no twin outside the default placement
     tokens = model.to_tokens("(1, 5)")
     assert model(tokens).shape[:2] == tokens.shape
+
+
+def test_a_folder_without_tokenizer_files_is_refused_before_loading(tiny_hf_models, tmp_path):
+    import shutil
+
+    folder = tmp_path / "weights-only"
+    shutil.copytree(tiny_hf_models["llama"], folder)
+    for name in hf.TOKENIZER_FILES + ("special_tokens_map.json", "merges.txt"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(hf.ModelNotAvailable, match=r"no tokenizer files.*tokenizer.save_pretrained"):
+        zoo.load(f"hf:{folder}")

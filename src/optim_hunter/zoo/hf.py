@@ -44,6 +44,21 @@ def _hub_cache(cache_dir: str | Path | None) -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+# any one of these is a saved tokenizer (fast, sentencepiece, BPE or WordPiece)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def _check_tokenizer(folder: Path, name: str) -> Path:
+    """`folder`, if it holds a tokenizer: without one, transformers would build a one-token
+    tokenizer that fails every prompt silently."""
+    if not any((folder / f).exists() for f in TOKENIZER_FILES):
+        raise ModelNotAvailable(
+            f"hf:{name}: {folder} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}). "
+            f"Save the model's tokenizer beside it with `tokenizer.save_pretrained('{folder}')`."
+        )
+    return folder
+
+
 def resolve(name_or_path: str, cache_dir: str | Path | None = None) -> Path:
     """The local folder holding `name_or_path` (config.json and weights), or ModelNotAvailable."""
     name = name_or_path.strip()
@@ -60,7 +75,7 @@ def resolve(name_or_path: str, cache_dir: str | Path | None = None) -> Path:
             )
         if not (path / "config.json").exists():
             raise ModelNotAvailable(f"hf:{name}: the folder has no config.json; it is not a saved HF model")
-        return path
+        return _check_tokenizer(path, name)
     hub = _hub_cache(cache_dir)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
@@ -82,7 +97,7 @@ def resolve(name_or_path: str, cache_dir: str | Path | None = None) -> Path:
             f"hf:{name}: the cached snapshot {folder} has no config.json (an incomplete download?); "
             f"run `hf download {name}` again"
         )
-    return Path(folder)
+    return _check_tokenizer(Path(folder), name)
 
 
 def placement(environ: dict[str, str] | None = None) -> dict[str, Any]:
