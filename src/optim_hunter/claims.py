@@ -85,6 +85,9 @@ def make_claim(
         raise ValueError(f"claim id {id!r} must be dotted lowercase words, e.g. 'regressor.f2.best_mae'")
     if source_seed not in SEEDS:
         raise ValueError(f"unknown source {source_seed!r}: choose one of {', '.join(SEEDS)}")
+    from optim_hunter import settings
+
+    settings.profile(profile)  # a typo would file the row under a profile no page shows
     if reproduced is not None and not criterion:
         raise ValueError(f"claim {id}: a verdict needs the criterion that decided it")
     verdict: Verdict = "measured" if reproduced is None else (

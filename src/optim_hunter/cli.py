@@ -27,6 +27,10 @@ def _cmd_regressors(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     if not 1 <= args.seeds <= MAX_SEEDS:
         raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS:,}, got {args.seeds:,}")
+    if args.round is not None and not 0 <= args.round <= 15:
+        raise ValueError(f"--round must be between 0 and 15 decimals, got {args.round}")
+    if args.jobs == 0 or args.jobs < -1:
+        raise ValueError(f"--jobs must be a number of workers >= 1, or -1 for every core; got {args.jobs}")
     methods = args.methods.split(",") if args.methods else regressors.names()
     results = evaluation.evaluate(
         methods,

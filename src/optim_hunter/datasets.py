@@ -136,8 +136,8 @@ def make_split(
             raise ValueError(f"{label} must be at most {MAX_ROWS:,}, got {value:,}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    if not (isinstance(noise, (int, float, np.integer, np.floating)) and np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     if round_to is not None and not 0 <= round_to <= MAX_DECIMALS:
         raise ValueError(f"round_to must be between 0 and {MAX_DECIMALS} decimals, got {round_to}")
     x, y = data.generate(int(n_examples + n_queries), int(seed), float(noise))

@@ -104,6 +104,8 @@ def problem_grid(
     repeats: a repeated seed would count the same problem twice (narrower intervals, wrong ranks)."""
     names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
     sizes = [n_examples] if isinstance(n_examples, (int, np.integer)) else list(n_examples)
+    if isinstance(seeds, (int, np.integer, str)):
+        raise TypeError(f"seeds must be a collection of seeds, e.g. range({seeds!r}), not {seeds!r}")
     seed_list = list(seeds)
     if not names or not sizes or not seed_list:
         raise ValueError("need at least one dataset, one n_examples and one seed")
@@ -165,6 +167,11 @@ def add_ranks(results: pd.DataFrame) -> pd.DataFrame:
 def summarize(results: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per (dataset, n_examples, method): MAE and MSE with 95% bootstrap intervals, mean rank,
     and the number of failed predictions (excluded from the errors, reported here)."""
+    needed = ["dataset", "n_examples", "seed", "method", "query", "abs_error", "sq_error", "failed"]
+    missing = [c for c in needed if c not in getattr(results, "columns", [])]
+    if missing or len(results) == 0:
+        what = f"lacks the columns {missing}" if missing else "is empty"
+        raise ValueError(f"the results table {what}: pass the table `evaluate` returns")
     ranked = add_ranks(results)
     rng = np.random.default_rng(seed)
     rows = []

@@ -70,6 +70,8 @@ def greedy_answers(
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
+    if isinstance(texts, str):  # a string is a sequence too: of one-character prompts
+        raise TypeError("texts must be a list of prompts; for one prompt pass [text]")
     encoded = [_encode(tokenizer, t) for t in texts]
     n_ctx = context_length(model)
     longest = max((len(ids) for ids in encoded), default=0)
@@ -176,6 +178,10 @@ def max_examples(
             for s in (datasets.make_split(dataset, n, seed, round_to=round_to) for seed in seeds)
         )
         if longest + max_new_tokens > n_ctx:
+            if n == 1:
+                raise ValueError(
+                    f"a context of {n_ctx} tokens holds no {dataset} prompt: one example needs "
+                    f"{longest} tokens plus {max_new_tokens} for the answer")
             break
         best = n
     return best
@@ -227,6 +233,9 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def prompts_for(self, X) -> list[str]:
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "n_features_in_")  # sklearn's NotFittedError: "call fit first"
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"predict needs X [n, {self.n_features_in_}], got {X.shape}")

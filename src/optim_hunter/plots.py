@@ -127,6 +127,12 @@ def attention_heads(
 # --- figures shared by chapters ---------------------------------------------------------------
 
 
+def _columns(table: pd.DataFrame, *names: str) -> None:
+    missing = [n for n in names if n not in table.columns]
+    if missing:
+        raise ValueError(f"the table has no column {missing}; its columns are {list(table.columns)}")
+
+
 def error_bars(
     table: pd.DataFrame,
     *,
@@ -138,6 +144,7 @@ def error_bars(
     log_x: bool = False,
 ) -> go.Figure:
     """Horizontal bars with intervals, best (smallest) at the top: one bar per row of `table`."""
+    _columns(table, value, low, high, label)
     ordered = table.sort_values(value, ascending=False)
     fig = go.Figure(
         go.Bar(
@@ -175,6 +182,7 @@ def lines(
     log_y: bool = False,
 ) -> go.Figure:
     """One line per group."""
+    _columns(table, x, y, group)
     fig = go.Figure()
     for name, part in table.groupby(group, sort=False):
         part = part.sort_values(x)

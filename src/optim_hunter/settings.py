@@ -34,6 +34,15 @@ def model(value: str | None = None) -> str:
     name = name.strip()
     if not name:
         raise ValueError("empty model name: set OPTIM_HUNTER_MODEL to a zoo name or hf:<name-or-path>")
+    from optim_hunter import zoo  # the names live there; imported here to keep settings light
+
+    known = zoo.pretrained_names() + zoo.names()
+    if name.startswith(zoo.HF_PREFIX):
+        if not name[len(zoo.HF_PREFIX):].strip():
+            raise ValueError(f"model {name!r} names no Hugging Face model: use hf:<name-or-path>, e.g. hf:gpt2")
+    elif name not in known:
+        source = "OPTIM_HUNTER_MODEL" if value is None else "model"
+        raise ValueError(f"unknown {source} {name!r}: choose one of {', '.join(known)}, or hf:<name-or-path>")
     return name
 
 

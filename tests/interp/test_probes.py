@@ -25,5 +25,5 @@ def test_residual_stages(tiny_bridge, chars):
 
 
 def test_too_few_samples():
-    with pytest.raises(ValueError, match="need >= 10"):
+    with pytest.raises(ValueError, match="needs >= 10 samples"):
         probes.probe_r2(np.ones((5, 2)), np.ones(5))

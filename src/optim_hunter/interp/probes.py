@@ -51,8 +51,16 @@ def probe_r2(
     """Held-out R^2 of a standardized ridge probe (alpha chosen by inner CV), by K-fold."""
     features = np.asarray(features, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
-    if len(features) != len(target) or len(target) < 2 * folds:
-        raise ValueError(f"need >= {2 * folds} samples with one target each, got {features.shape}")
+    if features.ndim != 2 or target.ndim != 1 or len(features) != len(target):
+        raise ValueError(f"features [n, d] and target [n] must have one row per sample, got "
+                         f"{features.shape} and {target.shape}")
+    if len(target) < 2 * folds:
+        raise ValueError(f"a {folds}-fold probe needs >= {2 * folds} samples, got {len(target)}")
+    bad = np.flatnonzero(~np.isfinite(target)).tolist() + \
+        sorted(set(np.argwhere(~np.isfinite(features))[:, 0].tolist()))
+    if bad:
+        raise ValueError(f"non-finite target or features at samples {sorted(set(bad))[:10]}: drop them "
+                         "(e.g. failed answers) before probing")
     probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 4, 15)))
     predicted = cross_val_predict(probe, features, target, cv=KFold(folds, shuffle=True, random_state=seed))
     residual = ((target - predicted) ** 2).sum()

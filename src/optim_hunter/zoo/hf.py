@@ -100,6 +100,9 @@ def resolve(name_or_path: str, cache_dir: str | Path | None = None) -> Path:
     return _check_tokenizer(Path(folder), name)
 
 
+DEVICE_MAP_WORDS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's strategies
+
+
 def placement(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """`device_map` / `n_devices` for `boot_transformers`, from OPTIM_HUNTER_DEVICE_MAP and
     OPTIM_HUNTER_N_DEVICES (empty when neither is set: one device, the default)."""
@@ -116,6 +119,14 @@ def placement(environ: dict[str, str] | None = None) -> dict[str, Any]:
                     "auto, balanced, sequential or a JSON object of module -> device"
                 ) from None
         else:
+            if device_map not in DEVICE_MAP_WORDS:
+                try:
+                    torch.device(device_map)  # one device for the whole model: cpu, cuda:1, mps
+                except RuntimeError:
+                    raise ValueError(
+                        f"OPTIM_HUNTER_DEVICE_MAP={device_map!r}: use {', '.join(DEVICE_MAP_WORDS)}, one "
+                        "device (e.g. cuda:0) or a JSON object of module -> device"
+                    ) from None
             out["device_map"] = device_map
     n_devices = env.get("OPTIM_HUNTER_N_DEVICES", "").strip()
     if n_devices:
