@@ -342,10 +342,13 @@ def test_stale_temporary_files_are_removed_and_live_ones_kept(tmp_path):
     orphan = tmp_path / "snapshots" / f".step_0000004.safetensors.tmp-{dead.stdout.strip()}"
     orphan.parent.mkdir()
     orphan.write_bytes(b"x" * 100)
+    staged = tmp_path / f".tokenizer.tmp-{dead.stdout.strip()}"  # a staging folder
+    staged.mkdir()
+    (staged / "tokenizer.json").write_text("{}")
     live = tmp_path / f".model.json.tmp-{os.getppid()}"  # a running process (pytest's parent)
     live.write_text("{}")
     training.train(tiny_spec(), TrainConfig(steps=3, seed=0), tmp_path, progress=False)
-    assert not orphan.exists() and live.exists()
+    assert not orphan.exists() and not staged.exists() and live.exists()
     assert training.is_temporary(live) and not training.is_temporary(tmp_path / "model.json")
 
 
@@ -402,3 +405,16 @@ def test_a_real_signal_leaves_a_resume_point_that_resumes_exactly(tmp_path, sign
     assert stopped.resumed_from == step
     straight = training.train(tiny_spec(), original, stop_at=step + 3, progress=False)
     assert same(weights(straight.model), weights(stopped.model)) and stopped.losses == straight.losses
+
+
+def test_checkpoint_files_get_the_umasks_permissions_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        training.save_checkpoint(tmp_path / "ckpt", sample_tensors(), {})
+    finally:
+        os.umask(previous)
+    for suffix in (".safetensors", ".json"):  # readable by the group and others: a shared cache
+        assert stat.S_IMODE((tmp_path / f"ckpt{suffix}").stat().st_mode) == 0o644

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -201,6 +202,11 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        # safetensors creates its files owner-only (0600); a shared cache needs the umask's usual
+        # permissions, as for any other file the user creates
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -266,17 +272,18 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: Path | str) -> list[Path]:
-    """Delete the temporary files `_atomic_write` left under `folder` when its process was killed
-    mid-write (their writer's pid is dead); the removed paths. A live writer's file is kept."""
+    """Delete the temporary files (and staging folders) named `.<name>.tmp-<pid>` that a writer
+    left under `folder` when it was killed mid-write (its pid is dead); the removed paths. A live
+    writer's are kept."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for file in folder.rglob(".*.tmp-*"):
         match = _TEMPORARY.match(file.name)
-        if match and file.is_file() and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
             with contextlib.suppress(FileNotFoundError):
-                file.unlink()
+                shutil.rmtree(file) if file.is_dir() else file.unlink()
                 removed.append(file)
     return removed
 

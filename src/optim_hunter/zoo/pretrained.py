@@ -27,7 +27,6 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -162,12 +161,12 @@ def _save_cache(spec: PackagedGGUF, dtype: torch.dtype, model: Any, tokenizer: A
 
     path = cache_path(spec, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
+    training.remove_stale_temporaries(path.parent)  # a killed writer's half-written copy
     folder = path.parent / "tokenizer"
     if not folder.is_dir():
-        staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=path.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is owner-only; a shared cache is not
+        staging = path.parent / f".tokenizer.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
         try:
             tokenizer.save_pretrained(str(staging))
             os.replace(staging, folder)
