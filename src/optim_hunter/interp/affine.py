@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from optim_hunter import hooks
 from optim_hunter.interp import ablation, circuits, heads
 from optim_hunter.zoo import affine as zoo_affine
 from optim_hunter.zoo.affine import Sequences
@@ -31,7 +32,7 @@ LOSS_FROM = 2
 
 
 def _patterns(model: Any, vectors: Tensor, layer: int) -> Float[Tensor, "batch head q k"]:
-    name = f"blocks.{layer}.attn.hook_pattern"
+    name = hooks.pattern(layer)
     with torch.no_grad():
         _, cache = model.run_with_cache(vectors, names_filter=lambda n: n == name)
     return cache[name].double()
@@ -144,7 +145,7 @@ def head_attribution(
     a_{m+1} - a_m (`"step"`). Pooled over all (sequence, position) pairs."""
     n_layers = model.cfg.n_layers
     total, count = 0.0, 0
-    names = {f"blocks.{l}.attn.hook_z" for l in range(n_layers)} | {"ln_final.hook_scale"}
+    names = {hooks.z(l) for l in range(n_layers)} | {"ln_final.hook_scale"}
     for g in groups:
         if g.inputs.shape[1] <= loss_from:
             continue
@@ -163,9 +164,9 @@ def head_attribution(
 def mlp_attribution_by_position(model: Any, seqs: Sequences) -> Float[np.ndarray, "layer pos"]:
     """Mean direct attribution of each MLP's output to a_{m+1} at every position m of one group."""
     n_layers = model.cfg.n_layers
-    names = {f"blocks.{l}.hook_mlp_out" for l in range(n_layers)} | {"ln_final.hook_scale"}
+    names = {hooks.mlp_out(l) for l in range(n_layers)} | {"ln_final.hook_scale"}
     _, cache = model.run_with_cache(seqs.inputs, names_filter=lambda n: n in names)
-    outs = torch.stack([cache[f"blocks.{l}.hook_mlp_out"] for l in range(n_layers)], 2)  # [b, p, l, d]
+    outs = torch.stack([cache[hooks.mlp_out(l)] for l in range(n_layers)], 2)  # [b, p, l, d]
     return circuits.direct_attribution(model, cache, outs, seqs.targets).mean(0).T.numpy()
 
 
@@ -187,7 +188,7 @@ def linear_fit(x: Float[np.ndarray, "n k"], y: Float[np.ndarray, "n k"]) -> tupl
 @torch.no_grad()
 def residual_vectors(model: Any, groups: Sequence[Sequences], layer: int = 0) -> Float[Tensor, "n d_model"]:
     """Every position's residual stream entering `layer` (`blocks.{layer}.hook_resid_pre`)."""
-    name = f"blocks.{layer}.hook_resid_pre"
+    name = hooks.resid_pre(layer)
     rows = []
     for g in groups:
         _, cache = model.run_with_cache(g.inputs, names_filter=lambda n: n == name)
@@ -270,7 +271,7 @@ def ov_scatter_data(model: Any, vector: Float[Tensor, " d_model"], layer: int = 
 @torch.no_grad()
 def mean_z(model: Any, groups: Sequence[Sequences], layer: int) -> Float[Tensor, "head d_head"]:
     """Mean of `blocks.{layer}.attn.hook_z` over every position of every sequence."""
-    name = f"blocks.{layer}.attn.hook_z"
+    name = hooks.z(layer)
     total, count = 0.0, 0
     for g in groups:
         _, cache = model.run_with_cache(g.inputs, names_filter=lambda n: n == name)
@@ -286,7 +287,7 @@ def mean_ablated_mse(
 ) -> float:
     """MSE on `groups` with the heads of `layer` (all, or `heads_`) replaced by their mean output
     over `population` (`ablation.ablated`, mean mode, on hook_z)."""
-    name = f"blocks.{layer}.attn.hook_z"
+    name = hooks.z(layer)
     means = {name: mean_z(model, population, layer)}
     selected = None if heads_ is None else {name: list(heads_)}
     with ablation.ablated(model, [name], mode="mean", means=means, heads=selected):

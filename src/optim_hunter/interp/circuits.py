@@ -33,6 +33,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from optim_hunter import hooks
+
 
 def _centering(d: int, dtype=torch.float64) -> Tensor:
     return torch.eye(d, dtype=dtype) - torch.full((d, d), 1.0 / d, dtype=dtype)
@@ -97,7 +99,7 @@ def folded_unembed(model: Any) -> Float[Tensor, "d_model d_vocab"]:
 def head_outputs(model: Any, cache: Any, layer: int) -> Float[Tensor, "batch pos head d_model"]:
     """What each head writes into the residual stream with its value bias folded out:
     (z - value bias) W_O, from the cached `blocks.{layer}.attn.hook_z`."""
-    z = cache[f"blocks.{layer}.attn.hook_z"].double()
+    z = cache[hooks.z(layer)].double()
     z = z - value_bias(model, layer)[None, None]
     return torch.einsum("bphe,hed->bphd", z, model.W_O[layer].detach().double())
 

@@ -25,6 +25,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from optim_hunter import hooks
+
 
 def repeated_random_tokens(
     d_vocab: int, *, length: int = 25, repeats: int = 4, batch: int = 10, bos: int | None = None,
@@ -61,10 +63,10 @@ def induction_targets(tokens: Int[Tensor, " pos"]) -> Float[Tensor, "pos pos"]:
 
 
 def _patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer batch head q k"]:
-    names = {f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)}
+    names = {hooks.pattern(l) for l in range(model.cfg.n_layers)}
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-    return torch.stack([cache[f"blocks.{l}.attn.hook_pattern"] for l in range(model.cfg.n_layers)])
+    return torch.stack([cache[hooks.pattern(l)] for l in range(model.cfg.n_layers)])
 
 
 def prefix_matching_from_patterns(
@@ -106,13 +108,13 @@ def copying(
     tokens = repeated_random_tokens(model.cfg.d_vocab, length=length, repeats=1, batch=batch,
                                     bos=bos, seed=seed)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    names = {f"blocks.{l}.attn.hook_{k}" for l in range(n_layers) for k in ("z", "pattern")}
+    names = {name for l in range(n_layers) for name in (hooks.z(l), hooks.pattern(l))}
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     W_O, W_U = model.W_O, model.W_U
     out = np.zeros((n_layers, n_heads))
     for l in range(n_layers):
-        z = cache[f"blocks.{l}.attn.hook_z"]  # [batch, pos, head, d_head]
-        pattern = cache[f"blocks.{l}.attn.hook_pattern"]  # [batch, head, q, k]
+        z = cache[hooks.z(l)]  # [batch, pos, head, d_head]
+        pattern = cache[hooks.pattern(l)]  # [batch, head, q, k]
         for h in range(n_heads):
             logits = (z[:, :, h] @ W_O[l, h]) @ W_U  # [batch, pos, vocab]
             raised = torch.relu(logits - logits.mean(-1, keepdim=True))

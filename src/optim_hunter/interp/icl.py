@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from optim_hunter import hooks
 from optim_hunter.interp import ablation, heads
 
 SEED_EARLY, SEED_LATE, SEED_CONTEXT = 50, 500, 512  # Olsson et al.'s token indices and context
@@ -171,7 +172,7 @@ def token_losses(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "
 
 
 def _pattern_names(model: Any) -> list[str]:
-    return [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
+    return [hooks.pattern(l) for l in range(model.cfg.n_layers)]
 
 
 @contextlib.contextmanager
@@ -199,7 +200,7 @@ def ablate_heads(
     value."""
     chosen: dict[str, list[int]] = {}
     for layer, head in pairs:
-        chosen.setdefault(f"blocks.{layer}.attn.hook_z", []).append(head)
+        chosen.setdefault(hooks.z(layer), []).append(head)
     with contextlib.ExitStack() as stack:
         if preserve_patterns:
             stack.enter_context(frozen_patterns(model, patterns or clean_patterns(model, tokens)))

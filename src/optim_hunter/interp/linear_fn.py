@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from scipy.stats import linregress
 from torch import Tensor
 
-from optim_hunter import kv_decoding, plots, prompts
+from optim_hunter import hooks, kv_decoding, plots, prompts
 from optim_hunter.interp import ablation, patching
 from optim_hunter.prompts import format_pairs
 
@@ -160,7 +160,7 @@ def additive_fit(curve: pd.DataFrame, *, start: int = 1) -> dict[str, float]:
 
 def layer_heads(model: Any, layers: Sequence[int]) -> list[str]:
     """hook_z names of whole layers (ablating them removes every head of those layers)."""
-    return [f"blocks.{l}.attn.hook_z" for l in layers]
+    return [hooks.z(l) for l in layers]
 
 
 @torch.no_grad()
@@ -178,7 +178,7 @@ def head_activity(
     out = np.zeros((model.cfg.n_layers, model.cfg.n_heads, 2))
     out[..., 1] = effects.cpu().numpy()
     for l in range(model.cfg.n_layers):
-        pattern = cache[f"blocks.{l}.attn.hook_pattern"][0, :, -1]  # [head, src]
+        pattern = cache[hooks.pattern(l)][0, :, -1]  # [head, src]
         out[l, :, 0] = pattern[:, example_positions].sum(-1).cpu().numpy()
     return out
 
@@ -508,8 +508,8 @@ def _head_capture(model: Any, query_pos: Tensor, example_mask: Tensor, store: di
     def keep_scale(scale: Tensor, hook: Any) -> None:
         store["scale"] = scale[rows, query_pos].detach().clone()
 
-    hooks = [(f"blocks.{l}.attn.hook_z", keep_z(l)) for l in range(model.cfg.n_layers)]
-    hooks += [(f"blocks.{l}.attn.hook_pattern", keep_mass(l)) for l in range(model.cfg.n_layers)]
+    hooks = [(hooks.z(l), keep_z(l)) for l in range(model.cfg.n_layers)]
+    hooks += [(hooks.pattern(l), keep_mass(l)) for l in range(model.cfg.n_layers)]
     if "ln_final.hook_scale" in model.hook_dict:
         hooks.append(("ln_final.hook_scale", keep_scale))
     return hooks
@@ -791,7 +791,7 @@ def head_patterns(model: Any, tokenizer: Any, problem: Problem, heads: Sequence[
     only their layers' patterns."""
     tokens = encode_answers(tokenizer, problem).tokens
     where = [(int(n[1 : n.index("H")]), int(n[n.index("H") + 1 :])) for n in heads]
-    names = {f"blocks.{l}.attn.hook_pattern" for l, _ in where}
+    names = {hooks.pattern(l) for l, _ in where}
     _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in names)
-    pattern = np.stack([cache[f"blocks.{l}.attn.hook_pattern"][0, h].float().cpu().numpy() for l, h in where])
+    pattern = np.stack([cache[hooks.pattern(l)][0, h].float().cpu().numpy() for l, h in where])
     return pattern, tokenizer.convert_ids_to_tokens(tokens.tolist())

@@ -21,14 +21,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from optim_hunter import hooks
+
 Metric = Callable[[Float[Tensor, "batch pos vocab"]], float]
 
 
 def stage_hooks(n_layers: int) -> list[str]:
     """Residual hooks in depth order: before each layer, then after the last."""
-    return [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)] + [
-        f"blocks.{n_layers - 1}.hook_resid_post"
-    ]
+    return hooks.resid_stages(n_layers)
 
 
 @torch.no_grad()

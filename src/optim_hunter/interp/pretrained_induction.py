@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import kv_decoding, settings
+from optim_hunter import hooks, kv_decoding, settings
 from optim_hunter.interp import heads, icl
 
 SOURCE = "003"
@@ -201,18 +201,18 @@ def head_scores(
     `repeat_losses` [batch, pos - 1], the per-token loss of the same run (index i predicts token
     i + 1)."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    names = {f"blocks.{l}.attn.hook_{k}" for l in range(n_layers) for k in ("z", "pattern")}
+    names = {name for l in range(n_layers) for name in (hooks.z(l), hooks.pattern(l))}
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     first = length + int(bos)  # positions [0, first) hold BOS and the first copy
     gain, centre = final_norm_map(model) if final_norm else (None, False)
     W_O = model.W_O.detach()  # a bridge property: stacked once
     unembedding = RowUnembedding.of(model.W_U, tokens)
-    patterns = [cache[f"blocks.{l}.attn.hook_pattern"].float() for l in range(n_layers)]
+    patterns = [cache[hooks.pattern(l)].float() for l in range(n_layers)]
     # every layer's heads side by side: the induction targets are built once per row
     prefix = heads.prefix_matching_from_patterns(torch.cat(patterns, 1), tokens, from_position=first)
     repeats, first_copy = [], []
     for l in range(n_layers):
-        ratios = copying_ratios(cache[f"blocks.{l}.attn.hook_z"], patterns[l], W_O[l], unembedding,
+        ratios = copying_ratios(cache[hooks.z(l)], patterns[l], W_O[l], unembedding,
                                 gain=gain, centre=centre)
         repeats.append(4 * ratios[:, first:].mean((0, 1)) - 1)
         first_copy.append(4 * ratios[:, :first].mean((0, 1)) - 1)

@@ -19,6 +19,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
+from optim_hunter import hooks
+
 
 @torch.no_grad()
 def residuals(
@@ -30,19 +32,16 @@ def residuals(
 
     if position == -1 and decomposition.available(model):
         return np.stack([decomposition.decompose(model, t).stages().cpu().numpy() for t in token_lists])
-    n_layers = model.cfg.n_layers
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
-    names.append(f"blocks.{n_layers - 1}.hook_resid_post")
-    wanted = set(names)
+    names = hooks.resid_stages(model.cfg.n_layers)
     out = []
     for tokens in token_lists:
-        _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in wanted)
+        _, cache = model.run_with_cache(tokens[None], names_filter=hooks.only(names))
         out.append(torch.stack([cache[n][0, position] for n in names]).float().cpu().numpy())
     return np.stack(out)
 
 
 def stage_labels(n_layers: int) -> list[str]:
-    return [f"before L{l}" for l in range(n_layers)] + [f"after L{n_layers - 1}"]
+    return hooks.stage_labels(n_layers)
 
 
 def probe_r2(

@@ -23,6 +23,7 @@ from jaxtyping import Float
 from scipy.stats import spearmanr
 from torch import Tensor
 
+from optim_hunter import hooks
 from optim_hunter.interp.attribution import Contrast, answer_direction
 from optim_hunter.positions import ROLES, PromptLayout
 
@@ -30,9 +31,9 @@ from optim_hunter.positions import ROLES, PromptLayout
 @torch.no_grad()
 def answer_patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer head src"]:
     """Attention of every head from the last position (where the answer is produced)."""
-    names = {f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)}
+    names = {hooks.pattern(l) for l in range(model.cfg.n_layers)}
     _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in names)
-    return torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][0, :, -1] for l in range(model.cfg.n_layers)])
+    return torch.stack([cache[hooks.pattern(l)][0, :, -1] for l in range(model.cfg.n_layers)])
 
 
 def attention_by_role(
@@ -95,11 +96,11 @@ def neuron_attribution(model: Any, contrast: Contrast, *, top: int | None = 10) 
         parts = decomposition.decompose(model, contrast.tokens)
         effects = decomposition.neuron_effects(model, parts, direction.float()).cpu().numpy()
     else:
-        names = {f"blocks.{l}.mlp.hook_post" for l in range(model.cfg.n_layers)} | {"ln_final.hook_scale"}
+        names = {hooks.mlp_post(l) for l in range(model.cfg.n_layers)} | {"ln_final.hook_scale"}
         _, cache = model.run_with_cache(contrast.tokens[None], names_filter=lambda n: n in names)
         scale = cache["ln_final.hook_scale"][0, -1] if "ln_final.hook_scale" in cache else torch.ones(1)
         effects = np.stack([
-            (cache[f"blocks.{l}.mlp.hook_post"][0, -1] * (model.W_out[l] @ direction) / scale).cpu().numpy()
+            (cache[hooks.mlp_post(l)][0, -1] * (model.W_out[l] @ direction) / scale).cpu().numpy()
             for l in range(model.cfg.n_layers)
         ])
     layer, neuron = np.indices(effects.shape)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from optim_hunter import settings, training
+from optim_hunter import hooks, settings, training
 from optim_hunter.zoo import native
 
 VERSION = "1"
@@ -301,7 +301,7 @@ def add_smear_hooks(bridge: Any, alpha: Tensor) -> None:
         def hook(k: Tensor, hook: Any, layer: int = layer) -> Tensor:
             return smear(k, bridge.smear_alpha[layer])
 
-        bridge.add_hook(f"blocks.{layer}.attn.hook_k", hook, is_permanent=True)
+        bridge.add_hook(hooks.k(layer), hook, is_permanent=True)
 
 
 def hooked(state_dict: dict[str, Tensor], cfg: InductionConfig, name: str = "induction", *, tokenizer: Any = None):
