@@ -17,7 +17,8 @@ Modules:
   llm_regressor  any causal LM as a scikit-learn-style regressor (batched greedy decoding)
   kv_decoding  exact key/value-cached decoding for native and HF models (when no hooks are attached)
   positions    which token of a numeric prompt is a feature value, an output, a separator
-  interp/      analyses written against hook names and weights: lsa (gradient descent in linear
+  hooks        the hook vocabulary: hook-name helpers, residual stages and labels, HookedModel
+  interp/      analyses written against hook names (optim_hunter.hooks) and weights: lsa (gradient descent in linear
                self-attention), attribution, ablation, patching, probes, heads, circuits,
                regression, linear_fn (y = 2x + 3), icl (induction heads), affine, decomposition
                (one fused pass: the residual stream's writers at the last position of an HF model),
