@@ -292,6 +292,11 @@ def is_temporary(file: Path) -> bool:
     return bool(_TEMPORARY.match(file.name))
 
 
+def snapshot_path(run_dir: Path | str, step: int) -> Path:
+    """Where `train` keeps the snapshot of step `step` of a run (checkpoint path)."""
+    return Path(run_dir) / "snapshots" / f"step_{step:07d}"
+
+
 # --- resume points --------------------------------------------------------------------------------
 # Two slots, written alternately: a kill or a second Ctrl-C during one write can damage only the
 # slot being written, never the previous resume point.
@@ -558,7 +563,7 @@ def train(
                     evaluate(step)
                 if step in snaps and run_dir is not None:
                     with requests.writing_files():
-                        save_checkpoint(run_dir / "snapshots" / f"step_{step:07d}", model.state_dict(), {"step": step})
+                        save_checkpoint(snapshot_path(run_dir, step), model.state_dict(), {"step": step})
                 if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
                     save_resume(step)
                 if stop_at is not None and step >= stop_at and step < config.steps:

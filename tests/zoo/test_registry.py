@@ -86,7 +86,7 @@ def test_a_partial_checkpoint_is_retrained(cache):
 def test_a_cached_model_is_served_without_the_lock(cache, monkeypatch):
     """A read-only or shared cache: serving needs no writable lock file."""
     zoo.train("numeric-icl", "smoke", progress=False)
-    monkeypatch.setattr(zoo, "_lock", lambda directory: pytest.fail("took the lock to serve a cached model"))
+    monkeypatch.setattr(zoo, "lock", lambda directory: pytest.fail("took the lock to serve a cached model"))
     zoo.load("numeric-icl", "smoke", progress=False)
     assert zoo.train("numeric-icl", "smoke", progress=False).name == "model"
 
@@ -220,7 +220,7 @@ def test_cli_user_mistakes_are_one_line_with_exit_2(cache, capsys, tmp_path, mon
     err = capsys.readouterr().err
     assert "loaded, not trained" in err and "Traceback" not in err and "or hf:" not in err
     assert cli.main(["eval", "friedman2", "--round", "400", "--seeds", "2"]) == 2
-    assert "round_to must be between 0 and 15" in capsys.readouterr().err
+    assert "--round must be between 0 and 15" in capsys.readouterr().err
     assert cli.main(["eval", "friedman2", "--examples", "10000000000", "--seeds", "2"]) == 2
     assert "n_examples must be at most 1,000,000" in capsys.readouterr().err
     assert cli.main(["eval", "friedman2", "--seeds", "1000000000"]) == 2

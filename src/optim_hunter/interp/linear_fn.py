@@ -508,11 +508,11 @@ def _head_capture(model: Any, query_pos: Tensor, example_mask: Tensor, store: di
     def keep_scale(scale: Tensor, hook: Any) -> None:
         store["scale"] = scale[rows, query_pos].detach().clone()
 
-    hooks = [(hooks.z(l), keep_z(l)) for l in range(model.cfg.n_layers)]
-    hooks += [(hooks.pattern(l), keep_mass(l)) for l in range(model.cfg.n_layers)]
+    captures = [(hooks.z(l), keep_z(l)) for l in range(model.cfg.n_layers)]
+    captures += [(hooks.pattern(l), keep_mass(l)) for l in range(model.cfg.n_layers)]
     if "ln_final.hook_scale" in model.hook_dict:
-        hooks.append(("ln_final.hook_scale", keep_scale))
-    return hooks
+        captures.append(("ln_final.hook_scale", keep_scale))
+    return captures
 
 
 def direct_effects(model: Any, z: Float[Tensor, "row layer head d_head"],

@@ -146,7 +146,7 @@ def status(name: str, profile: str | None = None, *, verify: bool = True) -> Mod
 
 
 @contextlib.contextmanager
-def _lock(directory: Path):
+def lock(directory: Path):
     """One trainer per model at a time (e.g. two notebooks executing at once): the second waits."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -186,7 +186,7 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
             return final
         except training.CheckpointError:
             pass  # damaged: retrained below, under the lock
-    with _lock(directory):
+    with lock(directory):
         if force:
             for child in directory.iterdir():
                 if child.name != ".lock":
@@ -275,7 +275,7 @@ def load_snapshot(name: str, step: int, profile: str | None = None) -> Any:
         raise ValueError(f"{name} has no snapshot at step {step}; kept: {available}")
     profile = settings.profile(profile)
     module = family(name)
-    path = run_dir(name, profile) / "snapshots" / f"step_{step:07d}"
+    path = training.snapshot_path(run_dir(name, profile), step)
     tensors, _ = training.load_checkpoint(path)
     model = module.hooked(tensors, module.config(profile), f"{name}@{step}")
     model.eval()

@@ -257,7 +257,7 @@ def _lock(directory: Path):
     """One builder per corpus at a time (the zoo's per-model file lock)."""
     from optim_hunter import zoo
 
-    return zoo._lock(directory)
+    return zoo.lock(directory)
 
 
 def _cached_tokenizer(directory: Path, cfg: CorpusConfig, selected: Files):

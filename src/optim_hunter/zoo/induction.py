@@ -249,7 +249,7 @@ def snapshot_state(name: str, step: int, profile: str | None = None) -> dict[str
     `load_module` for a fast unhooked model, `hooked` for the TransformerLens one."""
     from optim_hunter import zoo
 
-    path = zoo.run_dir(name, profile) / "snapshots" / f"step_{step:07d}"
+    path = training.snapshot_path(zoo.run_dir(name, profile), step)
     tensors, _ = training.load_checkpoint(path)
     return tensors
 
