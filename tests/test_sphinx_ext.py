@@ -227,3 +227,24 @@ def test_execution_times_recorded(book):
     assert times["page"]["succeeded"] is True and times["page"]["runtime"] > 0
     # exactly the executed notebooks have a row: plain Markdown pages execute nothing
     assert set(times) == {"page"}, times
+
+
+def test_the_source_claims_are_counted_by_seed_and_status():
+    from optim_hunter import sphinx_ext
+
+    entries = [{"seed": "004", "claim": "a", "measured_by": ["x.a"]},
+               {"seed": "004", "claim": "b", "measured_by": ["x.b"]},
+               {"seed": "002", "claim": "c", "measured_by": []}]
+    rows = [{"id": "x.a", "verdict": "reproduced", "docname": "p", "measured": 1.0, "unit": ""},
+            {"id": "x.b", "verdict": "not_reproduced", "docname": "p", "measured": 2.0, "unit": ""}]
+
+    class Builder:
+        def get_relative_uri(self, source, target):
+            return f"{target}.html"
+
+    app = type("App", (), {"builder": Builder()})()
+    page = sphinx_ext.render_sources(app, "claims", entries, rows)
+    assert "3 quantitative claims in the sources</b>: 1 reproduced, 1 not reproduced" in page
+    # per seed: reproduced, not reproduced, measured, not measured
+    assert "<tr><td>002</td><td>0</td><td>0</td><td>0</td><td>1</td></tr>" in page
+    assert "<tr><td>004</td><td>1</td><td>1</td><td>0</td><td>0</td></tr>" in page

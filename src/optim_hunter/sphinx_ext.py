@@ -241,16 +241,30 @@ def source_status(entry: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[st
     return "measured", measured
 
 
+def _counts_by_seed(entries: list[dict[str, Any]], statuses: list[tuple[str, Any]], kinds: tuple[str, ...]) -> str:
+    """A table: one row per source study, the number of its claims with each status."""
+    seeds = sorted({str(entry["seed"]) for entry in entries})
+    body = "".join(
+        f"<tr><td>{html.escape(seed)}</td>" + "".join(
+            f"<td>{sum(1 for e, (s, _) in zip(entries, statuses) if str(e['seed']) == seed and s == k)}</td>"
+            for k in kinds) + "</tr>"
+        for seed in seeds
+    )
+    head = "".join(f"<th>{k.replace('_', ' ')}</th>" for k in kinds)
+    return ('<table class="table optim-hunter-claim-counts"><thead><tr><th>source</th>' + head
+            + "</tr></thead><tbody>" + body + "</tbody></table>")
+
+
 def render_sources(app: Sphinx, fromdocname: str, entries: list[dict[str, Any]],
                    rows: list[dict[str, Any]]) -> str:
     statuses = [source_status(entry, rows) for entry in entries]
-    counts = {k: sum(1 for s, _ in statuses if s == k)
-              for k in ("reproduced", "not_reproduced", "measured", "not_measured")}
+    kinds = ("reproduced", "not_reproduced", "measured", "not_measured")
+    counts = {k: sum(1 for s, _ in statuses if s == k) for k in kinds}
     head = (
         f"<p><b>{len(entries)} quantitative claims in the sources</b>: {counts['reproduced']} "
         f"reproduced, {counts['not_reproduced']} not reproduced, {counts['measured']} measured "
         f"without a verdict, {counts['not_measured']} not measured here.</p>"
-    )
+    ) + _counts_by_seed(entries, statuses, kinds)
     cells = []
     for entry, (status, measured) in zip(entries, statuses):
         ours = "<br>".join(
