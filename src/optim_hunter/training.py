@@ -326,15 +326,14 @@ class _StopRequests:
         self.writing = 0
         self.previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopRequests":
+    def install(self) -> None:
         import threading
 
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
@@ -503,18 +502,19 @@ def train(
             start, history, losses = meta["step"], meta["history"], meta["losses"]
         resumed_from = start
         # the next resume point goes to the slot that does not hold the newest one
-        slots = {"next": RESUME_SLOTS[1] if newest is not None and newest[1] == RESUME_SLOTS[0] else RESUME_SLOTS[0]}
+        next_slot = RESUME_SLOTS[1] if newest is not None and newest[1] == RESUME_SLOTS[0] else RESUME_SLOTS[0]
         requests = _StopRequests()
 
         def save_resume(step: int) -> None:
+            nonlocal next_slot
             if run_dir is None:
                 return
             opt_tensors, opt_meta = _optimizer_tensors(optimizer)
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
             meta = {"key": key, "step": step, "history": history, "losses": losses, "optimizer": opt_meta}
             with requests.writing_files():
-                save_checkpoint(run_dir / slots["next"], tensors, meta)
-            slots["next"] = RESUME_SLOTS[1] if slots["next"] == RESUME_SLOTS[0] else RESUME_SLOTS[0]
+                save_checkpoint(run_dir / next_slot, tensors, meta)
+            next_slot = RESUME_SLOTS[1] if next_slot == RESUME_SLOTS[0] else RESUME_SLOTS[0]
 
         def evaluate(step: int) -> None:
             row: dict[str, float] = {"step": step}
@@ -535,7 +535,7 @@ def train(
         if run_dir is not None:
             remove_stale_temporaries(run_dir)  # left by a run killed mid-write
         try:
-            requests.__enter__()
+            requests.install()
             while step < config.steps:
                 began = time.perf_counter()
                 for group in optimizer.param_groups:
@@ -579,7 +579,7 @@ def train(
                 save_resume(step)  # the next call resumes here
             raise
         finally:
-            requests.__exit__()
+            requests.restore()
             bar.close()
         if step >= config.steps and run_dir is not None and clean_up:
             remove_resume_points(run_dir)  # finished: the caller keeps the final weights

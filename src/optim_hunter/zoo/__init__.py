@@ -135,7 +135,7 @@ def status(name: str, profile: str | None = None, *, verify: bool = True) -> Mod
         state = "cached"
         if verify:
             try:
-                training.load_checkpoint(final)
+                _read_final(final)
             except training.CheckpointError:
                 state = "corrupt"
     elif training.resume_paths(directory):
@@ -173,7 +173,11 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
 
     An interrupted run resumes where it stopped; `force` discards the cache and starts over.
     """
-    profile = settings.profile(profile)
+    return _trained(name, settings.profile(profile), force=force, progress=progress)[0]
+
+
+def _trained(name: str, profile: str, *, force: bool = False, progress: bool = True) -> tuple[Path, dict, dict]:
+    """`train`'s work; the checkpoint path with its tensors and metadata, read and verified once."""
     module = family(name)
     cfg = module.config(profile)
     directory = run_dir(name, profile)
@@ -182,8 +186,7 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
         # Served without the lock: checkpoints are written atomically and verified on reading, so
         # a read-only or shared cache serves a trained model (the lock needs a writable folder).
         try:
-            _read_final(final)
-            return final
+            return (final, *_read_final(final))
         except training.CheckpointError:
             pass  # damaged: retrained below, under the lock
     with lock(directory):
@@ -193,8 +196,7 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         if training.checkpoint_exists(final):
             try:
-                _read_final(final)
-                return final
+                return (final, *_read_final(final))
             except training.CheckpointError as err:
                 warnings.warn(f"{name} ({profile}): {err}; retraining", stacklevel=2)
                 training.remove_checkpoint(final)
@@ -224,17 +226,12 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
         }
         training.save_checkpoint(final, result.model.state_dict(), meta)
         training.remove_resume_points(directory)
-    return final
+    return (final, *_read_final(final))
 
 
 def _load_final(name: str, profile: str, progress: bool) -> tuple[dict, dict]:
-    final = train(name, profile, progress=progress)
-    try:
-        return _read_final(final)
-    except training.CheckpointError as err:  # damaged between the check and the read
-        warnings.warn(f"{name} ({profile}): {err}; retraining", stacklevel=3)
-        training.remove_checkpoint(final)
-        return _read_final(train(name, profile, progress=progress))
+    _, tensors, meta = _trained(name, profile, progress=progress)
+    return tensors, meta
 
 
 def load(name: str, profile: str | None = None, *, progress: bool = True) -> Any:

@@ -200,6 +200,14 @@ def _load_cache(spec: PackagedGGUF, dtype: torch.dtype) -> tuple[Any, Any] | Non
             raise training.CheckpointError(f"{path} was made from another file")
         if not folder.is_dir() or _file_hashes(folder) != meta.get("tokenizer_files"):
             raise training.CheckpointError(f"{folder}: tokenizer files differ from the recorded hashes")
+        config = dict(meta["config"])
+        config = AutoConfig.for_model(config.pop("model_type"), **config)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        loaded = model.load_state_dict(tensors, strict=False)
+        # only the unembedding may be absent, and only when it is the tied embedding
+        if loaded.unexpected_keys or list(loaded.missing_keys) != (["lm_head.weight"] if meta["tied"] else []):
+            raise training.CheckpointError(f"{path}: tensors do not fit the model "
+                                           f"(missing {loaded.missing_keys}, unexpected {loaded.unexpected_keys})")
     except training.CheckpointError as err:
         warnings.warn(f"{spec.name}: cached dequantized copy is damaged ({err}); rebuilding it from "
                       "the GGUF", stacklevel=3)
@@ -207,10 +215,6 @@ def _load_cache(spec: PackagedGGUF, dtype: torch.dtype) -> tuple[Any, Any] | Non
             training.remove_checkpoint(path)
             shutil.rmtree(folder, ignore_errors=True)
         return None
-    config = dict(meta["config"])
-    config = AutoConfig.for_model(config.pop("model_type"), **config)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model.load_state_dict(tensors, strict=not meta["tied"])
     if meta["tied"]:
         model.tie_weights()
     model.eval()
