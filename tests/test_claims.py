@@ -55,3 +55,34 @@ def test_relative_difference():
     assert claims.relative_difference(110, 100) == pytest.approx(0.1)
     with pytest.raises(ValueError):
         claims.relative_difference(1, 0)
+
+
+def test_declared_claim_is_decided_by_its_own_test():
+    spec = claims.ClaimSpec("t.layer{layer}.gap", "gap at layer {layer}", "003", 0.5, "nats",
+                            criterion="within 0.1 of 0.5", test=lambda v: abs(v - 0.5) <= 0.1)
+    good = spec.measure(0.55, chapter="c", profile="smoke", model="m", layer=2)
+    bad = spec.measure(0.9, chapter="c", profile="smoke", model="m", layer=3)
+    assert (good.id, good.claim, good.verdict) == ("t.layer2.gap", "gap at layer 2", "reproduced")
+    assert (bad.id, bad.verdict, bad.criterion) == ("t.layer3.gap", "not_reproduced", "within 0.1 of 0.5")
+    missing = spec.measure("not measured: model too weak", chapter="c", profile="smoke", model="m", layer=1)
+    assert (missing.verdict, missing.criterion) == ("measured", "")
+
+
+def test_declared_claim_checks_its_fields_and_declarations():
+    spec = claims.ClaimSpec("t.layer{layer}.gap", "gap", "003")
+    with pytest.raises(TypeError, match="needs fields"):
+        spec.measure(1.0, chapter="c", profile="smoke")
+    with pytest.raises(ValueError, match="criterion"):
+        claims.ClaimSpec("t.a", "x", "003", test=lambda v: True)
+    with pytest.raises(ValueError, match="criterion"):
+        claims.ClaimSpec("t.a", "x", "003", criterion="words only")
+    claims.declare("t.once", "x", source_seed="003")
+    claims.declare("t.once", "x", source_seed="003")  # the same declaration again is fine
+    with pytest.raises(ValueError, match="declared twice"):
+        claims.declare("t.once", "y", source_seed="003")
+    claims._DECLARED.pop("t.once")
+
+
+def test_show_outside_a_notebook_is_an_error():
+    with pytest.raises(RuntimeError, match="outside a notebook"):
+        claims.show([])

@@ -39,10 +39,11 @@ def load_manifest() -> list[dict]:
 
 
 def recorded_templates() -> set[str]:
-    """Every claim id the chapters record; f-string fields stay as `{...}`."""
+    """Every claim id the package declares (`claims.declare`, fields as `{...}`), plus the ids
+    chapters still record themselves; f-string fields stay as `{...}`."""
+    found = set(claims.declared())
     sources = [(p, RECORD_ARG) for p in sorted((ROOT / "book").glob("*.md"))]
     sources.append((ROOT / "src" / "optim_hunter" / "zoo" / "numeric.py", ID_KWARG))
-    found = set()
     for path, pattern in sources:
         source = path.read_text(encoding="utf-8")
         for is_f, _, text in pattern.findall(source):

@@ -1,19 +1,28 @@
-"""The claims registry: each chapter records its key measurements beside the source study's value.
+"""The claims registry: each measurement checked against a source study's value.
 
-`record(...)` displays the row in the executing notebook as HTML that carries the row as JSON.
-The book's Sphinx extension (`optim_hunter.sphinx_ext`) collects those rows from every executed
+A claim is *declared* in the package, beside the code that measures it, with `declare(...)`: its
+id, the source's value and the criterion that decides the verdict, all fixed before any number is
+known. An analysis turns its declared claims into rows with `ClaimSpec.measure(value, ...)` (the
+criterion's test is applied to the value, never chosen after seeing it), and a chapter shows all
+rows of a section with one call, `show(rows)`.
+
+`show` displays the rows in the executing notebook as HTML that carries each row as JSON. The
+book's Sphinx extension (`optim_hunter.sphinx_ext`) collects those rows from every executed
 chapter into `_build/claims.json` and the Claims page, so the registry always matches the outputs
-the site shows (cached or fresh) and never a stale side file.
+the site shows (cached or fresh) and never a stale side file. `declared()` lists every declared
+claim (the source-claims manifest is checked against it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import importlib
 import json
 import math
+import pkgutil
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 Verdict = Literal["reproduced", "not_reproduced", "measured"]
@@ -21,6 +30,9 @@ VERDICTS: tuple[Verdict, ...] = ("reproduced", "not_reproduced", "measured")
 SEEDS = ("001", "002", "003", "004", "llm4regression", "von-oswald-2023", "olsson-2022", "issue")
 
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+# a declared id may hold str.format fields, each standing for one id word: "lsa.depth{k}.gd_loss"
+_TEMPLATE = re.compile(r"^[a-z0-9_{}]+(\.[a-z0-9_{}]+)+$")
+_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _MARK = "optim-hunter-claim"
 _SCRIPT = re.compile(
     r'<script type="application/json" class="' + _MARK + r'">(.*?)</script>', re.DOTALL
@@ -167,3 +179,115 @@ def relative_difference(measured: float, source: float) -> float:
     if source == 0:
         raise ValueError("relative difference to a source value of 0 is undefined")
     return abs(measured - source) / abs(source)
+
+
+# --- claims declared in the package --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimSpec:
+    """A claim as declared beside the code that measures it, before any number is known.
+
+    `test(measured) -> bool` decides the verdict and `criterion` says in words what it tests; both
+    or neither (a claim without a test is only measured). `id` and `claim` may hold `{field}`s,
+    filled by `measure(..., field=value)` (e.g. one declaration for every layer).
+    """
+
+    id: str
+    claim: str
+    source_seed: str
+    source_value: float | str | None = None
+    unit: str = ""
+    criterion: str = ""
+    test: Callable[[Any], bool] | None = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _TEMPLATE.match(self.id) or "{}" in self.id:
+            raise ValueError(f"claim id {self.id!r} must be dotted lowercase words, e.g. 'regressor.f2.best_mae'")
+        if self.source_seed not in SEEDS:
+            raise ValueError(f"claim {self.id}: unknown source {self.source_seed!r}: choose one of {', '.join(SEEDS)}")
+        if (self.test is None) != (not self.criterion):
+            raise ValueError(f"claim {self.id}: a test needs its criterion in words, and a criterion its test")
+        _check_value("source_value", self.source_value)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(_FIELD.findall(self.id + self.claim)))
+
+    def measure(
+        self, measured: float | str | None, *, chapter: str, profile: str, model: str = "", **fields: Any
+    ) -> Claim:
+        """The row for `measured`: the declared test decides the verdict. A measurement that is not
+        a number (None, or a string saying why it is missing) cannot pass a test: it is recorded
+        as measured only."""
+        missing = [name for name in self.fields if name not in fields]
+        extra = [name for name in fields if name not in self.fields]
+        if missing or extra:
+            raise TypeError(f"claim {self.id}: needs fields {list(self.fields)}, got {sorted(fields)}")
+        value = _check_value("measured", measured)
+        reproduced = None
+        if self.test is not None and isinstance(value, float):
+            reproduced = bool(self.test(value))
+        return make_claim(
+            self.id.format(**fields),
+            chapter=chapter,
+            claim=self.claim.format(**fields),
+            source_seed=self.source_seed,
+            source_value=self.source_value,
+            measured=value,
+            unit=self.unit,
+            reproduced=reproduced,
+            criterion=self.criterion if reproduced is not None else "",
+            profile=profile,
+            model=model,
+        )
+
+
+_DECLARED: dict[str, ClaimSpec] = {}
+
+
+def declare(
+    id: str,
+    claim: str,
+    *,
+    source_seed: str,
+    source_value: float | str | None = None,
+    unit: str = "",
+    criterion: str = "",
+    test: Callable[[Any], bool] | None = None,
+) -> ClaimSpec:
+    """Declare a claim (at module level, beside the code that measures it); its `ClaimSpec`.
+
+    An id is declared once: a second, different declaration of the same id is an error.
+    """
+    spec = ClaimSpec(id, claim, source_seed, source_value, unit, criterion, test)
+    previous = _DECLARED.get(id)
+    if previous is not None and previous != spec:
+        raise ValueError(f"claim {id} is declared twice, differently")
+    _DECLARED[id] = spec
+    return spec
+
+
+def declared() -> dict[str, ClaimSpec]:
+    """Every claim the package declares, by id (importing every module of the package first)."""
+    import optim_hunter
+
+    for module in pkgutil.walk_packages(optim_hunter.__path__, "optim_hunter."):
+        if module.name != "optim_hunter.cli":
+            importlib.import_module(module.name)
+    return dict(_DECLARED)
+
+
+def show(rows: Iterable[Claim]) -> None:
+    """Display claim rows in the running notebook, one HTML output for all of them; the book
+    collects them from there. Returns nothing, so the rows are never displayed twice."""
+    rows = list(rows)
+    for row in rows:
+        if not isinstance(row, Claim):
+            raise TypeError(f"show() takes Claim rows (from ClaimSpec.measure), got {type(row).__name__}")
+    from IPython import get_ipython
+    from IPython.display import HTML, display
+
+    if get_ipython() is None:
+        raise RuntimeError("claims.show() outside a notebook records nothing: test the rows themselves")
+    display(HTML("".join(to_html(row) for row in rows)))
