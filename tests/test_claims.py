@@ -83,6 +83,18 @@ def test_declared_claim_checks_its_fields_and_declarations():
     claims._DECLARED.pop("t.once")
 
 
-def test_show_outside_a_notebook_is_an_error():
+def test_rows_of_flattens_results_and_rejects_other_things():
+    row = claims.make_claim("a.b", **BASE)
+
+    class Result:
+        def claims(self):
+            return [row, [row]]
+
+    assert claims.rows_of(row, [row], Result()) == [row] * 4
+    with pytest.raises(TypeError, match="claims\\(\\) method"):
+        claims.rows_of({"id": "a.b"})
+
+
+def test_record_all_outside_a_notebook_is_an_error():
     with pytest.raises(RuntimeError, match="outside a notebook"):
-        claims.show([])
+        claims.record_all([])

@@ -3,10 +3,10 @@
 A claim is *declared* in the package, beside the code that measures it, with `declare(...)`: its
 id, the source's value and the criterion that decides the verdict, all fixed before any number is
 known. An analysis turns its declared claims into rows with `ClaimSpec.measure(value, ...)` (the
-criterion's test is applied to the value, never chosen after seeing it), and a chapter shows all
-rows of a section with one call, `show(rows)`.
+criterion's test is applied to the value, never chosen after seeing it), and a chapter records all
+rows of a section with one call, `record_all(result)`.
 
-`show` displays the rows in the executing notebook as HTML that carries each row as JSON. The
+`record_all` displays the rows in the executing notebook as HTML that carries each row as JSON. The
 book's Sphinx extension (`optim_hunter.sphinx_ext`) collects those rows from every executed
 chapter into `_build/claims.json` and the Claims page, so the registry always matches the outputs
 the site shows (cached or fresh) and never a stale side file. `declared()` lists every declared
@@ -278,16 +278,29 @@ def declared() -> dict[str, ClaimSpec]:
     return dict(_DECLARED)
 
 
-def show(rows: Iterable[Claim]) -> None:
-    """Display claim rows in the running notebook, one HTML output for all of them; the book
-    collects them from there. Returns nothing, so the rows are never displayed twice."""
-    rows = list(rows)
-    for row in rows:
-        if not isinstance(row, Claim):
-            raise TypeError(f"show() takes Claim rows (from ClaimSpec.measure), got {type(row).__name__}")
+def rows_of(*items: Any) -> list[Claim]:
+    """Claim rows from any mix of rows, iterables of rows, and result objects with a `claims()`
+    method (an analysis's result, which knows its chapter, profile and model)."""
+    rows: list[Claim] = []
+    for item in items:
+        if isinstance(item, Claim):
+            rows.append(item)
+        elif hasattr(item, "claims") and callable(item.claims):
+            rows.extend(rows_of(*item.claims()))
+        elif isinstance(item, Iterable) and not isinstance(item, (str, bytes, dict)):
+            rows.extend(rows_of(*item))
+        else:
+            raise TypeError(f"record_all takes claim rows or results with a claims() method, got {type(item).__name__}")
+    return rows
+
+
+def record_all(*items: Any) -> None:
+    """Display the claim rows of `items` (see `rows_of`) in the running notebook as one output; the
+    book collects them from there. Returns nothing, so the rows are never displayed twice."""
+    rows = rows_of(*items)
     from IPython import get_ipython
     from IPython.display import HTML, display
 
     if get_ipython() is None:
-        raise RuntimeError("claims.show() outside a notebook records nothing: test the rows themselves")
+        raise RuntimeError("claims.record_all() outside a notebook records nothing: test rows_of(result)")
     display(HTML("".join(to_html(row) for row in rows)))
