@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from optim_hunter import training
-from optim_hunter.zoo import native, numeric
+from optim_hunter.zoo import numeric
 
 
 def bare_loop(cfg, batches, steps: int, loss_fn) -> tuple[float, int]:

@@ -5,7 +5,7 @@ import torch
 
 from optim_hunter import datasets, kv_decoding, llm_regressor, prompts
 from optim_hunter.interp import ablation
-from optim_hunter.zoo import native
+from optim_hunter import transformer
 
 
 @pytest.fixture(params=["standard", "rotary"])
@@ -13,9 +13,9 @@ def any_bridge(request, tiny_bridge, chars):
     """The tiny learned-position bridge, and a rotary one (the numeric-icl architecture)."""
     if request.param == "standard":
         return tiny_bridge
-    arch = native.NativeArch(n_layers=2, d_model=32, n_heads=4, n_ctx=512, d_vocab=len(chars),
+    arch = transformer.Arch(n_layers=2, d_model=32, n_heads=4, n_ctx=512, d_vocab=len(chars),
                              positional="rotary")
-    return native.to_bridge(native.build(arch, seed=1).state_dict(), arch, None, "rotary")
+    return transformer.to_bridge(transformer.build(arch, seed=1).state_dict(), arch, None, "rotary")
 
 
 def test_prefill_and_steps_match_full_forward(any_bridge):

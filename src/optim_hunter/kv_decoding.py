@@ -3,7 +3,8 @@
 Recomputing the whole prompt for every generated token costs a full forward pass per token; with a
 cache, the prompt is processed once and each further token attends to stored keys and values.
 `NativeKVDecoder` does this for the `TransformerBridge.boot_native` architecture (learned absolute
-or rotary positions, causal attention, no GQA / soft-caps), reading the native modules directly;
+or rotary positions, causal attention, no GQA / soft-caps) through the one forward of
+`optim_hunter.transformer`;
 `HFKVDecoder` does it for a bridged Hugging Face model through its fused-attention twin
 (`optim_hunter.zoo.hf.fast_twin`). Because both bypass hook points, `decoder(model)` is None
 whenever any hook is attached (an ablation, a patch): callers then fall back to full forward
@@ -15,12 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from optim_hunter import transformer
+
 
 def _native(model: Any) -> Any:
+    """The `NativeModel` behind a bridge (not a plain module: it has no hooks to check)."""
     from transformer_lens.model_bridge.sources.native import NativeModel
 
     native = getattr(model, "original_model", None)
@@ -73,57 +76,23 @@ def supports(model: Any) -> bool:
 
 
 class NativeKVDecoder:
-    """Prefill a right-padded batch once, then extend every row by one token per step."""
+    """Prefill a right-padded batch once, then extend every row by one token per step, through
+    the one forward of `optim_hunter.transformer` with its `KVCache`."""
 
     def __init__(self, model: Any):
         if not supports(model):
             raise ValueError("this model (or its attached hooks) needs the full forward path")
         self.native = _native(model)
-        self.keys: list[Tensor] = []
-        self.values: list[Tensor] = []
+        self.cache = transformer.KVCache()
         self.valid: Bool[Tensor, "batch key"] | None = None
-
-    def _attend(self, layer: int, x: Tensor, positions: Tensor, keep: Tensor | None) -> Tensor:
-        """Attention of `x` over the cached keys plus its own; `keep` [batch, 1, 1, key] marks
-        the keys each row may see (None: plain causal attention, for the prefill)."""
-        attn = self.native.layers[layer].attn
-        b, s, _ = x.shape
-        q = attn.q(x).view(b, s, attn.n_heads, attn.d_head).transpose(1, 2)
-        k = attn.k(x).view(b, s, attn.n_heads, attn.d_head).transpose(1, 2)
-        v = attn.v(x).view(b, s, attn.n_heads, attn.d_head).transpose(1, 2)
-        if attn.rotary is not None:  # keys are stored rotated, each at its own row's position
-            q, k = attn.rotary.apply_rope(q, k, position_ids=positions)
-        if len(self.keys) > layer:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-            self.keys[layer], self.values[layer] = k, v
-        else:
-            self.keys.append(k)
-            self.values.append(v)
-        # Fused attention: rows are right-padded, so causal masking alone keeps a row's real
-        # positions from seeing its padding; later steps mask the padding keys explicitly.
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=keep is None,
-                                             scale=1.0 / attn.scale)
-        return attn.o(out.transpose(1, 2).reshape(b, s, -1))
-
-    def _hidden(self, ids: Tensor, positions: Tensor, keep: Tensor | None) -> Tensor:
-        native = self.native
-        h = native.tok_embed(ids)
-        if native.pos is not None:
-            h = h + native.pos(positions)
-        for layer, block in enumerate(native.layers):
-            h = h + self._attend(layer, block.ln1(h), positions, keep)
-            if not native.cfg.attn_only:
-                h = h + block.mlp(block.ln2(h))
-        return h
 
     @torch.no_grad()
     def prefill(self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
         """Logits after each row's last real token (rows right-padded to a common width)."""
         b, t = tokens.shape
         positions = torch.arange(t, device=tokens.device).expand(b, t)
-        self.keys, self.values = [], []
-        h = self._hidden(tokens, positions, None)
+        self.cache = transformer.KVCache()
+        h = transformer.forward(self.native, tokens, cache=self.cache, positions=positions)
         self.valid = torch.arange(t, device=tokens.device)[None] < lengths[:, None]
         self.next_position = lengths.clone()
         last = h[torch.arange(b), lengths - 1]  # unembed only where the answer is read
@@ -134,7 +103,8 @@ class NativeKVDecoder:
         """Append one token to every row; the logits that follow it."""
         b = next_ids.shape[0]
         self.valid = torch.cat([self.valid, torch.ones(b, 1, dtype=torch.bool, device=next_ids.device)], 1)
-        h = self._hidden(next_ids[:, None], self.next_position[:, None], self.valid[:, None, None, :])
+        h = transformer.forward(self.native, next_ids[:, None], cache=self.cache,
+                                positions=self.next_position[:, None], keep=self.valid[:, None, None, :])
         self.next_position = self.next_position + 1
         return self.native.head(self.native.ln_out(h[:, -1]))
 

@@ -375,9 +375,25 @@ def checkpoint_bytes(path: Path | str) -> int:
     return sum(f.stat().st_size for f in (path.with_suffix(".safetensors"), path.with_suffix(".json")) if f.exists())
 
 
+def _plain(value: Any) -> Any:
+    """A dataclass as nested dicts, like `dataclasses.asdict`, except that a field marked
+    `key_omits_default` is left out while it holds its default (see `transformer.KEY_OMITS_DEFAULT`)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (f.metadata.get("key_omits_default") and getattr(value, f.name) == f.default)
+        }
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
+        return _plain(value)
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     if isinstance(value, Path):

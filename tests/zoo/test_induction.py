@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from optim_hunter import training
+from optim_hunter import transformer
 from optim_hunter.zoo import induction
 
 
@@ -55,7 +56,7 @@ def test_bayes_and_unigram_losses_match_explicit_loops():
 def test_smear_matches_the_definition():
     k = torch.randn(2, 5, 3, 4)
     alpha = torch.tensor([-1.0, 0.0, 2.0])
-    out = induction.smear(k, alpha)
+    out = transformer.smear(k, alpha)
     s = torch.sigmoid(alpha)
     torch.testing.assert_close(out[:, 0], k[:, 0])
     for j in range(1, 5):

@@ -17,7 +17,7 @@ the [40, 128] matrix stored as the model's token-embedding weight, and read out 
 unembedding W_U (no bias). The loss is the mean squared error of the predictions of a_3 onwards
 (positions 2 .. L-1): a_1 and a_2 cannot be predicted, since two terms do not determine c and d.
 
-`hooked` returns a `VectorModel`: the hooked `TransformerBridge` plus the vector read-in, so
+`hooked` returns a `transformer.VectorModel`: the hooked `TransformerBridge` plus the vector read-in, so
 `model(vectors)` and `model.run_with_cache(vectors)` take [batch, pos, 40] float tensors and the
 bridge runs from its first block (`start_at_layer=0`) with the standard hook names
 (`blocks.{i}.hook_resid_pre`, `blocks.{i}.attn.hook_pattern`, `blocks.{i}.attn.hook_z`,
@@ -27,7 +27,6 @@ bridge runs from its first block (`start_at_layer=0`) with the standard hook nam
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from optim_hunter import settings, training
+from optim_hunter import settings, training, transformer
 
 VERSION = "1"  # part of the cache key: bump when data or model code changes the weights
 DESCRIPTION = "3-layer transformer continuing vector affine recurrences a_n = c a_(n-1) + d (seed 001)"
@@ -66,6 +65,14 @@ class AffineArch:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"AffineArch.{name} must be a positive integer, got {value!r}")
+
+    @property
+    def model(self) -> transformer.Arch:
+        """The same shape as the one model core describes it: a vector read-in."""
+        return transformer.Arch(
+            n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, n_ctx=self.n_ctx,
+            d_vocab=self.d_vector, d_mlp=self.d_mlp, act_fn=self.act_fn, d_head=self.d_head, read_in="vectors",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,52 +239,14 @@ def held_out(per_length: int, data: AffineData = AffineData(), *, seed: int = 10
 # --- the model -----------------------------------------------------------------------------------
 
 
-def bridge_config(arch: AffineArch, seed: int | None = None, name: str = "affine-recurrence"):
-    from transformer_lens.config import TransformerBridgeConfig
-
-    return TransformerBridgeConfig(
-        n_layers=arch.n_layers, d_model=arch.d_model, n_heads=arch.n_heads, d_head=arch.d_head,
-        d_mlp=arch.d_mlp, n_ctx=arch.n_ctx, d_vocab=arch.d_vector, act_fn=arch.act_fn,
-        normalization_type="LN", positional_embedding_type="standard", seed=seed, init_mode="gpt2",
-        model_name=name, architecture="TransformerLensNative",
-    )
-
-
 def build_model(arch: AffineArch, seed: int) -> torch.nn.Module:
     """A freshly initialised `NativeModel` of this shape; the same seed gives the same weights."""
-    from transformer_lens.model_bridge.sources.native import NativeModel, initialize_native_model
-
-    cfg = bridge_config(arch, seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = NativeModel(cfg)
-        initialize_native_model(model, model.cfg, seed=seed)
-    return model
+    return transformer.build(arch.model, seed)
 
 
-def read_in(W_E: Tensor, W_pos: Tensor, vectors: Float[Tensor, "batch pos dim"]) -> Float[Tensor, "batch pos d_model"]:
-    """The residual stream entering block 0: vectors @ W_E + W_pos."""
-    if vectors.ndim != 3 or vectors.shape[-1] != W_E.shape[0]:
-        raise ValueError(f"vectors must be [batch, pos, {W_E.shape[0]}], got {tuple(vectors.shape)}")
-    if vectors.shape[1] > W_pos.shape[0]:
-        raise ValueError(f"{vectors.shape[1]} positions exceed the context of {W_pos.shape[0]}")
-    return vectors.to(W_E.dtype) @ W_E + W_pos[: vectors.shape[1]]
-
-
-def predict(model: torch.nn.Module, vectors: Float[Tensor, "batch pos dim"]) -> Float[Tensor, "batch pos dim"]:
-    """The predictions of a plain `NativeModel` (fused attention: the training forward)."""
-    h = read_in(model.tok_embed.weight, model.pos.weight, vectors)
-    batch, seq, _ = h.shape
-    for block in model.layers:
-        attn = block.attn
-        x = block.ln1(h)
-        q, k, v = (
-            lin(x).view(batch, seq, attn.n_heads, attn.d_head).transpose(1, 2) for lin in (attn.q, attn.k, attn.v)
-        )
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / attn.scale)
-        h = h + attn.o(z.transpose(1, 2).reshape(batch, seq, -1))
-        h = h + block.mlp(block.ln2(h))
-    return model.head(model.ln_out(h))
+def predict(native: torch.nn.Module, vectors: Float[Tensor, "batch pos dim"]) -> Float[Tensor, "batch pos dim"]:
+    """The predictions of a plain `NativeModel` (the one fused forward: the training forward)."""
+    return transformer.logits(native, vectors)
 
 
 def scored_mse(predictions: Tensor, targets: Tensor, loss_from: int = 2) -> Tensor:
@@ -315,37 +284,6 @@ def train_spec(cfg: AffineConfig) -> training.TrainSpec:
 # --- the hooked model ----------------------------------------------------------------------------
 
 
-class VectorModel(torch.nn.Module):
-    """A hooked `TransformerBridge` that reads vectors: `model(vectors)` is the bridge run from
-    block 0 on `vectors @ W_E + W_pos`. Attributes not defined here (W_Q, cfg, hooks, blocks,
-    ...) are the bridge's."""
-
-    def __init__(self, bridge: torch.nn.Module):
-        super().__init__()
-        self.bridge = bridge
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            bridge = self._modules.get("bridge")
-            if bridge is None:
-                raise
-            return getattr(bridge, name)
-
-    def embed(self, vectors: Float[Tensor, "batch pos dim"]) -> Float[Tensor, "batch pos d_model"]:
-        return read_in(self.bridge.W_E, self.bridge.W_pos, vectors)
-
-    def forward(self, vectors: Tensor, **kwargs: Any) -> Tensor:
-        return self.bridge(self.embed(vectors), start_at_layer=0, **kwargs)
-
-    def run_with_cache(self, vectors: Tensor, **kwargs: Any):
-        return self.bridge.run_with_cache(self.embed(vectors), start_at_layer=0, **kwargs)
-
-    def run_with_hooks(self, vectors: Tensor, **kwargs: Any):
-        return self.bridge.run_with_hooks(self.embed(vectors), start_at_layer=0, **kwargs)
-
-
 def plain_model(state_dict: Mapping[str, Tensor], cfg: AffineConfig) -> torch.nn.Module:
     """A `NativeModel` holding `state_dict` (for the fused `predict`), in eval mode."""
     model = build_model(cfg.arch, seed=0)
@@ -353,31 +291,9 @@ def plain_model(state_dict: Mapping[str, Tensor], cfg: AffineConfig) -> torch.nn
     return model.eval()
 
 
-def hooked(state_dict: Mapping[str, Tensor], cfg: AffineConfig, name: str = "affine-recurrence") -> VectorModel:
-    """The trained weights as a `VectorModel` around a TransformerBridge (its own copy)."""
-    from transformer_lens.model_bridge.sources import build_bridge_from_module
-
-    model = plain_model(state_dict, cfg)
-    bridge = build_bridge_from_module(
-        model, architecture="TransformerLensNative", tl_config=copy.deepcopy(model.cfg),
-        tokenizer=None, model_name=name,
-    )
-    return VectorModel(bridge).eval()
+def hooked(state_dict: Mapping[str, Tensor], cfg: AffineConfig, name: str = "affine-recurrence") -> transformer.VectorModel:
+    """The trained weights as a `transformer.VectorModel` around a TransformerBridge (its own copy)."""
+    return transformer.to_bridge(state_dict, cfg.arch.model, None, name)
 
 
-def state_dict_of(model: Any) -> dict[str, Tensor]:
-    """The `NativeModel` state dict behind a `VectorModel`, a bridge or a plain model (copies).
-
-    The bridge lists every weight under several aliases and carries an unembedding bias the
-    native model lacks: the native model's own keys are picked out (the bias must be zero)."""
-    from transformer_lens.model_bridge.sources.native import NativeModel
-
-    if isinstance(model, VectorModel):
-        model = model.bridge
-    original = getattr(model, "original_model", model)
-    state = {k.replace("._original_component", ""): v for k, v in original.state_dict().items()}
-    bias = state.get("head.bias")
-    if bias is not None and bool(bias.any()):
-        raise ValueError("the bridge's unembedding has a nonzero bias: not a plain native model")
-    wanted = NativeModel(copy.deepcopy(original.cfg)).state_dict().keys()
-    return {k: state[k].detach().clone() for k in wanted}
+state_dict_of = transformer.state_dict_of

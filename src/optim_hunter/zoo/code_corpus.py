@@ -20,7 +20,7 @@ safetensors plus a sidecar with the content hash, checked on every load, so a da
 rebuilt with a warning and never used. The key hashes the corpus configuration, this module's
 `CORPUS_VERSION`, the interpreter version and the list of files with their sizes.
 
-Family. `attn-only-2l-code`: the attention-only model of `zoo.induction` (same `InductionLM`,
+Family. `attn-only-2l-code`: the attention-only model of `zoo.induction` (same `transformer.LM`,
 fused training forward, per-token loss, trainer, log-spaced snapshots) on random windows of the
 training tokens; `hooked` returns its TransformerLens bridge with the BPE as `.tokenizer`. Its
 zoo cache key covers the corpus configuration, which includes the interpreter version
@@ -43,8 +43,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
-from optim_hunter import settings, training
-from optim_hunter.zoo import induction, native
+from optim_hunter import settings, training, transformer
+from optim_hunter.zoo import induction
 
 CORPUS_VERSION = "1"  # bump when a change here changes the tokenizer or the token arrays
 EOT = "<|endoftext|>"
@@ -369,7 +369,7 @@ class CodeConfig:
     """The model, its optimisation and its corpus. Duck-types `induction.InductionConfig` where
     the induction helpers need it (`arch`, `smeared`, `n_ctx`)."""
 
-    arch: native.NativeArch
+    arch: transformer.Arch
     train: training.TrainConfig
     corpus: CorpusConfig
     batch_size: int = 32
@@ -395,7 +395,7 @@ def make_config(
     vocab_size: int = 320, batch_size: int = 16, lr: float = 1e-2, bpe_bytes: int = 3_000_000,
     max_bytes: int = 0, threads: int | None = 2, precision: str = "fp32", eval_every: int = 0,
 ) -> CodeConfig:
-    arch = native.NativeArch(
+    arch = transformer.Arch(
         n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx, d_vocab=vocab_size, attn_only=True
     )
     train = training.TrainConfig(

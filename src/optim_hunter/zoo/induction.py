@@ -22,8 +22,8 @@ The zoo maps a name to a module exposing `VERSION`, `DESCRIPTION`, `config(profi
 in `sys.modules` as `optim_hunter.zoo.induction.<variant>` (e.g. `...induction.attn_only_2l`), so
 the zoo's `FAMILIES` can point at each variant without a module file per variant.
 
-The trained module is `InductionLM` (a `NativeModel` plus the alphas, with a fused forward for
-training); `hooked` returns the TransformerLens `TransformerBridge` with the standard hook names
+The trained module is `transformer.LM` (a `NativeModel` plus the alphas; the one fused forward of
+`optim_hunter.transformer`); `hooked` returns the TransformerLens `TransformerBridge` with the standard hook names
 and, for smeared models, a permanent hook on `blocks.{l}.attn.hook_k` that applies the smear with
 the trained alphas (kept on the bridge as `.smear_alpha`).
 """
@@ -41,8 +41,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from optim_hunter import hooks, settings, training
-from optim_hunter.zoo import native
+from optim_hunter import settings, training, transformer
 
 VERSION = "1"
 DESCRIPTION = "attention-only transformers (optionally smeared keys) on in-context Markov chains"
@@ -60,7 +59,7 @@ VARIANTS: dict[str, tuple[int, bool]] = {  # name -> (layers, smeared keys)
 class InductionConfig:
     """One model of the chapter: architecture, optimisation, data."""
 
-    arch: native.NativeArch
+    arch: transformer.Arch
     train: training.TrainConfig
     smeared: bool = False
     batch_size: int = 32
@@ -90,7 +89,7 @@ def make_config(
     lr: float = 3e-3,
     eval_every: int = 0,
 ) -> InductionConfig:
-    arch = native.NativeArch(
+    arch = transformer.Arch(
         n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx, d_vocab=n_states, attn_only=True
     )
     train = training.TrainConfig(
@@ -187,61 +186,18 @@ def unigram_loss_by_index(tokens: Int[Tensor, "batch pos"], n_states: int, prior
     return out
 
 
-# --- the model -----------------------------------------------------------------------------------
+# --- the model ---------------------------------------------------------------------------------
 
 
-def smear(k: Float[Tensor, "batch pos head d_head"], alpha: Float[Tensor, " head"]) -> Tensor:
-    """k_j <- sigmoid(alpha) k_j + (1 - sigmoid(alpha)) k_{j-1} for j >= 1; k_0 unchanged."""
-    s = torch.sigmoid(alpha)[None, None, :, None].to(k.dtype)
-    mixed = s * k[:, 1:] + (1 - s) * k[:, :-1]
-    return torch.cat([k[:, :1], mixed], dim=1)
+def build_model(cfg: InductionConfig, seed: int) -> transformer.LM:
+    return transformer.LM(cfg.arch, seed, cfg.smeared)
 
 
-class InductionLM(nn.Module):
-    """A `NativeModel` (attention-only) plus, for smeared models, `alpha` [layer, head]. Its
-    forward is the fused-attention computation of `NativeModel.forward` with the smear applied to
-    the keys; `state_dict()` holds `native.*` and `alpha`, so the trainer's optimiser and
-    checkpoints see the alphas."""
-
-    def __init__(self, arch: native.NativeArch, seed: int, smeared: bool):
-        super().__init__()
-        self.native = native.build(arch, seed)
-        self.smeared = smeared
-        if smeared:
-            self.alpha = nn.Parameter(torch.zeros(arch.n_layers, arch.n_heads))
-
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos vocab"]:
-        model = self.native
-        batch, seq = tokens.shape
-        h = model.tok_embed(tokens)
-        if model.pos is not None:
-            h = h + model.pos.weight[:seq]
-        for layer, block in enumerate(model.layers):
-            attn = block.attn
-            x = block.ln1(h)
-            q = attn.q(x).view(batch, seq, attn.n_heads, attn.d_head)
-            k = attn.k(x).view(batch, seq, attn.n_kv_heads, attn.d_head)
-            v = attn.v(x).view(batch, seq, attn.n_kv_heads, attn.d_head)
-            if self.smeared:
-                k = smear(k, self.alpha[layer])
-            z = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=1.0 / attn.scale
-            )
-            h = h + attn.o(z.transpose(1, 2).reshape(batch, seq, -1))
-            if not model.cfg.attn_only:
-                h = h + block.mlp(block.ln2(h))
-        return model.head(model.ln_out(h))
-
-
-def build_model(cfg: InductionConfig, seed: int) -> InductionLM:
-    return InductionLM(cfg.arch, seed, cfg.smeared)
-
-
-def load_module(state_dict: dict[str, Tensor], cfg: InductionConfig) -> InductionLM:
-    """An `InductionLM` holding a checkpoint's weights (for fast, unhooked evaluation)."""
-    model = build_model(cfg, 0)
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
+def load_module(state_dict: dict[str, Tensor], cfg: InductionConfig) -> transformer.LM:
+    """A `transformer.LM` holding a checkpoint's weights (for fast, unhooked evaluation)."""
+    lm = build_model(cfg, 0)
+    lm.load_state_dict(state_dict, strict=True)
+    return lm.eval()
 
 
 def snapshot_state(name: str, step: int, profile: str | None = None) -> dict[str, Tensor]:
@@ -254,9 +210,9 @@ def snapshot_state(name: str, step: int, profile: str | None = None) -> dict[str
     return tensors
 
 
-def per_token_loss(model: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_1"]:
+def per_token_loss(lm: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_1"]:
     """Cross-entropy of predicting token i+1 from tokens 0..i, [batch, pos-1]."""
-    logits = model(tokens)
+    logits = lm(tokens)
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none"
     ).view(tokens.shape[0], -1)
@@ -268,13 +224,13 @@ def train_spec(cfg: InductionConfig) -> training.TrainSpec:
 
     held_out = eval_tokens(cfg, n=128)
 
-    def evaluate(model: nn.Module, step: int) -> dict[str, float]:
-        return {"eval_loss": float(per_token_loss(model, held_out).mean())}
+    def evaluate(lm: nn.Module, step: int) -> dict[str, float]:
+        return {"eval_loss": float(per_token_loss(lm, held_out).mean())}
 
     return training.TrainSpec(
         build=lambda seed: build_model(cfg, seed),
         batch=batch,
-        loss=lambda model, tokens: per_token_loss(model, tokens).mean(),
+        loss=lambda lm, tokens: per_token_loss(lm, tokens).mean(),
         tokens=lambda tokens: int(tokens.numel()),
         evaluate=evaluate,
     )
@@ -294,25 +250,14 @@ def build_tokenizer(n_states: int):
     )
 
 
-def add_smear_hooks(bridge: Any, alpha: Tensor) -> None:
-    """Permanent hooks on `blocks.{l}.attn.hook_k` applying the smear with `alpha` [layer, head]."""
-    bridge.smear_alpha = alpha.detach().clone()
-    for layer in range(alpha.shape[0]):
-        def hook(k: Tensor, hook: Any, layer: int = layer) -> Tensor:
-            return smear(k, bridge.smear_alpha[layer])
-
-        bridge.add_hook(hooks.k(layer), hook, is_permanent=True)
-
-
 def hooked(state_dict: dict[str, Tensor], cfg: InductionConfig, name: str = "induction", *, tokenizer: Any = None):
     """The trained weights as a hooked TransformerBridge (smear applied by permanent hooks). The
     tokenizer defaults to the Markov states'; a family on other data passes its own."""
     weights = {k[len("native."):]: v for k, v in state_dict.items() if k.startswith("native.")}
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.n_states)
-    bridge = native.to_bridge(weights, cfg.arch, tokenizer, name)
+    bridge = transformer.to_bridge(weights, cfg.arch, tokenizer, name)
     if cfg.smeared:
-        add_smear_hooks(bridge, state_dict["alpha"])
-    bridge.eval()
+        transformer.add_smear_hooks(bridge, state_dict["alpha"])
     return bridge
 
 

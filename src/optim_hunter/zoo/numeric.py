@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import datasets, llm_regressor, prompts, settings, training
-from optim_hunter.zoo import native, numeric_tasks, numeric_tokenizer
+from optim_hunter import datasets, llm_regressor, prompts, settings, training, transformer
+from optim_hunter.zoo import numeric_tasks, numeric_tokenizer
 
 VERSION = "2"  # part of the cache key: bump when data, tokenizer or model code changes the weights
 DESCRIPTION = "numeric in-context learner: regression prompts and (x, y) lines (trained here)"
@@ -51,7 +51,7 @@ DESCRIPTION = "numeric in-context learner: regression prompts and (x, y) lines (
 class NumericConfig:
     """Model, optimisation and data of one profile of `numeric-icl`."""
 
-    arch: native.NativeArch
+    arch: transformer.Arch
     train: training.TrainConfig
     prior: numeric_tasks.TaskPrior = numeric_tasks.TaskPrior()
     affine: numeric_tasks.AffinePrior = numeric_tasks.AffinePrior()
@@ -110,7 +110,7 @@ def config(profile: str | None = None) -> NumericConfig:
     return settings.pick(
         settings.profile(profile),
         full=NumericConfig(
-            arch=native.NativeArch(
+            arch=transformer.Arch(
                 n_layers=4, d_model=128, n_heads=4, n_ctx=512, d_vocab=vocab, positional="rotary"
             ),
             train=training.TrainConfig(
@@ -125,7 +125,7 @@ def config(profile: str | None = None) -> NumericConfig:
             **common,
         ),
         smoke=NumericConfig(
-            arch=native.NativeArch(
+            arch=transformer.Arch(
                 n_layers=2, d_model=64, n_heads=4, n_ctx=512, d_vocab=vocab, positional="rotary"
             ),
             train=training.TrainConfig(
@@ -145,7 +145,7 @@ def config(profile: str | None = None) -> NumericConfig:
 def tiny_config() -> NumericConfig:
     """A configuration that trains in a second or two: for tests of the machinery, not of ICL."""
     return NumericConfig(
-        arch=native.NativeArch(
+        arch=transformer.Arch(
             n_layers=2, d_model=32, n_heads=4, n_ctx=128, d_vocab=numeric_tokenizer.VOCAB_SIZE
         ),
         train=training.TrainConfig(steps=4, lr=1e-3, warmup_steps=1, snapshots=2, threads=1),
@@ -221,7 +221,7 @@ def init_number_embeddings(model: torch.nn.Module, seed: int, strength: float) -
 
 
 def build_model(cfg: NumericConfig, seed: int) -> torch.nn.Module:
-    model = native.build(cfg.arch, seed)
+    model = transformer.build(cfg.arch, seed)
     init_number_embeddings(model, seed, cfg.number_init)
     return model
 
@@ -285,7 +285,7 @@ def answer_loss(model: torch.nn.Module, batch: Batch, smooth: float = 0.0) -> Te
     total, count = 0.0, 0
     for index, (ids, mask) in enumerate(batch):
         ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
-        h = native.hidden(model, ids_t[:, :-1])
+        h = transformer.hidden(model, ids_t[:, :-1])
         where = mask_t[:, 1:]
         logits = model.head(h[where])
         targets = ids_t[:, 1:][where]
@@ -323,7 +323,7 @@ def train_spec(cfg: NumericConfig) -> training.TrainSpec:
 
 def hooked(state_dict: dict[str, Tensor], cfg: NumericConfig, name: str = "numeric-icl"):
     """The trained weights as a TransformerBridge carrying the numeric tokenizer."""
-    return native.to_bridge(state_dict, cfg.arch, numeric_tokenizer.build_tokenizer(), name)
+    return transformer.to_bridge(state_dict, cfg.arch, numeric_tokenizer.build_tokenizer(), name)
 
 
 # --- the yardstick -------------------------------------------------------------------------------
