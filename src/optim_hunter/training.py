@@ -358,6 +358,31 @@ class _StopRequests:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def exclusive(directory: Path | str) -> Iterator[None]:
+    """Hold `directory/.lock` (created with the folder) while writing into it: a second writer, in
+    this process or another, waits. A folder that cannot be created gets an error naming the fix."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / ".lock", "a")  # noqa: SIM115 - closed below
+    except OSError as err:
+        raise OSError(f"cannot write into the cache {directory} ({err.strerror or err}); set "
+                      "OPTIM_HUNTER_CACHE to a writable folder") from err
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        with handle:
+            yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def remove_checkpoint(path: Path | str) -> None:
     path = Path(path)
     for suffix in (".json", ".safetensors"):  # the sidecar first: never a JSON without tensors

@@ -215,8 +215,8 @@ def logits(native: nn.Module, inputs: Tensor, **kwargs: Any) -> Float[Tensor, "b
 
 
 class LM(nn.Module):
-    """A `NativeModel` plus, for smeared keys, `alpha` [layer, head]: the trained module of the
-    attention-only families. `state_dict()` holds `native.*` and `alpha`, so the trainer's
+    """A `NativeModel` plus, for smeared keys, `alpha` [layer, head], run by the one fused forward:
+    the trained module of the attention-only families and every family's fast unhooked module. `state_dict()` holds `native.*` and `alpha`, so the trainer's
     optimiser and checkpoints see the alphas."""
 
     def __init__(self, arch: Arch, seed: int, smeared: bool = False):
@@ -226,8 +226,30 @@ class LM(nn.Module):
         if smeared:
             self.alpha = nn.Parameter(torch.zeros(arch.n_layers, arch.n_heads))
 
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return logits(self.native, tokens, alpha=self.alpha if self.smeared else None)
+    def forward(self, inputs: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits for tokens, or predicted vectors for a vector read-in."""
+        return logits(self.native, inputs, alpha=self.alpha if self.smeared else None)
+
+    @classmethod
+    def from_state(cls, state_dict: Mapping[str, Tensor], arch: Arch) -> LM:
+        """An `LM` holding a checkpoint's weights, in eval mode: an `LM`'s own (`native.*`, and
+        `alpha` for smeared keys) or a bare `NativeModel`'s."""
+        lm = cls(arch, seed=0, smeared="alpha" in state_dict)
+        if any(k.startswith("native.") for k in state_dict):
+            lm.load_state_dict(dict(state_dict), strict=True)
+        else:
+            lm.native.load_state_dict(dict(state_dict), strict=True)
+        return lm.eval()
+
+
+def lm_bridge(state_dict: Mapping[str, Tensor], arch: Arch, tokenizer: Any, name: str) -> Any:
+    """The hooked bridge of an `LM` checkpoint: its native weights, and for smeared keys
+    permanent hooks applying the trained alphas."""
+    weights = {k[len("native."):]: v for k, v in state_dict.items() if k.startswith("native.")}
+    bridge = to_bridge(weights, arch, tokenizer, name)
+    if "alpha" in state_dict:
+        add_smear_hooks(bridge, state_dict["alpha"])
+    return bridge
 
 
 # --- the hooked model ----------------------------------------------------------------------------

@@ -33,6 +33,14 @@ def cache(tmp_path, monkeypatch):
     """OPTIM_HUNTER_CACHE in a temp folder, and every zoo family shrunk to its tiny config."""
     monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(tmp_path / "cache"))
     for name in zoo.names():
-        module = zoo.family(name)
-        monkeypatch.setattr(module, "config", lambda profile=None, m=module: m.tiny_config())
+        shrink(monkeypatch, name, zoo.family(name).tiny_config())
     return tmp_path / "cache"
+
+
+def shrink(monkeypatch, name, cfg, **changes):
+    """Give family `name` the configuration `cfg` in every profile (and any other field changes),
+    in the zoo's table, for one test."""
+    import dataclasses
+
+    fam = dataclasses.replace(zoo.family(name), config=lambda profile=None: cfg, **changes)
+    monkeypatch.setitem(zoo._FAMILIES, name, fam)

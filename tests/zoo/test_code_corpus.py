@@ -147,10 +147,8 @@ def test_impossible_sizes_raise_clearly(private_cache):
 
 
 def test_family_interface_and_profiles():
-    module = zoo.family("attn-only-2l-code")
-    assert module is cc
-    for attr in ("VERSION", "DESCRIPTION", "config", "train_spec", "hooked", "tiny_config"):
-        assert hasattr(module, attr)
+    family = zoo.family("attn-only-2l-code")
+    assert family in cc.FAMILIES and family.version == cc.VERSION and family.config is cc.config
     full, smoke = cc.config("full"), cc.config("smoke")
     assert full.arch.attn_only and full.arch.n_layers == 2 and full.train.snapshots >= 100
     assert smoke.train.snapshots >= 20 and smoke.train.steps < full.train.steps
@@ -166,10 +164,10 @@ def test_tiny_family_trains_through_the_zoo(cache):
     steps = zoo.snapshots("attn-only-2l-code", "smoke")
     assert steps == training.snapshot_steps(cc.tiny_config().train.steps, 2)
     cfg = zoo.config("attn-only-2l-code", "smoke")
-    state = induction.snapshot_state("attn-only-2l-code", steps[-1], "smoke")
+    state = zoo.snapshot_state("attn-only-2l-code", steps[-1], "smoke")
     batch = cc.eval_tokens(cfg, 3)
     with torch.no_grad():
-        torch.testing.assert_close(model(batch), induction.load_module(state, cfg)(batch), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(batch), cc.fused(state, cfg)(batch), atol=1e-5, rtol=1e-5)
     _, activations = model.run_with_cache(batch)
     for hook in ("hook_embed", "blocks.1.attn.hook_pattern", "blocks.1.attn.hook_z", "blocks.1.hook_resid_post"):
         assert hook in activations

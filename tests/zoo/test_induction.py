@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 
 import numpy as np
 import pytest
 import torch
 
-from optim_hunter import training
-from optim_hunter import transformer
+from optim_hunter import training, transformer, zoo
 from optim_hunter.zoo import induction
 
 
@@ -111,12 +109,11 @@ def test_hooked_bridge_computes_the_trained_function(smeared):
             assert not torch.allclose(plain(tokens), expected, atol=1e-4)
 
 
-def test_variant_modules_are_zoo_families():
+def test_variants_are_zoo_families():
     for variant, (layers, smeared) in induction.VARIANTS.items():
-        module = importlib.import_module(induction.module_name(variant))
-        for attr in ("VERSION", "DESCRIPTION", "config", "train_spec", "hooked", "tiny_config"):
-            assert hasattr(module, attr)
-        full, smoke = module.config("full"), module.config("smoke")
+        family = zoo.family(variant)
+        assert family.name == variant and family in induction.FAMILIES
+        full, smoke = family.config("full"), family.config("smoke")
         assert full.arch.n_layers == layers and full.smeared == smeared and full.arch.attn_only
         assert full.train.snapshots >= 100 and smoke.train.snapshots >= 20
     # trained identically: only depth and smearing differ between variants

@@ -115,6 +115,6 @@ def test_number_aware_initialisation():
     import dataclasses
 
     cfg = dataclasses.replace(numeric.tiny_config(), number_init=1.0)
-    plain, informed = numeric.native.build(cfg.arch, 0), numeric.build_model(cfg, 0)
+    plain, informed = numeric.transformer.build(cfg.arch, 0), numeric.build_model(cfg, 0)
     changed = ~torch.isclose(plain.tok_embed.weight, informed.tok_embed.weight).all(dim=1)
     assert set(np.flatnonzero(changed.numpy())) == set(ids.tolist())

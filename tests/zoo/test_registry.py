@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import STANDARD_HOOKS
+from conftest import STANDARD_HOOKS, shrink
 
 from optim_hunter import cli, training, zoo
 from optim_hunter.zoo import numeric
@@ -38,7 +38,7 @@ def test_cache_key_covers_config_and_code_versions(cache, monkeypatch):
 
     changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=2e-3))
     assert zoo.cache_key("numeric-icl", changed) != key
-    monkeypatch.setattr(numeric, "VERSION", numeric.VERSION + "-changed")
+    shrink(monkeypatch, "numeric-icl", cfg, version=numeric.VERSION + "-changed")
     assert zoo.cache_key("numeric-icl", cfg) != key
     monkeypatch.undo()
     monkeypatch.setattr(training, "CODE_VERSION", training.CODE_VERSION + "-changed")
@@ -52,7 +52,7 @@ def test_a_changed_config_retrains_instead_of_serving_a_stale_model(cache, monke
 
     base = numeric.tiny_config()
     longer = dataclasses.replace(base, train=dataclasses.replace(base.train, steps=5))
-    monkeypatch.setattr(numeric, "config", lambda profile=None: longer)
+    shrink(monkeypatch, "numeric-icl", longer)
     assert zoo.status("numeric-icl", "smoke").state == "missing"
     zoo.load("numeric-icl", "smoke", progress=False)
     new_dir = zoo.run_dir("numeric-icl", "smoke")
@@ -86,7 +86,7 @@ def test_a_partial_checkpoint_is_retrained(cache):
 def test_a_cached_model_is_served_without_the_lock(cache, monkeypatch):
     """A read-only or shared cache: serving needs no writable lock file."""
     zoo.train("numeric-icl", "smoke", progress=False)
-    monkeypatch.setattr(zoo, "lock", lambda directory: pytest.fail("took the lock to serve a cached model"))
+    monkeypatch.setattr(training, "exclusive", lambda directory: pytest.fail("took the lock to serve a cached model"))
     zoo.load("numeric-icl", "smoke", progress=False)
     assert zoo.train("numeric-icl", "smoke", progress=False).name == "model"
 
@@ -156,12 +156,7 @@ def test_history_records_metrics_over_training(cache):
 
 def example_input(name, model):
     """What a family's model reads: a numeric prompt for numeric-icl, vectors or states otherwise."""
-    module = zoo.family(name)
-    if hasattr(module, "example_input"):
-        return module.example_input(model)
-    if name == "numeric-icl":
-        return model.to_tokens("Feature 0: 1.50\nOutput: 4.00\n\nFeature 0: 2.00\nOutput:")
-    return torch.arange(12)[None] % model.cfg.d_vocab
+    return zoo.family(name).example_input(model)
 
 
 @pytest.mark.parametrize("name", zoo.names())
@@ -172,7 +167,7 @@ def test_every_zoo_model_is_hooked_with_standard_names(cache, name):
     pos = inputs.shape[1]
     assert logits.shape[:2] == (1, pos)
     attn_only = bool(getattr(model.cfg, "attn_only", False))
-    vectors = getattr(zoo.family(name), "INPUT", "tokens") == "vectors"  # read in before the bridge
+    vectors = zoo.family(name).reads == "vectors"  # read in before the bridge
     wanted = [h for h in STANDARD_HOOKS if not (attn_only and ("mlp" in h or "resid_mid" in h or "ln2" in h))
               and not (h.startswith("blocks.") and int(h.split(".")[1]) >= model.cfg.n_layers)
               and not (vectors and h == "hook_embed")]
@@ -237,3 +232,19 @@ def test_cli_models_lists_the_pretrained_model(cache, capsys):
     assert cli.main(["models", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "smollm2-135m" in out and "verified" in out and "SmolLM2-135M-Instruct.Q4_1.gguf" in out
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_the_fused_module_computes_what_the_hooked_model_does(cache, name):
+    """zoo.load_fused (the one fused forward, no hooks) against the hooked bridge, final and at
+    the first snapshot."""
+    fam = zoo.family(name)
+    model = zoo.load(name, "smoke", progress=False)
+    inputs = fam.example_input(model)
+    first = zoo.snapshots(name, "smoke")[0]
+    with torch.no_grad():
+        torch.testing.assert_close(zoo.load_fused(name, profile="smoke")(inputs), model(inputs), atol=1e-5, rtol=1e-5)
+        early = zoo.load_snapshot(name, first, "smoke")
+        torch.testing.assert_close(zoo.load_fused(name, first, "smoke")(inputs), early(inputs), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no snapshot at step"):
+        zoo.snapshot_state(name, 10**6, "smoke")

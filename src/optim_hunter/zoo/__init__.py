@@ -11,37 +11,38 @@ the weight properties (`W_E`, `W_Q`, `W_K`, `W_V`, `W_O`, `W_U`, ...) and a Hugg
 tokenizer as `.tokenizer` (plus `to_tokens` / `to_string`), so analyses written against them run
 unchanged on our models and on real ones.
 
-Trained models live in `settings.cache_dir()/zoo/<name>/<profile>-<key>/` (`OPTIM_HUNTER_CACHE`
-moves it). The key hashes the model's configuration, its family's code version and the trainer's,
-so a changed configuration trains a new model rather than serving a stale one. A damaged or
-partial checkpoint is detected (content hash) and retrained with a warning.
-
-A family is a module with `VERSION`, `DESCRIPTION`, `config(profile)`, `train_spec(config)` and
-`hooked(state_dict, config, name)` (see `numeric`); adding a model is adding a line to `FAMILIES`.
+Each trained model is a typed `Family` record (`zoo.family`), which owns its cache folder,
+snapshots and lock: `settings.cache_dir()/zoo/<name>/<profile>-<key>/` (`OPTIM_HUNTER_CACHE` moves
+it), keyed by its configuration and code versions. A damaged or partial checkpoint is detected
+(content hash) and retrained with a warning. Adding a model is declaring a `Family` in a family
+module's `FAMILIES` and a line in `DEFINED_IN`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import shutil
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from torch import Tensor, nn
+
 from optim_hunter import settings, training
+from optim_hunter.zoo.family import Family
 
 HF_PREFIX = "hf:"
-FAMILIES: dict[str, str] = {
+# The module declaring each family (imported on first use: together they load scikit-learn,
+# tokenizers and the CPython corpus code, which most calls never need).
+DEFINED_IN: dict[str, str] = {
     "numeric-icl": "optim_hunter.zoo.numeric",
     # attention-only models on in-context Markov chains (the induction-heads chapter)
-    "attn-only-1l": "optim_hunter.zoo.induction.attn_only_1l",
-    "attn-only-2l": "optim_hunter.zoo.induction.attn_only_2l",
-    "attn-only-3l": "optim_hunter.zoo.induction.attn_only_3l",
-    "smeared-1l": "optim_hunter.zoo.induction.smeared_1l",
-    "smeared-2l": "optim_hunter.zoo.induction.smeared_2l",
+    "attn-only-1l": "optim_hunter.zoo.induction",
+    "attn-only-2l": "optim_hunter.zoo.induction",
+    "attn-only-3l": "optim_hunter.zoo.induction",
+    "smeared-1l": "optim_hunter.zoo.induction",
+    "smeared-2l": "optim_hunter.zoo.induction",
     # the same 2-layer attention-only model on natural text: the CPython standard library, BPE
     "attn-only-2l-code": "optim_hunter.zoo.code_corpus",
     # a 3-layer transformer fed vectors of an affine recurrence (the affine-recurrences chapter)
@@ -49,9 +50,12 @@ FAMILIES: dict[str, str] = {
 }
 
 
+_FAMILIES: dict[str, Family] = {}  # the declared families, as their modules are imported
+
+
 def names() -> list[str]:
     """The models the package trains itself (any `hf:<name-or-path>` is accepted as well)."""
-    return list(FAMILIES)
+    return list(DEFINED_IN)
 
 
 def pretrained_names() -> list[str]:
@@ -61,9 +65,9 @@ def pretrained_names() -> list[str]:
     return list(pretrained.MODELS)
 
 
-def family(name: str) -> ModuleType:
-    """The module that defines model `name`, or a ValueError listing the known names."""
-    if name not in FAMILIES:
+def family(name: str) -> Family:
+    """The `Family` of model `name`, or a ValueError listing the known names."""
+    if name not in DEFINED_IN:
         known = ", ".join(names() + pretrained_names())
         if name in pretrained_names():
             raise ValueError(f"{name!r} is pretrained (shipped in a package): it is loaded, not trained")
@@ -71,7 +75,10 @@ def family(name: str) -> ModuleType:
             raise ValueError(f"{name!r} is a Hugging Face model: it is loaded, not trained; the models "
                              f"the package trains are {', '.join(names())}")
         raise ValueError(f"unknown model {name!r}: choose one of {known} or hf:<name-or-path>")
-    return importlib.import_module(FAMILIES[name])
+    if name not in _FAMILIES:
+        for declared in importlib.import_module(DEFINED_IN[name]).FAMILIES:
+            _FAMILIES.setdefault(declared.name, declared)
+    return _FAMILIES[name]
 
 
 def config(name: str, profile: str | None = None) -> Any:
@@ -80,18 +87,11 @@ def config(name: str, profile: str | None = None) -> Any:
 
 def cache_key(name: str, cfg: Any) -> str:
     """16 hex digits of the hash of (name, configuration, family and trainer code versions)."""
-    return training.fingerprint(
-        {"name": name, "config": cfg, "family": family(name).VERSION, "training": training.CODE_VERSION}
-    )[:16]
+    return family(name).cache_key(cfg)
 
 
 def run_dir(name: str, profile: str | None = None) -> Path:
-    profile = settings.profile(profile)
-    return settings.cache_dir() / "zoo" / name / f"{profile}-{cache_key(name, config(name, profile))}"
-
-
-def _final(directory: Path) -> Path:
-    return directory / "model"
+    return family(name).run_dir(profile)
 
 
 # what `train` writes beside the final weights and the package reads back
@@ -125,12 +125,13 @@ class ModelStatus:
 def status(name: str, profile: str | None = None, *, verify: bool = True) -> ModelStatus:
     """Whether `name` is trained and cached for `profile`, where, and how big (all files)."""
     profile = settings.profile(profile)
-    directory = run_dir(name, profile)
+    fam = family(name)
+    directory = fam.run_dir(profile)
     # the lock file and a killed writer's temporary file say nothing about the model
     files = [f for f in directory.rglob("*") if f.is_file() and f.name != ".lock" and not training.is_temporary(f)] \
         if directory.exists() else []
     size = sum(f.stat().st_size for f in files)
-    final = _final(directory)
+    final = fam.final_path(profile)
     if training.checkpoint_exists(final):
         state = "cached"
         if verify:
@@ -145,29 +146,6 @@ def status(name: str, profile: str | None = None, *, verify: bool = True) -> Mod
     return ModelStatus(name, profile, state, directory, size)
 
 
-@contextlib.contextmanager
-def lock(directory: Path):
-    """One trainer per model at a time (e.g. two notebooks executing at once): the second waits."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        handle = open(directory / ".lock", "a")  # noqa: SIM115 - closed below
-    except OSError as err:
-        raise OSError(f"cannot train into the model cache {directory} ({err.strerror or err}); set "
-                      "OPTIM_HUNTER_CACHE to a writable folder") from err
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-        with handle:
-            yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def train(name: str, profile: str | None = None, *, force: bool = False, progress: bool = True) -> Path:
     """Train `name` under `profile` unless a verified checkpoint is cached; its checkpoint path.
 
@@ -178,10 +156,9 @@ def train(name: str, profile: str | None = None, *, force: bool = False, progres
 
 def _trained(name: str, profile: str, *, force: bool = False, progress: bool = True) -> tuple[Path, dict, dict]:
     """`train`'s work; the checkpoint path with its tensors and metadata, read and verified once."""
-    module = family(name)
-    cfg = module.config(profile)
-    directory = run_dir(name, profile)
-    final = _final(directory)
+    fam = family(name)
+    cfg = fam.config(profile)
+    directory, final = fam.run_dir(profile), fam.final_path(profile)
     if not force and training.checkpoint_exists(final):
         # Served without the lock: checkpoints are written atomically and verified on reading, so
         # a read-only or shared cache serves a trained model (the lock needs a writable folder).
@@ -189,7 +166,7 @@ def _trained(name: str, profile: str, *, force: bool = False, progress: bool = T
             return (final, *_read_final(final))
         except training.CheckpointError:
             pass  # damaged: retrained below, under the lock
-    with lock(directory):
+    with fam.lock(profile):
         if force:
             for child in directory.iterdir():
                 if child.name != ".lock":
@@ -201,20 +178,20 @@ def _trained(name: str, profile: str, *, force: bool = False, progress: bool = T
                 warnings.warn(f"{name} ({profile}): {err}; retraining", stacklevel=2)
                 training.remove_checkpoint(final)
         result = training.train(
-            module.train_spec(cfg),
+            fam.train_spec(cfg),
             cfg.train,
             directory,
             progress=progress,
             description=f"train {name} ({profile})",
-            run_key=cache_key(name, cfg),
+            run_key=fam.cache_key(cfg),
             clean_up=False,  # the resume point stays until the final weights are saved
         )
         meta = {
             "name": name,
             "profile": profile,
-            "key": cache_key(name, cfg),
+            "key": fam.cache_key(cfg),
             "config": cfg,
-            "family_version": module.VERSION,
+            "family_version": fam.version,
             "training_version": training.CODE_VERSION,
             "steps": result.steps,
             "history": result.history,
@@ -247,11 +224,9 @@ def load(name: str, profile: str | None = None, *, progress: bool = True) -> Any
 
         return pretrained.load(name)
     profile = settings.profile(profile)
-    module = family(name)
+    fam = family(name)
     tensors, _ = _load_final(name, profile, progress)
-    model = module.hooked(tensors, module.config(profile), name)
-    model.eval()
-    return model
+    return fam.hooked(tensors, fam.config(profile), name).eval()
 
 
 def metadata(name: str, profile: str | None = None) -> dict[str, Any]:
@@ -265,15 +240,32 @@ def snapshots(name: str, profile: str | None = None) -> list[int]:
     return list(metadata(name, profile)["snapshot_steps"])
 
 
-def load_snapshot(name: str, step: int, profile: str | None = None) -> Any:
-    """The hooked model `name` as it was after `step` training steps (a kept snapshot)."""
+def _kept(name: str, step: int, profile: str) -> None:
     available = snapshots(name, profile)
     if step not in available:
         raise ValueError(f"{name} has no snapshot at step {step}; kept: {available}")
+
+
+def load_snapshot(name: str, step: int, profile: str | None = None) -> Any:
+    """The hooked model `name` as it was after `step` training steps (a kept snapshot)."""
     profile = settings.profile(profile)
-    module = family(name)
-    path = training.snapshot_path(run_dir(name, profile), step)
-    tensors, _ = training.load_checkpoint(path)
-    model = module.hooked(tensors, module.config(profile), f"{name}@{step}")
-    model.eval()
-    return model
+    _kept(name, step, profile)
+    fam = family(name)
+    return fam.hooked(fam.snapshot_state(step, profile), fam.config(profile), f"{name}@{step}").eval()
+
+
+def snapshot_state(name: str, step: int, profile: str | None = None) -> dict[str, Tensor]:
+    """The weights of `name` after `step` training steps (a kept snapshot), verified."""
+    profile = settings.profile(profile)
+    _kept(name, step, profile)
+    return family(name).snapshot_state(step, profile)
+
+
+def load_fused(name: str, step: int | None = None, profile: str | None = None) -> nn.Module:
+    """The plain (unhooked, fused-attention) module of `name`, trained or at snapshot `step`: the
+    fast path for evaluations that need no hooks. It is `model(inputs) -> outputs` like the
+    hooked model, through the one forward of `optim_hunter.transformer`."""
+    profile = settings.profile(profile)
+    fam = family(name)
+    tensors = _load_final(name, profile, True)[0] if step is None else snapshot_state(name, step, profile)
+    return fam.fused(tensors, fam.config(profile)).eval()

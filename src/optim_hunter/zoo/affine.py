@@ -38,10 +38,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from optim_hunter import settings, training, transformer
+from optim_hunter.zoo.family import Family
 
 VERSION = "1"  # part of the cache key: bump when data or model code changes the weights
 DESCRIPTION = "3-layer transformer continuing vector affine recurrences a_n = c a_(n-1) + d (seed 001)"
-INPUT = "vectors"  # not tokens: the hooked model takes [batch, pos, d_vector] floats (see example_input)
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -297,3 +297,14 @@ def hooked(state_dict: Mapping[str, Tensor], cfg: AffineConfig, name: str = "aff
 
 
 state_dict_of = transformer.state_dict_of
+
+
+FAMILIES = (
+    Family(
+        name="affine-recurrence", description=DESCRIPTION, version=VERSION, config=config,
+        tiny_config=tiny_config, train_spec=train_spec, hooked=hooked,
+        fused=lambda state_dict, cfg: transformer.LM.from_state(state_dict, cfg.arch.model),
+        example_input=example_input,
+        reads="vectors",
+    ),
+)

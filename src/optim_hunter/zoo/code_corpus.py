@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from optim_hunter import settings, training, transformer
 from optim_hunter.zoo import induction
+from optim_hunter.zoo.family import Family
 
 CORPUS_VERSION = "1"  # bump when a change here changes the tokenizer or the token arrays
 EOT = "<|endoftext|>"
@@ -253,13 +254,6 @@ def _build_tokenizer(path: Path, cfg: CorpusConfig, selected: Files):
     return backend, training.content_hash(tensors)
 
 
-def _lock(directory: Path):
-    """One builder per corpus at a time (the zoo's per-model file lock)."""
-    from optim_hunter import zoo
-
-    return zoo.lock(directory)
-
-
 def _cached_tokenizer(directory: Path, cfg: CorpusConfig, selected: Files):
     path = directory / "tokenizer"
     if training.checkpoint_exists(path):
@@ -275,7 +269,7 @@ def tokenizer(cfg: CorpusConfig):
     """The corpus's trained BPE as a `PreTrainedTokenizerFast` (trained and cached on first use)."""
     selected = files(cfg)
     directory = corpus_dir(cfg, selected)
-    with _lock(directory):
+    with training.exclusive(directory):
         backend, _ = _cached_tokenizer(directory, cfg, selected)
     return wrap_tokenizer(backend)
 
@@ -332,7 +326,7 @@ def load(cfg: CorpusConfig) -> Corpus:
     selected = files(cfg)
     directory = corpus_dir(cfg, selected)
     path = directory / "tokens"
-    with _lock(directory):
+    with training.exclusive(directory):
         backend, tok_hash = _cached_tokenizer(directory, cfg, selected)
         arrays = None
         if training.checkpoint_exists(path):
@@ -366,8 +360,7 @@ DESCRIPTION = "2-layer attention-only model on the CPython standard library (byt
 
 @dataclasses.dataclass(frozen=True)
 class CodeConfig:
-    """The model, its optimisation and its corpus. Duck-types `induction.InductionConfig` where
-    the induction helpers need it (`arch`, `smeared`, `n_ctx`)."""
+    """The model, its optimisation and its corpus."""
 
     arch: transformer.Arch
     train: training.TrainConfig
@@ -380,10 +373,6 @@ class CodeConfig:
             raise ValueError(f"the model's d_vocab {self.arch.d_vocab} != the BPE's {self.corpus.vocab_size}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-
-    @property
-    def smeared(self) -> bool:
-        return False
 
     @property
     def n_ctx(self) -> int:
@@ -445,7 +434,7 @@ def train_spec(cfg: CodeConfig) -> training.TrainSpec:
         return {"eval_loss": float(induction.per_token_loss(model, held_out).mean())}
 
     return training.TrainSpec(
-        build=lambda seed: induction.build_model(cfg, seed),
+        build=lambda seed: transformer.LM(cfg.arch, seed),
         batch=batch,
         loss=lambda model, tokens: induction.per_token_loss(model, tokens).mean(),
         tokens=lambda tokens: int(tokens.numel()),
@@ -465,10 +454,24 @@ def hooked(state_dict: dict[str, Tensor], cfg: CodeConfig, name: str = "attn-onl
     from tokenizers import Tokenizer
 
     backend = Tokenizer.from_str(_tokenizer_json(cfg.corpus, str(settings.cache_dir())))
-    return induction.hooked(state_dict, cfg, name, tokenizer=wrap_tokenizer(backend))
+    return transformer.lm_bridge(state_dict, cfg.arch, wrap_tokenizer(backend), name)
 
 
 def example_input(model: Any) -> Tensor:
     """A line of Python as the model reads it (after `<|endoftext|>`), cut to its context."""
     ids = model.tokenizer("def add(a, b):\n    return a + b\n")["input_ids"]
     return torch.tensor([ids[: model.cfg.n_ctx]])
+
+
+def fused(state_dict: dict[str, Tensor], cfg: CodeConfig) -> transformer.LM:
+    """The plain module holding a checkpoint's weights (fast, unhooked evaluation)."""
+    return transformer.LM.from_state(state_dict, cfg.arch)
+
+
+FAMILIES = (
+    Family(
+        name="attn-only-2l-code", description=DESCRIPTION, version=VERSION, config=config,
+        tiny_config=tiny_config, train_spec=train_spec, hooked=hooked, fused=fused,
+        example_input=example_input,
+    ),
+)

@@ -17,10 +17,7 @@ off directly. The Bayes-optimal predictor is the Dirichlet posterior mean of the
 (`bayes_loss_by_index` gives its loss), and the in-context unigram frequency is the best a model
 that cannot look at bigrams can do (`unigram_loss_by_index`).
 
-The zoo maps a name to a module exposing `VERSION`, `DESCRIPTION`, `config(profile)`,
-`train_spec(config)`, `hooked(state_dict, config, name)`. One module per variant is registered
-in `sys.modules` as `optim_hunter.zoo.induction.<variant>` (e.g. `...induction.attn_only_2l`), so
-the zoo's `FAMILIES` can point at each variant without a module file per variant.
+`FAMILIES` declares one `zoo.family.Family` per variant for the zoo.
 
 The trained module is `transformer.LM` (a `NativeModel` plus the alphas; the one fused forward of
 `optim_hunter.transformer`); `hooked` returns the TransformerLens `TransformerBridge` with the standard hook names
@@ -31,8 +28,7 @@ the trained alphas (kept on the bridge as `.smear_alpha`).
 from __future__ import annotations
 
 import dataclasses
-import sys
-import types
+import functools
 from typing import Any
 
 import numpy as np
@@ -42,6 +38,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from optim_hunter import settings, training, transformer
+from optim_hunter.zoo.family import Family
 
 VERSION = "1"
 DESCRIPTION = "attention-only transformers (optionally smeared keys) on in-context Markov chains"
@@ -195,19 +192,7 @@ def build_model(cfg: InductionConfig, seed: int) -> transformer.LM:
 
 def load_module(state_dict: dict[str, Tensor], cfg: InductionConfig) -> transformer.LM:
     """A `transformer.LM` holding a checkpoint's weights (for fast, unhooked evaluation)."""
-    lm = build_model(cfg, 0)
-    lm.load_state_dict(state_dict, strict=True)
-    return lm.eval()
-
-
-def snapshot_state(name: str, step: int, profile: str | None = None) -> dict[str, Tensor]:
-    """The weights of zoo model `name` after `step` steps (a kept snapshot), verified; use
-    `load_module` for a fast unhooked model, `hooked` for the TransformerLens one."""
-    from optim_hunter import zoo
-
-    path = training.snapshot_path(zoo.run_dir(name, profile), step)
-    tensors, _ = training.load_checkpoint(path)
-    return tensors
+    return transformer.LM.from_state(state_dict, cfg.arch)
 
 
 def per_token_loss(lm: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_1"]:
@@ -250,35 +235,30 @@ def build_tokenizer(n_states: int):
     )
 
 
-def hooked(state_dict: dict[str, Tensor], cfg: InductionConfig, name: str = "induction", *, tokenizer: Any = None):
-    """The trained weights as a hooked TransformerBridge (smear applied by permanent hooks). The
-    tokenizer defaults to the Markov states'; a family on other data passes its own."""
-    weights = {k[len("native."):]: v for k, v in state_dict.items() if k.startswith("native.")}
-    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.n_states)
-    bridge = transformer.to_bridge(weights, cfg.arch, tokenizer, name)
-    if cfg.smeared:
-        transformer.add_smear_hooks(bridge, state_dict["alpha"])
-    return bridge
+def hooked(state_dict: dict[str, Tensor], cfg: InductionConfig, name: str = "induction"):
+    """The trained weights as a hooked TransformerBridge (smear applied by permanent hooks), with
+    the Markov states' tokenizer."""
+    return transformer.lm_bridge(state_dict, cfg.arch, build_tokenizer(cfg.n_states), name)
 
 
-# --- one zoo family per variant ------------------------------------------------------------------
+def example_input(model: Any) -> Int[Tensor, "batch pos"]:
+    """A short sequence of states for a hooked model of these families."""
+    return torch.arange(12)[None] % model.cfg.d_vocab
 
 
-def module_name(variant: str) -> str:
-    return f"{__name__}.{variant.replace('-', '_')}"
-
-
-def _register(variant: str) -> types.ModuleType:
-    module = types.ModuleType(module_name(variant), f"zoo family {variant}: {DESCRIPTION}")
+def _family(variant: str) -> Family:
     layers, smeared = VARIANTS[variant]
-    module.VERSION = VERSION
-    module.DESCRIPTION = f"{layers}-layer attention-only{' smeared-key' if smeared else ''} model on Markov chains"
-    module.config = lambda profile=None: config_for(variant, profile)
-    module.train_spec = train_spec
-    module.hooked = hooked
-    module.tiny_config = lambda: tiny_config(variant)
-    sys.modules[module.__name__] = module
-    return module
+    return Family(
+        name=variant,
+        description=f"{layers}-layer attention-only{' smeared-key' if smeared else ''} model on Markov chains",
+        version=VERSION,
+        config=functools.partial(config_for, variant),
+        tiny_config=functools.partial(tiny_config, variant),
+        train_spec=train_spec,
+        hooked=hooked,
+        fused=load_module,
+        example_input=example_input,
+    )
 
 
-FAMILY_MODULES = {variant: _register(variant) for variant in VARIANTS}
+FAMILIES = tuple(_family(variant) for variant in VARIANTS)

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from optim_hunter import datasets, llm_regressor, prompts, settings, training, transformer
 from optim_hunter.zoo import numeric_tasks, numeric_tokenizer
+from optim_hunter.zoo.family import Family
 
 VERSION = "2"  # part of the cache key: bump when data, tokenizer or model code changes the weights
 DESCRIPTION = "numeric in-context learner: regression prompts and (x, y) lines (trained here)"
@@ -324,6 +325,24 @@ def train_spec(cfg: NumericConfig) -> training.TrainSpec:
 def hooked(state_dict: dict[str, Tensor], cfg: NumericConfig, name: str = "numeric-icl"):
     """The trained weights as a TransformerBridge carrying the numeric tokenizer."""
     return transformer.to_bridge(state_dict, cfg.arch, numeric_tokenizer.build_tokenizer(), name)
+
+
+def fused(state_dict: dict[str, Tensor], cfg: NumericConfig) -> transformer.LM:
+    """The trained weights run by the one fused forward (fast, unhooked evaluation)."""
+    return transformer.LM.from_state(state_dict, cfg.arch)
+
+
+def example_input(model: Any) -> Int[Tensor, "batch pos"]:
+    """A two-example regression prompt for a hooked model of this family."""
+    return model.to_tokens("Feature 0: 1.50\nOutput: 4.00\n\nFeature 0: 2.00\nOutput:")
+
+
+FAMILIES = (
+    Family(
+        name="numeric-icl", description=DESCRIPTION, version=VERSION, config=config, tiny_config=tiny_config,
+        train_spec=train_spec, hooked=hooked, fused=fused, example_input=example_input,
+    ),
+)
 
 
 # --- the yardstick -------------------------------------------------------------------------------
