@@ -98,3 +98,10 @@ def test_rows_of_flattens_results_and_rejects_other_things():
 def test_record_all_outside_a_notebook_is_an_error():
     with pytest.raises(RuntimeError, match="outside a notebook"):
         claims.record_all([])
+
+
+def test_a_test_may_read_more_than_the_number_shown():
+    spec = claims.ClaimSpec("t.falls", "MAE falls", "issue", criterion="strictly decreasing",
+                            test=lambda curve: all(b < a for a, b in zip(curve, curve[1:])))
+    assert spec.measure(1.0, chapter="c", profile="smoke", tested=[3.0, 2.0, 1.0]).verdict == "reproduced"
+    assert spec.measure(1.0, chapter="c", profile="smoke", tested=[3.0, 4.0, 1.0]).verdict == "not_reproduced"

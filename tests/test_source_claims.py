@@ -43,7 +43,7 @@ def recorded_templates() -> set[str]:
     chapters still record themselves; f-string fields stay as `{...}`."""
     found = set(claims.declared())
     sources = [(p, RECORD_ARG) for p in sorted((ROOT / "book").glob("*.md"))]
-    sources.append((ROOT / "src" / "optim_hunter" / "zoo" / "numeric.py", ID_KWARG))
+    
     for path, pattern in sources:
         source = path.read_text(encoding="utf-8")
         for is_f, _, text in pattern.findall(source):

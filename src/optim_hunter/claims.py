@@ -189,8 +189,8 @@ class ClaimSpec:
     """A claim as declared beside the code that measures it, before any number is known.
 
     `test(measured) -> bool` decides the verdict and `criterion` says in words what it tests; both
-    or neither (a claim without a test is only measured). `id` and `claim` may hold `{field}`s,
-    filled by `measure(..., field=value)` (e.g. one declaration for every layer).
+    or neither (a claim without a test is only measured). `id`, `claim`, `unit` and `criterion` may
+    hold `{field}`s, filled by `measure(..., field=value)` (e.g. one declaration for every layer).
     """
 
     id: str
@@ -212,14 +212,16 @@ class ClaimSpec:
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(_FIELD.findall(self.id + self.claim)))
+        return tuple(dict.fromkeys(_FIELD.findall(" ".join((self.id, self.claim, self.unit, self.criterion)))))
 
     def measure(
-        self, measured: float | str | None, *, chapter: str, profile: str, model: str = "", **fields: Any
+        self, measured: float | str | None, *, chapter: str, profile: str, model: str = "", tested: Any = None,
+        **fields: Any,
     ) -> Claim:
         """The row for `measured`: the declared test decides the verdict. A measurement that is not
         a number (None, or a string saying why it is missing) cannot pass a test: it is recorded
-        as measured only."""
+        as measured only. `tested` is what the test reads when that is more than the number shown
+        (e.g. a whole curve, or the number and its baseline); by default, `measured`."""
         missing = [name for name in self.fields if name not in fields]
         extra = [name for name in fields if name not in self.fields]
         if missing or extra:
@@ -227,7 +229,7 @@ class ClaimSpec:
         value = _check_value("measured", measured)
         reproduced = None
         if self.test is not None and isinstance(value, float):
-            reproduced = bool(self.test(value))
+            reproduced = bool(self.test(value if tested is None else tested))
         return make_claim(
             self.id.format(**fields),
             chapter=chapter,
@@ -235,9 +237,9 @@ class ClaimSpec:
             source_seed=self.source_seed,
             source_value=self.source_value,
             measured=value,
-            unit=self.unit,
+            unit=self.unit.format(**fields),
             reproduced=reproduced,
-            criterion=self.criterion if reproduced is not None else "",
+            criterion=self.criterion.format(**fields) if reproduced is not None else "",
             profile=profile,
             model=model,
         )

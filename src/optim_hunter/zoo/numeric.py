@@ -1,4 +1,4 @@
-"""`numeric-icl`: the book's embedded numeric in-context learner, its training and its yardstick.
+"""`numeric-icl`: the book's embedded numeric in-context learner and its training.
 
 A small decoder-only LM (TransformerLens `NativeModel`: pre-LN blocks, rotary positions, 4 layers
 of width 128) with its own tokenizer (`numeric_tokenizer`), trained by `optim_hunter.training` on
@@ -23,9 +23,8 @@ probability after 1500 steps (sign accuracy 0.4-0.6); the sign is an XOR of the 
 across examples. The book's prior therefore makes 85% of linear maps increasing (all of
 scikit-learn's `make_regression` problems are).
 
-`evaluate_icl` measures what the book claims of it on held-out tasks (scikit-learn's linear
-problems and Friedman #2, which training never draws; y = 2x + 3 prompts whose query is not among
-the examples); `record_claims` writes those numbers as `zoo.numeric.*` claims.
+Its in-training learning curves, and what the book claims of it, are measured by
+`optim_hunter.yardstick` (held-out tasks training never draws).
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import datasets, llm_regressor, prompts, settings, training, transformer
+from optim_hunter import settings, training, transformer, yardstick
 from optim_hunter.zoo import numeric_tasks, numeric_tokenizer
 from optim_hunter.zoo.family import Family
 
@@ -307,7 +306,7 @@ def train_spec(cfg: NumericConfig) -> training.TrainSpec:
     tokenizer = numeric_tokenizer.build_tokenizer()
 
     def evaluate(model: torch.nn.Module, step: int) -> dict[str, float]:
-        result = evaluate_icl(
+        result = yardstick.evaluate_icl(
             model, tokenizer, seeds=range(10_000, 10_000 + cfg.eval_seeds), examples=cfg.eval_examples,
             affine_count=5 * cfg.eval_seeds, progress=False,
         )
@@ -343,210 +342,3 @@ FAMILIES = (
         train_spec=train_spec, hooked=hooked, fused=fused, example_input=example_input,
     ),
 )
-
-
-# --- the yardstick -------------------------------------------------------------------------------
-
-EXAMPLES = (1, 5, 10, 25)
-
-
-@dataclasses.dataclass
-class ICLResult:
-    """What `evaluate_icl` measured. MAEs are over parsed answers; failures are counted apart."""
-
-    examples: tuple[int, ...]
-    mae: dict[str, dict[int, float]]  # dataset -> n_examples -> model MAE
-    average_mae: dict[str, dict[int, float]]  # the same problems, AverageBaseline
-    failures: dict[str, dict[int, int]]
-    n_problems: int
-    affine_examples: int
-    affine_top1: float
-    affine_failures: int
-    affine_prompts: int
-
-    def linear(self, k: int) -> float:
-        return float(np.mean([self.mae[d][k] for d in datasets.LINEAR_FAMILIES]))
-
-    def linear_average(self, k: int) -> float:
-        return float(np.mean([self.average_mae[d][k] for d in datasets.LINEAR_FAMILIES]))
-
-    @property
-    def linear_ratio(self) -> float:
-        """Held-out linear MAE / average-baseline MAE at the most examples (bar: <= 1/3)."""
-        k = max(self.examples)
-        return self.linear(k) / self.linear_average(k)
-
-    @property
-    def falls_with_examples(self) -> bool:
-        curve = [self.linear(k) for k in self.examples]
-        return all(b < a for a, b in zip(curve, curve[1:]))
-
-    def bars(self) -> dict[str, bool]:
-        k = max(self.examples)
-        return {
-            "mae_falls_with_examples": self.falls_with_examples,
-            "linear_ratio_le_one_third": self.linear_ratio <= 1 / 3,
-            "friedman2_beats_average": self.mae["friedman2"][k] < self.average_mae["friedman2"][k],
-            "affine_top1_ge_0.8": self.affine_top1 >= 0.8,
-        }
-
-    def summary(self) -> dict[str, float]:
-        k = max(self.examples)
-        row = {f"linear_mae_{n}": self.linear(n) for n in self.examples}
-        row |= {
-            "linear_average_mae": self.linear_average(k),
-            "linear_ratio": self.linear_ratio,
-            "friedman2_mae": self.mae["friedman2"][k],
-            "friedman2_average_mae": self.average_mae["friedman2"][k],
-            "affine_top1": self.affine_top1,
-            "failures": float(sum(sum(v.values()) for v in self.failures.values()) + self.affine_failures),
-        }
-        return row
-
-
-def affine_prompts(
-    n_prompts: int, n_examples: int = 10, *, a: int = 2, b: int = 3, x_max: int = 99, seed: int = 0
-) -> tuple[list[str], np.ndarray]:
-    """y = a x + b prompts in the "(x, y)" format; the query x never appears among the examples."""
-    if n_examples + 1 > x_max + 1:
-        raise ValueError(f"{n_examples} examples and a new query need x_max >= {n_examples}")
-    rng = np.random.default_rng(seed)
-    texts, answers = [], []
-    for _ in range(n_prompts):
-        xs = rng.choice(x_max + 1, size=n_examples + 1, replace=False)
-        texts.append(numeric_tasks.format_pairs(xs[:-1], a * xs[:-1] + b, xs[-1]))
-        answers.append(a * xs[-1] + b)
-    return texts, np.asarray(answers)
-
-
-def read_numbers(
-    model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False
-) -> list[float | None]:
-    """The number each prompt is answered with (greedy, batched; None where it is no number)."""
-    answers = llm_regressor.greedy_answers(
-        model, tokenizer, texts, max_new_tokens=6, batch_size=batch_size, stop=None, progress=progress
-    )
-    return [float(v) if ok else None for v, ok in zip(answers.values, answers.parsed.ok)]
-
-
-def evaluate_icl(
-    model: Any,
-    tokenizer: Any = None,
-    *,
-    seeds: Sequence[int] = range(100),
-    examples: Sequence[int] = EXAMPLES,
-    datasets_: Sequence[str] = (*datasets.LINEAR_FAMILIES, "friedman2"),
-    round_to: int = prompts.DEFAULT_ROUND,
-    affine_examples: int = 10,
-    affine_count: int = 200,
-    progress: bool = True,
-) -> ICLResult:
-    """Held-out in-context performance of any hooked model with a tokenizer.
-
-    For each dataset, number of examples k and seed: `datasets.make_split(name, k, seed,
-    round_to)` gives the problem, `prompts.format_prompt` the prompt; the answer is greedy-decoded.
-    MAE is compared with the average baseline on the same problems. Then y = 2x + 3 prompts with
-    `affine_examples` examples and an unseen query: top-1 = the greedy answer is exactly 2x + 3.
-    """
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise ValueError("evaluate_icl needs a tokenizer (pass one, or a model with .tokenizer)")
-    examples = tuple(sorted(set(examples)))
-    names = list(dict.fromkeys(datasets_))
-    for needed in (*datasets.LINEAR_FAMILIES, "friedman2"):
-        if needed not in names:
-            names.append(needed)
-    jobs = [(name, k, seed) for name in names for k in examples for seed in seeds]
-    texts, truth, average = [], [], []
-    for name, k, seed in jobs:
-        split = datasets.make_split(name, k, seed, round_to=round_to)
-        texts.append(prompts.format_prompt(split.x_train, split.y_train, split.x_query[0], round_to))
-        truth.append(split.y_query[0])
-        average.append(split.y_train.mean())
-    answers = read_numbers(model, tokenizer, texts, progress=progress)
-    mae: dict[str, dict[int, float]] = {n: {} for n in names}
-    avg: dict[str, dict[int, float]] = {n: {} for n in names}
-    fails: dict[str, dict[int, int]] = {n: {} for n in names}
-    errors: dict[tuple[str, int], list[float]] = {}
-    avg_errors: dict[tuple[str, int], list[float]] = {}
-    for (name, k, _), answer, y, mean in zip(jobs, answers, truth, average):
-        errors.setdefault((name, k), [])
-        avg_errors.setdefault((name, k), []).append(abs(mean - y))
-        if answer is None:
-            fails[name][k] = fails[name].get(k, 0) + 1
-        else:
-            errors[(name, k)].append(abs(answer - y))
-    for (name, k), errs in errors.items():
-        mae[name][k] = float(np.mean(errs)) if errs else float("nan")
-        avg[name][k] = float(np.mean(avg_errors[(name, k)]))
-        fails[name].setdefault(k, 0)
-    a_texts, a_truth = affine_prompts(affine_count, affine_examples)
-    a_answers = read_numbers(model, tokenizer, a_texts, progress=False)
-    hits = [ans is not None and ans == y for ans, y in zip(a_answers, a_truth)]
-    return ICLResult(
-        examples=examples,
-        mae=mae,
-        average_mae=avg,
-        failures=fails,
-        n_problems=len(seeds),
-        affine_examples=affine_examples,
-        affine_top1=float(np.mean(hits)) if hits else float("nan"),
-        affine_failures=sum(ans is None for ans in a_answers),
-        affine_prompts=affine_count,
-    )
-
-
-def claims_of(result: ICLResult, *, profile: str | None = None, model: str = "numeric-icl") -> list:
-    """The `zoo.numeric.*` claims of `result` as validated `claims.Claim` rows (nothing shown)."""
-    from optim_hunter import claims
-
-    return [claims.make_claim(**fields) for fields in _claim_fields(result, profile, model)]
-
-
-def record_claims(result: ICLResult, *, profile: str | None = None, model: str = "numeric-icl") -> None:
-    """Record `result` as the `zoo.numeric.*` claims (in a notebook: displayed and collected)."""
-    from optim_hunter import claims
-
-    for fields in _claim_fields(result, profile, model):
-        claims.record(**fields)
-
-
-def _claim_fields(result: ICLResult, profile: str | None, model: str) -> list[dict[str, Any]]:
-    profile = settings.profile(profile)
-    k = max(result.examples)
-    bars = result.bars()
-    common = dict(chapter="zoo", source_seed="issue", profile=profile, model=model)
-    curve = ", ".join(f"{n}: {result.linear(n):.3g}" for n in result.examples)
-    f2_average = result.average_mae["friedman2"][k]
-    return [
-        dict(
-            id="zoo.numeric.mae_falls_with_examples",
-            claim=f"held-out linear MAE falls as in-context examples grow ({curve})",
-            source_value=None, measured=result.linear(k), unit=f"MAE at {k} examples",
-            reproduced=bars["mae_falls_with_examples"],
-            criterion=f"MAE strictly decreasing over {', '.join(map(str, result.examples))} examples",
-            **common,
-        ),
-        dict(
-            id="zoo.numeric.linear_vs_average",
-            claim=f"with {k} examples, held-out linear MAE is at most 1/3 of the average baseline's",
-            source_value=1 / 3, measured=result.linear_ratio, unit="MAE ratio",
-            reproduced=bars["linear_ratio_le_one_third"], criterion="ratio <= 1/3",
-            **common,
-        ),
-        dict(
-            id="zoo.numeric.friedman2_vs_average",
-            claim=f"with {k} examples, Friedman #2 MAE beats the average baseline ({f2_average:.4g})",
-            source_value=f2_average, measured=result.mae["friedman2"][k], unit="MAE",
-            reproduced=bars["friedman2_beats_average"], criterion="model MAE < average MAE",
-            **common,
-        ),
-        dict(
-            id="zoo.numeric.affine_top1",
-            claim=f"y = 2x + 3 with {result.affine_examples} examples and an unseen query x: "
-            "the greedy answer is exact",
-            source_value=0.8, measured=result.affine_top1, unit="top-1 accuracy",
-            reproduced=bars["affine_top1_ge_0.8"], criterion="accuracy >= 0.8",
-            **common,
-        ),
-    ]

@@ -1,0 +1,208 @@
+"""The numeric yardstick: held-out in-context performance of any hooked model with a tokenizer.
+
+`evaluate_icl` answers scikit-learn's linear problems and Friedman #2 (which `numeric-icl`'s
+training never draws) with 1 to 25 in-context examples, against the average baseline on the same
+problems, and y = 2x + 3 prompts whose query is not among the examples (exact greedy answers). It
+is `numeric-icl`'s in-training learning curve and the book's check of that model; the checks are
+declared here as the `zoo.numeric.*` claims (`ICLResult.claims`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from optim_hunter import claims, datasets, llm_regressor, prompts, settings
+from optim_hunter.zoo import numeric_tasks
+
+EXAMPLES = (1, 5, 10, 25)
+
+
+@dataclasses.dataclass
+class ICLResult:
+    """What `evaluate_icl` measured. MAEs are over parsed answers; failures are counted apart."""
+
+    examples: tuple[int, ...]
+    mae: dict[str, dict[int, float]]  # dataset -> n_examples -> model MAE
+    average_mae: dict[str, dict[int, float]]  # the same problems, AverageBaseline
+    failures: dict[str, dict[int, int]]
+    n_problems: int
+    affine_examples: int
+    affine_top1: float
+    affine_failures: int
+    affine_prompts: int
+
+    def linear(self, k: int) -> float:
+        return float(np.mean([self.mae[d][k] for d in datasets.LINEAR_FAMILIES]))
+
+    def linear_average(self, k: int) -> float:
+        return float(np.mean([self.average_mae[d][k] for d in datasets.LINEAR_FAMILIES]))
+
+    @property
+    def linear_ratio(self) -> float:
+        """Held-out linear MAE / average-baseline MAE at the most examples (bar: <= 1/3)."""
+        k = max(self.examples)
+        return self.linear(k) / self.linear_average(k)
+
+    def bars(self) -> dict[str, bool]:
+        """Each declared check of this result (see the claims below), met or not."""
+        k = max(self.examples)
+        f2 = (self.mae["friedman2"][k], self.average_mae["friedman2"][k])
+        return {
+            "mae_falls_with_examples": FALLS.test([self.linear(n) for n in self.examples]),
+            "linear_ratio_le_one_third": LINEAR.test(self.linear_ratio),
+            "friedman2_beats_average": FRIEDMAN2.test(f2),
+            "affine_top1_ge_0.8": AFFINE.test(self.affine_top1),
+        }
+
+    def summary(self) -> dict[str, float]:
+        k = max(self.examples)
+        row = {f"linear_mae_{n}": self.linear(n) for n in self.examples}
+        row |= {
+            "linear_average_mae": self.linear_average(k),
+            "linear_ratio": self.linear_ratio,
+            "friedman2_mae": self.mae["friedman2"][k],
+            "friedman2_average_mae": self.average_mae["friedman2"][k],
+            "affine_top1": self.affine_top1,
+            "failures": float(sum(sum(v.values()) for v in self.failures.values()) + self.affine_failures),
+        }
+        return row
+
+
+def affine_prompts(
+    n_prompts: int, n_examples: int = 10, *, a: int = 2, b: int = 3, x_max: int = 99, seed: int = 0
+) -> tuple[list[str], np.ndarray]:
+    """y = a x + b prompts in the "(x, y)" format; the query x never appears among the examples."""
+    if n_examples + 1 > x_max + 1:
+        raise ValueError(f"{n_examples} examples and a new query need x_max >= {n_examples}")
+    rng = np.random.default_rng(seed)
+    texts, answers = [], []
+    for _ in range(n_prompts):
+        xs = rng.choice(x_max + 1, size=n_examples + 1, replace=False)
+        texts.append(numeric_tasks.format_pairs(xs[:-1], a * xs[:-1] + b, xs[-1]))
+        answers.append(a * xs[-1] + b)
+    return texts, np.asarray(answers)
+
+
+def read_numbers(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False
+) -> list[float | None]:
+    """The number each prompt is answered with (greedy, batched; None where it is no number)."""
+    answers = llm_regressor.greedy_answers(
+        model, tokenizer, texts, max_new_tokens=6, batch_size=batch_size, stop=None, progress=progress
+    )
+    return [float(v) if ok else None for v, ok in zip(answers.values, answers.parsed.ok)]
+
+
+def evaluate_icl(
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    seeds: Sequence[int] = range(100),
+    examples: Sequence[int] = EXAMPLES,
+    datasets_: Sequence[str] = (*datasets.LINEAR_FAMILIES, "friedman2"),
+    round_to: int = prompts.DEFAULT_ROUND,
+    affine_examples: int = 10,
+    affine_count: int = 200,
+    progress: bool = True,
+) -> ICLResult:
+    """Held-out in-context performance of any hooked model with a tokenizer.
+
+    For each dataset, number of examples k and seed: `datasets.make_split(name, k, seed,
+    round_to)` gives the problem, `prompts.format_prompt` the prompt; the answer is greedy-decoded.
+    MAE is compared with the average baseline on the same problems. Then y = 2x + 3 prompts with
+    `affine_examples` examples and an unseen query: top-1 = the greedy answer is exactly 2x + 3.
+    """
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("evaluate_icl needs a tokenizer (pass one, or a model with .tokenizer)")
+    examples = tuple(sorted(set(examples)))
+    names = list(dict.fromkeys(datasets_))
+    for needed in (*datasets.LINEAR_FAMILIES, "friedman2"):
+        if needed not in names:
+            names.append(needed)
+    jobs = [(name, k, seed) for name in names for k in examples for seed in seeds]
+    texts, truth, average = [], [], []
+    for name, k, seed in jobs:
+        split = datasets.make_split(name, k, seed, round_to=round_to)
+        texts.append(prompts.format_prompt(split.x_train, split.y_train, split.x_query[0], round_to))
+        truth.append(split.y_query[0])
+        average.append(split.y_train.mean())
+    answers = read_numbers(model, tokenizer, texts, progress=progress)
+    mae: dict[str, dict[int, float]] = {n: {} for n in names}
+    avg: dict[str, dict[int, float]] = {n: {} for n in names}
+    fails: dict[str, dict[int, int]] = {n: {} for n in names}
+    errors: dict[tuple[str, int], list[float]] = {}
+    avg_errors: dict[tuple[str, int], list[float]] = {}
+    for (name, k, _), answer, y, mean in zip(jobs, answers, truth, average):
+        errors.setdefault((name, k), [])
+        avg_errors.setdefault((name, k), []).append(abs(mean - y))
+        if answer is None:
+            fails[name][k] = fails[name].get(k, 0) + 1
+        else:
+            errors[(name, k)].append(abs(answer - y))
+    for (name, k), errs in errors.items():
+        mae[name][k] = float(np.mean(errs)) if errs else float("nan")
+        avg[name][k] = float(np.mean(avg_errors[(name, k)]))
+        fails[name].setdefault(k, 0)
+    a_texts, a_truth = affine_prompts(affine_count, affine_examples)
+    a_answers = read_numbers(model, tokenizer, a_texts, progress=False)
+    hits = [ans is not None and ans == y for ans, y in zip(a_answers, a_truth)]
+    return ICLResult(
+        examples=examples,
+        mae=mae,
+        average_mae=avg,
+        failures=fails,
+        n_problems=len(seeds),
+        affine_examples=affine_examples,
+        affine_top1=float(np.mean(hits)) if hits else float("nan"),
+        affine_failures=sum(ans is None for ans in a_answers),
+        affine_prompts=affine_count,
+    )
+
+
+# --- the claims it checks ------------------------------------------------------------------------
+
+
+def _strictly_falling(curve: Sequence[float]) -> bool:
+    return all(b < a for a, b in zip(curve, curve[1:]))
+
+
+FALLS = claims.declare(
+    "zoo.numeric.mae_falls_with_examples", "held-out linear MAE falls as in-context examples grow ({curve})",
+    source_seed="issue", unit="MAE at {k} examples", criterion="MAE strictly decreasing over {examples} examples",
+    test=_strictly_falling,
+)
+LINEAR = claims.declare(
+    "zoo.numeric.linear_vs_average", "with {k} examples, held-out linear MAE is at most 1/3 of the average baseline's",
+    source_seed="issue", source_value=1 / 3, unit="MAE ratio", criterion="ratio <= 1/3", test=lambda r: r <= 1 / 3,
+)
+FRIEDMAN2 = claims.declare(
+    "zoo.numeric.friedman2_vs_average", "with {k} examples, Friedman #2 MAE beats the average baseline ({average})",
+    source_seed="issue", unit="MAE", criterion="model MAE < average MAE", test=lambda pair: pair[0] < pair[1],
+)
+AFFINE = claims.declare(
+    "zoo.numeric.affine_top1",
+    "y = 2x + 3 with {n} examples and an unseen query x: the greedy answer is exact",
+    source_seed="issue", source_value=0.8, unit="top-1 accuracy", criterion="accuracy >= 0.8",
+    test=lambda a: a >= 0.8,
+)
+
+
+def claims_of(result: ICLResult, *, profile: str | None = None, model: str = "numeric-icl") -> list[claims.Claim]:
+    """The `zoo.numeric.*` claim rows of `result` (nothing shown: `claims.record_all` shows them)."""
+    profile = settings.profile(profile)
+    k = max(result.examples)
+    common = dict(chapter="zoo", profile=profile, model=model)
+    curve = [result.linear(n) for n in result.examples]
+    f2, f2_average = result.mae["friedman2"][k], result.average_mae["friedman2"][k]
+    return [
+        FALLS.measure(result.linear(k), tested=curve, curve=", ".join(f"{n}: {v:.3g}" for n, v in zip(result.examples, curve)),
+                      k=k, examples=", ".join(map(str, result.examples)), **common),
+        LINEAR.measure(result.linear_ratio, k=k, **common),
+        FRIEDMAN2.measure(f2, tested=(f2, f2_average), k=k, average=f"{f2_average:.4g}", **common),
+        AFFINE.measure(result.affine_top1, n=result.affine_examples, **common),
+    ]
