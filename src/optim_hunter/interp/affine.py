@@ -1,19 +1,34 @@
-"""Analyses of the affine-recurrence transformer (seed 001, Bhargav & Gu 2024).
+"""The affine-recurrence chapter's study (seed 001, Bhargav & Gu 2024): its model, data, error,
+MLPs and the "crude guess" conjecture, with the claims they test.
 
-Every function takes the hooked `VectorModel` of `optim_hunter.zoo.affine` (or anything with
-its interface: `run_with_cache(vectors)`, `hooks`, the weight properties) and held-out
-`Sequences` groups (`zoo.affine.held_out`: one group per length), and returns plain arrays or
-tables; the chapter turns them into claims and figures. Weight-based quantities fold the
-LayerNorms and value biases in (`interp.circuits`).
+The chapter's analyses live in three modules:
+
+- `interp.affine` (here): `Study` (the trained `affine-recurrence` model and its held-out
+  sequences), the task and its data (`task`), the training run and the model's error (`training`),
+  the MLPs' direct attribution (`mlps`), the conjecture that layer 0 writes a_n + alpha a_{n-1}
+  (`conjecture`), and the closing table of every claim (`verdicts`);
+- `interp.affine_heads`: what the attention heads read and write (attention statistics, direct
+  attribution, layer 0's OV circuit, OV eigenvalue scores and effective ranks);
+- `interp.affine_interventions`: what changes when heads are edited (mean ablation; layer 2's QK
+  circuits scored against the identity and replaced by random projections).
+
+Every section of the chapter calls one function that returns a frozen result: its numbers, with
+`.figure()` / `.table()` where it has them, `.claims()` (the rows of the claims declared beside
+the measuring code, each with the criterion fixed before any number is known) and `.glued()`
+(the numbers the prose quotes, for `glue`). Functions below the results are the measurements
+themselves: they take any hooked model with the `VectorModel` interface (`model(vectors)`,
+`run_with_cache(vectors)`, the weight properties) and held-out `Sequences` groups (one per
+length); weight-based quantities fold the LayerNorms and value biases in (`interp.circuits`).
 
 Positions: the model reads a_0 .. a_{L-1}; position m predicts a_{m+1}. "Scored" positions are
-m >= 2 (the training loss), "queries" of attention statistics are positions >= 2 unless stated.
+m >= 2 (the training loss).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,29 +38,176 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from optim_hunter import hooks
-from optim_hunter.interp import ablation, circuits, heads
-from optim_hunter.zoo import affine as zoo_affine
-from optim_hunter.zoo.affine import Sequences
+from optim_hunter import claims, hooks, plots, settings, zoo
+from optim_hunter.interp import circuits
+from optim_hunter.zoo.affine import AffineData, Sequences, held_out, sample_sequences, scored_mse
 
+CHAPTER = "affine_recurrences"
+NAME = "affine-recurrence"
+SEED = "001"
 LOSS_FROM = 2
+SEED_SEQUENCES = 1_600_000  # the seed's 100,000 steps at batch 16
 
 
-def _patterns(model: Any, vectors: Tensor, layer: int) -> Float[Tensor, "batch head q k"]:
-    name = hooks.pattern(layer)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(vectors, names_filter=lambda n: n == name)
-    return cache[name].double()
+# --- the study: one trained model, its held-out sequences ----------------------------------------
 
 
-# --- the model's error ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class Study:
+    """The trained model of a profile with the held-out sequences every analysis uses:
+    `analysis` (`per_length` sequences of each length 3..14: every number of the chapter) and
+    `population` (as many again, for the means of the ablation)."""
+
+    profile: str
+    model: Any
+    cfg: Any  # the family's AffineConfig
+    meta: Mapping[str, Any]
+    analysis: list[Sequences]
+    population: list[Sequences]
+
+    @property
+    def longest(self) -> Sequences:
+        """The sequences of the greatest length (14 vectors)."""
+        return self.analysis[-1]
+
+    @property
+    def n_analysis(self) -> int:
+        return sum(len(g) for g in self.analysis)
+
+    @functools.cached_property
+    def clean_mse(self) -> float:
+        return mse(self.model, self.analysis)
+
+    def edited(self, edit: Callable[[dict[str, Tensor]], dict[str, Tensor]]) -> Any:
+        """A hooked copy of the model whose weights are `edit(state dict)` (the model is untouched).
+        The only place the analyses reach into the zoo family's model core."""
+        from optim_hunter.zoo import affine as family
+
+        return family.hooked(edit(family.state_dict_of(self.model)), self.cfg).requires_grad_(False)
+
+
+def study(profile: str | None = None) -> Study:
+    """The `affine-recurrence` model of `profile` (trained on first use, then cached) and its
+    held-out sequences: 84 of each length (smoke: 20) for the analyses, as many for the means."""
+    torch.set_num_threads(1)  # small matrices: a second thread only slows a shared machine down
+    profile = settings.profile(profile)
+    cfg = zoo.config(NAME, profile)
+    model = zoo.load(NAME, profile, progress=False)
+    model.requires_grad_(False)
+    per_length = settings.pick(profile, full=84, smoke=20)
+    return Study(
+        profile=profile, model=model, cfg=cfg, meta=zoo.metadata(NAME, profile),
+        analysis=held_out(per_length, cfg.data, seed=20_001),
+        population=held_out(per_length, cfg.data, seed=20_002),
+    )
+
+
+def filed(profile: str) -> dict[str, str]:
+    """The keywords that file a claim row under this chapter, `profile` and the model."""
+    return {"chapter": CHAPTER, "profile": profile, "model": NAME}
+
+
+def glue(*results: Any) -> None:
+    """`myst_nb.glue` every number a result's `glued()` names (plain Python numbers, so the
+    prose's format specs apply), without displaying them."""
+    from myst_nb import glue as _glue
+
+    for result in results:
+        for name, value in result.glued().items():
+            _glue(name, _plain(value), display=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return value
+
+
+def example_sequences(data: AffineData) -> tuple[Sequences, Sequences]:
+    """The chapter's two single examples of 14 vectors: an alternating (c = -0.8) and a monotone
+    (c = 0.8) recurrence, the same every time."""
+    rng = np.random.default_rng(11)
+    alternating = sample_sequences(rng, 1, 14, data, c=-0.8)
+    monotone = sample_sequences(rng, 1, 14, data, c=0.8)
+    return alternating, monotone
+
+
+# --- the task: the sequences and why they are rescaled -------------------------------------------
+
+DATA_GROWTH = claims.declare(
+    "affine.data.growth_factor",
+    "largest growth |a_10| / |a_0| over 10 steps of the unscaled recurrence, among {n} sampled sequences",
+    source_seed=SEED, source_value="about 1,000 over about 10 terms", unit="factor",
+    criterion="largest factor >= 500 (the order of the seed's 1,000)", test=lambda v: v >= 500,
+)
+
+
+def growth_factors(data: AffineData, n: int = 10_000, steps: int = 10, *, seed: int = 20_003) -> Float[np.ndarray, " n"]:
+    """|a_steps| / |a_0| of `n` recurrences drawn as the training data is, before rescaling."""
+    seqs = sample_sequences(np.random.default_rng(seed), n, steps, data)
+    return np.linalg.norm(seqs.raw_terms[:, steps], axis=-1) / np.linalg.norm(seqs.raw_terms[:, 0], axis=-1)
+
+
+def sequences_table(seqs: Sequences, coordinate: int = 0) -> pd.DataFrame:
+    """One coordinate of each sequence along n, labelled by its c (for `plots.lines`)."""
+    return pd.DataFrame([
+        {"n": n, "value": float(seqs.terms[i, n, coordinate]), "sequence": f"c = {seqs.c[i]:+.2f}"}
+        for i in range(len(seqs)) for n in range(seqs.terms.shape[1])
+    ])
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskResult:
+    """Three rescaled example recurrences and the growth of unscaled ones over 10 steps."""
+
+    profile: str
+    examples: Sequences
+    growth: Float[np.ndarray, " n"]
+
+    def figure(self) -> go.Figure:
+        return plots.lines(sequences_table(self.examples), x="n", y="value", group="sequence",
+                           title="Coordinate 0 of three rescaled recurrences")
+
+    def claims(self) -> list[claims.Claim]:
+        return [DATA_GROWTH.measure(float(self.growth.max()), n=f"{len(self.growth):,}", **filed(self.profile))]
+
+    def glued(self) -> dict[str, Any]:
+        return {"growth_max": float(self.growth.max()), "growth_median": float(np.median(self.growth)),
+                "growth_n": len(self.growth)}
+
+
+def task(s: Study) -> TaskResult:
+    """Three examples (c = -0.9, 0.6, 1.4; 10 vectors each) and the growth factors over 10 steps
+    of 10,000 unscaled recurrences of the training distribution."""
+    examples = sample_sequences(np.random.default_rng(3), 3, 10, s.cfg.data, c=np.array([-0.9, 0.6, 1.4]))
+    return TaskResult(s.profile, examples, growth_factors(s.cfg.data))
+
+
+# --- training and the model's error --------------------------------------------------------------
+
+TRAIN_MSE = claims.declare(
+    "affine.train.mse", "held-out MSE of the trained model (scored positions, mean over lengths 3..14)",
+    source_seed=SEED, source_value=1e-4, unit="MSE",
+    criterion="MSE <= 1.5e-4 (the seed's 1e-4 to one significant figure)", test=lambda v: v <= 1.5e-4,
+)
+TRAIN_BUDGET = claims.declare(
+    "affine.train.budget", "training steps at batch 16 (the seed: 100,000)",
+    source_seed=SEED, source_value=100_000, unit="steps",
+)
+TRAIN_SECONDS = claims.declare(
+    "affine.train.seconds", "training time on the book's CPU budget", source_seed=SEED, unit="seconds",
+)
 
 
 @torch.no_grad()
 def mse(model: Any, groups: Sequence[Sequences], loss_from: int = LOSS_FROM) -> float:
     """Held-out MSE of a hooked model (hooks and edits in effect): mean over the groups (lengths)
     of the MSE over scored positions and coordinates, as the training loss."""
-    return zoo_affine.held_out_mse(model, groups, loss_from)
+    return float(np.mean([float(scored_mse(model(g.inputs), g.targets, loss_from)) for g in groups]))
 
 
 @torch.no_grad()
@@ -54,7 +216,7 @@ def mse_by_position(model: Any, seqs: Sequences) -> Float[np.ndarray, " pos"]:
     return ((model(seqs.inputs) - seqs.targets) ** 2).mean((0, 2)).double().numpy()
 
 
-def loss_curve(meta: dict) -> pd.DataFrame:
+def loss_curve(meta: Mapping[str, Any]) -> pd.DataFrame:
     """Training loss (mean of every `window` steps) and held-out MSE over training, from the zoo's
     checkpoint metadata: long format for `plots.lines`."""
     losses = np.asarray(meta["losses"], dtype=float)
@@ -68,96 +230,76 @@ def loss_curve(meta: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# --- attention patterns --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TrainingResult:
+    """The training run (from the checkpoint's metadata) and the trained model's held-out error."""
+
+    profile: str
+    clean_mse: float
+    by_position: Float[np.ndarray, " pos"]
+    curve: pd.DataFrame
+    history: pd.DataFrame  # held-out loss and MSE at every evaluation, by step
+    steps: int
+    seconds: float
+    batch_size: int
+    n_analysis: int
+
+    def figure(self) -> go.Figure:
+        return plots.lines(self.curve, x="step", y="value", group="series", log_y=True,
+                           title="Training loss and held-out MSE (log scale)")
+
+    def table(self) -> pd.DataFrame:
+        return self.history
+
+    def position_table(self) -> pd.DataFrame:
+        """The MSE at every position m of the longest sequences (a row per position)."""
+        m = np.arange(len(self.by_position))
+        return pd.DataFrame({"position m": m, "predicts": [f"a{k + 1}" for k in m], "MSE": self.by_position}
+                            ).set_index("position m").T
+
+    def claims(self) -> list[claims.Claim]:
+        kw = filed(self.profile)
+        return [TRAIN_MSE.measure(self.clean_mse, **kw), TRAIN_BUDGET.measure(self.steps, **kw),
+                TRAIN_SECONDS.measure(self.seconds, **kw)]
+
+    def glued(self) -> dict[str, Any]:
+        mse_curve = self.history["mse"].to_numpy()
+        sequences = self.steps * self.batch_size
+        return {
+            "train_minutes": self.seconds / 60, "train_steps": self.steps, "train_sequences": sequences,
+            "train_share_of_seed": sequences / SEED_SEQUENCES, "n_analysis": self.n_analysis,
+            "clean_mse": self.clean_mse, "mse_drop_total": float(mse_curve[0] / mse_curve[-1]),
+            "mse_drop_last": float(mse_curve[-2] / mse_curve[-1]) if len(mse_curve) > 1 else 1.0,
+        }
 
 
-def previous_token_scores(model: Any, groups: Sequence[Sequences]) -> Float[np.ndarray, "layer head"]:
-    """Mean attention from each position to the one before it (`heads.previous_token`), averaged
-    over groups weighted by their number of (sequence, query) pairs."""
-    scores, weights = [], []
-    for g in groups:
-        L = g.inputs.shape[1]
-        if L < 2:
-            continue
-        scores.append(heads.previous_token(model, g.inputs))
-        weights.append(len(g) * (L - 1))
-    return np.average(np.stack(scores), axis=0, weights=weights)
+def training(s: Study) -> TrainingResult:
+    """The learning curves, the budget spent, the held-out MSE and the MSE by position on the
+    14-vector sequences."""
+    return TrainingResult(
+        profile=s.profile, clean_mse=s.clean_mse, by_position=mse_by_position(s.model, s.longest),
+        curve=loss_curve(s.meta), history=pd.DataFrame(s.meta["history"]).set_index("step")[["loss", "mse"]],
+        steps=int(s.meta["steps"]), seconds=float(s.meta["train_seconds"]), batch_size=int(s.cfg.batch_size),
+        n_analysis=s.n_analysis,
+    )
 
 
-def attention_to_position(
-    model: Any, groups: Sequence[Sequences], layer: int, *, position: int = 1, from_position: int = 2
-) -> Float[np.ndarray, " head"]:
-    """Mean attention paid to `position` by queries at `from_position` onwards."""
-    total, count = 0.0, 0
-    for g in groups:
-        if g.inputs.shape[1] <= from_position:
-            continue
-        pattern = _patterns(model, g.inputs, layer)  # [batch, head, q, k]
-        part = pattern[:, :, from_position:, position]
-        total = total + part.sum((0, 2))
-        count += part.shape[0] * part.shape[2]
-    return (total / count).numpy()
+# --- the MLPs ------------------------------------------------------------------------------------
+
+MLP_LATE = claims.declare(
+    "affine.mlp.late_positions",
+    "summed MLP direct attribution to a_(m+1), mean over the last 3 positions (positions 2-10: {early})",
+    source_seed=SEED, source_value="positive, mainly at the final positions", unit="dot product",
+    criterion="last-3 mean > 0 and > mean over positions 2..10",
+    test=lambda late, *, early: late > 0 and late > early,
+)
 
 
-def same_parity_share(
-    model: Any, groups: Sequence[Sequences], layer: int, *, from_position: int = 2
-) -> pd.DataFrame:
-    """Attention on keys at an even distance (q - k even, the key itself included) for queries at
-    `from_position` onwards, per head, separately for alternating (c < 0) and monotone (c > 0)
-    recurrences: a checkerboard pattern puts nearly all attention on even distances. `uniform` is
-    the share uniform causal attention would give."""
-    rows = []
-    for g in groups:
-        L = g.inputs.shape[1]
-        if L <= from_position:
-            continue
-        pattern = _patterns(model, g.inputs, layer)[:, :, from_position:]  # [b, h, q, k]
-        q = torch.arange(from_position, L)[:, None]
-        k = torch.arange(L)[None, :]
-        even = (((q - k) % 2 == 0) & (k <= q)).double()
-        share = (pattern * even).sum(-1)  # [b, h, q]
-        for b in range(share.shape[0]):
-            kind = "alternating (c < 0)" if g.c[b] < 0 else "monotone (c > 0)"
-            for h in range(share.shape[1]):
-                for i in range(share.shape[2]):
-                    rows.append((kind, h, float(share[b, h, i]), float(even[i].sum() / (i + from_position + 1))))
-    table = pd.DataFrame(rows, columns=["kind", "head", "share", "uniform"])
-    return table.groupby(["kind", "head"], as_index=False)[["share", "uniform"]].mean()
-
-
-def example_patterns(model: Any, seqs: Sequences, index: int, layer: int) -> Float[np.ndarray, "head q k"]:
-    return _patterns(model, seqs.inputs[index : index + 1], layer)[0].numpy()
-
-
-def position_labels(length: int) -> list[str]:
-    return [f"a{n}" for n in range(length)]
-
-
-# --- direct attribution --------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def head_attribution(
-    model: Any, groups: Sequence[Sequences], *, target: str = "next", loss_from: int = LOSS_FROM
-) -> Float[np.ndarray, "layer head"]:
-    """Mean direct attribution of every head (value biases and LayerNorms folded) at the scored
-    positions m: <final_LN(head output) W_U, t_m>, with t_m = a_{m+1} (`target="next"`) or
-    a_{m+1} - a_m (`"step"`). Pooled over all (sequence, position) pairs."""
-    n_layers = model.cfg.n_layers
-    total, count = 0.0, 0
-    names = {hooks.z(l) for l in range(n_layers)} | {"ln_final.hook_scale"}
-    for g in groups:
-        if g.inputs.shape[1] <= loss_from:
-            continue
-        _, cache = model.run_with_cache(g.inputs, names_filter=lambda n: n in names)
-        direction = g.targets if target == "next" else g.targets - g.inputs
-        if target not in ("next", "step"):
-            raise ValueError(f"target must be 'next' or 'step', got {target!r}")
-        outs = torch.stack([circuits.head_outputs(model, cache, l) for l in range(n_layers)], 2)  # [b,p,l,h,d]
-        dla = circuits.direct_attribution(model, cache, outs, direction)[:, loss_from:]  # [b, p, l, h]
-        total = total + dla.sum((0, 1))
-        count += dla.shape[0] * dla.shape[1]
-    return (total / count).numpy()
+def measure_against(spec: claims.ClaimSpec, value: float, reference: Mapping[str, float], **kw: Any) -> claims.Claim:
+    """`spec.measure(value, ...)` for a declared test that compares the value with other measured
+    numbers (`test(value, **reference)`): the declared test, its reference bound."""
+    bound = dataclasses.replace(spec, test=functools.partial(spec.test, **reference))
+    return bound.measure(value, **kw)
 
 
 @torch.no_grad()
@@ -170,172 +312,54 @@ def mlp_attribution_by_position(model: Any, seqs: Sequences) -> Float[np.ndarray
     return circuits.direct_attribution(model, cache, outs, seqs.targets).mean(0).T.numpy()
 
 
-# --- layer 0's OV circuit ------------------------------------------------------------------------
-
-
-def linear_fit(x: Float[np.ndarray, "n k"], y: Float[np.ndarray, "n k"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row, the least-squares line y = slope x + intercept over the k points (x_j, y_j):
-    (slope, intercept, R^2)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    xc, yc = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
-    slope = (xc * yc).sum(1) / (xc**2).sum(1)
-    intercept = y.mean(1) - slope * x.mean(1)
-    residual = yc - slope[:, None] * xc
-    r2 = 1 - (residual**2).sum(1) / (yc**2).sum(1)
-    return slope, intercept, r2
-
-
-@torch.no_grad()
-def residual_vectors(model: Any, groups: Sequence[Sequences], layer: int = 0) -> Float[Tensor, "n d_model"]:
-    """Every position's residual stream entering `layer` (`blocks.{layer}.hook_resid_pre`)."""
-    name = hooks.resid_pre(layer)
-    rows = []
-    for g in groups:
-        _, cache = model.run_with_cache(g.inputs, names_filter=lambda n: n == name)
-        rows.append(cache[name].reshape(-1, cache[name].shape[-1]))
-    return torch.cat(rows).double()
-
-
-def ov_images(model: Any, vectors: Float[Tensor, "n d_model"], layer: int = 0, heads_: Sequence[int] | None = None,
-              eps: float | None = None) -> Float[Tensor, "n d_model"]:
-    """What the layer's heads together (or `heads_`) would write if each attended only to x:
-    normalize(x) (sum of folded OV), value biases left out."""
-    ov = circuits.folded_ov(model, layer)
-    ov = ov.sum(0) if heads_ is None else ov[list(heads_)].sum(0)
-    eps = model.cfg.eps if eps is None else eps
-    return circuits.normalize(vectors, eps) @ ov
-
-
 @dataclasses.dataclass(frozen=True)
-class OVFit:
-    slope: np.ndarray
-    intercept: np.ndarray
-    r2: np.ndarray
+class MLPResult:
+    """Direct attribution of each MLP to a_{m+1}, by position, on the 14-vector sequences."""
 
-    def summary(self) -> dict[str, float]:
-        return {
-            "r2_mean": float(self.r2.mean()),
-            "slope_median": float(np.median(self.slope)),
-            "slope_p10": float(np.quantile(self.slope, 0.1)),
-            "slope_p90": float(np.quantile(self.slope, 0.9)),
-            "intercept_abs_mean": float(np.abs(self.intercept).mean()),
-        }
+    profile: str
+    attribution: Float[np.ndarray, "layer pos"]
 
+    @property
+    def late(self) -> float:
+        """The MLPs' summed attribution, mean over the last three positions."""
+        return float(self.attribution.sum(0)[-3:].mean())
 
-def ov_fit(model: Any, vectors: Float[Tensor, "n d_model"], layer: int = 0) -> OVFit:
-    """Per vector x, the line through the d_model points (x_d, (OV x)_d) (the seed's Figure 8)."""
-    images = ov_images(model, vectors, layer)
-    return OVFit(*linear_fit(vectors.numpy(), images.numpy()))
+    @property
+    def early(self) -> float:
+        """The same over positions 2 .. L-4."""
+        return float(self.attribution.sum(0)[2:-3].mean())
 
+    def figure(self) -> go.Figure:
+        a = self.attribution
+        return plots.heatmap(a, x=[f"m={m}" for m in range(a.shape[1])], y=[f"MLP {l}" for l in range(a.shape[0])],
+                             zmid=0, title=f"Direct attribution of each MLP to a_(m+1), by position (L = {a.shape[1]})")
 
-@torch.no_grad()
-def ov_readout_fit(model: Any, groups: Sequence[Sequences], layer: int = 0) -> OVFit:
-    """The same line fit in the vector space: per position, (a_d, (OV x W_U)_d) over the d_vector
-    coordinates, a the input vector there, x the residual stream entering `layer` and the OV image
-    read out through the folded unembedding (without the final LayerNorm's scale, so only R^2 and
-    the sign of the slope are meaningful)."""
-    vectors = residual_vectors(model, groups, layer)
-    inputs = torch.cat([g.inputs.reshape(-1, g.inputs.shape[-1]) for g in groups]).double()
-    read = ov_images(model, vectors, layer) @ circuits.folded_unembed(model)
-    return OVFit(*linear_fit(inputs.numpy(), read.numpy()))
+    def claims(self) -> list[claims.Claim]:
+        return [measure_against(MLP_LATE, self.late, {"early": self.early}, early=f"{self.early:.3g}",
+                                **filed(self.profile))]
+
+    def glued(self) -> dict[str, Any]:
+        return {"mlp_late": self.late, "mlp_early": self.early}
 
 
-def random_like(vectors: Float[Tensor, "n d_model"], *, seed: int = 0) -> Float[Tensor, "n d_model"]:
-    """Gaussian vectors with the norms of `vectors` (the fit's R^2 does not depend on the norm)."""
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(vectors.shape, generator=gen, dtype=torch.float64)
-    return noise / noise.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True)
-
-
-def share_outside_embedding(model: Any, vectors: Float[Tensor, "n d_model"], layer: int = 0) -> Float[np.ndarray, " n"]:
-    """For each x, the share of |OV x| outside the row space of W_E (the seed's section 4.4)."""
-    return circuits.share_outside(ov_images(model, vectors, layer), model.W_E.detach())
-
-
-def random_direction_share(d_model: int, rank: int) -> float:
-    """E|v - P v| / |v| ~ sqrt(1 - rank/d_model) for a uniformly random direction v (the mean of
-    the exact distribution, by Monte Carlo)."""
-    gen = torch.Generator().manual_seed(0)
-    v = torch.randn(20_000, d_model, generator=gen, dtype=torch.float64)
-    return float((v[:, rank:].norm(dim=-1) / v.norm(dim=-1)).mean())
-
-
-def ov_scatter_data(model: Any, vector: Float[Tensor, " d_model"], layer: int = 0) -> pd.DataFrame:
-    image = ov_images(model, vector[None], layer)[0]
-    return pd.DataFrame({"x_d": vector.numpy(), "OV_x_d": image.numpy()})
-
-
-# --- ablation and the QK intervention ------------------------------------------------------------
-
-
-@torch.no_grad()
-def mean_z(model: Any, groups: Sequence[Sequences], layer: int) -> Float[Tensor, "head d_head"]:
-    """Mean of `blocks.{layer}.attn.hook_z` over every position of every sequence."""
-    name = hooks.z(layer)
-    total, count = 0.0, 0
-    for g in groups:
-        _, cache = model.run_with_cache(g.inputs, names_filter=lambda n: n == name)
-        z = cache[name].double()
-        total = total + z.sum((0, 1))
-        count += z.shape[0] * z.shape[1]
-    return (total / count).float()
-
-
-def mean_ablated_mse(
-    model: Any, groups: Sequence[Sequences], population: Sequence[Sequences], layer: int,
-    heads_: Sequence[int] | None = None,
-) -> float:
-    """MSE on `groups` with the heads of `layer` (all, or `heads_`) replaced by their mean output
-    over `population` (`ablation.ablated`, mean mode, on hook_z)."""
-    name = hooks.z(layer)
-    means = {name: mean_z(model, population, layer)}
-    selected = None if heads_ is None else {name: list(heads_)}
-    with ablation.ablated(model, [name], mode="mean", means=means, heads=selected):
-        return mse(model, groups)
-
-
-def qk_identity_score(model: Any, layer: int, *, space: str = "residual") -> Float[np.ndarray, " head"]:
-    """How close each head's folded QK circuit is to a positive multiple of the identity:
-    sum(lambda) / sum(|lambda|) over its eigenvalues, 1 for a positive semi-definite form, about 0
-    for a random one. `space="residual"`: the [d_model, d_model] form (TransformerLens's
-    `model.QK`, LayerNorm folded); `"vector"`: read between input vectors, W_E (QK) W_E^T."""
-    if space == "residual":
-        return circuits.qk_scores(model, layer)
-    if space == "vector":
-        W_E = model.W_E.detach().double()
-        return circuits.qk_scores(model, layer, inner=W_E.T @ W_E)
-    raise ValueError(f"space must be 'residual' or 'vector', got {space!r}")
-
-
-def with_identity_qk(
-    state_dict: dict[str, Tensor], layer: int, heads_: Sequence[int], *, n_heads: int, seed: int = 0,
-) -> dict[str, Tensor]:
-    """A copy of a `NativeModel` state dict in which the given heads of `layer` score keys by
-    x_hat_q Q pinv(Q) x_hat_k^T / sqrt(d_head) (`circuits.pinv_identity`, one random Q per head),
-    x_hat the LayerNorm-normalised input: the raw query/key weights become diag(1/w) Q and
-    diag(1/w) pinv(Q)^T, and their biases cancel the LayerNorm bias. Values are untouched."""
-    out = {k: v.clone() for k, v in state_dict.items()}
-    prefix = f"layers.{layer}"
-    w = out[f"{prefix}.ln1.weight"].double()
-    b = out[f"{prefix}.ln1.bias"].double()
-    q_w, k_w = out[f"{prefix}.attn.q.weight"], out[f"{prefix}.attn.k.weight"]
-    q_b, k_b = out[f"{prefix}.attn.q.bias"], out[f"{prefix}.attn.k.bias"]
-    d_model = w.shape[0]
-    d_head = q_w.shape[0] // n_heads
-    for i, h in enumerate(heads_):
-        if not 0 <= h < n_heads:
-            raise ValueError(f"head {h} out of range [0, {n_heads})")
-        Q, K = circuits.pinv_identity(d_model, d_head, seed=seed * 1000 + i)
-        rows = slice(h * d_head, (h + 1) * d_head)
-        for weight, bias, M in ((q_w, q_b, Q), (k_w, k_b, K)):
-            raw = M / w[:, None]  # diag(1/w) M, so diag(w) raw = M
-            weight[rows] = raw.T.to(weight.dtype)
-            bias[rows] = (-(b @ raw)).to(bias.dtype)
-    return out
-
+def mlps(s: Study) -> MLPResult:
+    return MLPResult(s.profile, mlp_attribution_by_position(s.model, s.longest))
 
 
 # --- the conjecture: layer 0 writes a crude a_n + alpha a_{n-1} -----------------------------------
+
+ALPHA_AFTER_L0 = claims.declare(
+    "affine.conjecture.alpha_after_l0",
+    "alpha in a_n + alpha a_(n-1) fitted to the read-out of the residual stream after layer 0 (R^2 {r2})",
+    source_seed=SEED, source_value=2.3, unit="alpha",
+    criterion="alpha in [2.1, 2.5] (the seed's slope range)", test=lambda v: 2.1 <= v <= 2.5,
+)
+ALPHA_NEXT = claims.declare(
+    "affine.conjecture.alpha_next_term", "alpha in a_n + alpha a_(n-1) fitted to a_(n+1) (R^2 {r2})",
+    source_seed=SEED, source_value=2.3, unit="alpha",
+    criterion="alpha in [2.1, 2.5] (the seed's slope range)", test=lambda v: 2.1 <= v <= 2.5,
+)
+SEED_ALPHA = 2.3
 
 
 def two_term_fit(
@@ -420,28 +444,59 @@ def conjecture_curves(
                          for i, k in enumerate(n)])
 
 
-# --- figures the book's plot helpers do not cover (built here, shown with plots.show) -------------
+@dataclasses.dataclass(frozen=True)
+class ConjectureResult:
+    """The alpha fits (a row for the read-out after layer 0, one for a_{n+1}) and the seed's
+    Figure 17 redrawn for coordinate 0 of the alternating example."""
+
+    profile: str
+    alphas: pd.DataFrame
+    curves: pd.DataFrame
+
+    @property
+    def alpha_after_l0(self) -> float:
+        return float(self.alphas["alpha"].iloc[0])
+
+    @property
+    def alpha_next(self) -> float:
+        return float(self.alphas["alpha"].iloc[1])
+
+    def table(self) -> pd.DataFrame:
+        return self.alphas.set_index("fitted to")
+
+    def figure(self) -> go.Figure:
+        return plots.lines(self.curves, x="n", y="value", group="series",
+                           title="Coordinate 0 of the alternating example (c = -0.8)")
+
+    def claims(self) -> list[claims.Claim]:
+        kw = filed(self.profile)
+        r2 = self.alphas["R2"]
+        return [ALPHA_AFTER_L0.measure(self.alpha_after_l0, r2=f"{r2.iloc[0]:.2f}", **kw),
+                ALPHA_NEXT.measure(self.alpha_next, r2=f"{r2.iloc[1]:.2f}", **kw)]
+
+    def glued(self) -> dict[str, Any]:
+        return {"alpha_after_l0": self.alpha_after_l0, "alpha_next": self.alpha_next,
+                "alpha_after_l0_r2": float(self.alphas["R2"].iloc[0]), "alpha_next_r2": float(self.alphas["R2"].iloc[1])}
 
 
-def ov_scatter_figure(panels: dict[str, pd.DataFrame], *, title: str = "") -> go.Figure:
-    """Scatter of (x_d, (OV x)_d) per panel (`ov_scatter_data` tables), each with its
-    least-squares line and R^2 in the legend."""
-    fig = go.Figure()
-    for name, table in panels.items():
-        slope, intercept, r2 = linear_fit(table.x_d.to_numpy()[None], table.OV_x_d.to_numpy()[None])
-        fig.add_trace(go.Scatter(x=table.x_d, y=table.OV_x_d, mode="markers", name=f"{name} (R² {r2[0]:.2f})",
-                                 marker={"size": 5, "opacity": 0.7}))
-        xs = np.array([table.x_d.min(), table.x_d.max()])
-        fig.add_trace(go.Scatter(x=xs, y=slope[0] * xs + intercept[0], mode="lines", showlegend=False,
-                                 name=f"{name}: slope {slope[0]:.2f}", line={"dash": "dot"}))
-    fig.update_layout(template="plotly_white", title=title, xaxis_title="x_d (residual coordinate d)",
-                      yaxis_title="(OV x)_d")
-    return fig
+def conjecture(s: Study) -> ConjectureResult:
+    """alpha fitted over every scored position of the analysis set, and the curves of the
+    alternating example with the fitted alpha and the seed's."""
+    alphas = alpha_fits(layer0_terms(s.model, s.analysis))
+    alternating, _ = example_sequences(s.cfg.data)
+    fitted = float(alphas["alpha"].iloc[0])
+    curves = conjecture_curves(s.model, alternating, 0, 0, {"fitted": fitted, "seed": SEED_ALPHA})
+    return ConjectureResult(s.profile, alphas, curves)
 
 
-def sequences_table(seqs: Sequences, coordinate: int = 0) -> pd.DataFrame:
-    """One coordinate of each sequence along n, labelled by its c (for `plots.lines`)."""
-    return pd.DataFrame([
-        {"n": n, "value": float(seqs.terms[i, n, coordinate]), "sequence": f"c = {seqs.c[i]:+.2f}"}
-        for i in range(len(seqs)) for n in range(seqs.terms.shape[1])
-    ])
+# --- what holds up -------------------------------------------------------------------------------
+
+
+def verdicts(*results: Any) -> pd.DataFrame:
+    """Every claim row of `results` as one table: the seed's value, ours and the verdict."""
+    rows = claims.rows_of(*results)
+    return pd.DataFrame(
+        {"claim": [r.claim for r in rows], "seed": [r.source_value for r in rows], "ours": [r.measured for r in rows],
+         "unit": [r.unit for r in rows], "verdict": [r.verdict.replace("_", " ") for r in rows]},
+        index=pd.Index([r.id.removeprefix("affine.") for r in rows], name="claim id"),
+    )
