@@ -209,3 +209,92 @@ def heatmap(
     fig.update_layout(template=TEMPLATE, title=title)
     return fig
 
+
+
+def reference_lines(fig: go.Figure, levels: Sequence[tuple[str, float]]) -> go.Figure:
+    """Add each (name, level) as a dotted horizontal line trace across the x-range of the
+    figure's data; returns `fig`. (Plotly shapes such as add_hline are placed in log10 units on a
+    log axis, so they would land in the wrong place; traces do not.)"""
+    xs = [x for trace in fig.data for x in trace.x]
+    if not xs:
+        raise ValueError("reference_lines needs a figure with data to span")
+    for name, level in levels:
+        fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[float(level)] * 2, mode="lines",
+                                 name=name, line={"dash": "dot", "width": 1.5}))
+    return fig
+
+
+def against_diagonal(
+    x: Sequence[float], y: Sequence[float], *, x_title: str, y_title: str, title: str = ""
+) -> go.Figure:
+    """A scatter of y against x with the diagonal y = x: equal values lie on it."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length: {x.shape} vs {y.shape}")
+    lim = float(np.abs(np.concatenate([x, y])).max())
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="markers", marker={"size": 3, "opacity": 0.5},
+                               name="points"))
+    fig.add_trace(go.Scatter(x=[-lim, lim], y=[-lim, lim], mode="lines", name="diagonal",
+                             line={"dash": "dot"}))
+    fig.update_layout(template=TEMPLATE, height=480, width=520, title=title, xaxis_title=x_title,
+                      yaxis_title=y_title)
+    return fig
+
+
+def heatmap_grid(
+    panels: Sequence[Sequence[tuple[str, Float[np.ndarray, "row col"], float]]],
+    *,
+    x: Sequence[Any],
+    y: Sequence[Any],
+    title: str = "",
+) -> go.Figure:
+    """Heat maps in a grid: `panels[r][c]` is (title, matrix, zmax), each drawn on a diverging
+    scale from -zmax to zmax (give the panels of a row one zmax to compare them directly)."""
+    from plotly.subplots import make_subplots
+
+    n_rows, n_cols = len(panels), max(len(row) for row in panels)
+    fig = make_subplots(rows=n_rows, cols=n_cols, horizontal_spacing=0.08, vertical_spacing=0.12,
+                        subplot_titles=[name for row in panels for name, _, _ in row])
+    for r, row in enumerate(panels, start=1):
+        for c, (_, values, zmax) in enumerate(row, start=1):
+            fig.add_trace(go.Heatmap(z=np.asarray(values), x=list(x), y=list(y), zmid=0, zmin=-zmax,
+                                     zmax=zmax, colorscale="RdBu", showscale=False), row=r, col=c)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(template=TEMPLATE, height=360 * n_rows, title=title)
+    return fig
+
+
+def grouped_bars(
+    table: pd.DataFrame, *, x: str, y: str, group: str, title: str = "", x_title: str = "",
+    y_title: str = "",
+) -> go.Figure:
+    """Bars of `y` at each `x`, one colour per `group`, side by side."""
+    _columns(table, x, y, group)
+    fig = go.Figure()
+    for name, part in table.groupby(group, sort=False):
+        fig.add_trace(go.Bar(x=part[x].astype(str), y=part[y], name=str(name),
+                             hovertemplate="%{y:.4f}<extra>" + str(name) + "</extra>"))
+    fig.update_layout(template=TEMPLATE, barmode="group", title=title, xaxis_title=x_title or x,
+                      yaxis_title=y_title or y)
+    return fig
+
+
+def scatter_fits(
+    table: pd.DataFrame, *, x: str, y: str, group: str, title: str = "", x_title: str = "",
+    y_title: str = "",
+) -> go.Figure:
+    """A scatter of `y` against `x` per group, each with its least-squares line (dotted) and the
+    line's R² in the legend."""
+    _columns(table, x, y, group)
+    fig = go.Figure()
+    for name, part in table.groupby(group, sort=False):
+        xs, ys = part[x].to_numpy(float), part[y].to_numpy(float)
+        slope, intercept = np.polyfit(xs, ys, 1)
+        r2 = float(np.corrcoef(xs, ys)[0, 1] ** 2)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=f"{name} (R² {r2:.2f})",
+                                 marker={"size": 5, "opacity": 0.7}))
+        ends = np.array([xs.min(), xs.max()])
+        fig.add_trace(go.Scatter(x=ends, y=slope * ends + intercept, mode="lines", showlegend=False,
+                                 name=f"{name}: slope {slope:.2f}", line={"dash": "dot"}))
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x_title or x, yaxis_title=y_title or y)
+    return fig

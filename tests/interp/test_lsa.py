@@ -1,5 +1,6 @@
 """Tests of optim_hunter.interp.lsa: the GD construction against an independent numpy reference,
-stacking, GD++, the metrics, and deterministic training (all tiny, CPU, float64 where exact)."""
+stacking, GD++, the metrics, readouts, and training through optim_hunter.training (deterministic,
+resumable, and the same weights as the plain Adam loop it replaced; all tiny, CPU, float64 where exact)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from optim_hunter import training
 from optim_hunter.interp import lsa
 
 CFG = lsa.TaskConfig(d=10, n_context=10)
@@ -167,20 +169,83 @@ def test_tuned_steps_beat_equal_steps():
     assert plus.predictor()(tasks).shape == (200,)
 
 
+def test_task_stream_is_one_generator_drawn_in_order():
+    stream = lsa.TaskStream(CFG, 8, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    naive = [lsa.sample_tasks(CFG, 8, generator, dtype=torch.float32) for _ in range(6)]
+    for step in (0, 1, 4, 2, 5, 5, 0):  # in order, skipping ahead, and back (a resumed run)
+        got = stream(step)
+        assert got.x.dtype == torch.float32
+        assert all(torch.equal(a, b) for a, b in zip(got, naive[step]))
+    with pytest.raises(ValueError):
+        stream(-1)
+
+
+def old_loop(model, steps, lr, seed, batch_size):
+    """The LSA training loop before it moved to optim_hunter.training: Adam with a LambdaLR cosine
+    to 5% of lr, tasks drawn in order from one generator. The recipe must reproduce it exactly."""
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(step / steps, 1.0))))
+    for _ in range(steps):
+        batch = lsa.sample_tasks(CFG, batch_size, generator, dtype=torch.float32)
+        value = lsa.loss(lsa.predict(model, batch), batch.y_query)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        schedule.step()
+    return model
+
+
+@pytest.mark.parametrize("n_layers,softmax", [(1, False), (2, True)])
+def test_recipe_reproduces_plain_adam_with_cosine(n_layers, softmax):
+    eval_tasks = lsa.sample_tasks(CFG, 64, 99)
+    trained = lsa.train(CFG, lsa.recipe(12, lr=5e-3, seed=3, eval_every=4), eval_tasks,
+                        n_layers=n_layers, softmax=softmax, batch_size=32)
+    reference = old_loop(lsa.AttentionModel(CFG.d, n_layers=n_layers, softmax=softmax, seed=3),
+                         12, 5e-3, 3, 32)
+    for a, b in zip(trained.model.parameters(), reference.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-7)
+    assert lsa.eval_loss(trained.model, eval_tasks) == pytest.approx(lsa.eval_loss(reference, eval_tasks))
+
+
 def test_training_is_deterministic_and_learns():
-    eval_tasks = lsa.sample_tasks(CFG, 256, 99, dtype=torch.float32)
-    cfg = lsa.TrainConfig(steps=40, batch_size=64, lr=1e-2, eval_every=20, seed=3)
-    runs = []
-    for _ in range(2):
-        model = lsa.AttentionModel(CFG.d, n_layers=1, seed=2)
-        history = lsa.train(model, CFG, cfg, eval_tasks, progress=False)
-        runs.append((history, [p.detach().clone() for p in model.parameters()]))
-    (h1, p1), (h2, p2) = runs
+    eval_tasks = lsa.sample_tasks(CFG, 256, 99)
+    config = lsa.recipe(40, lr=1e-2, seed=3, eval_every=20)
+    runs = [lsa.train(CFG, config, eval_tasks, batch_size=64) for _ in range(2)]
+    h1, h2 = runs[0].history, runs[1].history
     assert list(h1.columns) == ["step", "train_loss", "eval_loss"]
     assert list(h1["step"]) == [0, 20, 40]
     assert h1.equals(h2)
-    assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()))
     assert h1["eval_loss"].iloc[-1] < h1["eval_loss"].iloc[0]
+    # the step-0 row is the initial model: the trainer's build of the same seed
+    initial = lsa.AttentionModel(CFG.d, seed=3)
+    assert h1["eval_loss"].iloc[0] == lsa.eval_loss(initial, eval_tasks)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    eval_tasks = lsa.sample_tasks(CFG, 64, 1)
+    config = lsa.recipe(10, lr=1e-2, seed=4, eval_every=5)
+    spec = lambda: lsa.train_spec(CFG, eval_tasks=eval_tasks, batch_size=16, data_seed=4)  # noqa: E731
+    whole = training.train(spec(), config, progress=False).model
+    training.train(spec(), config, tmp_path, progress=False, stop_at=6)
+    resumed = training.train(spec(), config, tmp_path, progress=False)
+    assert resumed.resumed_from == 6
+    assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), resumed.model.parameters()))
+
+
+def test_readout_losses_follow_gd_steps():
+    tasks = lsa.sample_tasks(CFG, 100, 12)
+    etas = [1.2, 0.8, 1.5]
+    readouts = lsa.readout_losses(lsa.constructed_model(10, 10, etas), tasks)
+    y = tasks.y_query.numpy()
+    expected = [0.5 * np.mean(y**2)]  # the slot starts at 0
+    for k in range(1, 4):
+        pred = np.array([numpy_gd(*t, etas[:k])[0] for t in zip(*tasks_np(tasks))])
+        expected.append(0.5 * np.mean((pred - y) ** 2))
+    assert np.allclose(readouts, expected, rtol=1e-10)
 
 
 def test_interpolation_endpoints_and_weight_cosine():

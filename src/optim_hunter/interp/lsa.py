@@ -21,9 +21,10 @@ What lives here:
   references      gd_weights, gd_predict, gd_token_ys, gd_plus_predict, gd_predictor: the
                   algorithms written in weight space, to check the construction against
   step sizes      loss, scan_gd_lr, best_gd_lr, StepSizes, tune_gd: baselines at their best
-  training        TrainConfig, train
+  training        TaskStream, recipe, train_spec, train, Trained: through optim_hunter.training
   comparison      relative_error, verify_construction, sensitivities, compare, compare_table,
-                  effective_weights, from_effective, align_scale, weight_cosine, interpolation
+                  readout_losses, effective_weights, from_effective, align_scale, weight_cosine,
+                  interpolation
 
 A Predictor is any function Tasks -> answers that is differentiable in the query inputs: trained
 models, constructed models and the weight-space algorithms are all compared through it.
@@ -36,13 +37,13 @@ import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+
+from optim_hunter import training
 
 Predictor = Callable[["Tasks"], Float[Tensor, "batch"]]
 
@@ -382,61 +383,114 @@ def tune_gd(
     return best
 
 
-# --- training ---------------------------------------------------------------------------------
+# --- training (through optim_hunter.training, the book's one trainer) ---------------------------
+
+BATCH_SIZE = 512  # fresh tasks per training step
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Adam on fresh tasks every step; `lr` decays by cosine to lr * final_lr_fraction."""
+class TaskStream:
+    """Training batches as a function of the step, as the trainer requires: batch `s` is the
+    (s+1)-th draw of `sample_tasks(cfg, batch_size, ...)` from one generator seeded with `seed`.
 
-    steps: int = 3000
-    batch_size: int = 512
-    lr: float = 3e-3
-    final_lr_fraction: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.98)
-    eval_every: int = 100
-    seed: int = 0
+    Steps asked for in order cost one draw each; an earlier step (a resumed run) replays the
+    stream from its start, so the batch of a step never depends on what was asked before.
+    """
+
+    def __init__(self, cfg: TaskConfig, batch_size: int, seed: int, dtype: torch.dtype = torch.float32):
+        self.cfg, self.batch_size, self.seed, self.dtype = cfg, batch_size, seed, dtype
+        self._generator: torch.Generator | None = None
+        self._next = 0  # the step the generator's next draw belongs to
+
+    def __call__(self, step: int) -> Tasks:
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        if self._generator is None or step < self._next:
+            self._generator, self._next = torch.Generator().manual_seed(self.seed), 0
+        while self._next <= step:
+            batch = sample_tasks(self.cfg, self.batch_size, self._generator, dtype=self.dtype)
+            self._next += 1
+        return batch
+
+
+def recipe(steps: int, lr: float = 3e-3, seed: int = 0, eval_every: int = 100) -> training.TrainConfig:
+    """The LSA training recipe as a trainer config: Adam (no weight decay, betas 0.9 / 0.98, no
+    gradient clipping, no warm-up), the learning rate decayed by a cosine to 5% of `lr`, one CPU
+    thread (the matrices are 11 x 11: more threads only contend). `seed` sets the initial weights
+    and, through `train`, the training tasks."""
+    return training.TrainConfig(
+        steps=steps, lr=lr, warmup_steps=0, schedule="cosine", min_lr_ratio=0.05, weight_decay=0.0,
+        betas=(0.9, 0.98), grad_clip=None, seed=seed, eval_every=eval_every, threads=1,
+    )
+
+
+def eval_loss(model: AttentionModel, tasks: Tasks) -> float:
+    """The model's loss on `tasks`, computed in the model's floating-point type."""
+    tasks = tasks.to(model.dtype)
+    with torch.no_grad():
+        return float(loss(predict(model, tasks), tasks.y_query))
+
+
+def train_spec(
+    task_cfg: TaskConfig,
+    *,
+    n_layers: int = 1,
+    softmax: bool = False,
+    eval_tasks: Tasks | None = None,
+    batch_size: int = BATCH_SIZE,
+    data_seed: int = 0,
+    init_scale: float = 0.02,
+) -> training.TrainSpec:
+    """An AttentionModel family for `training.train`: built from the trainer's seed (entries
+    N(0, init_scale^2)), trained on `TaskStream(task_cfg, batch_size, data_seed)` to minimise
+    `loss` of the answer, evaluated (history column `eval_loss`) on `eval_tasks` when given."""
+    evaluate = None
+    if eval_tasks is not None:
+        evaluate = lambda model, step: {"eval_loss": eval_loss(model, eval_tasks)}  # noqa: E731
+    return training.TrainSpec(
+        build=lambda seed: AttentionModel(task_cfg.d, n_layers=n_layers, softmax=softmax,
+                                          init_scale=init_scale, seed=seed),
+        batch=TaskStream(task_cfg, batch_size, data_seed),
+        loss=lambda model, batch: loss(predict(model, batch), batch.y_query),
+        tokens=lambda batch: batch.x.shape[0] * (batch.x.shape[1] + 1),
+        evaluate=evaluate,
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trained:
+    """A trained AttentionModel and its curve: columns step, train_loss (mean training loss since
+    the previous row), eval_loss; the row of step 0 is the initial model."""
+
+    name: str
+    model: AttentionModel
+    history: pd.DataFrame
 
 
 def train(
-    model: AttentionModel,
     task_cfg: TaskConfig,
-    cfg: TrainConfig,
+    config: training.TrainConfig,
     eval_tasks: Tasks,
-    progress: bool = True,
-    desc: str = "train",
-) -> pd.DataFrame:
-    """Train `model` in place to predict the query output; returns the curve
-    (columns step, train_loss, eval_loss). Training tasks come from a generator seeded with
-    cfg.seed, so a run is a pure function of (model init, configs)."""
-    generator = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda step: cfg.final_lr_fraction
-        + (1 - cfg.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * min(step / cfg.steps, 1.0))),
-    )
-    rows = []
+    *,
+    n_layers: int = 1,
+    softmax: bool = False,
+    batch_size: int = BATCH_SIZE,
+    name: str = "LSA",
+    progress: bool = False,
+    run_dir: str | None = None,
+) -> Trained:
+    """Train an AttentionModel with `training.train` (see `recipe` for the usual config).
 
-    def evaluate(step: int, train_loss: float) -> None:
-        with torch.no_grad():
-            eval_loss = float(loss(predict(model, eval_tasks), eval_tasks.y_query.to(model.dtype)))
-        rows.append({"step": step, "train_loss": train_loss, "eval_loss": eval_loss})
-
-    evaluate(0, float("nan"))
-    running: list[float] = []
-    for step in tqdm(range(1, cfg.steps + 1), desc=desc, disable=not progress, mininterval=2.0):
-        batch = sample_tasks(task_cfg, cfg.batch_size, generator, dtype=model.dtype)
-        value = loss(predict(model, batch), batch.y_query)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-        schedule.step()
-        running.append(value.item())
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            evaluate(step, float(np.mean(running)))
-            running = []
-    return pd.DataFrame(rows)
+    The initial weights and the training tasks both come from `config.seed`, so the result is a
+    pure function of the arguments; `run_dir` (optional) is the trainer's folder for resume points.
+    """
+    spec = train_spec(task_cfg, n_layers=n_layers, softmax=softmax, eval_tasks=eval_tasks,
+                      batch_size=batch_size, data_seed=config.seed)
+    initial = eval_loss(spec.build(config.seed), eval_tasks)  # the trainer builds the same model
+    start = {"step": 0, "train_loss": float("nan"), "eval_loss": initial}
+    result = training.train(spec, config, run_dir, progress=progress, description=name)
+    rows = [start] + [{"step": row["step"], "train_loss": row.get("loss", float("nan")),
+                       "eval_loss": row["eval_loss"]} for row in result.history]
+    return Trained(name, result.model, pd.DataFrame(rows))
 
 
 # --- comparison -------------------------------------------------------------------------------
@@ -476,6 +530,16 @@ def compare(a: Predictor, b: Predictor, tasks: Tasks) -> dict[str, float]:
         "sens_cosine": float(cosine.mean()),
         "sens_l2": float((grad_a - grad_b).norm(dim=-1).mean()),
     }
+
+
+def readout_losses(model: AttentionModel, tasks: Tasks) -> list[float]:
+    """The loss of the answer read out from the residual stream (minus the query's y-slot) before
+    the first layer (the slot holds 0: the zero predictor) and after each layer: n_layers + 1
+    values. The forward runs in the model's type, the loss in float64."""
+    with torch.no_grad():
+        states = model.residuals(tokens(tasks.to(model.dtype)))
+    target = tasks.y_query.double()
+    return [float(loss(-state[:, -1, -1].double(), target)) for state in states]
 
 
 def effective_weights(layer: AttentionLayer) -> tuple[Tensor, Tensor]:
