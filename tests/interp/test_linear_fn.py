@@ -111,19 +111,72 @@ def test_direct_effects_match_transformer_lens(tiny_bridge, chars):
 def test_chapter_experiments_run_and_have_their_shapes(tiny_bridge, chars):
     tiny_bridge.tokenizer = chars
     cfg = linear_fn.Config(n_prompts=2, n_examples=4, mech_examples=3, n_patch=2, n_grid=1, n_ablate=2,
-                           rounds=1, x_max=9)
+                           rounds=1, x_max=9, profile="smoke")
     sweep = linear_fn.format_sweep(tiny_bridge, chars, cfg, name="tiny", contrasts={"same": tiny_bridge},
                                    settings=[linear_fn.Setting(), linear_fn.Setting(order="increasing")])
     assert len(sweep.curves) == 3 * 4 and sweep.best in (linear_fn.Setting(), linear_fn.Setting(order="increasing"))
-    assert {"top1_accuracy", "bayes.additive"} <= set(sweep.claims())
-    study = linear_fn.patch_study(tiny_bridge, chars, linear_fn.Setting(), cfg)
+    assert [r.id for r in sweep.claims()] == ["linear_fn.top1_accuracy", "linear_fn.best_setting"]
+    assert all(r.profile == "smoke" and r.model == "tiny" for r in sweep.claims())
+    assert {r.id for r in sweep.bayes_fit().claims()} == {f"linear_fn.bayes.{k}" for k in
+                                                          ("slope", "intercept", "log_p_slope", "additive")}
+    study = linear_fn.patch_study(tiny_bridge, chars, linear_fn.Setting(), cfg, name="tiny")
     m = study.measurement
-    assert m.last.shape == (2, 3) and m.grid.shape[:2] == (1, 3) and m.heads.shape == (2, 2, 4, 2)
+    assert m.last.shape == (2, 3) and m.grid.shape[:2] == (1, 3) and m.heads.shape == (2, 2, 4, 3)
     # the last stage patched at every position that reads the answer gives run A's own answer
     np.testing.assert_allclose(m.last[:, -1], m.clean_log_p, atol=1e-4)
-    assert set(study.claims()) == {"first_patch_stage", "first_patch_gives_about_2x"}
+    assert [r.id for r in study.claims()] == ["linear_fn.first_patch_stage", "linear_fn.first_patch_gives_about_2x"]
     rounds = linear_fn.redundancy_rounds(tiny_bridge, chars, study, cfg)
-    assert rounds.table["round"].iloc[0] == 0 and "heads_before_failure" in rounds.claims()
+    assert rounds.table["round"].iloc[0] == 0
+    ids = {r.id for r in rounds.claims()}
+    assert {"linear_fn.heads_before_failure", "linear_fn.backup_head_below_new_stage",
+            "linear_fn.late_patch_copies_exact_answer", "linear_fn.top_heads_attend_to_answers"} <= ids
+
+
+def test_answer_enrichment_matches_the_attention_pattern(tiny_bridge, chars):
+    """heads[..., 2]: attention from the query position on the examples' y digits, over their share."""
+    p = linear_fn.problems(1, 3, x_max=9)[0]
+    m = linear_fn.measure(tiny_bridge, chars, [p])
+    a, _, _, _ = linear_fn._layout(chars, p)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(2)]
+    _, cache = tiny_bridge.run_with_cache(a.tokens[None], names_filter=lambda n: n in names)
+    digits = [i for first, stop in a.spans[:-1] for i in range(first, stop - 1)]
+    share = len(digits) / (a.query_end + 1)
+    for l in range(2):
+        expected = cache[names[l]][0, :, a.query_end, digits].sum(-1).numpy() / share
+        np.testing.assert_allclose(m.heads[0, l, :, 2], expected, atol=1e-5)
+
+
+def test_redundancy_claims_by_hand():
+    """The new claims' verdicts from a hand-made round table."""
+    table = pd.DataFrame([
+        {"round": 0, "ablated layers": [], "heads ablated": 0, "A exact": 1.0, "first stage": "before L12",
+         "first stage index": 12, "first ≈2x stage": 12, "first exact stage": 14, "top backup head": "",
+         "its direct effect rise": np.nan},
+        {"round": 1, "ablated layers": [11], "heads ablated": 4, "A exact": 0.9, "first stage": "before L14",
+         "first stage index": 14, "first ≈2x stage": 15, "first exact stage": 15, "top backup head": "L13H2",
+         "its direct effect rise": 1.5},
+    ])
+    top = pd.DataFrame({"layer": [11], "head": ["L11H0"], "direct effect": [0.4], "enrichment": [3.0]})
+    rows = {r.id: r for r in linear_fn.Redundancy(table, pd.DataFrame(), 32, 4, top).claims()}
+    backup = rows["linear_fn.backup_head_below_new_stage"]
+    assert backup.measured == 13 and backup.verdict == "reproduced" and "L13H2, +1.50 logits" in backup.claim
+    late = rows["linear_fn.late_patch_copies_exact_answer"]
+    assert late.measured == 0 and late.verdict == "reproduced"
+    assert rows["linear_fn.top_heads_attend_to_answers"].verdict == "reproduced"
+    deeper = rows["linear_fn.first_patch_moves_deeper"]
+    assert deeper.measured == 14 / 32 and deeper.verdict == "reproduced" and "before L12 → before L14" in deeper.claim
+    assert rows["linear_fn.second_ablation_moves_deeper"].verdict == "measured"
+    assert rows["linear_fn.answer_survives_layer_ablation"].verdict == "reproduced"
+    # a backup head outside (ablated, first stage) fails, and a ≈2x stage before the exact one fails
+    table.loc[1, "top backup head"], table.loc[1, "first ≈2x stage"] = "L14H0", 13
+    rows = {r.id: r for r in linear_fn.Redundancy(table, pd.DataFrame(), 32, 4, top).claims()}
+    assert rows["linear_fn.backup_head_below_new_stage"].verdict == "not_reproduced"
+    assert rows["linear_fn.late_patch_copies_exact_answer"].measured == 2
+    # pandas turns a missing stage into NaN (and the column into floats)
+    table.loc[1, ["first exact stage", "first stage index"]] = np.nan
+    rows = {r.id: r for r in linear_fn.Redundancy(table, pd.DataFrame(), 32, 4, top).claims()}
+    assert rows["linear_fn.late_patch_copies_exact_answer"].measured == "no stage answers exactly"
+    assert rows["linear_fn.first_patch_moves_deeper"].measured == "no stage transfers"
 
 
 def test_batched_patch_rows_match_the_reference_loop(tiny_bridge, chars):

@@ -3,6 +3,7 @@
 import types
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -82,3 +83,99 @@ def test_answer_contrasts(chars):
     out = regression.answer_contrasts(chars, ["Output:", "Output:", "Output:"],
                                       [12.0, np.nan, 5.0], [13.0, 1.0, 5.0])
     assert chars.decode(out[0].tokens.tolist()) == "Output: 1" and out[1] is None and out[2] is None
+
+
+# --- the chapter's result objects -----------------------------------------------------------------
+
+from optim_hunter.claim_rows import Recording  # noqa: E402
+
+AT = Recording("inside_regressor", "smoke", "tiny")
+
+
+def rows_by_id(result):
+    return {r.id: r for r in result.claims()}
+
+
+def test_top_overlap_by_hand():
+    a = np.array([[9.0, 1, 2, 8, 0], [3, 4, 5, 6, 7]])  # top 2 (20% of 10): indices 0 and 3
+    b = np.array([[9.0, 8, 0, 0, 0], [0, 0, 0, 0, 0]])  # top 2: indices 0 and 1
+    assert regression.top_overlap(a, b, 0.2) == (0.5, 2)
+    assert regression.top_overlap(a, a, 0.3) == (1.0, 3)
+    assert regression.top_overlap(a, np.where(a > 7, np.nan, a), 0.2) == (0.0, 2)  # NaN ranks last
+
+
+def test_induction_scores_match_a_naive_loop(tiny_bridge, chars):
+    scores = regression.induction_scores(tiny_bridge, chars, length=6, repeats=2, batch=2, seed=3)
+    assert scores.shape == (2, 4) and ((scores >= 0) & (scores <= 1)).all()
+    # by hand: the same draws (no BOS for this tokenizer), attention on the token after each earlier
+    # occurrence of the query's token, over all attention, from the second copy on
+    from optim_hunter.interp import heads, pretrained_induction
+
+    allowed = pretrained_induction.allowed_tokens(tiny_bridge.cfg.d_vocab, trim=0.1, exclude=chars.all_special_ids)
+    tokens = heads.repeated_draws(allowed, length=6, repeats=2, batch=2, bos=None, seed=3)
+    _, cache = tiny_bridge.run_with_cache(tokens)
+    for l in range(2):
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"]
+        expected = np.zeros(4)
+        for b in range(2):
+            on, total = np.zeros(4), np.zeros(4)
+            for q in range(6, 12):
+                for k in range(1, q + 1):
+                    if tokens[b, k - 1] == tokens[b, q] and k - 1 < q:
+                        on += pattern[b, :, q, k].numpy()
+                total += pattern[b, :, q, : q + 1].sum(-1).numpy()
+            expected += on / total / 2
+        np.testing.assert_allclose(scores[l], expected, atol=1e-5)
+
+
+def test_readout_claims_by_hand():
+    values = pd.DataFrame({
+        "prompt": [0, 0, 0, 1, 1, 1, 0, 0, 0],
+        "pair": ["true vs average"] * 6 + ["llm vs average"] * 3,
+        "stage": [0, 1, 2] * 3, "value": [0.0, 1.0, 4.0, 0.0, 3.0, 2.0, 1.0, 2.0, 5.0],
+        "seeds": ["low error"] * 3 + ["high error"] * 3 + ["low error"] * 3,
+    })
+    rows = rows_by_id(regression.Readouts(np.zeros((2, 3, 1)), values, 2, AT))
+    assert rows["inside.logit_diff.true_vs_average_final"].measured == 3.0  # mean of 4 and 2
+    assert rows["inside.logit_diff.deciding_stage"].measured == 1.0  # mean 2.0 >= half of 3
+    low = rows["inside.logit_diff.llm_vs_average_low_error"]
+    assert low.measured == 5.0 and "(n = 1)" in low.claim and "inside.logit_diff.llm_vs_average_high_error" not in rows
+
+
+def test_mlp_ablation_claim_by_hand():
+    table = pd.DataFrame({"layers": ["none", "0–2", "3–5", "6–8"], "last layer": [-1, 2, 5, 8],
+                          "mae": [10.0, 12.0, np.nan, 11.0], "failed": [0, 0, 3, 0]})
+    (row,) = regression.MLPAblation(table, 9, AT).claims()
+    # the all-unparseable group counts as the most damaging; the last third starts at layer 6
+    assert row.measured == 5.0 and row.verdict == "not_reproduced" and row.criterion == "last layer of the group >= 6"
+    table.loc[1, "mae"], table.loc[2, "mae"] = 10.5, 1.0
+    (row,) = regression.MLPAblation(table, 9, AT).claims()
+    assert row.measured == 8.0 and row.verdict == "reproduced" and "(layers 6–8 of 9)" in row.claim
+
+
+def test_probe_claims_are_the_best_stage():
+    rng = np.random.default_rng(0)
+    stages = rng.normal(size=(20, 3, 4))
+    target = stages[:, 2, 0] * 3 + 0.01 * rng.normal(size=20)  # readable at stage 2 only
+    problems = regression.Problems((), (), pd.DataFrame({"true": target}), 0, 2)
+    readouts = regression.Readouts(stages, pd.DataFrame(), 2, AT)
+    probes_ = regression.probe_study(readouts, problems, ["true"], recording=AT)
+    (row,) = probes_.claims()
+    assert row.id == "inside.probe.true_best_r2" and row.claim.endswith(f"(at {probes_.table.loc[2, 'stage']})")
+    assert row.measured == pytest.approx(probes_.table["r2"].max()) and row.measured > 0.9
+
+
+def test_chapter_sections_run_on_a_tiny_model(tiny_bridge, chars):
+    problems = regression.answer_problems(tiny_bridge, chars, "friedman2", n_seeds=3, n_examples=2,
+                                          references=["average", "last"])
+    assert list(problems.table.columns) == ["true", "average", "last", "llm", "llm_error"]
+    assert len(problems.texts) == 3 and problems.low_error.dtype == bool
+    attention = regression.attention_study(tiny_bridge, chars, "friedman2", n_prompts=2, n_examples=2,
+                                           shown_examples=1, recording=AT)
+    assert attention.knn.shape == attention.induction.shape == (2, 4)
+    assert attention.patterns.shape[0] == len(attention.shown) and len(attention.tokens) == attention.patterns.shape[-1]
+    rows = rows_by_id(attention)
+    assert rows["inside.attention.induction_overlap"].measured == regression.top_overlap(
+        attention.output_mass, attention.induction)[0]
+    mlps = regression.mlp_ablation(tiny_bridge, chars, "friedman2", n_prompts=1, n_examples=1, recording=AT)
+    assert list(mlps.table["layers"]) == ["none", "0–0", "1–1"]

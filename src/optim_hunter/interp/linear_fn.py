@@ -26,7 +26,8 @@ from jaxtyping import Float, Int
 from scipy.stats import linregress
 from torch import Tensor
 
-from optim_hunter import hooks, kv_decoding, plots, prompts
+from optim_hunter import claims, hooks, kv_decoding, plots, prompts
+from optim_hunter.claim_rows import Recording
 from optim_hunter.interp import ablation, patching
 from optim_hunter.prompts import format_pairs
 
@@ -317,13 +318,18 @@ class Config:
     n_ablate: int = 8  # prompts of the ablation rounds
     rounds: int = 3  # ablation rounds (the source ran three)
     x_max: int = 99
+    profile: str = "full"  # the profile the claim rows are filed under
 
     @classmethod
     def for_profile(cls, profile: str) -> Config:
         from optim_hunter import settings
 
-        return settings.pick(profile, full=cls(), smoke=cls(
-            n_prompts=2, n_examples=6, mech_examples=6, n_patch=2, n_grid=1, n_ablate=2, rounds=1))
+        return settings.pick(profile, full=cls(profile=profile), smoke=cls(
+            n_prompts=2, n_examples=6, mech_examples=6, n_patch=2, n_grid=1, n_ablate=2, rounds=1,
+            profile=profile))
+
+    def recording(self, model: str) -> Recording:
+        return Recording(CHAPTER, self.profile, model)
 
 
 def log_odds(log_p: Float[np.ndarray, "..."]) -> Float[np.ndarray, "..."]:
@@ -349,11 +355,132 @@ def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue**2)}
 
 
-# Criteria, fixed before any number is measured. Depths are layer-relative: the source's
-# "before layer 12 of 32" is 12 / 32 = 0.375 of the way through the model.
+# Claims, declared with their criteria before any number is measured. Depths are layer-relative:
+# the source's "before layer 12 of 32" is 12 / 32 = 0.375 of the way through the model.
+CHAPTER = "linear_fn"
 SOURCE_DEPTHS = {"first": 12 / 32, "round1": 14 / 32, "round2": 16 / 32}
 DEPTH_TOLERANCE = 0.1  # ±3 layers of 30, ±3.2 of 32
 R2_ADDITIVE = 0.9
+ENRICHMENT = 2.0  # attention on earlier answers' tokens, over their share of the context
+
+TOP1 = claims.declare(
+    "linear_fn.top1_accuracy",
+    "Greedy answer exactly 2x + 3, best setting ({setting}), mean over {late_from}+ examples (query x unseen)",
+    source_seed="002", source_value="correct answer", unit="accuracy",
+    criterion="accuracy >= 0.5", test=lambda accuracy: accuracy >= 0.5)
+BEST_SETTING = claims.declare("linear_fn.best_setting", "Setting (format · order) with the best accuracy",
+                              source_seed="002", source_value="(x, y) lines", unit="setting")
+BAYES_SLOPE = claims.declare(
+    "linear_fn.bayes.slope",
+    "Linear fit of the mean log-odds of the correct answer against the number of examples: slope",
+    source_seed="002", unit="nats per example")
+BAYES_INTERCEPT = claims.declare("linear_fn.bayes.intercept", "Same fit: intercept", source_seed="002", unit="nats")
+BAYES_LOG_P_SLOPE = claims.declare(
+    "linear_fn.bayes.log_p_slope", "Linear fit of mean log P(correct) against the number of examples: slope",
+    source_seed="002", source_value="log c per example", unit="nats per example")
+BAYES_ADDITIVE = claims.declare(
+    "linear_fn.bayes.additive", "Evidence adds up: the log-odds grow linearly with the number of examples",
+    source_seed="002", source_value="additive (Bayesian) updates", unit="R²",
+    criterion=f"R² >= {R2_ADDITIVE} with a positive slope",
+    test=lambda fit: fit[0] >= R2_ADDITIVE and fit[1] > 0)  # (R², slope)
+FIRST_STAGE = claims.declare(
+    "linear_fn.first_patch_stage",
+    "First stage whose patch (where B reads the answer) recovers half of P(correct), as a fraction of the depth",
+    source_seed="002", source_value=SOURCE_DEPTHS["first"], unit="of depth ({stage})",
+    criterion=f"within ±{DEPTH_TOLERANCE} of 12/32 = 0.375",
+    test=lambda depth: abs(depth - SOURCE_DEPTHS["first"]) <= DEPTH_TOLERANCE)
+ABOUT_2X_FIRST = claims.declare(
+    "linear_fn.first_patch_gives_about_2x",
+    "Patched answers are ≈2x (within 5 of 2x) from an earlier stage than they are exact "
+    "(≈2x from {near}, exact from {exact}); depth of the first ≈2x stage",
+    source_seed="002", source_value="≈2x first (layer 12 of 32)", unit="of depth (majority of prompts)",
+    criterion="first ≈2x stage earlier than the first exact stage",
+    test=lambda depths: depths[1] is None or depths[0] < depths[1])  # (≈2x, exact)
+SURVIVES = claims.declare(
+    "linear_fn.answer_survives_layer_ablation",
+    "Accuracy of A after ablating every head of the layer below the first stage (unablated {unablated})",
+    source_seed="002", source_value="answer unchanged", unit="accuracy",
+    criterion="at least 80% of the unablated accuracy",
+    test=lambda accuracies: accuracies[0] >= 0.8 * accuracies[1])  # (ablated, unablated)
+_DEEPER = dict(source_seed="002", unit="of depth", criterion="a later stage than in the round before",
+               test=lambda depths: depths[1] is not None and depths[0] > depths[1])  # (after, before)
+MOVES_DEEPER = {
+    1: claims.declare("linear_fn.first_patch_moves_deeper",
+                      "After ablation round 1, the first stage recovering half of P(correct) moves deeper "
+                      "({stages}); depth of the new first stage", source_value="layer 12 → 14 of 32", **_DEEPER),
+    2: claims.declare("linear_fn.second_ablation_moves_deeper",
+                      "After ablation round 2, the first stage recovering half of P(correct) moves deeper "
+                      "({stages}); depth of the new first stage", source_value="layer 14 → 16 of 32", **_DEEPER),
+}
+HEADS_BEFORE_FAILURE = claims.declare(
+    "linear_fn.heads_before_failure",
+    "Heads ablated (whole layers, in the order of the rounds) before A's accuracy falls below 0.5",
+    source_seed="002", source_value="still correct after 4 layers (128 heads)", unit="heads")
+BACKUP_HEAD = claims.declare(
+    "linear_fn.backup_head_below_new_stage",
+    "After ablation round 1 (layer {ablated}), the head whose direct effect on the answer rose most ({head}, "
+    "{rise} logits) lies above the ablated layer and below the new first stage ({stage}): its layer",
+    source_seed="002", source_value="layer 13 (ablated 10-11, new first stage 14)", unit="layer",
+    criterion="ablated layer < its layer < the new first stage's layer",
+    test=lambda t: t[2] is not None and t[1] < t[0] < t[2])  # (its layer, ablated layer, first stage)
+LATE_EXACT = claims.declare(
+    "linear_fn.late_patch_copies_exact_answer",
+    "After the last ablation round ({round}, layers {layers}), stages whose patched answers are ≈2x before "
+    "any is exact (≈2x from {near}, exact from {exact})",
+    source_seed="002", source_value="no ≈2x stage; the exact answer is copied", unit="stages",
+    criterion="no such stage (0)", test=lambda stages: stages == 0)
+TOP_HEADS_PATTERN = claims.declare(
+    "linear_fn.top_heads_attend_to_answers",
+    "The top head (direct effect, no ablation) of each ablated layer ({heads}) attends from the position "
+    "before the answer to earlier answers' tokens: that attention over those tokens' share of the context "
+    "(median over the heads)",
+    source_seed="002", source_value="y_i -> token before y_j (j > i)", unit="x uniform",
+    criterion=f"median >= {ENRICHMENT:g} (at least twice the uniform share)",
+    test=lambda enrichment: enrichment >= ENRICHMENT)
+
+
+def _stage(value: Any) -> int | None:
+    """A stage index read back from a table, where pandas may have made it a float or NaN."""
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else int(value)
+
+
+def _depth_label(stage: int | None, n_layers: int) -> str:
+    stage = _stage(stage)
+    return stage_names(n_layers)[stage] if stage is not None else "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class BayesFit:
+    """Lines through the best setting's mean log-odds and mean log P(correct) from one example on
+    (zero examples is the prior, not an update)."""
+
+    curve: pd.DataFrame  # the best setting's `icl_curve` rows
+    label: str
+    recording: Recording
+
+    @property
+    def fit(self) -> dict[str, float]:
+        c = self.curve[self.curve["examples"] >= 1]
+        odds, logp = _fit(c["examples"], c["log_odds"]), _fit(c["examples"], c["log_p"])
+        return {**odds, "log_p_slope": logp["slope"], "log_p_r2": logp["r2"]}
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([self.fit])
+
+    def figure(self) -> Any:
+        fit = self.fit
+        c = self.curve.assign(fit=lambda t: fit["intercept"] + fit["slope"] * t["examples"])
+        return plots.lines(c.melt(id_vars="examples", value_vars=["log_odds", "fit"], var_name="series",
+                                  value_name="log-odds"), x="examples", y="log-odds", group="series",
+                           title=f"{self.label}: mean log-odds of the correct answer, and the line "
+                                 f"fitted from 1 example (R² = {fit['r2']:.2f})")
+
+    def claims(self) -> list[claims.Claim]:
+        fit, at = self.fit, self.recording
+        return [at.measure(BAYES_SLOPE, fit["slope"]), at.measure(BAYES_INTERCEPT, fit["intercept"]),
+                at.measure(BAYES_LOG_P_SLOPE, fit["log_p_slope"]),
+                at.measure(BAYES_ADDITIVE, fit["r2"], tested=(fit["r2"], fit["slope"]))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,6 +492,7 @@ class Sweep:
     curves: pd.DataFrame  # model, setting, examples, accuracy, p_correct, log_p, log_odds
     model: str
     late_from: int
+    profile: str = "full"
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -384,51 +512,23 @@ class Sweep:
         return c[(c["model"] == self.model) & (c["setting"] == self.best.label)]
 
     @property
-    def bayes(self) -> dict[str, float]:
-        """Lines through the best setting's mean log-odds and mean log P(correct) from one
-        example on (zero examples is the prior, not an update)."""
-        c = self.best_curve[self.best_curve["examples"] >= 1]
-        odds, logp = _fit(c["examples"], c["log_odds"]), _fit(c["examples"], c["log_p"])
-        return {**odds, "log_p_slope": logp["slope"], "log_p_r2": logp["r2"]}
+    def accuracy(self) -> float:
+        """The best setting's accuracy over the second half of the curve."""
+        return float(self.summary.loc[(self.model, self.best.label), "accuracy"])
+
+    def bayes_fit(self) -> BayesFit:
+        """The additive-evidence fit of the best setting's curve."""
+        return BayesFit(self.best_curve, self.best.label, Recording(CHAPTER, self.profile, self.model))
 
     def figure(self, y: str = "accuracy") -> Any:
         table = self.curves.assign(curve=self.curves["model"] + ": " + self.curves["setting"])
         return plots.lines(table, x="examples", y=y, group="curve",
                            title=f"{y} of the answer to example i, given the i examples before it")
 
-    def bayes_figure(self) -> Any:
-        fit = self.bayes
-        c = self.best_curve.assign(fit=lambda t: fit["intercept"] + fit["slope"] * t["examples"])
-        return plots.lines(c.melt(id_vars="examples", value_vars=["log_odds", "fit"], var_name="series",
-                                  value_name="log-odds"), x="examples", y="log-odds", group="series",
-                           title=f"{self.best.label}: mean log-odds of the correct answer, and the line "
-                                 f"fitted from 1 example (R² = {fit['r2']:.2f})")
-
-    def claims(self) -> dict[str, dict[str, Any]]:
-        acc = float(self.summary.loc[(self.model, self.best.label), "accuracy"])
-        fit = self.bayes
-        return {
-            "top1_accuracy": dict(
-                claim=f"Greedy answer exactly 2x + 3, best setting ({self.best.label}), mean over "
-                      f"{self.late_from}+ examples (query x unseen)",
-                source_value="correct answer", measured=acc, unit="accuracy",
-                reproduced=acc >= 0.5, criterion="accuracy >= 0.5"),
-            "best_setting": dict(claim="Setting (format · order) with the best accuracy",
-                                 source_value="(x, y) lines", measured=self.best.label, unit="setting"),
-            "bayes.slope": dict(claim="Linear fit of the mean log-odds of the correct answer against "
-                                      "the number of examples: slope", source_value=None,
-                                measured=fit["slope"], unit="nats per example"),
-            "bayes.intercept": dict(claim="Same fit: intercept", source_value=None,
-                                    measured=fit["intercept"], unit="nats"),
-            "bayes.log_p_slope": dict(claim="Linear fit of mean log P(correct) against the number of "
-                                            "examples: slope", source_value="log c per example",
-                                      measured=fit["log_p_slope"], unit="nats per example"),
-            "bayes.additive": dict(
-                claim="Evidence adds up: the log-odds grow linearly with the number of examples",
-                source_value="additive (Bayesian) updates", measured=fit["r2"], unit="R²",
-                reproduced=fit["r2"] >= R2_ADDITIVE and fit["slope"] > 0,
-                criterion=f"R² >= {R2_ADDITIVE} with a positive slope"),
-        }
+    def claims(self) -> list[claims.Claim]:
+        at = Recording(CHAPTER, self.profile, self.model)
+        return [at.measure(TOP1, self.accuracy, setting=self.best.label, late_from=self.late_from),
+                at.measure(BEST_SETTING, self.best.label)]
 
 
 def format_sweep(model: Any, tokenizer: Any, cfg: Config, *, name: str = "model",
@@ -442,7 +542,7 @@ def format_sweep(model: Any, tokenizer: Any, cfg: Config, *, name: str = "model"
     for other, m in (contrasts or {}).items():
         tables.append(icl_curve(m, m.tokenizer, Setting(), cfg, seed=seed).assign(
             model=other, setting=Setting().label))
-    return Sweep(pd.concat(tables, ignore_index=True), name, cfg.n_examples // 2)
+    return Sweep(pd.concat(tables, ignore_index=True), name, cfg.n_examples // 2, cfg.profile)
 
 
 # --- patching the context in, and the redundancy loop ---------------------------------------------
@@ -471,13 +571,16 @@ class Measurement:
     clean_exact: np.ndarray  # A's greedy answer is exact
     corrupt_log_p: Float[np.ndarray, " prompt"]  # B's, unpatched
     last: Float[np.ndarray, "prompt stage"]  # B's log P(correct), patched where it reads the answer
-    heads: Float[np.ndarray, "prompt layer head 2"]  # attention to examples, direct effect
+    # per head at the query position: attention mass on the examples, direct effect on the answer,
+    # and attention on the examples' answer (y) tokens over those tokens' share of the context
+    heads: Float[np.ndarray, "prompt layer head 3"]
     grid: Float[np.ndarray, "grid stage pos"] | None = None  # log P, every B position
     answers: Any = None  # [prompt, stage] B's read-out (see `_patched_rows`) under that patch
 
     def subset(self, n: int) -> Measurement:
+        answers = None if self.answers is None else self.answers[:n]
         return Measurement(self.clean_log_p[:n], self.clean_exact[:n], self.corrupt_log_p[:n],
-                           self.last[:n], self.heads[:n])
+                           self.last[:n], self.heads[:n], None, answers)
 
     @property
     def curve(self) -> Float[np.ndarray, " stage"]:
@@ -489,9 +592,10 @@ class Measurement:
                                        float(np.exp(self.corrupt_log_p).mean()))
 
 
-def _head_capture(model: Any, query_pos: Tensor, example_mask: Tensor, store: dict) -> list:
+def _head_capture(model: Any, query_pos: Tensor, example_mask: Tensor, store: dict,
+                  answer_mask: Tensor | None = None) -> list:
     """Hooks keeping, at each row's query position, every head's z, its attention mass on the
-    examples, and the final norm's scale."""
+    examples (and on the `answer_mask` positions), and the final norm's scale."""
     rows = torch.arange(len(query_pos))
 
     def keep_z(layer: int):
@@ -503,6 +607,8 @@ def _head_capture(model: Any, query_pos: Tensor, example_mask: Tensor, store: di
         def hook(pattern: Tensor, hook: Any) -> None:  # [row, head, dest, src]
             row = pattern[rows, :, query_pos]
             store[("mass", layer)] = (row * example_mask[:, None, : row.shape[-1]]).sum(-1).detach()
+            if answer_mask is not None:
+                store[("answers", layer)] = (row * answer_mask[:, None, : row.shape[-1]]).sum(-1).detach()
         return hook
 
     def keep_scale(scale: Tensor, hook: Any) -> None:
@@ -566,11 +672,16 @@ def measure(model: Any, tokenizer: Any, probs: Sequence[Problem], *, ablate_laye
     offsets = [len(lay[0].tokens) - len(lay[1].tokens) for lay in layouts]
     donor_pos = [[o + min(j, len(lay[1].tokens) - 1) for j in range(width)] for o, lay in zip(offsets, layouts)]
     mask = torch.zeros(source.shape, dtype=torch.float32)
+    answer_mask = torch.zeros(source.shape, dtype=torch.float32)  # the examples' y tokens
     for r, lay in enumerate(layouts):
         mask[r, lay[3]] = 1
+        for first, stop in lay[0].spans[:-1]:
+            answer_mask[r, first : stop - 1] = 1  # the span's last token is the line's end
+    # a uniform head would put (y tokens) / (positions up to the query) of its attention there
+    answer_share = answer_mask.sum(1) / (query_pos + 1).float()
     store: dict = {}
     with ablation.ablated(model, layer_heads(model, list(ablate_layers))), \
-            model.hooks(fwd_hooks=_head_capture(model, query_pos, mask, store)):
+            model.hooks(fwd_hooks=_head_capture(model, query_pos, mask, store, answer_mask)):
         donors, logits = patching.stage_residuals(model, source, donor_pos, return_logits=True)
     clean_log_p, clean_exact = span_scores(logits, source, [[lay[0].spans[-1]] for lay in layouts])
     n_stages, n = model.cfg.n_layers + 1, len(probs)
@@ -592,9 +703,11 @@ def measure(model: Any, tokenizer: Any, probs: Sequence[Problem], *, ablate_laye
             at += n_stages * lay[2]
     z = torch.stack([store[("z", l)] for l in range(model.cfg.n_layers)], 1)
     mass = torch.stack([store[("mass", l)] for l in range(model.cfg.n_layers)], 1)
+    on_answers = torch.stack([store[("answers", l)] for l in range(model.cfg.n_layers)], 1)
     answer_tok = torch.tensor([int(lay[0].tokens[lay[0].spans[-1][0]]) for lay in layouts])
     effects = direct_effects(model, z, store.get("scale"), answer_tok)
-    heads = torch.stack([mass, effects.to(mass)], -1).cpu().numpy()
+    enrichment = on_answers / answer_share.clamp_min(1e-9)[:, None, None].to(on_answers)
+    heads = torch.stack([mass, effects.to(mass), enrichment], -1).cpu().numpy()
     return Measurement(clean_log_p[:, 0], clean_exact[:, 0], log_p[:n], last, heads, grid, answers)
 
 
@@ -608,6 +721,24 @@ def _first_share(share: np.ndarray, at_least: float = 0.5) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
+def answer_kinds(answers: Any, problems: Sequence[Problem], n_layers: int) -> pd.DataFrame:
+    """Per stage, the share of prompts whose patched B reads out exactly 2x + 3, or ≈2x (within 5
+    of 2x, the exact answer included); `answers` is [prompt, stage] (`Measurement.answers`)."""
+    rows = []
+    for s, name in enumerate(stage_names(n_layers)):
+        kinds = [classify(answers[i, s], p) for i, p in enumerate(problems)]
+        exact = np.mean([k == "exact" for k in kinds])
+        rows.append({"stage": name, "exact": exact,
+                     "≈2x (exact included)": exact + np.mean([k == "≈2x" for k in kinds])})
+    return pd.DataFrame(rows).set_index("stage")
+
+
+def first_kinds(answers: Any, problems: Sequence[Problem], n_layers: int) -> tuple[int | None, int | None]:
+    """The first stage where most patched answers are ≈2x (exact included), and exact."""
+    kinds = answer_kinds(answers, problems, n_layers)
+    return _first_share(kinds["≈2x (exact included)"]), _first_share(kinds["exact"])
+
+
 @dataclasses.dataclass(frozen=True)
 class PatchStudy:
     """Patching run A (examples) into run B (query alone), stage by stage, without ablation."""
@@ -617,6 +748,7 @@ class PatchStudy:
     measurement: Measurement
     n_layers: int
     grid_tokens: tuple[str, ...]
+    recording: Recording = Recording(CHAPTER, "full")
 
     @property
     def stages(self) -> list[str]:
@@ -626,13 +758,7 @@ class PatchStudy:
     def answer_kinds(self) -> pd.DataFrame:
         """Per stage, the share of prompts whose patched B reads out exactly 2x + 3, or ≈2x
         (within 5 of 2x, the exact answer included)."""
-        answers, rows = self.measurement.answers, []
-        for s, name in enumerate(self.stages):
-            kinds = [classify(answers[i, s], p) for i, p in enumerate(self.problems)]
-            exact = np.mean([k == "exact" for k in kinds])
-            rows.append({"stage": name, "exact": exact,
-                         "≈2x (exact included)": exact + np.mean([k == "≈2x" for k in kinds])})
-        return pd.DataFrame(rows).set_index("stage")
+        return answer_kinds(self.measurement.answers, self.problems, self.n_layers)
 
     @property
     def first_about_2x(self) -> int | None:
@@ -666,35 +792,27 @@ class PatchStudy:
         return plots.lines(long, x="stage index", y="share", group="read",
                            title="Run B patched where it reads the answer: its read-out answers, and P(correct)")
 
-    def claims(self) -> dict[str, dict[str, Any]]:
-        first = self.measurement.first_stage
-        depth = _depth(first, self.n_layers)
+    def claims(self) -> list[claims.Claim]:
+        first, n = self.measurement.first_stage, self.n_layers
         near, exact = self.first_about_2x, self.first_exact
-        label = lambda s: self.stages[s] if s is not None else "none"  # noqa: E731
-        return {
-            "first_patch_stage": dict(
-                claim="First stage whose patch (where B reads the answer) recovers half of P(correct), as a "
-                      "fraction of the depth", source_value=SOURCE_DEPTHS["first"],
-                measured=depth if depth is not None else "none", unit=f"of depth ({label(first)})",
-                reproduced=depth is not None and abs(depth - SOURCE_DEPTHS["first"]) <= DEPTH_TOLERANCE,
-                criterion=f"within ±{DEPTH_TOLERANCE} of 12/32 = 0.375"),
-            "first_patch_gives_about_2x": dict(
-                claim="Patched answers are ≈2x (within 5 of 2x) from an earlier stage than they are exact",
-                source_value="≈2x first (layer 12 of 32)",
-                measured=f"≈2x from {label(near)}, exact from {label(exact)}", unit="stage (majority of prompts)",
-                reproduced=near is not None and (exact is None or near < exact),
-                criterion="first ≈2x stage earlier than the first exact stage"),
-        }
+        label = lambda s: _depth_label(s, n)  # noqa: E731
+        return [
+            self.recording.measure(FIRST_STAGE, _depth(first, n) if first is not None else "none",
+                                   stage=label(first)),
+            self.recording.measure(ABOUT_2X_FIRST, _depth(near, n) if near is not None else "no stage answers ≈2x",
+                                   tested=(_depth(near, n), _depth(exact, n)), near=label(near), exact=label(exact)),
+        ]
 
 
-def patch_study(model: Any, tokenizer: Any, setting: Setting, cfg: Config, *, seed: int = 1) -> PatchStudy:
+def patch_study(model: Any, tokenizer: Any, setting: Setting, cfg: Config, *, name: str = "model",
+                seed: int = 1) -> PatchStudy:
     """`measure` without ablation on `cfg.n_patch` prompts of `setting` (each B prompt position
     patched alone for the first `cfg.n_grid`)."""
     probs = setting_problems(setting, cfg.n_patch, cfg.mech_examples, x_max=cfg.x_max, seed=seed)
     m = measure(model, tokenizer, probs, n_grid=cfg.n_grid)
     _, b, width, _ = _layout(tokenizer, probs[0])
     tokens = tuple(tokenizer.convert_ids_to_tokens(b.tokens[:width].tolist()))
-    return PatchStudy(setting, tuple(probs), m, model.cfg.n_layers, tokens)
+    return PatchStudy(setting, tuple(probs), m, model.cfg.n_layers, tokens, cfg.recording(name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -705,51 +823,61 @@ class Redundancy:
     curves: pd.DataFrame  # round, stage index, recovered share of P(correct)
     n_layers: int
     n_heads: int
+    top_heads: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # per ablated layer
+    recording: Recording = Recording(CHAPTER, "full")
 
     def figure(self) -> Any:
         return plots.lines(self.curves, x="stage index", y="recovered", group="round",
                            title="Share of P(correct) recovered by patching where B reads the answer, per round")
 
-    def claims(self) -> dict[str, dict[str, Any]]:
-        rows = self.table.to_dict("records")
-        stage = lambda r: r["first stage index"]  # noqa: E731
-        out: dict[str, dict[str, Any]] = {}
+    def claims(self) -> list[claims.Claim]:
+        rows, at, n = self.table.to_dict("records"), self.recording, self.n_layers
         missing = f"not run ({len(rows) - 1} rounds)"
         base = rows[0]
         first = rows[1] if len(rows) > 1 else None
-        out["answer_survives_layer_ablation"] = dict(
-            claim="Accuracy of A after ablating every head of the layer below the first stage "
-                  f"(unablated {base['A exact']:.2f})", source_value="answer unchanged",
-            measured=first["A exact"] if first else missing, unit="accuracy",
-            **(dict(reproduced=bool(first["A exact"] >= 0.8 * base["A exact"]),
-                    criterion="at least 80% of the unablated accuracy") if first else {}))
-        for key, i, source in (("first_patch_moves_deeper", 1, "layer 12 → 14 of 32"),
-                               ("second_ablation_moves_deeper", 2, "layer 14 → 16 of 32")):
-            claim = f"After ablation round {i}, the first stage recovering half of P(correct) moves deeper"
+        unablated = f"{base['A exact']:.2f}"
+        out = [at.measure(SURVIVES, first["A exact"] if first else missing,
+                          tested=(first["A exact"], base["A exact"]) if first else None, unablated=unablated)]
+        for i, spec in MOVES_DEEPER.items():
             if len(rows) <= i:
-                out[key] = dict(claim=claim, source_value=source, measured=missing, unit="stage")
+                out.append(at.measure(spec, missing, stages="not run"))
                 continue
-            before, after = stage(rows[i - 1]), stage(rows[i])
-            out[key] = dict(
-                claim=claim, source_value=source,
-                measured=f"{rows[i - 1]['first stage']} → {rows[i]['first stage']}", unit="stage",
-                reproduced=before is not None and after is not None and after > before,
-                criterion="a later stage than in the round before")
+            before, after = _stage(rows[i - 1]["first stage index"]), _stage(rows[i]["first stage index"])
+            stages = f"{rows[i - 1]['first stage']} → {rows[i]['first stage']}"
+            out.append(at.measure(spec, _depth(after, n) if after is not None else "no stage transfers",
+                                  tested=(_depth(after, n), _depth(before, n)), stages=stages))
         failed = [r for r in rows[1:] if r["A exact"] < 0.5]
-        out["heads_before_failure"] = dict(
-            claim="Heads ablated (whole layers, in the order of the rounds) before A's accuracy falls below 0.5",
-            source_value="still correct after 4 layers (128 heads)",
-            measured=float(failed[0]["heads ablated"]) if failed
-            else f"still ≥ 0.5 after {len(rows) - 1} rounds ({rows[-1]['heads ablated']} heads)",
-            unit="heads")
+        out.append(at.measure(HEADS_BEFORE_FAILURE, float(failed[0]["heads ablated"]) if failed
+                              else f"still ≥ 0.5 after {len(rows) - 1} rounds ({rows[-1]['heads ablated']} heads)"))
+        out.append(self._backup_claim(first))
+        last = rows[-1]
+        near, exact = _stage(last["first ≈2x stage"]), _stage(last["first exact stage"])
+        gap = missing if first is None else "no stage answers exactly" if exact is None else float(exact - near)
+        out.append(at.measure(LATE_EXACT, gap, round=f"round {last['round']}", layers=str(last["ablated layers"]),
+                              near=_depth_label(near, n), exact=_depth_label(exact, n)))
+        heads = ", ".join(self.top_heads["head"]) if len(self.top_heads) else "none"
+        enrichment = float(self.top_heads["enrichment"].median()) if len(self.top_heads) else missing
+        out.append(at.measure(TOP_HEADS_PATTERN, enrichment, heads=heads))
         return out
+
+    def _backup_claim(self, first: dict | None) -> claims.Claim:
+        if first is None:
+            return self.recording.measure(BACKUP_HEAD, "not run (0 rounds)", ablated="none", head="none",
+                                          rise="no", stage="none")
+        ablated, stage = first["ablated layers"][-1], _stage(first["first stage index"])
+        head = first["top backup head"]
+        layer = int(head[1 : head.index("H")])
+        return self.recording.measure(BACKUP_HEAD, float(layer), tested=(layer, ablated, stage), ablated=str(ablated),
+                                      head=head, rise=f"{first['its direct effect rise']:+.2f}", stage=first["first stage"])
 
 
 def redundancy_rounds(model: Any, tokenizer: Any, study: PatchStudy, cfg: Config) -> Redundancy:
     """Each round zero-ablates (hook_z) every head of the highest layer not yet ablated below the
     current first transferring stage, in run A only, on the first `cfg.n_ablate` prompts of
-    `study`; measures A's accuracy, the new first stage and the top backup head (the remaining
-    head whose direct effect on the answer rose most from round 0). Stops when no stage transfers."""
+    `study`; measures A's accuracy, the new first stage, the first stages whose patched answers are
+    ≈2x and exact, and the top backup head (the remaining head whose direct effect on the answer
+    rose most from round 0). Stops when no stage transfers. `top_heads`: the head of each ablated
+    layer with the largest direct effect in round 0, and its attention on earlier answers' tokens."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     probs = list(study.problems[: cfg.n_ablate])
     names = stage_names(n_layers)
@@ -770,18 +898,27 @@ def redundancy_rounds(model: Any, tokenizer: Any, study: PatchStudy, cfg: Config
         rise = m.heads[..., 1].mean(0) - base.heads[..., 1].mean(0)
         rise[layers] = -np.inf
         l, h = np.unravel_index(np.argmax(rise), rise.shape)
+        near, exact = first_kinds(m.answers, probs, n_layers)
         rounds.append({
             "round": r, "ablated layers": list(layers), "heads ablated": n_heads * len(layers),
             "A exact": float(m.clean_exact.mean()), "P(correct) in A": clean,
             "first stage": names[m.first_stage] if m.first_stage is not None else "none",
             "first stage index": m.first_stage, "depth": _depth(m.first_stage, n_layers),
+            "first ≈2x stage": near, "first exact stage": exact,
             "top backup head": f"L{l}H{h}" if r > 0 else "",
             "its attention to examples": f"{base.heads[:, l, h, 0].mean():.2f} → {m.heads[:, l, h, 0].mean():.2f}",
             "its direct effect": f"{base.heads[:, l, h, 1].mean():.2f} → {m.heads[:, l, h, 1].mean():.2f}",
+            "its direct effect rise": float(rise[l, h]) if r > 0 else np.nan,
         })
         if m.first_stage is None:
             break
-    return Redundancy(pd.DataFrame(rounds), pd.concat(curves, ignore_index=True), n_layers, n_heads)
+    effect = base.heads[..., 1].mean(0)
+    top = [(l, int(np.argmax(effect[l]))) for l in layers]
+    top_heads = pd.DataFrame({"layer": [l for l, _ in top], "head": [f"L{l}H{h}" for l, h in top],
+                              "direct effect": [float(effect[l, h]) for l, h in top],
+                              "enrichment": [float(base.heads[:, l, h, 2].mean()) for l, h in top]})
+    return Redundancy(pd.DataFrame(rounds), pd.concat(curves, ignore_index=True), n_layers, n_heads, top_heads,
+                      study.recording)
 
 
 @torch.no_grad()

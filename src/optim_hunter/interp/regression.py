@@ -9,10 +9,17 @@
                       at every depth (for probes) and the logit difference of answer pairs by layer
 
 All take token ids and the `positions.PromptLayout` of the prompt, so any tokenizer works.
+
+The inside_regressor chapter's sections each call one function below returning a small frozen
+result with the claims it measures (declared here with their criteria): `answer_problems` ->
+`Problems`, `logit_readouts` -> `Readouts`, `component_attribution` -> `Components`,
+`attention_study` -> `Attention` (with `induction_scores` and `top_overlap`), `mlp_ablation` ->
+`MLPAblation`, `top_neurons`, `probe_study` -> `Probes`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +30,8 @@ from jaxtyping import Float
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from optim_hunter import hooks
+from optim_hunter import claims, hooks, plots
+from optim_hunter.claim_rows import Recording
 from optim_hunter.interp.attribution import Contrast, answer_direction
 from optim_hunter.positions import ROLES, PromptLayout
 
@@ -181,3 +189,357 @@ def layer_readouts(
                 rows.extend({"prompt": i, "pair": f"{a} vs {b}", "stage": s, "label": labels[s],
                              "value": float(v)} for s, v in enumerate(values))
     return np.stack(stages), pd.DataFrame(rows, columns=["prompt", "pair", "stage", "label", "value"])
+
+
+# --- the inside_regressor chapter: one result per section, with the claims it measures -----------
+
+REFERENCES = ("linear_regression", "knn", "average", "last")
+PAIRS = (("true", "average"), ("true", "last"), ("true", "knn"), ("linear_regression", "knn"),
+         ("llm", "average"), ("llm", "last"))
+TOP_SHARE = 0.1  # the "top heads" of a score: its highest tenth
+OVERLAP = 0.5
+
+LLM_VS_AVERAGE = claims.declare(
+    "inside.logit_diff.llm_vs_average_{split}_error",
+    "Final logit difference, the model's answer vs the mean of outputs, {split} error seeds (n = {n})",
+    source_seed="004", unit="logits")
+TRUE_VS_AVERAGE = claims.declare(
+    "inside.logit_diff.true_vs_average_final",
+    "Final logit difference, true output vs mean-of-outputs answer (mean over seeds)",
+    source_seed="004", unit="logits")
+DECIDING_STAGE = claims.declare(
+    "inside.logit_diff.deciding_stage",
+    "First residual stage holding half of the final true-vs-average logit difference",
+    source_seed="004", unit="stage of {stages}")
+LARGEST_DIRECT_MLP = claims.declare(
+    "inside.mlp.largest_direct_effect_is_late",
+    "The MLP with the largest direct effect on the model-vs-average decision (layer {layer} of {n_layers}) "
+    "is among the last 5/32 of layers",
+    source_seed="004", source_value="MLP layers 27–31 of 32", unit="layer",
+    criterion="layer >= {late_from}", test=lambda t: t[0] >= t[1])  # (layer, late_from)
+MAX_KNN = claims.declare(
+    "inside.attention.max_knn_alignment",
+    "Most kNN-like head ({head}): Spearman alignment of attention with example nearness",
+    source_seed="004", unit="Spearman")
+INDUCTION_OVERLAP = claims.declare(
+    "inside.attention.induction_overlap",
+    "Of the top tenth of heads by attention from the answer position to the examples' outputs ({k} heads), "
+    "the share also in the top tenth by prefix-matching (induction) score",
+    source_seed="004", source_value="a lot of overlap", unit="share",
+    criterion=f"share >= {OVERLAP} (chance: {TOP_SHARE})", test=lambda share: share >= OVERLAP)
+MLP_ABLATION_LATE = claims.declare(
+    "inside.mlp.most_important_layer_is_late",
+    "The MLP layers whose zero-ablation hurts MAE most (layers {layers} of {n_layers}) are in the last third",
+    source_seed="004", source_value="last MLP layers (27–31 of 32)", unit="last layer of the group",
+    criterion="last layer of the group >= {last_from}",
+    test=lambda t: t[0] >= t[1])  # (last layer, last_from)
+PROBE_BEST = claims.declare(
+    "inside.probe.{target}_best_r2",
+    "Best held-out R² of a linear probe for the {target} prediction (at {stage})",
+    source_seed="004", unit="R²")
+
+
+def prompt_text(split: Any, round_to: int) -> str:
+    from optim_hunter.prompts import format_prompt
+
+    return format_prompt(split.x_train, split.y_train, split.x_query[0], round_to)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problems:
+    """One prompt per seed: its true output, some classical methods' predictions, the model's
+    greedy answer and its error (`table`, one row per prompt)."""
+
+    splits: tuple[Any, ...]
+    texts: tuple[str, ...]
+    table: pd.DataFrame  # true, each reference method, llm, llm_error
+    n_failed: int
+    round_to: int
+
+    @property
+    def low_error(self) -> np.ndarray:
+        """Prompts whose answer's error is at most the median (an unparseable answer is high)."""
+        errors = self.table["llm_error"]
+        return (errors <= errors.median()).to_numpy()
+
+
+def answer_problems(model: Any, tokenizer: Any, dataset: str, *, n_seeds: int, n_examples: int,
+                    round_to: int = 2, references: Sequence[str] = REFERENCES) -> Problems:
+    """Seeds 0..n_seeds-1 of `dataset` with `n_examples` examples: the model's greedy answers (at most
+    10 tokens, batches of 32) beside the true output and the reference methods' predictions."""
+    from optim_hunter import datasets, llm_regressor
+
+    splits = [datasets.make_split(dataset, n_examples, s, round_to=round_to) for s in range(n_seeds)]
+    texts = [prompt_text(s, round_to) for s in splits]
+    answers = llm_regressor.greedy_answers(model, tokenizer, texts, max_new_tokens=10, batch_size=32)
+    table = pd.DataFrame([{**reference_predictions(s, references, seed=i), "llm": v}
+                          for i, (s, v) in enumerate(zip(splits, answers.values))])
+    table["llm_error"] = (table["llm"] - table["true"]).abs()
+    return Problems(tuple(splits), tuple(texts), table, answers.parsed.n_failed, round_to)
+
+
+@dataclasses.dataclass(frozen=True)
+class Readouts:
+    """Logit differences of answer pairs read after every layer (`values`, a tidy table with a
+    `seeds` column: low or high error) and the residual stream at the answer position (`stages`)."""
+
+    stages: Float[np.ndarray, "prompt stage d_model"]
+    values: pd.DataFrame  # prompt, pair, stage, label, value, seeds
+    n_layers: int
+    recording: Recording
+
+    @property
+    def by_layer(self) -> pd.DataFrame:
+        return self.values.groupby(["seeds", "pair", "stage"])["value"].agg(["mean", "count"]).reset_index()
+
+    @property
+    def final(self) -> pd.DataFrame:
+        """The mean final logit difference of each pair, low- and high-error seeds apart."""
+        b = self.by_layer
+        return b[b.stage == b.stage.max()].pivot(index="pair", columns="seeds", values="mean")
+
+    def figure(self, seeds: str = "low error") -> Any:
+        part = self.by_layer[self.by_layer.seeds == seeds]
+        return plots.lines(part, x="stage", y="mean", group="pair",
+                           title=f"Logit difference after each layer ({seeds} seeds; "
+                                 "stage i = before layer i, last = final)")
+
+    def claims(self) -> list[claims.Claim]:
+        b, at = self.by_layer, self.recording
+        last = b[(b.pair == "llm vs average") & (b.stage == b.stage.max())]
+        rows = [at.measure(LLM_VS_AVERAGE, float(r["mean"]), split=r["seeds"].split()[0], n=int(r["count"]))
+                for _, r in last.iterrows()]
+        final = self.values[self.values.pair == "true vs average"].groupby("stage")["value"].mean()
+        decided = int(np.argmax(np.abs(final.to_numpy()) >= 0.5 * abs(final.iloc[-1]))) if len(final) else -1
+        rows.append(at.measure(TRUE_VS_AVERAGE, float(final.iloc[-1])))
+        rows.append(at.measure(DECIDING_STAGE, float(decided), stages=self.n_layers + 1))
+        return rows
+
+
+def logit_readouts(model: Any, tokenizer: Any, problems: Problems, pairs: Sequence[tuple[str, str]] = PAIRS,
+                   *, recording: Recording) -> Readouts:
+    """`layer_readouts` of every problem (one pass per prompt), split by the model's error."""
+    stages, values = layer_readouts(model, tokenizer, list(problems.texts), problems.table, pairs,
+                                    problems.round_to)
+    values["seeds"] = np.where(problems.low_error[values["prompt"].to_numpy()], "low error", "high error")
+    return Readouts(stages, values, model.cfg.n_layers, recording)
+
+
+@dataclasses.dataclass(frozen=True)
+class Components:
+    """Direct contributions of every head and MLP to the model-vs-average logit difference."""
+
+    table: pd.DataFrame  # `attribution.summarize(..., per="component")`
+    contrasts: tuple[Any, ...]  # the model's answer vs the mean of outputs, per prompt (None: none)
+    n_layers: int
+    recording: Recording
+
+    @property
+    def mlps(self) -> pd.DataFrame:
+        mlp = self.table[self.table.label.str.endswith("_mlp_out")].reset_index(drop=True)
+        return mlp.assign(layer=mlp.label.str.split("_").str[0].astype(int))
+
+    def top(self, k: int = 10) -> pd.DataFrame:
+        return self.table.reindex(self.table["mean"].abs().sort_values(ascending=False).index).head(k)
+
+    def figure(self) -> Any:
+        return plots.lines(self.mlps.assign(series="MLP"), x="layer", y="mean", group="series",
+                           title="Direct effect of each MLP on the model-vs-average logit difference")
+
+    def claims(self) -> list[claims.Claim]:
+        mlps, n = self.mlps, self.n_layers
+        layer = int(mlps.loc[mlps["mean"].abs().idxmax(), "layer"])
+        late_from = n - int(np.ceil(5 * n / 32))  # the source's layers 27-31 are the last 5 of 32
+        return [self.recording.measure(LARGEST_DIRECT_MLP, float(layer), tested=(layer, late_from), layer=layer,
+                                       n_layers=n, late_from=late_from)]
+
+
+def component_attribution(model: Any, tokenizer: Any, problems: Problems, *, recording: Recording) -> Components:
+    """`attribution.summarize` per component of the model's answer vs the mean of the outputs."""
+    from optim_hunter.interp import attribution
+
+    contrasts = answer_contrasts(tokenizer, list(problems.texts), problems.table["llm"], problems.table["average"],
+                                 problems.round_to)
+    table = attribution.summarize(model, contrasts, per="component")
+    return Components(table, tuple(contrasts), model.cfg.n_layers, recording)
+
+
+def top_neurons(model: Any, contrasts: Sequence[Contrast | None], *, top: int = 10) -> pd.DataFrame:
+    """The `top` neurons by mean direct effect (over contrasts) on their logit differences."""
+    rows = [neuron_attribution(model, c, top=None) for c in contrasts if c is not None]
+    mean = pd.concat(rows).groupby(["layer", "neuron"])["effect"].mean().reset_index()
+    return mean.sort_values("effect", key=np.abs, ascending=False).head(top)
+
+
+@torch.no_grad()
+def induction_scores(model: Any, tokenizer: Any, *, length: int = 25, repeats: int = 2, batch: int = 4,
+                     seed: int = 0) -> Float[np.ndarray, "layer head"]:
+    """Prefix-matching score of every head (`heads.prefix_matching_from_patterns`) on `batch`
+    sequences of `length` random tokens repeated `repeats` times after a BOS token; the tokens are
+    drawn as the pretrained induction chapter draws them (the middle 80% of ids, no special token)."""
+    from optim_hunter.interp import heads, pretrained_induction
+
+    vocab = tokenizer.get_vocab()
+    bos = vocab.get("<|endoftext|>", tokenizer.bos_token_id)
+    allowed = pretrained_induction.allowed_tokens(model.cfg.d_vocab, trim=0.1, exclude=tokenizer.all_special_ids)
+    tokens = heads.repeated_draws(allowed, length=length, repeats=repeats, batch=batch, bos=bos, seed=seed)
+    names = {hooks.pattern(l) for l in range(model.cfg.n_layers)}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    start = length + (bos is not None)
+    return np.stack([heads.prefix_matching_from_patterns(cache[hooks.pattern(l)].float().cpu(), tokens,
+                                                         from_position=start)
+                     for l in range(model.cfg.n_layers)])
+
+
+def top_overlap(a: Float[np.ndarray, "..."], b: Float[np.ndarray, "..."], share: float = TOP_SHARE
+                ) -> tuple[float, int]:
+    """The share of the top `share` of entries of `a` (k = ceil(share * size)) that are also among
+    the top k of `b`, and k. NaN ranks last."""
+    a, b = np.nan_to_num(np.ravel(a), nan=-np.inf), np.nan_to_num(np.ravel(b), nan=-np.inf)
+    k = int(np.ceil(share * a.size))
+    top_a, top_b = set(np.argsort(-a, kind="stable")[:k]), set(np.argsort(-b, kind="stable")[:k])
+    return len(top_a & top_b) / k, k
+
+
+@dataclasses.dataclass(frozen=True)
+class Attention:
+    """Per head: attention from the answer position by token role, kNN alignment, and prefix-matching
+    (induction) score; the patterns of the two heads shown on one short prompt."""
+
+    roles: pd.DataFrame  # (layer, head) x role masses, and knn_alignment
+    knn: Float[np.ndarray, "layer head"]
+    induction: Float[np.ndarray, "layer head"]
+    shown: tuple[tuple[int, int], ...]
+    patterns: Float[np.ndarray, "head dest src"]
+    tokens: tuple[str, ...]
+    recording: Recording
+
+    @property
+    def knn_head(self) -> tuple[int, int]:
+        flat = np.nan_to_num(self.knn, nan=-2)
+        return tuple(int(i) for i in np.unravel_index(np.argmax(flat), flat.shape))
+
+    @property
+    def output_mass(self) -> Float[np.ndarray, "layer head"]:
+        return self.roles["output_value"].to_numpy().reshape(self.knn.shape)
+
+    def figure(self) -> Any:
+        n_layers, n_heads = self.knn.shape
+        return plots.heatmap(self.knn, x=[f"H{h}" for h in range(n_heads)], y=[f"L{l}" for l in range(n_layers)],
+                             zmid=0, title="kNN alignment of attention to example outputs")
+
+    def show_heads(self) -> None:
+        for (layer, head), pattern in zip(self.shown, self.patterns):
+            plots.attention_heads(np.round(pattern[None], 3), list(self.tokens), head_names=[f"L{layer}H{head}"])
+
+    def claims(self) -> list[claims.Claim]:
+        l, h = self.knn_head
+        share, k = top_overlap(self.output_mass, self.induction)
+        return [self.recording.measure(MAX_KNN, float(self.knn[l, h]), head=f"L{l}H{h}"),
+                self.recording.measure(INDUCTION_OVERLAP, share, k=k)]
+
+
+def attention_study(model: Any, tokenizer: Any, dataset: str, *, n_prompts: int, n_examples: int,
+                    round_to: int = 2, shown_examples: int = 5, recording: Recording) -> Attention:
+    """Seeds 0..n_prompts-1 with `n_examples` examples (hooked forwards, so fewer and shorter
+    prompts): attention by role and kNN alignment per head; induction scores on random repeated
+    tokens; and the patterns of the most kNN-like head and the head attending most to past outputs
+    on seed 0 with `shown_examples` examples."""
+    from optim_hunter import datasets, positions
+
+    splits = [datasets.make_split(dataset, n_examples, s, round_to=round_to) for s in range(n_prompts)]
+    texts = [prompt_text(s, round_to) for s in splits]
+    token_lists = [torch.tensor(tokenizer(t)["input_ids"]) for t in texts]
+    layouts = [positions.token_roles(tokenizer, t) for t in texts]
+    roles = attention_by_role(model, token_lists, layouts).pivot_table(index=["layer", "head"], columns="role",
+                                                                        values="mass")
+    knn = knn_alignment(model, token_lists, layouts, [nearness(s.x_train, s.x_query[0]) for s in splits])
+    roles["knn_alignment"] = knn.reshape(-1)
+    result = Attention(roles, knn, induction_scores(model, tokenizer), (), np.zeros((0, 1, 1)), (), recording)
+    spread = np.unravel_index(np.argmax(result.output_mass), knn.shape)
+    shown = tuple(sorted({result.knn_head, (int(spread[0]), int(spread[1]))}))
+    small = datasets.make_split(dataset, shown_examples, 0, round_to=round_to)
+    tokens = torch.tensor(tokenizer(prompt_text(small, round_to))["input_ids"])
+    wanted = {hooks.pattern(layer) for layer, _ in shown}
+    _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in wanted)
+    patterns = np.stack([cache[hooks.pattern(l)][0, h].detach().float().cpu().numpy() for l, h in shown])
+    return dataclasses.replace(result, shown=shown, patterns=patterns,
+                               tokens=tuple(tokenizer.convert_ids_to_tokens(tokens.tolist())))
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPAblation:
+    """The model's MAE with the MLPs of consecutive layers zeroed, group by group."""
+
+    table: pd.DataFrame  # layers, last layer, mae, failed; the first row unablated
+    n_layers: int
+    recording: Recording
+
+    def claims(self) -> list[claims.Claim]:
+        ablated = self.table.iloc[1:].copy()
+        # a group whose ablation makes every answer unparseable counts as the most damaging
+        ablated["damage"] = ablated["mae"].fillna(np.inf) - self.table.loc[0, "mae"]
+        worst = ablated.sort_values("damage", ascending=False).iloc[0]
+        last_from = self.n_layers - max(1, self.n_layers // 3)
+        return [self.recording.measure(MLP_ABLATION_LATE, float(worst["last layer"]),
+                                       tested=(worst["last layer"], last_from), layers=worst["layers"],
+                                       n_layers=self.n_layers, last_from=last_from)]
+
+
+def mlp_ablation(model: Any, tokenizer: Any, dataset: str, *, n_prompts: int, n_examples: int,
+                 round_to: int = 2, group: int | None = None, recording: Recording) -> MLPAblation:
+    """Seeds 0..n_prompts-1 answered (greedy, batches of 32) with no ablation, then with the MLP
+    outputs of each group of `group` consecutive layers zeroed (default 3 layers from 12 layers
+    on, else 1); failed answers are counted, not scored."""
+    from optim_hunter import llm_regressor
+    from optim_hunter.interp import ablation
+
+    n_layers = model.cfg.n_layers
+    group = group or (3 if n_layers >= 12 else 1)
+    regressor = llm_regressor.LLMRegressor(model, tokenizer, round_to=round_to, max_new_tokens=10, batch_size=32)
+
+    def run(name: str) -> pd.DataFrame:
+        return llm_regressor.evaluate(regressor, name, dataset, n_examples=n_examples, seeds=range(n_prompts),
+                                      round_to=round_to, progress=False)
+
+    clean = run("clean")
+    rows = [{"layers": "none", "last layer": -1, "mae": clean.abs_error.mean(), "failed": int(clean.failed.sum())}]
+    for layers in [list(range(start, min(start + group, n_layers))) for start in range(0, n_layers, group)]:
+        with ablation.mlps_zeroed(model, layers):
+            ablated = run(f"L{layers[0]}")
+        rows.append({"layers": f"{layers[0]}–{layers[-1]}", "last layer": layers[-1],
+                     "mae": ablated.abs_error.mean(), "failed": int(ablated.failed.sum())})
+    return MLPAblation(pd.DataFrame(rows), n_layers, recording)
+
+
+@dataclasses.dataclass(frozen=True)
+class Probes:
+    """Held-out R² of ridge probes at every stage, one target at a time."""
+
+    table: pd.DataFrame  # stage, index, target, r2
+    recording: Recording
+
+    @property
+    def by_stage(self) -> pd.DataFrame:
+        return self.table.pivot(index="stage", columns="target", values="r2")
+
+    def figure(self) -> Any:
+        return plots.lines(self.table, x="index", y="r2", group="target",
+                           title="Held-out R² of linear probes at the answer position, by depth")
+
+    def claims(self) -> list[claims.Claim]:
+        best = self.table.loc[self.table.groupby("target", sort=False)["r2"].idxmax()].set_index("target")
+        return [self.recording.measure(PROBE_BEST, float(row["r2"]), target=target, stage=row["stage"])
+                for target, row in best.iterrows()]
+
+
+def probe_study(readouts: Readouts, problems: Problems, targets: Sequence[str] = ("true", "linear_regression", "knn"),
+                *, recording: Recording) -> Probes:
+    """`probes.r2_by_layer` of each target column of `problems.table` on the readouts' stages."""
+    from optim_hunter.interp import probes
+
+    labels = probes.stage_labels(readouts.n_layers)
+    rows = [{"stage": labels[s], "index": s, "target": key, "r2": r2}
+            for key in targets for s, r2 in enumerate(probes.r2_by_layer(readouts.stages,
+                                                                          problems.table[key].to_numpy()))]
+    return Probes(pd.DataFrame(rows), recording)

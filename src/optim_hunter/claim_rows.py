@@ -1,0 +1,28 @@
+"""Where a result's claim rows belong: `Recording` (chapter, profile, model).
+
+A result object keeps one and measures its declared claims (`claims.declare`) through it, so its
+`claims()` needs no arguments: `Recording.measure(spec, value, tested=..., **fields)` is
+`spec.measure(...)` with the chapter, profile and model filled in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from optim_hunter import claims
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """Where a result's claim rows belong."""
+
+    chapter: str
+    profile: str
+    model: str = ""
+
+    def measure(self, spec: claims.ClaimSpec, measured: float | str | None, *, tested: Any = None,
+                **fields: Any) -> claims.Claim:
+        """`spec.measure(measured, tested=tested, ...)` with this chapter, profile and model."""
+        return spec.measure(measured, chapter=self.chapter, profile=self.profile, model=self.model,
+                            tested=tested, **fields)

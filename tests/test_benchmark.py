@@ -1,0 +1,101 @@
+"""The regressor chapters' results: baselines, published comparison, a language model beside them.
+
+The language model is the oracle stub of test_llm_regressor (it answers the mean of the prompt's
+outputs), so its errors are known independently: they are the mean-of-outputs baseline's.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optim_hunter import benchmark, datasets, evaluation, llm_regressor
+from optim_hunter.claim_rows import Recording
+from test_llm_regressor import CharTokenizer, OracleModel
+
+AT = Recording("test_chapter", "smoke", "oracle")
+
+
+def by_id(result):
+    return {row.id: row for row in result.claims()}
+
+
+def test_baselines_name_the_best_method_and_the_average():
+    base = benchmark.baselines("friedman2", n_examples=6, seeds=range(4), recording=AT,
+                               methods=["average", "last", "linear_regression"])
+    # by hand: the mean-of-outputs prediction on each seed's query
+    errors = [abs(s.y_train.mean() - s.y_query[0]) for s in (datasets.make_split("friedman2", 6, i) for i in range(4))]
+    rows = by_id(base)
+    assert rows["regressor.friedman2.average_baseline_mae"].measured == pytest.approx(np.mean(errors))
+    best = rows["regressor.friedman2.best_baseline_mae"]
+    assert best.measured == base.table["mae"].min() and f"({base.best['method']})" in best.claim
+    assert "Friedman #2 with 6 examples" in best.claim and best.verdict == "measured"
+    assert base.figure("mse", log_x=True).layout.xaxis.type == "log"
+
+
+def test_benchmark_counts_failures_per_size():
+    curve = benchmark.benchmark(["knn", "average"], "friedman2", n_examples=[3, 6], seeds=range(2), recording=AT)
+    assert curve.failures.loc["knn", 3] == 2 and curve.failures.loc["average", 3] == 0  # 5-NN needs 5 examples
+    assert curve.claims() == [] and curve.sizes == [3, 6]
+
+
+def test_published_verdict_is_the_interval_test():
+    published = benchmark.published(["average", "lr_poly"], seeds=range(1, 7), recording=AT, n_examples=10)
+    rows = by_id(published)
+    for method in ("average", "lr_poly"):
+        row, table = rows[f"regressor.friedman2.llm4regression.{method}_mae"], published.table.loc[method]
+        value = benchmark.LLM4REGRESSION_FRIEDMAN2[method]
+        inside = table["mae_low"] <= value <= table["mae_high"]
+        assert row.verdict == ("reproduced" if inside else "not_reproduced") and bool(table["inside_ci"]) == inside
+        assert row.source_value == value and row.measured == pytest.approx(table["mae"])
+        assert f"[{table['mae_low']:.3g}, {table['mae_high']:.3g}] over 6 seeds" in row.criterion
+    # the baseline's own mean is inside its interval; lr_poly's 3.84 is far below its 10-example MAE
+    assert rows["regressor.friedman2.llm4regression.lr_poly_mae"].verdict == "not_reproduced"
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    oracle = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer(), round_to=2, max_new_tokens=10)
+    lm = benchmark.LanguageModel("oracle", oracle, {"friedman2": 5, "linear_2_3": 40})
+    small = benchmark.LanguageModel("small", oracle, {"friedman2": 3, "linear_2_3": 3})
+    return benchmark.compare_llm(lm, ["friedman2", "linear_2_3"], n_seeds={"friedman2": 3, "linear_2_3": 2},
+                                 wanted_examples=4, contrasts=[small], recording=AT)
+
+
+def test_comparison_scores_the_model_like_the_average_baseline(comparison):
+    assert comparison.n_examples == {"friedman2": 4, "linear_2_3": 4}  # min(wanted, what fits)
+    table = comparison.table.set_index(["dataset", "method"])
+    for dataset in ("friedman2", "linear_2_3"):
+        # the oracle writes the mean of the rounded outputs, rounded: the average baseline to 0.01
+        assert table.loc[(dataset, "oracle"), "mae"] == pytest.approx(table.loc[(dataset, "average"), "mae"], abs=0.01)
+    assert comparison.setup.loc["friedman2", "examples (small)"] == 3
+    rows = by_id(comparison)
+    assert rows["regressor.friedman2.llm_mae"].measured == pytest.approx(table.loc[("friedman2", "oracle"), "mae"])
+    assert "place" in rows["regressor.friedman2.llm_mae"].claim and rows["regressor.llm.parse_failures"].measured == 0
+    contrast = rows["regressor.linear_2_3.contrast_mae"]
+    assert contrast.model == "small" and contrast.measured == pytest.approx(table.loc[("linear_2_3", "small"), "mae"])
+    assert len(comparison.figures()) == 2 and set(comparison.standing.index.get_level_values(1)) == {
+        "oracle", "small", "average"}
+
+
+def test_regimes_claims_apply_the_declared_tests(comparison):
+    regimes = comparison.regimes()
+    rows = by_id(regimes)
+    f2 = evaluation.regimes(comparison.results, "oracle").set_index("dataset").loc["friedman2"]
+    share = rows["regressor.friedman2.beats_all_share"]
+    assert share.measured == f2["beats_all"] == regimes.share("friedman2")
+    assert share.verdict == ("reproduced" if 0.4 <= f2["beats_all"] <= 0.6 else "not_reproduced")
+    reduction = rows["regressor.friedman2.mse_reduction_when_best"]
+    expected = f2["mse_reduction_when_best"]
+    assert reduction.measured == ("no problem won" if np.isnan(expected) else pytest.approx(expected))
+
+
+def test_llm_curve_reuses_the_comparison_at_its_size(comparison):
+    curve = benchmark.llm_curve(comparison, [1, 2, 9], n_seeds=2, methods=["average"])
+    assert sorted(curve.table["n_examples"].unique()) == [1, 2, 4]
+    top = curve.table[(curve.table.n_examples == 4) & (curve.table.method == "oracle")]["mae"].item()
+    r = comparison.results
+    reused = r[(r.dataset == "friedman2") & (r.seed < 2) & (r.method == "oracle")]["abs_error"].mean()
+    assert top == pytest.approx(reused)
+    (row,) = curve.claims()
+    assert row.id == "regressor.friedman2.llm_mae_falls_with_examples" and "with 1 vs 4 examples" in row.claim
+    assert isinstance(curve.mae, pd.DataFrame) and curve.failures.loc["oracle"].sum() == 0
