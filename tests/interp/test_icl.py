@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from optim_hunter.interp import icl
+from optim_hunter import claims, zoo
+from optim_hunter.interp import heads, icl
 from optim_hunter.zoo import induction
 
 
@@ -174,13 +177,17 @@ def test_head_scores_with_a_bos_token():
     np.testing.assert_allclose(with_bos["previous_token"], without["previous_token"])
 
 
-def test_snapshot_measurements_match_direct_computation(tmp_path, monkeypatch):
-    from optim_hunter import zoo
+def _shrink(monkeypatch, name, cfg):
+    """Give zoo family `name` the configuration `cfg` in every profile, for one test."""
+    fam = dataclasses.replace(zoo.family(name), config=lambda profile=None: cfg)
+    monkeypatch.setitem(zoo._FAMILIES, name, fam)
 
+
+def test_snapshot_measurements_match_direct_computation(tmp_path, monkeypatch):
     monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(tmp_path))
     name = "attn-only-2l"
     cfg = induction.make_config(2, False, steps=6, snapshots=3, d_model=16, n_heads=2, n_ctx=20, batch_size=4)
-    monkeypatch.setattr(zoo.family(name), "config", lambda profile=None: cfg)
+    _shrink(monkeypatch, name, cfg)
     tokens = induction.markov_batch(5, cfg.n_ctx, cfg.n_states, 11)
     steps = zoo.snapshots(name, "smoke")
     out = icl.snapshot_measurements(name, tokens, profile="smoke", early=2, late=15, half_width=1,
@@ -201,3 +208,209 @@ def test_snapshot_measurements_match_direct_computation(tmp_path, monkeypatch):
         icl.snapshot_measurements(name, tokens, profile="smoke", early=2, late=15, head_steps=[10_000])
     with pytest.raises(ValueError, match="not among the snapshots"):
         icl.snapshot_measurements(name, tokens, profile="smoke", early=2, late=15, steps=[10_000])
+
+
+# --- helpers of the claims: synthetic curves against hand computations ----------------------------
+
+
+def test_window_mean_and_fall_rate():
+    loss = np.arange(10.0)
+    assert icl.window_mean(loss, 4, 1) == pytest.approx(4.0) and icl.window_mean(loss, 0, 2) == pytest.approx(1.0)
+    assert icl.window_mean(loss, 9, 3) == pytest.approx(7.5)  # clipped at the end: indices 6..9
+    steps = [1, 10, 100, 1000]
+    values = [5.0, 4.0, 3.0, 2.0]  # one nat per decade
+    assert icl.fall_rate(steps, values, 10, 1000) == pytest.approx(1.0)
+    assert icl.fall_rate(steps, values, 10 ** 0.5, 10 ** 2.5) == pytest.approx(1.0)  # interpolated in log step
+    with pytest.raises(ValueError):
+        icl.fall_rate(steps, values, 100, 10)
+
+
+def test_first_divergence():
+    steps = [1, 5, 10, 20, 40]
+    reference = [3.0, 2.0, 2.0, 2.0, 2.0]
+    values = [2.0, 2.0, 1.99, 1.9, 1.5]  # below by 1 at step 1 (before min_step), by 0.1 from step 20
+    assert icl.first_divergence(steps, reference, values, margin=0.05) == 20
+    assert icl.first_divergence(steps, reference, values, margin=0.05, min_step=1) == 1
+    assert icl.first_divergence(steps, reference, values, margin=1.0) is None
+
+
+def test_nonconvex_steps_find_a_bump_only():
+    steps = np.unique(np.geomspace(1, 10_000, 60).astype(int))
+    x = np.log10(steps)
+    convex = 3.0 * np.exp(-0.5 * x)  # falls ever more slowly per decade: convex in log step
+    assert icl.nonconvex_steps(steps, convex) == []
+    bumped = convex - 0.5 / (1 + np.exp(-(x - 2.5) * 12))  # an extra fall around step 300
+    found = icl.nonconvex_steps(steps, bumped)
+    assert found and all(100 <= s <= 400 for s in found)
+    # the rule by hand on four points: rates 1, 2 (steeper by 1 > 0.1 * 2), 0.5
+    assert icl.nonconvex_steps([10, 100, 1000, 10_000], [5.0, 4.0, 2.0, 1.5]) == [100]
+
+
+def test_trajectory_turns_find_the_corner():
+    steps = np.arange(10, 30)
+    path = np.array([[i, 0.0] if i <= 10 else [10.0, i - 10.0] for i in range(20)])  # right, then up at 10
+    angles, pivot, angle = icl.trajectory_turns(path, steps, chord=3)
+    assert pivot == 20 and angle == pytest.approx(90.0)
+    assert np.isnan(angles[:3]).all() and np.nanmin(angles) == pytest.approx(0.0)
+    # a straight line does not turn; where it stops moving, the angle is not taken
+    line = np.array([[min(i, 8), 0.0] for i in range(20)], dtype=float)
+    angles, pivot, angle = icl.trajectory_turns(line, steps, chord=3)
+    assert angle == pytest.approx(0.0) and np.isnan(angles[12:]).all()
+    assert icl.trajectory_turns(path[:5], steps[:5]) [1] is None
+
+
+def _naive_ideal(seq, two=False):
+    """The idealised induction pattern written out with loops."""
+    n = len(seq)
+    out = torch.zeros(n, n)
+    for q in range(n):
+        for k in range(1, q + 1):
+            if k - 1 < q and seq[k - 1] == seq[q]:
+                out[q, k] = 1.0 + (two and k >= 2 and q >= 1 and seq[k - 2] == seq[q - 1])
+        if out[q].sum() == 0:
+            out[q, 0] = 1.0
+    return out / out.sum(-1, keepdim=True)
+
+
+def test_idealised_patterns_against_loops():
+    tokens = torch.tensor([[1, 2, 3, 1, 2, 4, 1, 2, 3], [5, 5, 5, 6, 5, 6, 6, 5, 5]])
+    previous = icl.idealised_pattern(tokens, "previous")
+    assert previous[0, 0, 0] == 1 and previous[0, 4, 3] == 1 and previous.sum(-1).eq(1).all()
+    for kind, two in (("induction", False), ("induction2", True)):
+        ours = icl.idealised_pattern(tokens, kind)
+        for b in range(2):
+            torch.testing.assert_close(ours[b], _naive_ideal(tokens[b].tolist(), two))
+    # query 6 (token 1 after 4): targets 1 and 4 (after the earlier 1s); with two tokens, neither
+    # has the prefix (4, 1); query 7 (token 2 after 1): targets 2 and 5, both after (1, 2): equal
+    ours = icl.idealised_pattern(tokens, "induction2")[0]
+    assert ours[6, 1] == ours[6, 4] == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        icl.idealised_pattern(tokens, "bigram")
+
+
+@torch.no_grad()
+def test_patched_patterns_and_recovery_match_a_manual_forward():
+    cfg, module, bridge = _small()
+    tokens = induction.markov_batch(3, cfg.n_ctx, cfg.n_states, 5)
+    clean, patterns = _manual_losses(module, tokens)
+    ideal = icl.idealised_pattern(tokens, "induction")
+    frozen = [p.clone() for p in patterns]
+    frozen[1][:, 0] = ideal  # layer 1, head 0 only
+    manual, _ = _manual_losses(module, tokens, frozen=frozen)
+    np.testing.assert_allclose(icl.patched_pattern_losses(bridge, tokens, 1, 0, ideal), manual, atol=1e-5)
+    ablated, _ = _manual_losses(module, tokens, ablate=(1, 0))
+    expected = (ablated.mean() - manual.mean()) / (ablated.mean() - clean.mean())
+    assert icl.pattern_recovery(bridge, tokens, 1, 0, ideal) == pytest.approx(expected, rel=1e-4)
+    # the head's own clean pattern recovers everything
+    assert icl.pattern_recovery(bridge, tokens, 1, 0, patterns[1][:, 0]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_judged_rows():
+    spec = icl.ONE_LAYER_NO_CHANGE
+    row = icl.judged(spec, 0.01, True, profile="smoke", model="m", context={"unigram": -0.1234}, final="-0.002")
+    assert row.verdict == "reproduced" and row.criterion.endswith("(-0.123))") and "-0.002" in row.claim
+    assert icl.judged(spec, "no window", False, profile="smoke", context={"unigram": 0.0}, final="0").verdict \
+        == "not_reproduced"
+    assert icl.judged(spec, 0.5, None, profile="smoke", final="0").verdict == "measured"
+    with pytest.raises(TypeError, match="fields"):
+        icl.judged(spec, 0.01, True, profile="smoke")
+    with pytest.raises(TypeError, match="its analysis"):
+        spec.measure(0.01, chapter="c", profile="smoke", final="0")  # the verdict needs the analysis
+
+
+# --- the chapter's studies on tiny models --------------------------------------------------------
+
+
+TINY = dict(steps=30, snapshots=9, d_model=16, n_heads=2, n_ctx=24, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """The five Markov models at a tiny size (30 steps, 9 snapshots), measured and ablated."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPTIM_HUNTER_CACHE", str(tmp_path_factory.mktemp("cache")))
+        for name, (layers, smeared) in induction.VARIANTS.items():
+            _shrink(mp, name, induction.make_config(layers, smeared, **TINY))
+        study = icl.phase_change_study("smoke", n_eval=12, n_pca=3)
+        yield study, icl.ablation_study(study, n_tokens=8)
+
+
+def test_phase_change_study_matches_direct_computation(studies):
+    study, _ = studies
+    assert list(study.models_table().index) == list(icl.MARKOV_MODELS) and study.n_ctx == 24
+    tokens = induction.eval_tokens(zoo.config(icl.FOCUS), 12)
+    for name, run in study.runs.items():
+        final = zoo.load(name, progress=False)
+        with torch.no_grad():
+            direct = icl.token_losses(final(tokens), tokens)
+        np.testing.assert_allclose(run.by_index[-1], direct.mean(0), atol=1e-5)
+        np.testing.assert_allclose(run.pca_vectors[-1], direct[:3].reshape(-1), atol=1e-5)
+        np.testing.assert_allclose(run.scores["prefix_matching"][-1], icl.head_scores(final, tokens[:16])["prefix_matching"],
+                                   atol=1e-6)
+        np.testing.assert_allclose(run.ov_eigenvalues, heads.ov_eigenvalue_score(final), atol=1e-8)
+        assert run.window == icl.phase_change_window(run.steps, run.icl)
+    bayes = induction.bayes_loss_by_index(tokens, 10).mean(0)
+    assert study.reference["bayes"] == pytest.approx(float(icl.icl_score(bayes, study.early, study.late, 2)))
+    table = study.windows_table()
+    assert table.loc["attn-only-2l", "phase change"] == study.has_change("attn-only-2l")
+    assert study.sensitivity_table().shape == (5, len(set(study.index_pairs())) + 1)
+    assert len(study.head_figures()) == 4 and len(study.loss_index_figures()) == 2
+    assert study.demo["pattern"].shape == (2, 20, 20)
+    assert set(study.numbers()) >= {"ih_early", "ih_bayes", "ih_snapshots"}
+
+
+def test_phase_change_claims(studies):
+    study, _ = studies
+    rows = claims.rows_of(study)
+    ids = [r.id for r in rows]
+    assert len(ids) == len(set(ids)) == 22
+    assert set(ids) <= set(claims.declared())
+    assert all(r.chapter == "induction_heads" and r.profile == "smoke" for r in rows)
+    by_id = {r.id: r for r in rows}
+    one = study.runs["attn-only-1l"]
+    row = by_id["induction.one_layer_no_induction_heads"]
+    assert row.measured == pytest.approx(float(np.nanmax(one.scores["prefix_matching"])))
+    assert row.verdict == ("reproduced" if row.measured < 0.3 else "not_reproduced")
+    multi = by_id["induction.multi_layer_all_change"]
+    assert multi.measured == pytest.approx(np.mean([study.has_change(n) for n in
+                                                    ("attn-only-2l", "attn-only-3l", "smeared-2l")]))
+    w = study.runs[icl.FOCUS].window
+    assert by_id["induction.window_fraction_of_training"].measured == pytest.approx(w.end / 30)
+    assert by_id["induction.window_fraction_of_training"].verdict == "measured"
+
+
+def test_ablation_study(studies):
+    study, abl = studies
+    assert abl.table().shape == (4, 6)
+    assert abl.removed_fraction == pytest.approx(1 - abl.icl_without / abl.ablation.clean_icl)
+    assert abl.across["full"].shape == (len(abl.across_steps), 4) and len(abl.across_removed) == len(abl.across_steps)
+    assert all(l == 1 for l, _ in abl.induction_heads)
+    assert set(abl.recovery) == {"previous", "induction", "induction2"}
+    assert np.isfinite(list(abl.recovery.values())).all()
+    rows = {r.id: r for r in claims.rows_of(abl)}
+    assert len(rows) == 7
+    two = rows["induction.idealised.two_token_prefix"]
+    assert two.measured == pytest.approx(abl.recovery["induction2"] - abl.recovery["induction"])
+    others = [(0, 0), (0, 1)] + [h for h in [(1, 0), (1, 1)] if h not in abl.induction_heads]
+    increase = np.mean([abl.ablation.icl_full[h] < abl.ablation.clean_icl for h in others])
+    assert rows["induction.other_ablations_increase_icl"].measured == pytest.approx(increase)
+    assert len(abl.across_figures()) == 2
+
+
+def test_text_study_on_a_tiny_code_model(tmp_path, monkeypatch):
+    from optim_hunter.zoo import code_corpus
+
+    monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(tmp_path))
+    cfg = code_corpus.make_config(steps=40, snapshots=16, d_model=16, n_heads=2, n_ctx=64, vocab_size=300,
+                                  batch_size=4, bpe_bytes=60_000, max_bytes=120_000)
+    _shrink(monkeypatch, icl.TEXT_MODEL, cfg)
+    text = icl.text_study("smoke")
+    assert text.curves["by_index"].shape[1] == 63 and text.final["steps"].tolist() == [40]
+    best, layer, head = text.best
+    assert layer == 1 and best == pytest.approx(text.curves["prefix_matching"][-1][1].max())
+    rows = {r.id: r for r in claims.rows_of(text)}
+    assert set(rows) == {"induction.text.phase_change", "induction.text.icl_before_change",
+                         "induction.text.post_change_icl_score"}
+    assert rows["induction.text.post_change_icl_score"].measured == pytest.approx(float(text.final["icl"][-1]))
+    assert len(text.figures()) == 5 and text.heads_table().shape == (4, 4)
+    assert "|" in text.sample and set(text.numbers()) >= {"ih_text_loss", "ih_text_budget"}

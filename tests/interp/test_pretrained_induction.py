@@ -2,7 +2,6 @@
 (every logit of the vocabulary formed), hand-built copying and anti-copying heads, synthetic loss
 curves, and the chapter that records the claims."""
 
-import re
 import types
 from pathlib import Path
 
@@ -175,9 +174,15 @@ def test_claim_verdicts_on_constructed_scores():
     rho, holds = r.measured("induction.pretrained.copying_follows_prefix")
     assert rho > 0 and holds
     assert r.measured("induction.pretrained.icl_score")[1]  # -0.17 * log(501/51) ≈ -0.39
-    for id in pi.CLAIMS:
-        row = claims.make_claim(id, chapter="induction_heads", profile="smoke", **r.claim(id))
-        assert row.verdict in ("reproduced", "not_reproduced") and row.criterion
+    rows = r.claims()
+    assert [row.id for row in rows] == list(pi.CLAIMS) and set(pi.CLAIMS) <= set(claims.declared())
+    for row in rows:
+        assert row.verdict in ("reproduced", "not_reproduced") and row.criterion and row.chapter == "induction_heads"
+    # the row's context after the model name: a zero-width interval (identical sequences)
+    assert rows[0].claim.endswith(f"smollm2-135m (10 sequences of the Python Language Reference, ±10 indices; "
+                                  f"95% interval {r.icl_score:.3f} to {r.icl_score:.3f})")
+    # no pattern task run: its claims say so
+    assert r.measured("induction.pretrained.pattern_head_attention_share")[1] is False
     assert list(r.heads_table().index[:2]) == ["L1H0", "L1H1"]
     assert len(r.figures()) == 4
 
@@ -193,9 +198,69 @@ def test_measure_end_to_end_on_the_tiny_gqa_llama(llama):
     assert set(r.topics) <= set(pi.reference_topics())
     assert r.repeat_losses.shape == (2, 16) and np.isfinite([r.first_copy_loss, r.repeat_loss]).all()
     assert set(r.summary()) >= {"ICL score (nats)", "prefix-matching heads"}
+    assert r.pattern_shares.shape == (config.pattern_prompts,) + shape
+    assert len(r.claims()) == len(pi.CLAIMS) and set(r.numbers()) >= {"lm_icl", "lm_pattern_head"}
 
 
 def test_the_chapter_records_every_claim():
     source = CHAPTER.read_text(encoding="utf-8")
-    recorded = set(re.findall(r"""claims\.record\(\s*["']([a-z0-9_.]+)["']""", source))
-    assert set(pi.CLAIMS) <= recorded, sorted(set(pi.CLAIMS) - recorded)
+    assert "lm = pretrained_induction.measure(" in source and "claims.record_all(lm)" in source
+
+
+def lower(chars):
+    """The character tokenizer on lower-cased text (it has no capitals but F and O)."""
+    return lambda text, **kwargs: chars(text.lower(), **kwargs)
+
+
+def test_pattern_prompts_and_their_targets(chars):
+    prompts = pi.pattern_prompts(lower(chars), n=2, lines=12, bos=5, seed=1)
+    assert len(prompts) == 2 and prompts[0].tokens[0] == 5
+    colon, = chars(":", add_special_tokens=False)["input_ids"]
+    for prompt in prompts:
+        assert len(prompt.colons) == len(prompt.labels) == len(prompt.templates) == 12
+        for c, label, template in zip(prompt.colons, prompt.labels, prompt.templates):
+            assert prompt.tokens[c] == colon and label[0] == c + 1
+            assert chars.decode(prompt.tokens[list(label)].tolist()) == f" {template}"
+        for c, keys in prompt.targets():  # by hand: the labels of the earlier lines of the template
+            i = prompt.colons.index(c)
+            expected = [k for j in range(i) if prompt.templates[j] == prompt.templates[i] for k in prompt.labels[j]]
+            assert keys == expected and keys
+    lines = chars.decode(prompts[0].tokens[1:].tolist()).split("\n")[:-1]
+    assert all(line.split(": ")[1] in "0123" for line in lines)
+    assert lines[0].split()[0] in {w.lower() for w in pi.MONTHS + pi.COLOURS}
+    again = pi.pattern_prompts(lower(chars), n=1, lines=12, bos=5, seed=1)[0]
+    assert again.tokens.tolist() == prompts[0].tokens.tolist()
+
+
+def test_pattern_shares_against_the_cache(tiny_bridge, chars):
+    prompts = pi.pattern_prompts(lower(chars), n=2, lines=8, bos=None, seed=3)
+    shares = pi.pattern_shares(tiny_bridge, prompts)
+    assert shares.shape == (2, tiny_bridge.cfg.n_layers, tiny_bridge.cfg.n_heads)
+    for i, prompt in enumerate(prompts):
+        cache = cached(tiny_bridge, prompt.tokens[None])
+        for l in range(tiny_bridge.cfg.n_layers):
+            pattern = cache[f"blocks.{l}.attn.hook_pattern"][0]
+            for h in range(tiny_bridge.cfg.n_heads):
+                manual = np.mean([sum(float(pattern[h, c, k]) for k in keys) for c, keys in prompt.targets()])
+                assert shares[i, l, h] == pytest.approx(manual, abs=1e-6)
+
+
+def test_pattern_head_is_picked_on_half_and_measured_on_the_other():
+    prefix = np.array([[0.0, 0.9], [0.5, 0.1]])  # prefix-matching heads: L0H1, L1H0
+    copying = np.array([[0.0, 0.2], [-0.3, 0.0]])
+    shares = np.stack([
+        np.array([[0.9, 0.3], [0.6, 0.9]]),  # picking: L0H0 and L1H1 score high but match no prefix
+        np.array([[0.9, 0.7], [0.2, 0.9]]),  # measuring
+    ])
+    r = pi.PretrainedInduction(
+        config=pi.Config(bootstrap=5, profile="smoke"), prefix_matching=prefix, copying=copying, copying_first_copy=copying,
+        repeat_losses=np.zeros((1, 100)), losses=np.ones((2, 511)), topics=("a", "b"), bos="<s>", seconds={},
+        pattern_shares=shares,
+    )
+    assert r.pattern_split == 1 and r.pattern_head == (1, 0)
+    assert r.measured("induction.pretrained.pattern_head_attention_share") == (pytest.approx(0.2), False)
+    # L0H1: an induction head (prefix 0.9, copying 0.2) with 0.7 of its colon attention right
+    assert r.measured("induction.pretrained.pattern_matching_induction_head") == (1.0, True)
+    rows = {row.id: row for row in r.claims()}
+    assert "L1H0, picked on 1 of 2 prompts" in rows["induction.pretrained.pattern_head_attention_share"].claim
+    assert rows["induction.pretrained.pattern_matching_induction_head"].profile == "smoke"

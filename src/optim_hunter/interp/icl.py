@@ -12,26 +12,55 @@
                     the head only loses its effect through values, not through later heads' keys
                     and queries); attributed to the ICL score and to the before/after vector
 
+  idealised heads  a head's attention pattern replaced by an ideal one (exact previous token;
+                    uniform over induction targets), scored by the share of the head's ablation
+                    loss it recovers (Redwood's replication in the seed)
+
 Head scores (prefix matching, copying, previous token, K-composition) are `interp.heads`.
+
+The chapter's analyses, each one call that loads its models from the zoo (by name and profile) and
+returns a result object with its tables, figures and claim rows (`claims()`):
+
+  phase_change_study   every snapshot of the five Markov-chain models: loss by index, ICL score,
+                       head scores, windows, PCA trajectories, and the claims they decide
+  ablation_study       ablations of the final 2-layer model and across its window, idealised heads
+  text_study           the 2-layer model trained on Python source
+
+The claims are declared below (`claims.declare`) with their criteria; a criterion that needs more
+than the measured value (a window fall *and* a final score) is evaluated by the analysis and the
+row is built by `judged`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import hooks
+from optim_hunter import claims, hooks, settings
 from optim_hunter.interp import ablation, heads
 
 SEED_EARLY, SEED_LATE, SEED_CONTEXT = 50, 500, 512  # Olsson et al.'s token indices and context
+CHAPTER, SOURCE = "induction_heads", "003"
+MARKOV_MODELS = ("attn-only-1l", "attn-only-2l", "attn-only-3l", "smeared-1l", "smeared-2l")
+FOCUS = "attn-only-2l"  # the model the chapter looks at closely
+TEXT_MODEL = "attn-only-2l-code"
+HALF_WIDTH = 2  # the ICL score averages the loss over index +- 2 (5 indices) at each end
+DROP = 0.05  # nats: a phase change is a fall of the ICL score of at least this much in its window ...
+# ... that ends beyond what order-blind counting (the unigram predictor) reaches
+PREFIX_MIN = 0.3  # an induction head: prefix-matching score at least this (chance is ~0.1 here)
+SCORES = ("prefix_matching", "copying", "previous_token", "k_composition")
 
 
 # --- ICL score and loss by index ------------------------------------------------------------------
@@ -49,13 +78,16 @@ def icl_score(
     loss_by_index: Float[np.ndarray, "... pos"], early: int, late: int, half_width: int = 0
 ) -> Float[np.ndarray, "..."]:
     """Mean loss over [late ± half_width] minus mean loss over [early ± half_width]."""
+    return window_mean(loss_by_index, late, half_width) - window_mean(loss_by_index, early, half_width)
+
+
+def window_mean(
+    loss_by_index: Float[np.ndarray, "... pos"], index: int, half_width: int = 0
+) -> Float[np.ndarray, "..."]:
+    """Mean over indices [index - half_width, index + half_width] (clipped to the array)."""
     loss = np.asarray(loss_by_index, dtype=np.float64)
     n = loss.shape[-1]
-
-    def window(i: int) -> slice:
-        return slice(max(0, i - half_width), min(n, i + half_width + 1))
-
-    return loss[..., window(late)].mean(-1) - loss[..., window(early)].mean(-1)
+    return loss[..., max(0, index - half_width) : min(n, index + half_width + 1)].mean(-1)
 
 
 def icl_sensitivity(
@@ -132,6 +164,76 @@ def crossing_step(steps: Sequence[int], values: Sequence[float], fraction: float
         return None
     level = v[0] + fraction * (top - v[0])
     return int(np.asarray(steps)[int(np.argmax(v >= level))])
+
+
+def fall_rate(steps: Sequence[int], values: Sequence[float], start: float, end: float) -> float:
+    """Fall of `values` per decade of steps between `start` and `end` (linear interpolation in
+    log10 step): (v(start) - v(end)) / log10(end / start)."""
+    x = np.log10(np.asarray(steps, dtype=np.float64))
+    v = np.asarray(values, dtype=np.float64)
+    a, b = np.log10(start), np.log10(end)
+    if b <= a:
+        raise ValueError(f"need start < end, got {start} and {end}")
+    return float((np.interp(a, x, v) - np.interp(b, x, v)) / (b - a))
+
+
+def first_divergence(
+    steps: Sequence[int], reference: Sequence[float], values: Sequence[float], *, margin: float, min_step: int = 10
+) -> int | None:
+    """First step (at or after `min_step`) at which `values` lies at least `margin` below
+    `reference` (two curves on the same steps), or None."""
+    s = np.asarray(steps)
+    gap = np.asarray(reference, dtype=np.float64) - np.asarray(values, dtype=np.float64)
+    hits = np.nonzero((s >= min_step) & (gap >= margin))[0]
+    return int(s[hits[0]]) if len(hits) else None
+
+
+def nonconvex_steps(
+    steps: Sequence[int], losses: Sequence[float], *, tolerance: float = 0.1, min_step: int = 10
+) -> list[int]:
+    """Steps where a loss curve stops being convex in log step: with r_i the fall per decade
+    between snapshots i-1 and i (steps >= `min_step`), the snapshot between two intervals where
+    r_i - r_(i-1) exceeds `tolerance` times the largest fall rate (the fall steepens)."""
+    s = np.asarray(steps, dtype=np.float64)
+    keep = s >= min_step
+    s, v = s[keep], np.asarray(losses, dtype=np.float64)[keep]
+    if len(s) < 3:
+        return []
+    rate = (v[:-1] - v[1:]) / np.diff(np.log10(s))  # interval i -> i+1
+    top = rate.max()
+    if top <= 0:
+        return []
+    steeper = np.nonzero(np.diff(rate) > tolerance * top)[0]  # interval k+1 steeper than k
+    return [int(s[k + 1]) for k in steeper]
+
+
+def trajectory_turns(
+    points: Float[np.ndarray, "snapshot dim"], steps: Sequence[int], *, chord: int = 3,
+    min_chord: float = 0.1, min_step: int = 10,
+) -> tuple[np.ndarray, int | None, float]:
+    """How sharply a trajectory turns at each snapshot: the angle (degrees) between the chords
+    P[i] - P[i - chord] and P[i + chord] - P[i], only where both chords are at least `min_chord`
+    times the trajectory's longest chord (where it moves at all) and the step is >= `min_step`
+    (NaN elsewhere). Returns the angles, the step of the largest turn (None if none) and that
+    angle (0 if none)."""
+    p = np.asarray(points, dtype=np.float64)
+    s = np.asarray(steps)
+    n = len(p)
+    angles = np.full(n, np.nan)
+    if n < 2 * chord + 1:
+        return angles, None, 0.0
+    back = p[chord : n - chord] - p[: n - 2 * chord]
+    ahead = p[2 * chord :] - p[chord : n - chord]
+    lb, la = np.linalg.norm(back, axis=1), np.linalg.norm(ahead, axis=1)
+    longest = max(lb.max(), la.max())
+    ok = (lb >= min_chord * longest) & (la >= min_chord * longest) & (s[chord : n - chord] >= min_step)
+    ok &= longest > 0
+    cos = np.einsum("ij,ij->i", back, ahead) / np.maximum(lb * la, 1e-300)
+    angles[chord : n - chord] = np.where(ok, np.degrees(np.arccos(np.clip(cos, -1, 1))), np.nan)
+    if not np.isfinite(angles).any():
+        return angles, None, 0.0
+    top = int(np.nanargmax(angles))
+    return angles, int(s[top]), float(angles[top])
 
 
 # --- PCA of per-token losses ---------------------------------------------------------------------
@@ -262,6 +364,68 @@ def before_after_attribution(
     return np.asarray(delta, dtype=np.float64) @ direction / float(direction @ direction)
 
 
+# --- idealised attention patterns (the seed's Redwood replication) -------------------------------
+
+
+def idealised_pattern(tokens: Int[Tensor, "batch pos"], kind: str) -> Float[Tensor, "batch pos pos"]:
+    """An ideal attention pattern [batch, query, key] for one head.
+
+    `previous`   exactly the previous token (the first token attends to itself)
+    `induction`  uniform over the induction targets (the tokens that followed earlier occurrences
+                 of the current token); the first token where there is none
+    `induction2` the same, with targets whose two-token prefix also matches ([A][B][C] ... [A][B]
+                 -> [C]) weighted twice"""
+    batch, pos = tokens.shape
+    if kind == "previous":
+        out = torch.zeros(batch, pos, pos)
+        out[:, 0, 0] = 1.0
+        out[:, torch.arange(1, pos), torch.arange(pos - 1)] = 1.0
+        return out
+    if kind not in ("induction", "induction2"):
+        raise ValueError(f"unknown pattern {kind!r}: previous, induction or induction2")
+    rows = []
+    for seq in tokens:
+        target = heads.induction_targets(seq)  # [q, k]: token k-1 equals token q, k-1 < q
+        if kind == "induction2":
+            second = torch.zeros_like(target)  # also token k-2 equals token q-1
+            same = (seq[:, None] == seq[None, :]).float()  # [q-1, k-2] after shifting
+            second[1:, 2:] = same[:-1, :-2]
+            target = target + target * second
+        none = target.sum(-1) == 0
+        target[none, 0] = 1.0
+        rows.append(target / target.sum(-1, keepdim=True))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def patched_pattern_losses(
+    model: Any, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch pos pos"]
+) -> np.ndarray:
+    """Per-token losses [batch, pos-1] with head (layer, head)'s attention pattern replaced."""
+
+    def replace(act: Tensor, hook: Any) -> Tensor:
+        act = act.clone()
+        act[:, head] = pattern.to(act)
+        return act
+
+    with model.hooks(fwd_hooks=[(hooks.pattern(layer), replace)]):
+        logits = model(tokens)
+    return token_losses(logits, tokens)
+
+
+@torch.no_grad()
+def pattern_recovery(
+    model: Any, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch pos pos"]
+) -> float:
+    """The share of the head's ablation loss that an idealised pattern recovers:
+    (L_ablated - L_idealised) / (L_ablated - L_clean), mean losses, zero ablation of `hook_z`
+    (1: the ideal pattern does everything the head's own does; 0: no better than no head)."""
+    clean = token_losses(model(tokens), tokens).mean()
+    ablated = ablated_losses(model, tokens, layer, head, preserve_patterns=False).mean()
+    ideal = patched_pattern_losses(model, tokens, layer, head, pattern).mean()
+    return float((ablated - ideal) / (ablated - clean))
+
+
 # --- head scores on a Markov-chain model ---------------------------------------------------------
 
 
@@ -281,6 +445,27 @@ def head_scores(
 
 
 # --- every snapshot of a zoo model ---------------------------------------------------------------
+
+
+def _snapshot_models(name: str, step: int, profile: str | None, *, hooked: bool = True) -> tuple[Any, Any]:
+    """Zoo model `name` after `step` training steps, from one read of its snapshot: the fused,
+    unhooked module (`transformer.LM`: fast losses) and, with `hooked`, its TransformerLens bridge
+    (None without). The one place this module builds models from snapshots."""
+    from optim_hunter import zoo
+
+    family, cfg = zoo.family(name), zoo.config(name, profile)
+    state = zoo.snapshot_state(name, step, profile)
+    fused = family.fused(state, cfg).eval()
+    bridge = family.hooked(state, cfg, f"{name}@{step}").eval() if hooked else None
+    return fused, bridge
+
+
+def _per_token_loss(fused: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_1"]:
+    """Cross-entropy of predicting token i+1 from tokens 0..i [batch, pos-1] (the fused module)."""
+    logits = fused(tokens)
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none"
+    ).view(tokens.shape[0], -1)
 
 
 def repeat_loss_drop(
@@ -309,11 +494,10 @@ def snapshot_measurements(
     fused forward on `tokens`), and
     `head_scores` [layer, head] at `head_steps` (default: `steps`; previous-token scores on
     `head_data`, default the first 16 of `tokens`). Works for any family built on
-    `zoo.induction`'s model (`load_module`, `hooked`)."""
+    `zoo.induction`'s model (`load_module`, `hooked`); the models come from `_snapshot_models`."""
     from optim_hunter import zoo
-    from optim_hunter.zoo import induction
 
-    module, cfg = zoo.family(name), zoo.config(name, profile)
+    cfg = zoo.config(name, profile)
     kept = zoo.snapshots(name, profile)
     steps = sorted(set(kept if steps is None else steps))
     head_steps = list(steps if head_steps is None else head_steps)
@@ -323,15 +507,13 @@ def snapshot_measurements(
     head_data = tokens[:16] if head_data is None else head_data
     by_index, repeat, scores = [], [], {}
     for step in steps:
-        state = induction.snapshot_state(name, step, profile)
-        fused = induction.load_module(state, cfg)
+        fused, bridge = _snapshot_models(name, step, profile, hooked=step in head_steps)
         with torch.no_grad():  # in chunks: logits of many long windows are large
-            losses = [induction.per_token_loss(fused, part) for part in tokens.split(128)]
+            losses = [_per_token_loss(fused, part) for part in tokens.split(128)]
         by_index.append(torch.cat(losses).mean(0).numpy())
         length = min(25, cfg.arch.d_vocab - (bos is not None))
         repeat.append(repeat_loss_drop(fused, cfg.arch.d_vocab, length=length, batch=64, bos=bos))
-        if step in head_steps:
-            bridge = module.hooked(state, cfg, f"{name}@{step}")
+        if bridge is not None:
             for key, value in head_scores(bridge, head_data, bos=bos).items():
                 scores.setdefault(key, []).append(value)
     by_index = np.stack(by_index)
@@ -340,3 +522,924 @@ def snapshot_measurements(
         "icl": icl_score(by_index, early, late, half_width), "repeat_drop": np.asarray(repeat),
         "head_steps": np.asarray(sorted(head_steps)), **{k: np.stack(v) for k, v in scores.items()},
     }
+
+
+# --- claims of the chapter ------------------------------------------------------------------------
+
+
+def judged_by_the_analysis(value: float) -> bool:
+    """The declared test of a claim whose criterion needs more than its measured value."""
+    raise TypeError("this claim's criterion needs more than its measured value: its analysis builds the row "
+                    "with icl.judged")
+
+
+def judged(
+    spec: claims.ClaimSpec, measured: float | str | None, holds: bool | None, *, profile: str,
+    model: str = "", chapter: str = CHAPTER, context: Mapping[str, Any] | None = None, **fields: Any,
+) -> claims.Claim:
+    """The row of the declared claim `spec` whose criterion (`spec.criterion`, declared in words)
+    needs more than the measured value (e.g. a window's fall *and* a final score): `holds` is that
+    criterion as the analysis evaluated it (None: measured only). `context` fills the criterion's
+    `{fields}` (a reference value measured with the claim); `fields` those of its id and text."""
+    if sorted(spec.fields) != sorted(fields):
+        raise TypeError(f"claim {spec.id}: needs fields {list(spec.fields)}, got {sorted(fields)}")
+    return claims.make_claim(
+        spec.id.format(**fields), chapter=chapter, claim=spec.claim.format(**fields),
+        source_seed=spec.source_seed, source_value=spec.source_value, measured=measured, unit=spec.unit,
+        reproduced=None if holds is None else bool(holds),
+        criterion=spec.criterion.format(**(context or {})) if holds is not None else "", profile=profile, model=model,
+    )
+
+
+def _declare(id: str, claim: str, source_value: Any, unit: str, criterion: str = "",
+             test: Callable[[Any], bool] | None = None) -> claims.ClaimSpec:
+    return claims.declare(id, claim, source_seed=SOURCE, source_value=source_value, unit=unit,
+                          criterion=criterion, test=test)
+
+
+_JUDGED = judged_by_the_analysis
+_CHANGE = f"window drop >= {DROP} nats and final ICL score below the unigram predictor's"
+_CHANGE_AT = _CHANGE + " ({unigram:.3f})"  # the unigram predictor's score, measured with the claim
+
+ONE_LAYER_NO_CHANGE = _declare(
+    "induction.one_layer_no_phase_change",
+    "A one-layer attention-only model shows no phase change (ICL score fall in its window; final ICL score "
+    "{final} nats)", "no phase change", "nats fall in window", f"not ({_CHANGE_AT})", _JUDGED)
+SMEARED_ONE_LAYER = _declare(
+    "induction.smeared_one_layer_phase_change",
+    "A one-layer model with smeared keys has a phase change (window {start}-{end} steps; final ICL score "
+    "{final} nats)", "phase change", "nats fall in window", _CHANGE_AT, _JUDGED)
+SMEARED_EARLIER = _declare(
+    "induction.smeared_two_layer_earlier",
+    "Smeared keys move the 2-layer phase change earlier (peak step {smeared} vs {plain} without smearing)",
+    "earlier", "peak step ratio smeared / plain",
+    "both have a phase change and the smeared model's peak step is smaller", _JUDGED)
+HEADS_IN_WINDOW = _declare(
+    "induction.heads_form_in_window",
+    "Induction heads (max prefix-matching score reaching half its rise) form inside the phase-change window: "
+    "{detail}", "inside the window", "fraction of models with a phase change",
+    "for every model with a phase change, the crossing step lies in its window", _JUDGED)
+LOSS_BUMP = _declare(
+    "induction.loss_bump",
+    "The training loss of {name} steepens during the phase change ({inside} nats/decade inside the window vs "
+    "{before} just before)", "visible bump", "ratio of fall rates", "fall rate in window >= 2x the rate before it",
+    _JUDGED)
+POST_CHANGE_ICL = _declare(
+    "induction.post_change_icl_score",
+    "ICL score after the phase change ({name}, Markov chains, indices {early}/{late} of {n_ctx}; Bayes-optimal "
+    "{bayes}, unigram {unigram}); the seed's value is on natural text", -0.4, "nats (late minus early)")
+ICL_SHARE_IN_WINDOW = _declare(
+    "induction.icl_share_in_window",
+    "Most of the final in-context learning of {name} forms inside the phase-change window (fall of the ICL "
+    "score in the window {drop} nats, final ICL score {final} nats)", ">75%",
+    "fraction of the final ICL score", "fraction > 0.75", lambda v: v > 0.75)
+ICL_CONSTANT = _declare(
+    "induction.icl_constant_after_change",
+    "The ICL score of {name} stays constant after the phase change (range of the 5-snapshot-smoothed score "
+    "from step {end} on, over the final score {final} nats)", "constant",
+    "range / |final ICL score|", "range <= 0.1 of the final score", lambda v: v <= 0.1)
+MULTI_LAYER_CHANGE = _declare(
+    "induction.multi_layer_all_change",
+    "Every model with more than one layer goes through the phase change: {detail}", "all models with >1 layer",
+    "fraction of models with >1 layer", f"all of them: {_CHANGE}", lambda v: v == 1)
+ONE_LAYER_NO_HEADS = _declare(
+    "induction.one_layer_no_induction_heads",
+    "Induction heads never form in the one-layer attention-only model (largest prefix-matching score of any "
+    "head at any snapshot)", "never form", "prefix-matching score",
+    f"below {PREFIX_MIN} (an induction head's threshold)", lambda v: v < PREFIX_MIN)
+DIVERGES_AT_CHANGE = _declare(
+    "induction.diverges_at_change",
+    "The held-out loss of the 2- and 3-layer models first falls below the one-layer model's (by 0.02 nats) "
+    "inside their phase-change windows: {detail}", "first divergence in the window", "fraction of models",
+    "for both models the first divergence step lies in the window", _JUDGED)
+PCA_PIVOT = _declare(
+    "induction.pca_pivot",
+    "Per-token-loss PCA trajectories pivot in the window for models with more than one layer, not for the "
+    "one-layer model (largest turn: {detail})", "pivot in window", "fraction of models with >1 layer",
+    "every model with >1 layer turns most inside its window, and more than the one-layer model ever does",
+    _JUDGED)
+HEADS_LAST_LAYER = _declare(
+    "induction.heads_in_last_layer",
+    "In the 3-layer attention-only model the induction heads are in the last layer ({detail})", "last layer",
+    f"fraction of heads with prefix matching >= {PREFIX_MIN}", "more than half in the last layer",
+    lambda v: v > 0.5)
+PREFIX_VS_KCOMP = _declare(
+    "induction.prefix_vs_k_composition",
+    "Prefix matching correlates with the previous-token K-composition trace (heads of layers >= 1 at every "
+    "snapshot of the 2- and 3-layer attention-only models; p = {p})", "correlates well", "Spearman correlation",
+    "Spearman correlation >= 0.5 with p < 0.05", _JUDGED)
+COPYING_VS_OV = _declare(
+    "induction.copying_vs_ov_eigenvalues",
+    "The copying score correlates with the OV eigenvalue score sum(lambda)/sum(|lambda|) (every head of the "
+    "five final Markov-chain models; p = {p})", "correlates well", "Spearman correlation",
+    "Spearman correlation >= 0.5 with p < 0.05", _JUDGED)
+NON_CONVEX = _declare(
+    "induction.only_non_convex_point",
+    "The phase change is the only place where the held-out loss of {name} is not convex in log step (steps "
+    "where the fall steepens: {inside} inside the window, {outside} outside)", "only non-convex place",
+    "non-convex steps outside the window",
+    "at least one step where the fall steepens (by > 10% of the largest fall rate) inside the window, none outside",
+    _JUDGED)
+NOT_SCHEDULE = _declare(
+    "induction.not_schedule_driven",
+    "The phase change does not coincide with a scheduled hyperparameter change (the end of warm-up at step "
+    "{warmup}, the only one; windows: {detail})", "not schedule-driven", "models whose window holds the change",
+    "no model with a phase change has the end of warm-up inside its window", lambda v: v == 0)
+WINDOW_FRACTION = _declare(
+    "induction.window_fraction_of_training",
+    "How far through training the phase change of {name} ends (window end step {end} of {steps}); the seed's "
+    "1-2% is for large models trained on far more tokens", "1-2%", "fraction of training steps")
+EARLY_ADVANTAGE = _declare(
+    "induction.size.early_advantage",
+    "The larger model (attn-only-3l) gains most of its advantage over the smaller (attn-only-2l) in the first "
+    "tokens (index {first} against index {late})", "first 10 tokens", "advantage at the first index / at the late index",
+    "fraction > 0.5", lambda v: v > 0.5)
+MID_CONTEXT = _declare(
+    "induction.size.mid_context_catch_up",
+    "Around index {index} (the seed's token 100 scaled) the smaller model reduces its loss more per log index "
+    "than the larger (attn-only-2l against attn-only-3l)", "token ≈100",
+    "d loss / d log index, larger minus smaller", "> 0", lambda v: v > 0)
+DERIVATIVE_ORDER = _declare(
+    "induction.size.derivative_order_inverts",
+    "The held-out loss of the smaller model (attn-only-2l) falls more slowly per decade of steps than the "
+    "larger's (attn-only-3l) before the phase change and faster after it ({detail})",
+    "order inverts at the phase change", "orderings as the seed's (of 2)", "both", lambda v: v == 2)
+IDEAL_PREVIOUS = _declare(
+    "induction.idealised.previous_token",
+    "Replacing the previous-token head's pattern ({head} of {name}) by exact previous-token attention recovers "
+    "its ablation's loss", "99%", "fraction of the ablation loss recovered", ">= 0.9", lambda v: v >= 0.9)
+IDEAL_INDUCTION = _declare(
+    "induction.idealised.induction",
+    "Replacing the induction head's pattern ({head} of {name}) by uniform attention on the tokens after earlier "
+    "occurrences of the current token recovers part of its ablation's loss", "≈65%",
+    "fraction of the ablation loss recovered", "within 0.2 of 0.65", lambda v: abs(v - 0.65) <= 0.2)
+IDEAL_TWO_TOKEN = _declare(
+    "induction.idealised.two_token_prefix",
+    "Weighting two-token prefix matches ([A][B][C] ... [A][B] -> [C]) twice in the idealised pattern of {head} "
+    "of {name} recovers more ({one} -> {two})", "+10%", "additional fraction recovered",
+    ">= 0.05 (half the seed's)", lambda v: v >= 0.05)
+ABLATION_REMOVES = _declare(
+    "induction.ablation_removes_icl",
+    "Ablating the induction heads of {name} ({heads}) removes most of the ICL score", "most",
+    "fraction of ICL score removed", "fraction >= 0.5", lambda v: v >= 0.5)
+ABLATION_THROUGH = _declare(
+    "induction.ablation_through_training",
+    "Ablating the final induction heads of {name} ({heads}) removes most of the ICL score at every measured "
+    "snapshot from the window's start (step {start}) on: {detail}", "from window start to end",
+    "smallest fraction of ICL score removed", "fraction >= 0.5 at every one", lambda v: v >= 0.5)
+OTHER_ABLATIONS = _declare(
+    "induction.other_ablations_increase_icl",
+    "Ablating most other heads of {name} ({heads}) increases in-context learning (a more negative ICL score)",
+    "increase", "fraction of the other heads", "more than half", lambda v: v > 0.5)
+BEFORE_AFTER = _declare(
+    "induction.before_after_negative",
+    "Ablating an induction head of {name} undoes the phase change along the before-and-after vector "
+    "(attributions {detail}; +1 undoes it, the seed's sign is the opposite)", "negative (undoes the change)",
+    "smallest attribution of an induction head", "> 0 for every induction head", lambda v: v > 0)
+ICL_INDEX_CHOICE = _declare(
+    "induction.icl_index_choice",
+    "Under other choices of the early and late indices the final ICL score varies only slightly between the "
+    "models with more than one layer ({detail})", "insensitive", "largest (max - min) / |mean| over index pairs",
+    "<= 0.25 for every pair", lambda v: v <= 0.25)
+TEXT_CHANGE = _declare(
+    "induction.text.phase_change",
+    "A 2-layer attention-only model on natural text (Python source) goes through the phase change within "
+    "{budget}: best layer-1 prefix-matching score {best} ({head}); steepest ICL-score fall {drop} nats "
+    "(steps {start}-{end})", "phase change", "best prefix-matching score, layer >= 1",
+    f"a layer >= 1 head with prefix matching >= {PREFIX_MIN} and an ICL-score fall >= {DROP} nats in the window",
+    _JUDGED)
+TEXT_BEFORE = _declare(
+    "induction.text.icl_before_change",
+    "In-context learning on natural text before the window of steepest ICL-score fall (ICL score at step "
+    "{start}, where the window starts)", "< 0.15 nats", "nats (late minus early)",
+    "ICL score above -0.15 nats (less than 0.15 nats of ICL)", lambda v: v > -0.15)
+TEXT_POST = _declare(
+    "induction.text.post_change_icl_score",
+    "Final ICL score on held-out Python source (indices {early}/{late} of {n_ctx}, {n} windows; {status}); "
+    "the seed's value is after one", -0.4, "nats (late minus early)")
+
+
+def glue(*results: Any) -> None:
+    """`myst_nb.glue` every entry of each result's `numbers()` as a plain Python value (so the
+    prose's format specs apply), without displaying it."""
+    from myst_nb import glue as myst_glue
+
+    for result in results:
+        for name, value in result.numbers().items():
+            myst_glue(name, value.item() if isinstance(value, np.generic) else value, display=False)
+
+
+def _f(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _head(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    from scipy.stats import spearmanr
+
+    keep = np.isfinite(x) & np.isfinite(y)
+    result = spearmanr(x[keep], y[keep])
+    return float(result.statistic), float(result.pvalue)
+
+
+def _head_lines(steps: np.ndarray, values: np.ndarray, key: str) -> pd.DataFrame:
+    """[snapshot, layer, head] -> long table (step, key, head), heads with finite scores only."""
+    _, n_layers, n_heads = values.shape
+    return pd.concat([
+        pd.DataFrame({"step": steps, key: values[:, l, h], "head": _head(l, h)})
+        for l in range(n_layers) for h in range(n_heads) if np.isfinite(values[:, l, h]).all()
+    ])
+
+
+def _log_lines(table: pd.DataFrame, *, x: str, y: str, group: str, title: str) -> go.Figure:
+    from optim_hunter import plots
+
+    fig = plots.lines(table, x=x, y=y, group=group, title=title)
+    fig.update_xaxes(type="log")
+    return fig
+
+
+# --- the Markov-chain models: every snapshot ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MarkovRun:
+    """Every snapshot of one Markov-chain model, measured on the same held-out chains."""
+
+    name: str
+    n_layers: int
+    smeared: bool
+    steps: np.ndarray  # [snapshot]
+    by_index: np.ndarray  # [snapshot, index]: mean loss over the held-out chains
+    pca_vectors: np.ndarray  # [snapshot, token]: per-token losses of the first chains (for the PCA)
+    scores: Mapping[str, np.ndarray]  # SCORES -> [snapshot, layer, head]
+    ov_eigenvalues: np.ndarray  # [layer, head] of the final snapshot
+    icl: np.ndarray  # [snapshot]
+    window: PhaseWindow
+    train_losses: np.ndarray  # [step]: the training loss of every step
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self.by_index.mean(1)
+
+    @property
+    def final_prefix(self) -> np.ndarray:
+        return self.scores["prefix_matching"][-1]
+
+
+def _markov_run(name: str, profile: str, tokens: Tensor, n_pca: int, early: int, late: int) -> MarkovRun:
+    from optim_hunter import zoo
+
+    cfg = zoo.config(name, profile)
+    steps = zoo.snapshots(name, profile)
+    by_index, pca_rows, scores, bridge = [], [], {k: [] for k in SCORES}, None
+    for step in steps:
+        fused, bridge = _snapshot_models(name, step, profile)
+        with torch.no_grad():
+            losses = _per_token_loss(fused, tokens).numpy()
+        by_index.append(losses.mean(0))
+        pca_rows.append(losses[:n_pca].reshape(-1))
+        for key, value in head_scores(bridge, tokens[:16]).items():
+            scores[key].append(value)
+    by_index = np.stack(by_index)
+    icl = icl_score(by_index, early, late, HALF_WIDTH)
+    return MarkovRun(
+        name=name, n_layers=cfg.arch.n_layers, smeared=cfg.smeared, steps=np.asarray(steps), by_index=by_index,
+        pca_vectors=np.stack(pca_rows), scores={k: np.stack(v) for k, v in scores.items()},
+        ov_eigenvalues=heads.ov_eigenvalue_score(bridge), icl=icl, window=phase_change_window(steps, icl),
+        train_losses=np.asarray(zoo.metadata(name, profile)["losses"], dtype=np.float64),
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PhaseChangeStudy:
+    """The Markov-chain models of the chapter, every snapshot measured (`phase_change_study`)."""
+
+    profile: str
+    models: pd.DataFrame  # configuration and training time of every model
+    n_ctx: int
+    n_states: int
+    n_eval: int
+    n_pca: int
+    early: int
+    late: int
+    warmup_steps: int
+    train_steps: int
+    reference: Mapping[str, float]  # ICL scores of the Bayes-optimal and unigram predictors
+    runs: Mapping[str, MarkovRun]
+    demo: Mapping[str, Any]  # the focus model's strongest induction head on a repeated sequence
+    seconds: float  # measuring every snapshot
+
+    # --- derived numbers
+    def has_change(self, name: str) -> bool:
+        """A phase change: the ICL score falls by >= DROP in the window and ends below the unigram
+        predictor's."""
+        r = self.runs[name]
+        return bool(r.window.drop >= DROP and r.icl[-1] < self.reference["unigram"])
+
+    @property
+    def multi_layer(self) -> list[str]:
+        return [n for n, r in self.runs.items() if r.n_layers > 1]
+
+    def formed(self) -> dict[str, int | None]:
+        """Step at which the largest prefix-matching score (layers >= 1; any layer with smeared
+        keys) first reaches half its rise, per model that can form induction heads."""
+        out = {}
+        for name, r in self.runs.items():
+            if r.n_layers == 1 and not r.smeared:
+                continue
+            first = 0 if r.smeared else 1  # smeared keys allow induction in layer 0
+            curve = np.nanmax(r.scores["prefix_matching"][:, first:].reshape(len(r.steps), -1), axis=1)
+            out[name] = crossing_step(r.steps, curve)
+        return out
+
+    def bump(self, name: str = FOCUS) -> tuple[float, float, float]:
+        """Training-loss fall per decade inside the window over the fall over the same log-length
+        stretch just before it (smoothed over 25 steps): (ratio, rate inside, rate before)."""
+        r = self.runs[name]
+        losses = smooth(r.train_losses, 25)
+        start, end = max(r.window.start, 2), max(r.window.end, r.window.start + 1)
+        span = end / start
+        before = max(1, int(start / span))
+        rate_in = (losses[start - 1] - losses[end - 1]) / np.log10(span)
+        rate_before = (losses[before - 1] - losses[start - 1]) / max(np.log10(start / before), 1e-9)
+        return (rate_in / rate_before if rate_before > 0 else float("inf")), float(rate_in), float(rate_before)
+
+    @functools.cached_property
+    def pca(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        return per_token_loss_pca({name: r.pca_vectors for name, r in self.runs.items()})
+
+    def turns(self) -> dict[str, tuple[np.ndarray, int | None, float]]:
+        projected, _ = self.pca
+        return {name: trajectory_turns(projected[name], r.steps) for name, r in self.runs.items()}
+
+    def index_pairs(self) -> list[tuple[int, int]]:
+        n = self.n_ctx - 1
+        e, l = self.early, self.late
+        return [(e, l), (max(1, e // 2), l), (2 * e, l), (e, n // 2), (e, n - 1)]
+
+    def numbers(self) -> dict[str, Any]:
+        """The numbers the chapter's prose cites (glue names)."""
+        return {
+            "ih_n_ctx": self.n_ctx, "ih_early": self.early, "ih_late": self.late, "ih_half_width": HALF_WIDTH,
+            "ih_n_eval": self.n_eval, "ih_n_pca": self.n_pca,
+            "ih_bayes": self.reference["bayes"], "ih_unigram": self.reference["unigram"],
+            "ih_uniform_loss": float(np.log(self.n_states)),
+            "ih_snapshots": int(sum(len(r.steps) for r in self.runs.values())), "ih_seconds": self.seconds,
+            "ih_demo_head": self.demo["head"], "ih_warmup": self.warmup_steps,
+        }
+
+    # --- tables and figures
+    def models_table(self) -> pd.DataFrame:
+        return self.models
+
+    def windows_table(self) -> pd.DataFrame:
+        return pd.DataFrame([
+            {"model": name, "window start": r.window.start, "peak": r.window.peak, "window end": r.window.end,
+             "drop in window (nats)": r.window.drop, "final ICL score": r.icl[-1],
+             "max prefix matching": r.final_prefix.max(), "phase change": self.has_change(name)}
+            for name, r in self.runs.items()
+        ]).set_index("model")
+
+    def sensitivity_table(self) -> pd.DataFrame:
+        """Final ICL score of every model under other (early, late) pairs, and without averaging."""
+        e, l = self.early, self.late
+        return pd.DataFrame({
+            name: {**{f"({a}, {b})": float(icl_score(r.by_index[-1], a, b, HALF_WIDTH)) for a, b in self.index_pairs()},
+                   f"({e}, {l}) no averaging": float(icl_score(r.by_index[-1], e, l))}
+            for name, r in self.runs.items()
+        }).T
+
+    def icl_figure(self) -> go.Figure:
+        table = pd.concat([pd.DataFrame({"step": r.steps, "ICL score (nats)": r.icl, "model": name})
+                           for name, r in self.runs.items()])
+        fig = _log_lines(table, x="step", y="ICL score (nats)", group="model",
+                         title="ICL score (late-index loss minus early-index loss) over training")
+        for label, key in (("Bayes-optimal", "bayes"), ("unigram", "unigram")):
+            fig.add_hline(y=self.reference[key], line_dash="dot", annotation_text=label)
+        return fig
+
+    def loss_index_figures(self, name: str = FOCUS) -> list[go.Figure]:
+        from optim_hunter import plots
+
+        r = self.runs[name]
+        index = np.arange(1, self.n_ctx)
+        return [
+            plots.heatmap(r.by_index - r.by_index[:, :1], x=index, y=r.steps, zmid=0,
+                          title=f"{name}: loss at each context index minus loss at index 0 (rows: training step)"),
+            plots.heatmap(log_index_derivative(r.by_index), x=index, y=r.steps, zmid=0,
+                          title=f"{name}: d loss / d log(index) (negative: context helps)"),
+        ]
+
+    def head_figures(self, name: str = FOCUS) -> list[go.Figure]:
+        r = self.runs[name]
+        out = []
+        for key in ("prefix_matching", "previous_token", "k_composition", "copying"):
+            fig = _log_lines(_head_lines(r.steps, r.scores[key], key), x="step", y=key, group="head",
+                             title=f"{name}: {key} per head")
+            fig.add_vrect(x0=r.window.start, x1=r.window.end, fillcolor="grey", opacity=0.15, line_width=0)
+            out.append(fig)
+        return out
+
+    def show_attention(self) -> None:
+        """The focus model's strongest induction head and its layer's other heads on two repeats of
+        every state in random order (circuitsvis)."""
+        from optim_hunter import plots
+
+        d = self.demo
+        plots.attention_heads(d["pattern"], d["tokens"], d["names"])
+
+    def pca_figure(self) -> go.Figure:
+        from optim_hunter import plots
+
+        projected, explained = self.pca
+        fig = go.Figure()
+        for name, xy in projected.items():
+            fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="lines+markers", name=name,
+                                     text=[f"step {s}" for s in self.runs[name].steps], marker={"size": 4}))
+        fig.update_layout(template=plots.TEMPLATE, title="Per-token-loss PCA trajectories (all models, one basis)",
+                          xaxis_title=f"PC1 ({explained[0]:.0%})", yaxis_title=f"PC2 ({explained[1]:.0%})")
+        return fig
+
+    # --- claims
+    def claims(self) -> list[claims.Claim]:
+        p = self.profile
+        runs, focus = self.runs, self.runs[FOCUS]
+        rows = []
+        one, sm1 = runs["attn-only-1l"], runs["smeared-1l"]
+        unigram = {"unigram": self.reference["unigram"]}
+        rows.append(judged(ONE_LAYER_NO_CHANGE, one.window.drop, not self.has_change("attn-only-1l"), profile=p,
+                           model="attn-only-1l", context=unigram, final=_f(one.icl[-1])))
+        rows.append(judged(SMEARED_ONE_LAYER, sm1.window.drop, self.has_change("smeared-1l"), profile=p,
+                           model="smeared-1l", context=unigram, start=sm1.window.start, end=sm1.window.end,
+                           final=_f(sm1.icl[-1])))
+        p2, ps2 = runs["attn-only-2l"].window.peak, runs["smeared-2l"].window.peak
+        rows.append(judged(SMEARED_EARLIER, ps2 / p2, ps2 < p2 and self.has_change("smeared-2l")
+                           and self.has_change("attn-only-2l"), profile=p, model="smeared-2l", smeared=ps2, plain=p2))
+        formed = self.formed()
+        inside_all = [n for n in formed if self.has_change(n)]
+        inside = [runs[n].window.contains(formed[n] or -1) for n in inside_all]
+        rows.append(judged(
+            HEADS_IN_WINDOW, float(np.mean(inside)) if inside_all else "no model had a phase change",
+            bool(inside_all) and all(inside), profile=p, model="all",
+            detail="; ".join(f"{n} at step {formed[n]} (window {runs[n].window.start}-{runs[n].window.end})"
+                             for n in formed)))
+        bump, rate_in, rate_before = self.bump(FOCUS)
+        rows.append(judged(LOSS_BUMP, bump if np.isfinite(bump) else "no fall before the window", bump >= 2,
+                           profile=p, model=FOCUS, name=FOCUS, inside=_f(rate_in), before=_f(rate_before)))
+        rows.append(POST_CHANGE_ICL.measure(
+            float(focus.icl[-1]), chapter=CHAPTER, profile=p, model=FOCUS, name=FOCUS, early=self.early,
+            late=self.late, n_ctx=self.n_ctx, bayes=_f(self.reference["bayes"]), unigram=_f(self.reference["unigram"])))
+        rows += self._new_claims()
+        return rows
+
+    def _new_claims(self) -> list[claims.Claim]:
+        p, runs, focus = self.profile, self.runs, self.runs[FOCUS]
+        w, final = focus.window, float(focus.icl[-1])
+        # both presuppose a phase change (a share of ICL formed in a window without one means nothing)
+        changed = self.has_change(FOCUS)
+        rows = [ICL_SHARE_IN_WINDOW.measure(
+            w.drop / -final if changed else f"{FOCUS} has no phase change", chapter=CHAPTER, profile=p,
+            model=FOCUS, name=FOCUS, drop=_f(w.drop), final=_f(final))]
+        keep = focus.steps >= 10
+        after = smooth(focus.icl[keep], 5)[focus.steps[keep] >= w.end]
+        rows.append(ICL_CONSTANT.measure(
+            float((after.max() - after.min()) / abs(final)) if changed else f"{FOCUS} has no phase change",
+            chapter=CHAPTER, profile=p, model=FOCUS, name=FOCUS, end=w.end, final=_f(final)))
+        multi = self.multi_layer
+        rows.append(MULTI_LAYER_CHANGE.measure(
+            float(np.mean([self.has_change(n) for n in multi])), chapter=CHAPTER, profile=p, model=", ".join(multi),
+            detail="; ".join(f"{n}: {'yes' if self.has_change(n) else 'no'} (fall {_f(runs[n].window.drop)} nats, "
+                             f"final {_f(runs[n].icl[-1])})" for n in multi)))
+        rows.append(ONE_LAYER_NO_HEADS.measure(
+            float(np.nanmax(runs["attn-only-1l"].scores["prefix_matching"])), chapter=CHAPTER, profile=p,
+            model="attn-only-1l"))
+        one = runs["attn-only-1l"]
+        found = {}
+        for name in ("attn-only-2l", "attn-only-3l"):
+            if not np.array_equal(runs[name].steps, one.steps):
+                raise ValueError(f"{name} and attn-only-1l have different snapshot steps")
+            found[name] = first_divergence(one.steps, one.loss, runs[name].loss, margin=0.02)
+        ins = [runs[n].window.contains(s) if s is not None else False for n, s in found.items()]
+        rows.append(judged(
+            DIVERGES_AT_CHANGE, float(np.mean(ins)), all(ins), profile=p, model="attn-only-2l, attn-only-3l",
+            detail="; ".join(f"{n} at step {s} (window {runs[n].window.start}-{runs[n].window.end})"
+                             for n, s in found.items())))
+        turns = self.turns()
+        pivots = {n: turns[n] for n in multi}
+        one_turn = turns["attn-only-1l"][2]
+        in_window = [s is not None and runs[n].window.contains(s) for n, (_, s, _) in pivots.items()]
+        rows.append(judged(
+            PCA_PIVOT, float(np.mean(in_window)),
+            all(in_window) and all(a > one_turn for _, _, a in pivots.values()), profile=p, model="all",
+            detail="; ".join([f"{n} {a:.0f} degrees at step {s} (window {runs[n].window.start}-{runs[n].window.end})"
+                              for n, (_, s, a) in pivots.items()] + [f"attn-only-1l {one_turn:.0f} degrees"])))
+        three = runs["attn-only-3l"].final_prefix
+        layers = np.nonzero(three >= PREFIX_MIN)[0]
+        rows.append(HEADS_LAST_LAYER.measure(
+            float(np.mean(layers == three.shape[0] - 1)) if len(layers) else f"no head with prefix matching >= {PREFIX_MIN}",
+            chapter=CHAPTER, profile=p, model="attn-only-3l",
+            detail=f"heads with prefix matching >= {PREFIX_MIN} by layer: "
+                   + ", ".join(str(int((layers == l).sum())) for l in range(three.shape[0]))))
+        pm = np.concatenate([runs[n].scores["prefix_matching"][:, 1:].ravel() for n in ("attn-only-2l", "attn-only-3l")])
+        kc = np.concatenate([runs[n].scores["k_composition"][:, 1:].ravel() for n in ("attn-only-2l", "attn-only-3l")])
+        rho, pval = _spearman(pm, kc)
+        rows.append(judged(PREFIX_VS_KCOMP, rho, rho >= 0.5 and pval < 0.05, profile=p,
+                           model="attn-only-2l, attn-only-3l", p=f"{pval:.2g}"))
+        cp = np.concatenate([r.scores["copying"][-1].ravel() for r in runs.values()])
+        ov = np.concatenate([r.ov_eigenvalues.ravel() for r in runs.values()])
+        rho, pval = _spearman(cp, ov)
+        rows.append(judged(COPYING_VS_OV, rho, rho >= 0.5 and pval < 0.05, profile=p, model="all", p=f"{pval:.2g}"))
+        steeper = nonconvex_steps(focus.steps, focus.loss)
+        inside = [s for s in steeper if w.contains(s)]
+        outside = [s for s in steeper if not w.contains(s)]
+        rows.append(judged(NON_CONVEX, float(len(outside)), bool(inside) and not outside, profile=p, model=FOCUS,
+                           name=FOCUS, inside=inside or "none", outside=outside or "none"))
+        changed = [n for n in runs if self.has_change(n)]
+        rows.append(NOT_SCHEDULE.measure(
+            float(sum(runs[n].window.contains(self.warmup_steps) for n in changed)) if changed
+            else "no model had a phase change", chapter=CHAPTER, profile=p, model="all", warmup=self.warmup_steps,
+            detail="; ".join(f"{n} {runs[n].window.start}-{runs[n].window.end}" for n in changed) or "none"))
+        rows.append(WINDOW_FRACTION.measure(w.end / self.train_steps, chapter=CHAPTER, profile=p, model=FOCUS,
+                                            name=FOCUS, end=w.end, steps=self.train_steps))
+        rows += self._size_claims()
+        spreads = []
+        for a, b in self.index_pairs():
+            values = np.array([float(icl_score(runs[n].by_index[-1], a, b, HALF_WIDTH)) for n in multi])
+            spreads.append(((a, b), float((values.max() - values.min()) / abs(values.mean()))))
+        rows.append(ICL_INDEX_CHOICE.measure(
+            max(s for _, s in spreads), chapter=CHAPTER, profile=p, model=", ".join(multi),
+            detail="; ".join(f"({a}, {b}): {s:.2f}" for (a, b), s in spreads)))
+        return rows
+
+    def _size_claims(self) -> list[claims.Claim]:
+        p, small, large = self.profile, self.runs["attn-only-2l"], self.runs["attn-only-3l"]
+        gap = small.by_index[-1] - large.by_index[-1]  # the larger model's advantage at each index
+        first = max(1, int(round(10 / SEED_CONTEXT * self.n_ctx)))
+        late_gap = float(window_mean(gap, self.late, HALF_WIDTH))
+        rows = [EARLY_ADVANTAGE.measure(
+            float(window_mean(gap, first, HALF_WIDTH)) / late_gap if late_gap > 0
+            else "the larger model is not better at the late index", chapter=CHAPTER, profile=p,
+            model="attn-only-2l, attn-only-3l", first=first, late=self.late)]
+        index = int(round(100 / SEED_CONTEXT * self.n_ctx))
+        lo, hi = int(round(index / np.sqrt(2))), int(round(index * np.sqrt(2)))
+        slope = {n: float(log_index_derivative(r.by_index[-1])[lo : hi + 1].mean()) for n, r in
+                 (("small", small), ("large", large))}
+        rows.append(MID_CONTEXT.measure(slope["large"] - slope["small"], chapter=CHAPTER, profile=p,
+                                        model="attn-only-2l, attn-only-3l", index=index))
+        steps = small.steps
+        a, d = int(steps[steps >= 10][0]), int(steps[-1])
+        b = min(small.window.start, large.window.start)
+        c = max(small.window.end, large.window.end)
+        if b <= a or d <= c:
+            rows.append(DERIVATIVE_ORDER.measure("no stretch before or after both windows", chapter=CHAPTER, profile=p,
+                                                 model="attn-only-2l, attn-only-3l", detail=f"windows end at {c}"))
+            return rows
+        rate = {(n, span): fall_rate(r.steps, r.loss, *span) for n, r in (("small", small), ("large", large))
+                for span in ((a, b), (c, d))}
+        matches = int(rate["small", (a, b)] < rate["large", (a, b)]) + int(rate["small", (c, d)] > rate["large", (c, d)])
+        rows.append(DERIVATIVE_ORDER.measure(
+            float(matches), chapter=CHAPTER, profile=p, model="attn-only-2l, attn-only-3l",
+            detail=f"nats per decade, steps {a}-{b}: {_f(rate['small', (a, b)])} vs {_f(rate['large', (a, b)])}; "
+                   f"steps {c}-{d}: {_f(rate['small', (c, d)])} vs {_f(rate['large', (c, d)])}"))
+        return rows
+
+
+def phase_change_study(
+    profile: str | None = None, *, models: Sequence[str] = MARKOV_MODELS, n_eval: int | None = None,
+    n_pca: int | None = None,
+) -> PhaseChangeStudy:
+    """Train (first use) and measure every snapshot of the Markov-chain `models` (they must include
+    attn-only-1l, -2l, -3l and smeared-1l, -2l for the claims): per-token losses on `n_eval`
+    held-out chains (full 256), head scores, windows, and the per-token losses of the first `n_pca`
+    chains (full 24) for the PCA."""
+    from optim_hunter import zoo
+    from optim_hunter.zoo import induction
+
+    profile = settings.profile(profile)
+    n_eval = n_eval or settings.pick(profile, full=256, smoke=64)
+    n_pca = n_pca or settings.pick(profile, full=24, smoke=8)
+    rows = []
+    for name in models:
+        zoo.load(name, profile, progress=False)  # trains on first use, then cached
+        meta, cfg = zoo.metadata(name, profile), zoo.config(name, profile)
+        rows.append({
+            "model": name, "layers": cfg.arch.n_layers, "smeared keys": cfg.smeared, "d_model": cfg.arch.d_model,
+            "heads": cfg.arch.n_heads, "context": cfg.n_ctx, "batch": cfg.batch_size, "steps": cfg.train.steps,
+            "lr": cfg.train.lr, "snapshots": len(meta["snapshot_steps"]), "train seconds": meta["train_seconds"],
+        })
+    cfg = zoo.config(FOCUS, profile)
+    early, late = scaled_indices(cfg.n_ctx)
+    tokens = induction.eval_tokens(cfg, n_eval)
+    reference = {
+        "bayes": float(icl_score(induction.bayes_loss_by_index(tokens, cfg.n_states).mean(0), early, late, HALF_WIDTH)),
+        "unigram": float(icl_score(induction.unigram_loss_by_index(tokens, cfg.n_states).mean(0), early, late,
+                                   HALF_WIDTH)),
+    }
+    started = time.perf_counter()
+    runs = {name: _markov_run(name, profile, tokens, n_pca, early, late) for name in models}
+    seconds = time.perf_counter() - started
+    final = zoo.load(FOCUS, profile, progress=False)
+    prefix = runs[FOCUS].final_prefix
+    layer, head = np.unravel_index(np.nanargmax(prefix), prefix.shape)
+    demo = heads.repeated_random_tokens(cfg.n_states, length=cfg.n_states, repeats=2, batch=1, bos=None, seed=3)
+    with torch.no_grad():
+        _, cache = final.run_with_cache(demo)
+    return PhaseChangeStudy(
+        profile=profile, models=pd.DataFrame(rows).set_index("model"), n_ctx=cfg.n_ctx, n_states=cfg.n_states,
+        n_eval=n_eval, n_pca=n_pca, early=early, late=late, warmup_steps=cfg.train.warmup_steps,
+        train_steps=cfg.train.steps, reference=reference, runs=runs, seconds=seconds,
+        demo={"pattern": cache[hooks.pattern(int(layer))][0].numpy(), "tokens": [str(t) for t in demo[0].tolist()],
+              "names": [_head(int(layer), h) for h in range(cfg.arch.n_heads)], "head": _head(int(layer), int(head))},
+    )
+
+
+# --- ablations of the 2-layer model ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AblationStudy:
+    """Head ablations of a final model and across its window, and idealised heads (`ablation_study`)."""
+
+    profile: str
+    name: str
+    n_tokens: int
+    early: int
+    late: int
+    window: PhaseWindow
+    ablation: HeadAblation  # every head of the final model, alone
+    attribution: Mapping[str, np.ndarray]  # full / preserved -> [layer, head] on the before-and-after vector
+    prefix: np.ndarray  # [layer, head] final prefix-matching scores
+    previous: np.ndarray  # [layer, head] final previous-token scores
+    before_step: int
+    last_step: int
+    induction_heads: tuple[tuple[int, int], ...]
+    icl_without: float  # ICL score with the induction heads ablated together
+    across_steps: np.ndarray  # [step] snapshots spanning the window
+    across: Mapping[str, np.ndarray]  # full / preserved -> [step, layer * head] ICL-score change
+    across_clean: np.ndarray  # [step] clean ICL score
+    across_removed: np.ndarray  # [step] share of the ICL score removed by the induction heads (NaN: no ICL)
+    idealised_heads: Mapping[str, tuple[int, int]]  # previous / induction -> (layer, head)
+    recovery: Mapping[str, float]  # previous / induction / induction2 -> fraction of ablation loss recovered
+
+    @property
+    def removed_fraction(self) -> float:
+        return 1 - self.icl_without / self.ablation.clean_icl
+
+    @property
+    def head_names(self) -> list[str]:
+        L, H = self.prefix.shape
+        return [_head(l, h) for l in range(L) for h in range(H)]
+
+    def table(self) -> pd.DataFrame:
+        a = self.ablation
+        L, H = self.prefix.shape
+        return pd.DataFrame([{
+            "head": _head(l, h), "prefix matching": self.prefix[l, h], "previous token": self.previous[l, h],
+            "ΔICL full": a.icl_full[l, h] - a.clean_icl, "ΔICL preserved": a.icl_preserved[l, h] - a.clean_icl,
+            "attribution full": self.attribution["full"][l, h],
+            "attribution preserved": self.attribution["preserved"][l, h],
+        } for l in range(L) for h in range(H)]).set_index("head")
+
+    def across_figures(self) -> list[go.Figure]:
+        from optim_hunter import plots
+
+        return [plots.heatmap(values, x=self.head_names, y=[str(s) for s in self.across_steps], zmid=0,
+                              title=f"{self.name}: ICL-score change when a head is ablated ({kind}), by training step")
+                for kind, values in self.across.items()]
+
+    def numbers(self) -> dict[str, Any]:
+        return {
+            "ih_clean_icl": self.ablation.clean_icl, "ih_before_step": self.before_step, "ih_last_step": self.last_step,
+            "ih_induction_heads": ", ".join(_head(*h) for h in self.induction_heads),
+            "ih_icl_without": self.icl_without, "ih_removed": self.removed_fraction,
+            "ih_recovery_previous": self.recovery["previous"], "ih_recovery_induction": self.recovery["induction"],
+            "ih_recovery_induction2": self.recovery["induction2"],
+            "ih_previous_head": _head(*self.idealised_heads["previous"]),
+            "ih_induction_head": _head(*self.idealised_heads["induction"]),
+        }
+
+    def claims(self) -> list[claims.Claim]:
+        p, name, a = self.profile, self.name, self.ablation
+        names = ", ".join(_head(*h) for h in self.induction_heads)
+        rows = [ABLATION_REMOVES.measure(self.removed_fraction, chapter=CHAPTER, profile=p, model=name, name=name,
+                                         heads=names)]
+        from_start = [(s, f) for s, f in zip(self.across_steps, self.across_removed)
+                      if s >= self.window.start and np.isfinite(f)]
+        rows.append(ABLATION_THROUGH.measure(
+            min(f for _, f in from_start) if from_start else "no snapshot with in-context learning from the window on",
+            chapter=CHAPTER, profile=p, model=name, name=name, heads=names, start=self.window.start,
+            detail=", ".join(f"step {s} {f:.0%}" for s, f in from_start) or "none"))
+        L, H = self.prefix.shape
+        others = [(l, h) for l in range(L) for h in range(H) if (l, h) not in self.induction_heads]
+        rows.append(OTHER_ABLATIONS.measure(
+            float(np.mean([a.icl_full[l, h] < a.clean_icl for l, h in others])) if others else "no other heads",
+            chapter=CHAPTER, profile=p, model=name, name=name, heads=", ".join(_head(*h) for h in others) or "none"))
+        attribution = {h: float(self.attribution["full"][h]) for h in self.induction_heads}
+        rows.append(BEFORE_AFTER.measure(
+            min(attribution.values()), chapter=CHAPTER, profile=p, model=name, name=name,
+            detail=", ".join(f"{_head(*h)} {v:.2f}" for h, v in attribution.items())))
+        prev, ind = (_head(*self.idealised_heads[k]) for k in ("previous", "induction"))
+        r = self.recovery
+        rows.append(IDEAL_PREVIOUS.measure(r["previous"], chapter=CHAPTER, profile=p, model=name, name=name, head=prev))
+        rows.append(IDEAL_INDUCTION.measure(r["induction"], chapter=CHAPTER, profile=p, model=name, name=name, head=ind))
+        rows.append(IDEAL_TWO_TOKEN.measure(r["induction2"] - r["induction"], chapter=CHAPTER, profile=p, model=name,
+                                            name=name, head=ind, one=f"{r['induction']:.3f}", two=f"{r['induction2']:.3f}"))
+        return rows
+
+
+def ablation_study(study: PhaseChangeStudy, *, name: str = FOCUS, n_tokens: int | None = None) -> AblationStudy:
+    """Ablate every head of the final `name` (full and pattern-preserving) on `n_tokens` other
+    held-out chains (full 128), attribute to the before-and-after vector (window start -> end of
+    training), repeat at up to 8 snapshots spanning the window (on half the chains), ablate the
+    induction heads (layer >= 1, prefix matching at least half the largest) together, and replace
+    the strongest previous-token and induction heads' patterns by idealised ones."""
+    from optim_hunter import zoo
+    from optim_hunter.zoo import induction
+
+    profile, run = study.profile, study.runs[name]
+    cfg = zoo.config(name, profile)
+    n_tokens = n_tokens or settings.pick(profile, full=128, smoke=32)
+    tokens = induction.eval_tokens(cfg, n_tokens, seed=7)
+    early, late, steps, w = study.early, study.late, run.steps, run.window
+    before_step = int(steps[np.searchsorted(steps, w.start)])
+    final = zoo.load(name, profile, progress=False)
+    before_fused, _ = _snapshot_models(name, before_step, profile, hooked=False)
+    with torch.no_grad():
+        before_vec = _per_token_loss(before_fused, tokens).numpy().reshape(-1)
+        after_vec = token_losses(final(tokens), tokens).reshape(-1)
+    abl = head_ablations(final, tokens, early, late, HALF_WIDTH)
+    attribution = {kind: before_after_attribution(getattr(abl, f"delta_{kind}"), before_vec, after_vec)
+                   for kind in ("full", "preserved")}
+    prefix = run.final_prefix
+    L, H = prefix.shape
+    chosen_heads = tuple((l, h) for l in range(1, L) for h in range(H) if prefix[l, h] >= 0.5 * np.nanmax(prefix[1:]))
+    both = ablate_heads(final, tokens, chosen_heads, preserve_patterns=False)
+    icl_without = float(icl_score(both.mean(0), early, late, HALF_WIDTH))
+    inside = steps[(steps >= w.start // 2) & (steps <= min(steps[-1], 2 * w.end))]
+    across_steps = inside[np.unique(np.linspace(0, len(inside) - 1, min(8, len(inside))).astype(int))]
+    half = tokens[: n_tokens // 2]
+    across, clean, removed = {"full": [], "preserved": []}, [], []
+    for step in across_steps:
+        _, bridge = _snapshot_models(name, int(step), profile)
+        a = head_ablations(bridge, half, early, late, HALF_WIDTH)
+        across["full"].append((a.icl_full - a.clean_icl).reshape(-1))
+        across["preserved"].append((a.icl_preserved - a.clean_icl).reshape(-1))
+        joint = float(icl_score(ablate_heads(bridge, half, chosen_heads, preserve_patterns=False).mean(0), early, late,
+                                HALF_WIDTH))
+        clean.append(a.clean_icl)
+        removed.append(1 - joint / a.clean_icl if a.clean_icl < 0 else np.nan)
+    previous = run.scores["previous_token"][-1]
+    top = int(np.nanargmax(prefix[1:]))
+    ideal_heads = {"previous": (0, int(np.argmax(previous[0]))), "induction": (1 + top // H, top % H)}
+    recovery = {kind: pattern_recovery(final, tokens, *ideal_heads["previous" if kind == "previous" else "induction"],
+                                       idealised_pattern(tokens, kind))
+                for kind in ("previous", "induction", "induction2")}
+    return AblationStudy(
+        profile=profile, name=name, n_tokens=n_tokens, early=early, late=late, window=w, ablation=abl,
+        attribution=attribution, prefix=prefix, previous=previous, before_step=before_step, last_step=int(steps[-1]),
+        induction_heads=chosen_heads, icl_without=icl_without, across_steps=across_steps,
+        across={k: np.stack(v) for k, v in across.items()}, across_clean=np.asarray(clean),
+        across_removed=np.asarray(removed), idealised_heads=ideal_heads, recovery=recovery,
+    )
+
+
+# --- the 2-layer model on Python source -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextStudy:
+    """The 2-layer attention-only model trained on Python source (`text_study`)."""
+
+    profile: str
+    name: str
+    config: pd.DataFrame  # configuration, corpus and training time
+    sample: str  # the start of a held-out window, tokens separated by |
+    curves: Mapping[str, np.ndarray]  # `snapshot_measurements` on n_text windows
+    final: Mapping[str, np.ndarray]  # ... of the final model on n_final other windows
+    train_losses: np.ndarray
+    n_text: int
+    n_final: int
+    n_ctx: int
+    early: int
+    late: int
+    budget: str  # steps and tokens trained on
+    train_seconds: float
+    seconds: float  # measuring
+
+    @functools.cached_property
+    def window(self) -> PhaseWindow:
+        return phase_change_window(self.curves["steps"], self.curves["icl"])
+
+    @property
+    def best(self) -> tuple[float, int, int]:
+        """Largest final prefix-matching score of a layer >= 1 head, and its (layer, head)."""
+        scores = self.curves["prefix_matching"][-1][1:]  # a layer-0 head has no earlier head to compose with
+        layer, head = np.unravel_index(np.argmax(scores), scores.shape)
+        return float(scores.max()), int(layer) + 1, int(head)
+
+    @property
+    def formed(self) -> bool:
+        return self.best[0] >= PREFIX_MIN
+
+    @property
+    def changed(self) -> bool:
+        return self.formed and self.window.drop >= DROP
+
+    @property
+    def icl_before(self) -> float:
+        return float(self.curves["icl"][np.searchsorted(self.curves["steps"], self.window.start)])
+
+    def figures(self) -> list[go.Figure]:
+        c = self.curves
+        curve = smooth(self.train_losses, 25)
+        train = pd.DataFrame({"step": np.arange(1, len(curve) + 1), "loss (nats)": curve,
+                              "curve": "training (smoothed over 25 steps)"})
+        held = pd.DataFrame({"step": c["steps"], "loss (nats)": c["loss"], "curve": "held-out files"})
+        behaviour = pd.concat([
+            pd.DataFrame({"step": c["steps"], "nats": c["icl"], "measure": "ICL score (late minus early index)"}),
+            pd.DataFrame({"step": c["steps"], "nats": -c["repeat_drop"], "measure": "loss on repeats minus first copy"}),
+        ])
+        return [
+            _log_lines(pd.concat([train.iloc[::5], held]), x="step", y="loss (nats)", group="curve",
+                       title=f"{self.name}: loss over training"),
+            _log_lines(behaviour, x="step", y="nats", group="measure",
+                       title=f"{self.name}: in-context learning over training (negative: context helps)"),
+        ] + [_log_lines(_head_lines(c["head_steps"], c[key], key), x="step", y=key, group="head",
+                        title=f"{self.name}: {key} per head") for key in ("prefix_matching", "previous_token", "copying")]
+
+    def heads_table(self) -> pd.DataFrame:
+        c = self.curves
+        L, H = c["prefix_matching"].shape[1:]
+        return pd.DataFrame([{"head": _head(l, h), **{key: c[key][-1][l, h] for key in SCORES}}
+                             for l in range(L) for h in range(H)]).set_index("head")
+
+    def numbers(self) -> dict[str, Any]:
+        c, f = self.curves, self.final
+        best, layer, head = self.best
+        return {
+            "ih_text_loss": float(f["loss"][-1]), "ih_text_icl": float(f["icl"][-1]), "ih_text_best": best,
+            "ih_text_head": _head(layer, head), "ih_text_kcomp": float(c["k_composition"][-1][layer, head]),
+            "ih_text_repeat": float(-f["repeat_drop"][-1]), "ih_text_prev_min": float(c["previous_token"][-1][0].min()),
+            "ih_text_prev_max": float(c["previous_token"][-1][0].max()),
+            "ih_text_copy_min": float(np.nanmin(c["copying"][-1])), "ih_text_copy_max": float(np.nanmax(c["copying"][-1])),
+            "ih_text_drop": self.window.drop, "ih_text_start": self.window.start, "ih_text_end": self.window.end,
+            "ih_text_before": self.icl_before, "ih_text_budget": self.budget, "ih_text_train_seconds": self.train_seconds,
+            "ih_text_seconds": self.seconds, "ih_text_n": self.n_text, "ih_text_n_final": self.n_final,
+            "ih_text_snapshots": len(c["steps"]), "ih_text_head_snapshots": len(c["head_steps"]),
+            "ih_prefix_min": PREFIX_MIN,
+        }
+
+    def claims(self) -> list[claims.Claim]:
+        p, w = self.profile, self.window
+        best, layer, head = self.best
+        return [
+            judged(TEXT_CHANGE, best, self.changed, profile=p, model=self.name, budget=self.budget, best=_f(best),
+                   head=_head(layer, head), drop=_f(w.drop), start=w.start, end=w.end),
+            TEXT_BEFORE.measure(self.icl_before, chapter=CHAPTER, profile=p, model=self.name, start=w.start),
+            TEXT_POST.measure(float(self.final["icl"][-1]), chapter=CHAPTER, profile=p, model=self.name,
+                              early=self.early, late=self.late, n_ctx=self.n_ctx, n=self.n_final,
+                              status="after a phase change" if self.changed else "no phase change by our criterion"),
+        ]
+
+
+def text_study(profile: str | None = None, *, name: str = TEXT_MODEL) -> TextStudy:
+    """Train (first use) and measure the code model: every other snapshot's losses on `n_text`
+    held-out windows (full 128), head scores at every fourth (prefix matching and copying on
+    random tokens after `<|endoftext|>`, id 0), and the final model on `n_final` others (full 1024)."""
+    from optim_hunter import zoo
+    from optim_hunter.zoo import code_corpus
+
+    profile = settings.profile(profile)
+    model = zoo.load(name, profile, progress=False)  # builds the corpus and trains on first use
+    meta, cfg = zoo.metadata(name, profile), zoo.config(name, profile)
+    started = time.perf_counter()
+    corpus = code_corpus.load(cfg.corpus)
+    early, late = scaled_indices(cfg.n_ctx)
+    n_text, n_final = settings.pick(profile, full=128, smoke=32), settings.pick(profile, full=1024, smoke=128)
+    tokens = code_corpus.eval_tokens(cfg, n_text, corpus=corpus)
+    trained = cfg.train.steps * cfg.batch_size * cfg.n_ctx
+    config = pd.DataFrame([{
+        "files (train / held out)": f"{len(corpus.train_files)} / {len(corpus.held_out_files)}",
+        "tokens (train / held out)": f"{len(corpus.train):,} / {len(corpus.held_out):,}",
+        "BPE vocabulary": cfg.corpus.vocab_size, "d_model": cfg.arch.d_model, "heads": cfg.arch.n_heads,
+        "context": cfg.n_ctx, "batch": cfg.batch_size, "steps": cfg.train.steps, "lr": cfg.train.lr,
+        "tokens trained on": trained, "train seconds": meta["train_seconds"],
+    }], index=[name]).T
+    sample = "|".join(model.tokenizer.decode([t]) for t in tokens[0, :64].tolist())
+    steps = zoo.snapshots(name, profile)
+    loss_steps = sorted(set(steps[::2]) | {steps[-1]})  # every other snapshot, and the last
+    head_steps = sorted(set(steps[::4]) | {steps[-1]})
+    curves = snapshot_measurements(name, tokens, profile=profile, early=early, late=late, half_width=HALF_WIDTH,
+                                   steps=loss_steps, head_steps=head_steps, bos=0)
+    final = snapshot_measurements(name, code_corpus.eval_tokens(cfg, n_final, seed=7, corpus=corpus), profile=profile,
+                                  early=early, late=late, half_width=HALF_WIDTH, steps=[steps[-1]], head_steps=[], bos=0)
+    return TextStudy(
+        profile=profile, name=name, config=config, sample=sample, curves=curves, final=final,
+        train_losses=np.asarray(meta["losses"], dtype=np.float64), n_text=n_text, n_final=n_final, n_ctx=cfg.n_ctx,
+        early=early, late=late, budget=f"{cfg.train.steps} steps, {trained / 1e6:.1f}M tokens",
+        train_seconds=float(meta["train_seconds"]), seconds=time.perf_counter() - started,
+    )

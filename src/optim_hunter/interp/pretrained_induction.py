@@ -17,10 +17,14 @@ claims about large models), measured in one call: `measure(model, config)`.
   natural text    the Python Language Reference topics shipped with every CPython
                   (`pydoc_data.topics`): each sequence is [BOS] + the start of one topic long
                   enough to fill it, topics drawn with a fixed seed
+  pattern task    the seed's pattern-matching test: lines "(month|colour) (animal|fruit): label",
+                  the label naming the line's template; the share of attention from each colon to
+                  the labels of earlier lines of the same template, per head (the head is picked
+                  among the prefix-matching heads on half the prompts, measured on the others)
 
-The claims the measurement decides (ids `induction.pretrained.*`, each with the source's value and
-its criterion in `CLAIMS`; two criteria were revised after a first run, as noted there) come from
-`PretrainedInduction.claim`. The copying score's chance level is not 0: a head that raises its
+The claims the measurement decides (ids `induction.pretrained.*`, declared below with the source's
+value and criterion; two criteria were revised after a first run, as noted there) are the rows of
+`PretrainedInduction.claims()`. The copying score's chance level is not 0: a head that raises its
 attended token no more than the row's other distinct tokens scores 4 / (n + 1) - 1 (n = 26 with
 BOS and 25 random tokens, about -0.85).
 """
@@ -42,10 +46,12 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import hooks, kv_decoding, settings
+from optim_hunter import claims, hooks, kv_decoding, settings
 from optim_hunter.interp import heads, icl
 
 SOURCE = "003"
+CHAPTER = icl.CHAPTER
+PATTERN_MIN = 0.5  # a pattern-matching head puts more than this share of its colon attention on the right lines
 PREFIX_MIN = 0.3  # a prefix-matching head: score at least this (chance is about 1 / context length)
 COPYING_MIN = 0.0  # an induction head also copies (copying score above this); below: anti-copying
 LITERAL_MIN = 0.5  # a literal-copying induction head: both scores at least this
@@ -71,12 +77,16 @@ class Config:
     bootstrap: int = 1000
     seed: int = 0
     threads: int | None = None  # torch threads while measuring (None: every core; restored after)
+    pattern_prompts: int = 8  # prompts of the pattern task (half pick the head, half measure it)
+    pattern_lines: int = 24  # lines per prompt
+    profile: str | None = None  # the profile the claim rows are filed under (None: the environment's)
 
     @classmethod
     def for_profile(cls, profile: str | None = None, **overrides: Any) -> Config:
         profile = settings.profile(profile)
         sizes = dict(batch=settings.pick(profile, full=10, smoke=2),
-                     n_text=settings.pick(profile, full=10, smoke=2))
+                     n_text=settings.pick(profile, full=10, smoke=2),
+                     pattern_prompts=settings.pick(profile, full=8, smoke=2), profile=profile)
         return cls(**{**sizes, **overrides})
 
 
@@ -256,46 +266,129 @@ def bootstrap(
     return float(lo), float(hi)
 
 
+# --- the pattern-matching task (the seed's "Behavior 3") --------------------------------------------
+
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+COLOURS = ("red", "blue", "green", "yellow", "black", "white", "grey", "purple", "pink", "brown")
+ANIMALS = ("bird", "fish", "dog", "cat", "horse", "cow", "lion", "mouse", "sheep", "tiger")
+FRUITS = ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "pear", "plum", "melon")
+TEMPLATES = ((MONTHS, ANIMALS), (MONTHS, FRUITS), (COLOURS, ANIMALS), (COLOURS, FRUITS))  # labels 0-3
+
+
+@dataclasses.dataclass(frozen=True)
+class PatternPrompt:
+    """Lines "<a> <b>: <label>" with the label the line's template (0-3), as token positions."""
+
+    tokens: Int[Tensor, " pos"]
+    colons: tuple[int, ...]  # position of each line's colon
+    labels: tuple[tuple[int, ...], ...]  # positions of each line's label tokens
+    templates: tuple[int, ...]  # each line's template
+
+    def targets(self) -> list[tuple[int, list[int]]]:
+        """(colon, label positions of the earlier lines of the same template), for every line that
+        has such an earlier line."""
+        out = []
+        for i, (colon, template) in enumerate(zip(self.colons, self.templates)):
+            keys = [k for j in range(i) if self.templates[j] == template for k in self.labels[j]]
+            if keys:
+                out.append((colon, keys))
+        return out
+
+
+def pattern_prompts(tokenizer: Any, *, n: int, lines: int, bos: int | None, seed: int = 0) -> list[PatternPrompt]:
+    """`n` prompts of `lines` lines, templates and words drawn with a fixed seed; each piece (the
+    two words, the colon, " <label>", the newline) is encoded on its own so its positions are
+    known (a BPE that splits on spaces and punctuation encodes the joined text the same way)."""
+    rng = np.random.default_rng(seed)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    prompts = []
+    for _ in range(n):
+        ids = [] if bos is None else [bos]
+        colons, labels, templates = [], [], []
+        for _ in range(lines):
+            t = int(rng.integers(len(TEMPLATES)))
+            first, second = TEMPLATES[t]
+            ids += encode(f"{first[rng.integers(len(first))]} {second[rng.integers(len(second))]}")
+            colons.append(len(ids))
+            ids += encode(":")
+            label = encode(f" {t}")
+            labels.append(tuple(range(len(ids), len(ids) + len(label))))
+            ids += label + encode("\n")
+            templates.append(t)
+        prompts.append(PatternPrompt(torch.tensor(ids), tuple(colons), tuple(labels), tuple(templates)))
+    return prompts
+
+
+@torch.no_grad()
+def pattern_shares(model: Any, prompts: Sequence[PatternPrompt]) -> Float[np.ndarray, "prompt layer head"]:
+    """Per prompt and head, the mean over colons of the attention on the labels of the earlier
+    lines of the same template (NaN for a prompt without such a line)."""
+    n_layers = model.cfg.n_layers
+    names = {hooks.pattern(l) for l in range(n_layers)}
+    out = np.full((len(prompts), n_layers, model.cfg.n_heads), np.nan)
+    for i, prompt in enumerate(prompts):
+        targets = prompt.targets()
+        if not targets:
+            continue
+        _, cache = model.run_with_cache(prompt.tokens[None], names_filter=lambda n: n in names)
+        for l in range(n_layers):
+            pattern = cache[hooks.pattern(l)][0].float()  # [head, query, key]
+            out[i, l] = torch.stack([pattern[:, q, keys].sum(-1) for q, keys in targets]).mean(0).numpy()
+    return out
+
+
 # --- the measurement ------------------------------------------------------------------------------
 
 
-CLAIMS: dict[str, dict[str, Any]] = {
-    "induction.pretrained.icl_score": dict(
-        claim="ICL score of a pretrained model on natural text (loss at index 500 minus at 50)",
-        source_value=ICL_SOURCE, unit="nats (late minus early)",
-        criterion=f"within {ICL_TOLERANCE} nats of {ICL_SOURCE}",
-    ),
-    "induction.pretrained.loss_falls_past_50": dict(
-        claim="Past token 50 the loss keeps falling with log(token index)",
-        source_value="keeps improving", unit="nats per unit log(index)",
-        criterion="slope of loss on log(index + 1) from index 50 on, and its 95% interval's upper end, below 0",
-    ),
+def _declare(id: str, claim: str, source_value: Any, unit: str, criterion: str) -> claims.ClaimSpec:
+    return claims.declare(id, claim, source_seed=SOURCE, source_value=source_value, unit=unit, criterion=criterion,
+                          test=icl.judged_by_the_analysis)  # judged by `PretrainedInduction.measured`
+
+
+CLAIMS: dict[str, claims.ClaimSpec] = {spec.id: spec for spec in (
+    _declare("induction.pretrained.icl_score",
+             "ICL score of a pretrained model on natural text (loss at index 500 minus at 50){detail}",
+             ICL_SOURCE, "nats (late minus early)", f"within {ICL_TOLERANCE} nats of {ICL_SOURCE}"),
+    _declare("induction.pretrained.loss_falls_past_50",
+             "Past token 50 the loss keeps falling with log(token index){detail}", "keeps improving",
+             "nats per unit log(index)",
+             "slope of loss on log(index + 1) from index 50 on, and its 95% interval's upper end, below 0"),
     # The seed's location plots show prefix matching only; a first version of this criterion also
     # asked for copying > 0, which no head of smollm2-135m has (see the chapter).
-    "induction.pretrained.heads_before_half_depth": dict(
-        claim="Induction (prefix-matching) heads of a deep model sit before half its depth",
-        source_value="majority before half depth", unit="fraction of prefix-matching heads",
-        criterion=f"more than half of the heads with prefix matching >= {PREFIX_MIN} are in layers < n_layers / 2",
-    ),
-    "induction.pretrained.anti_copying_heads": dict(
-        claim="A few prefix-matching heads copy negatively (anti-copying)",
-        source_value="a small number", unit="heads",
-        criterion=f"at least one head with prefix matching >= {PREFIX_MIN} and copying < {COPYING_MIN}, "
-                  "and fewer of them than prefix-matching heads that copy",
-    ),
+    _declare("induction.pretrained.heads_before_half_depth",
+             "Induction (prefix-matching) heads of a deep model sit before half its depth{detail}",
+             "majority before half depth", "fraction of prefix-matching heads",
+             f"more than half of the heads with prefix matching >= {PREFIX_MIN} are in layers < n_layers / 2"),
+    _declare("induction.pretrained.anti_copying_heads",
+             "A few prefix-matching heads copy negatively (anti-copying){detail}", "a small number", "heads",
+             f"at least one head with prefix matching >= {PREFIX_MIN} and copying < {COPYING_MIN}, "
+             "and fewer of them than prefix-matching heads that copy"),
     # A first version compared the fractions of heads with copying > 0, uninformative when no head
     # has a positive copying score (the chapter says so); the rank correlation uses every head.
-    "induction.pretrained.copying_follows_prefix": dict(
-        claim="Heads that match prefixes more also copy more",
-        source_value="positive correlation", unit="Spearman correlation over all heads",
-        criterion="Spearman correlation of prefix matching and copying over all heads > 0 with p < 0.05",
-    ),
-    "induction.pretrained.literal_copying_head": dict(
-        claim="A literal-copying induction head: high prefix matching and high copying in one head",
-        source_value="copying 0.89, prefix matching 0.75 (layer 21 of 40)", unit="min(prefix, copying) of the best head",
-        criterion=f"some head has both scores >= {LITERAL_MIN}",
-    ),
-}
+    _declare("induction.pretrained.copying_follows_prefix",
+             "Heads that match prefixes more also copy more{detail}", "positive correlation",
+             "Spearman correlation over all heads",
+             "Spearman correlation of prefix matching and copying over all heads > 0 with p < 0.05"),
+    _declare("induction.pretrained.literal_copying_head",
+             "A literal-copying induction head: high prefix matching and high copying in one head{detail}",
+             "copying 0.89, prefix matching 0.75 (layer 21 of 40)", "min(prefix, copying) of the best head",
+             f"some head has both scores >= {LITERAL_MIN}"),
+    _declare("induction.pretrained.pattern_head_attention_share",
+             "A prefix-matching head attends from the colons of \"(month|colour) (animal|fruit): label\" lines to "
+             "the labels of earlier lines of the same template more often than not{detail}", "≈65%",
+             "share of the colon's attention",
+             f"more than {PATTERN_MIN} for the prefix-matching head picked on the other half of the prompts"),
+    _declare("induction.pretrained.pattern_matching_induction_head",
+             "An induction head (prefix matching and copying) that also matches the abstract pattern of "
+             "\"(month|colour) (animal|fruit): label\" lines{detail}", "copying 0.69, prefix matching 0.94 "
+             "(layer 8 of 40)", "heads",
+             f"at least one head with prefix matching >= {PREFIX_MIN}, copying > {COPYING_MIN} and more than "
+             f"{PATTERN_MIN} of its colon attention on the right labels (measurement prompts)"),
+)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,6 +404,7 @@ class PretrainedInduction:
     topics: tuple[str, ...]  # the text of each sequence (pydoc topic names)
     bos: str  # the BOS token placed before every sequence
     seconds: dict[str, float]  # wall time of each part (load excluded)
+    pattern_shares: np.ndarray | None = None  # [prompt, layer, head]: the pattern task (None: not run)
 
     # derived numbers
     @property
@@ -419,6 +513,9 @@ class PretrainedInduction:
             "ICL score from the fit (nats)": f"{self.fitted_icl:.3f}",
         }
 
+    def summary_table(self) -> pd.DataFrame:
+        return pd.Series(self.summary(), name=self.config.model).to_frame()
+
     def measured(self, id: str) -> tuple[float | str, bool]:
         """The measured value of claim `id` and whether its criterion (in `CLAIMS`) holds."""
         induction, anti = self.induction_heads, self.anti_copying_heads
@@ -441,13 +538,47 @@ class PretrainedInduction:
         if id == "induction.pretrained.literal_copying_head":
             both = float(np.minimum(self.prefix_matching, self.copying).max())
             return both, both >= LITERAL_MIN
+        if id == "induction.pretrained.pattern_head_attention_share":
+            if self.pattern_head is None:
+                return "no prefix-matching head or no pattern task", False
+            share = float(self.pattern_test_shares[self.pattern_head])
+            return share, share > PATTERN_MIN
+        if id == "induction.pretrained.pattern_matching_induction_head":
+            if self.pattern_shares is None:
+                return "no pattern task", False
+            n = int((induction & (self.pattern_test_shares > PATTERN_MIN)).sum())
+            return float(n), n >= 1
         raise KeyError(id)
 
-    def claim(self, id: str) -> dict[str, Any]:
-        """Keyword arguments of `claims.record(id, chapter=..., profile=..., **claim(id))`."""
-        fields = dict(CLAIMS[id])
-        measured, holds = self.measured(id)
+    # the pattern task
+    @property
+    def pattern_split(self) -> int:
+        """Prompts [0, split) pick the head, [split, n) measure it."""
+        return max(1, len(self.pattern_shares) // 2) if self.pattern_shares is not None else 0
+
+    @property
+    def pattern_head(self) -> tuple[int, int] | None:
+        """The prefix-matching head with the largest share on the picking prompts (None if none)."""
+        if self.pattern_shares is None or not self.prefix_heads.any() or len(self.pattern_shares) < 2:
+            return None
+        picking = np.nanmean(self.pattern_shares[: self.pattern_split], 0)
+        picking = np.where(self.prefix_heads & np.isfinite(picking), picking, -np.inf)
+        layer, head = np.unravel_index(np.argmax(picking), picking.shape)
+        return int(layer), int(head)
+
+    @property
+    def pattern_test_shares(self) -> np.ndarray:
+        """[layer, head] mean share on the measuring prompts."""
+        return np.nanmean(self.pattern_shares[self.pattern_split :], 0)
+
+    def claims(self) -> list[claims.Claim]:
+        """The rows of every declared `induction.pretrained.*` claim."""
         c = self.config
+        head = self.pattern_head
+        n_pick = self.pattern_split
+        n_measure = 0 if self.pattern_shares is None else len(self.pattern_shares) - n_pick
+        pattern = (f" ({'L{}H{}'.format(*head) if head else 'no head'}, picked on {n_pick} of "
+                   f"{n_pick + n_measure} prompts of {c.pattern_lines} lines, measured on the others)")
         context = {
             "induction.pretrained.icl_score": f" ({c.n_text} sequences of the Python Language Reference, "
             f"±{c.half_width} indices; 95% interval {self.icl_interval[0]:.3f} to {self.icl_interval[1]:.3f})",
@@ -457,9 +588,49 @@ class PretrainedInduction:
             f"heads in layers {self._layer_span()} of {self.n_layers})",
             "induction.pretrained.anti_copying_heads": f" ({int(self.prefix_heads.sum())} prefix-matching "
             f"heads, {int(self.induction_heads.sum())} of them copying)",
-        }.get(id, "")
-        fields["claim"] += f": {c.model}{context}"
-        return dict(fields, source_seed=SOURCE, measured=measured, reproduced=bool(holds), model=c.model)
+            "induction.pretrained.pattern_head_attention_share": pattern,
+            "induction.pretrained.pattern_matching_induction_head": f" (measured on {n_measure} of "
+            f"{n_pick + n_measure} prompts)",
+        }
+        rows = []
+        for id, spec in CLAIMS.items():
+            measured, holds = self.measured(id)
+            rows.append(icl.judged(spec, measured, holds, profile=settings.profile(c.profile), model=c.model,
+                                   detail=f": {c.model}{context.get(id, '')}"))
+        return rows
+
+    def numbers(self) -> dict[str, Any]:
+        """The numbers the chapter's prose cites (glue names)."""
+        c = self.config
+        prefix = self.heads_table()
+        prefix = prefix[prefix["prefix matching"] >= PREFIX_MIN]
+        lo, hi = self.icl_interval
+        slo, shi = self.log_slope_interval
+        none = float("nan")
+        share = self.pattern_test_shares if self.pattern_shares is not None else None
+        return {
+            "lm_batch": c.batch, "lm_bos": self.bos, "lm_length": c.length, "lm_repeats": c.repeats,
+            "lm_middle": 1 - 2 * c.vocab_trim, "lm_n_text": c.n_text, "lm_text_length": c.text_length,
+            "lm_topics": ", ".join(self.topics), "lm_early": c.early, "lm_late": c.late, "lm_half_width": c.half_width,
+            "lm_bootstrap": c.bootstrap, "lm_n_prefix": len(prefix), "lm_n_heads": self.prefix_matching.size,
+            "lm_prefix_min": PREFIX_MIN, "lm_n_layers": self.n_layers,
+            "lm_first_layer": int(prefix["layer"].min()) if len(prefix) else none,
+            "lm_last_layer": int(prefix["layer"].max()) if len(prefix) else none,
+            "lm_first_depth": float(prefix["depth"].min()) if len(prefix) else none,
+            "lm_copy_min": float(prefix["copying"].min()) if len(prefix) else none,
+            "lm_copy_max": float(prefix["copying"].max()) if len(prefix) else none,
+            "lm_first_copy_min": float(prefix["copying (first copy)"].min()) if len(prefix) else none,
+            "lm_first_copy_max": float(prefix["copying (first copy)"].max()) if len(prefix) else none,
+            "lm_chance": self.copying_chance, "lm_all_copy_min": float(self.copying.min()),
+            "lm_all_copy_max": float(self.copying.max()), "lm_icl": self.icl_score, "lm_icl_lo": lo, "lm_icl_hi": hi,
+            "lm_slope": -self.log_slope, "lm_slope_lo": -shi, "lm_slope_hi": -slo, "lm_fitted_icl": self.fitted_icl,
+            "lm_mean_loss": float(self.losses.mean()),
+            "lm_pattern_prompts": c.pattern_prompts, "lm_pattern_lines": c.pattern_lines,
+            "lm_pattern_head": "L{}H{}".format(*self.pattern_head) if self.pattern_head else "none",
+            "lm_pattern_share": float(share[self.pattern_head]) if self.pattern_head else none,
+            "lm_pattern_best": float(np.nanmax(share)) if share is not None else none,
+            "lm_seconds": ", ".join(f"{k}: {v:.0f} s" for k, v in self.seconds.items()),
+        }
 
     # figures
     def figures(self) -> list[go.Figure]:
@@ -503,8 +674,8 @@ class PretrainedInduction:
 
 
 def measure(model: Any = None, config: Config | None = None) -> PretrainedInduction:
-    """Every number of the section: head scores on repeated random tokens, losses on text.
-    `model` None loads `config.model` from the zoo (its load time is not counted)."""
+    """Every number of the section: head scores on repeated random tokens, losses on text, the
+    pattern task. `model` None loads `config.model` from the zoo (its load time is not counted)."""
     config = config or Config.for_profile()
     if model is None:
         from optim_hunter import zoo
@@ -534,5 +705,9 @@ def _measure(model: Any, config: Config, tok: Any, bos_id: int) -> PretrainedInd
                                  bos=bos_id, seed=config.seed)
     losses = text_losses(model, tokens)
     seconds["text losses"] = time.perf_counter() - started
-    return PretrainedInduction(config=config, **scores, losses=losses,
-                               topics=topics, bos=tok.convert_ids_to_tokens(bos_id), seconds=seconds)
+    started = time.perf_counter()
+    shares = pattern_shares(model, pattern_prompts(tok, n=config.pattern_prompts, lines=config.pattern_lines,
+                                                   bos=bos_id, seed=config.seed))
+    seconds["pattern task"] = time.perf_counter() - started
+    return PretrainedInduction(config=config, **scores, losses=losses, topics=topics,
+                               bos=tok.convert_ids_to_tokens(bos_id), seconds=seconds, pattern_shares=shares)
