@@ -221,15 +221,18 @@ class ClaimSpec:
         """The row for `measured`: the declared test decides the verdict. A measurement that is not
         a number (None, or a string saying why it is missing) cannot pass a test: it is recorded
         as measured only. `tested` is what the test reads when that is more than the number shown
-        (e.g. a whole curve, or the number and its baseline); by default, `measured`."""
+        (e.g. a whole curve, the number and a baseline measured in the same run, or the numbers
+        behind a verdict shown as words); by default, `measured`."""
         missing = [name for name in self.fields if name not in fields]
         extra = [name for name in fields if name not in self.fields]
         if missing or extra:
             raise TypeError(f"claim {self.id}: needs fields {list(self.fields)}, got {sorted(fields)}")
         value = _check_value("measured", measured)
         reproduced = None
-        if self.test is not None and isinstance(value, float):
-            reproduced = bool(self.test(value if tested is None else tested))
+        if self.test is not None and tested is not None:
+            reproduced = bool(self.test(tested))
+        elif self.test is not None and isinstance(value, float):
+            reproduced = bool(self.test(value))
         return make_claim(
             self.id.format(**fields),
             chapter=chapter,

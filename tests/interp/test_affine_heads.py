@@ -164,7 +164,7 @@ def test_attention_result_counts_and_verdicts():
     assert rows["affine.attn.l1_second_vector_heads"].verdict == "reproduced"
     assert rows["affine.attn.l2_checkerboard"].verdict == "reproduced"
     assert "(0.90 vs 0.50; uniform attention: 0.55)" in rows["affine.attn.l2_checkerboard"].claim
-    assert result.glued()["n_l1_first"] == 8 and result.glued()["n_l2_first"] == 0
+    assert result.numbers()["n_l1_first"] == 8 and result.numbers()["n_l2_first"] == 0
     previous[0, 7] = 0.9  # all eight: the seed's exception is absent
     assert ah.AttentionResult("smoke", previous, to_second, np.zeros(8), np.zeros(8), parity).claims()[0].verdict == "not_reproduced"
     assert list(result.table().columns)[-1] == "L2 even-distance share, c > 0" and result.table().shape == (8, 6)
@@ -206,7 +206,7 @@ def test_attribution_result_verdicts_by_hand():
         "affine.dla.step.l0": "reproduced", "affine.dla.step.l1": "not_reproduced", "affine.dla.step.l2": "not_reproduced",
     }
     assert rows["affine.dla.step.l1"].claim.endswith("to a_(m+1) - a_m")
-    assert result.glued()["dla_next_l2"] == -2.0
+    assert result.numbers()["dla_next_l2"] == -2.0
     assert result.table()["heads > 0 (to a_(m+1))"].tolist() == [1, 1, 0]
     assert result.figure("step").data[0].z.shape == (3, 8)
 
@@ -272,7 +272,7 @@ def test_ov_scores_result(tiny_study):
     assert rows["affine.ov.eigen_l2_negative_heads"].measured == n_negative
     assert rows["affine.ov.eigen_l2_negative_heads"].verdict == ("reproduced" if n_negative == 8 else "not_reproduced")
     assert result.table().shape == (3, 8) and result.rank_table().shape == (3, 8)
-    assert result.glued()["l1_min_effective_rank"] == pytest.approx(low.measured)
+    assert result.numbers()["l1_min_effective_rank"] == pytest.approx(low.measured)
 
 
 def test_ov_scores_result_verdicts_by_hand():

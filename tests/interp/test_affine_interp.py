@@ -61,21 +61,6 @@ def test_study_properties_and_edited_copy(tiny_study):
     assert ia.filed("smoke") == {"chapter": "affine_recurrences", "profile": "smoke", "model": "affine-recurrence"}
 
 
-def test_glue_passes_plain_numbers(monkeypatch):
-    import myst_nb
-
-    calls = []
-    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: calls.append((name, value, display)))
-
-    class Result:
-        def glued(self):
-            return {"a": np.float64(0.5), "b": np.int64(3), "c": "text"}
-
-    ia.glue(Result())
-    assert calls == [("a", 0.5, False), ("b", 3, False), ("c", "text", False)]
-    assert type(calls[0][1]) is float and type(calls[1][1]) is int  # repr(np.float64) is not a literal
-
-
 def test_example_sequences_are_fixed():
     data = affine.AffineData()
     alternating, monotone = ia.example_sequences(data)
@@ -104,14 +89,14 @@ def test_task_result(tiny_study):
     assert row.id == "affine.data.growth_factor" and row.measured == pytest.approx(result.growth.max())
     assert row.verdict == ("reproduced" if result.growth.max() >= 500 else "not_reproduced")
     assert "10,000 sampled" in row.claim
-    assert set(result.glued()) == {"growth_max", "growth_median", "growth_n"}
+    assert set(result.numbers()) == {"growth_max", "growth_median", "growth_n"}
 
 
 def test_training_result(tiny_study):
     result = ia.training(tiny_study)
     assert result.clean_mse == pytest.approx(ia.mse(tiny_study.model, tiny_study.analysis))
     assert result.steps == 40 and result.seconds == 90.0 and result.batch_size == 4
-    glued = result.glued()
+    glued = result.numbers()
     assert glued["train_minutes"] == pytest.approx(1.5)
     assert glued["train_sequences"] == 160 and glued["train_share_of_seed"] == pytest.approx(160 / 1.6e6)
     assert glued["mse_drop_total"] == pytest.approx((2 / 10) / (2 / 40))  # first over last held-out MSE
@@ -125,12 +110,16 @@ def test_training_result(tiny_study):
     assert len(result.figure().data) == 2
 
 
-def test_measure_against_binds_the_declared_test():
+def test_the_late_mlp_claim_compares_with_the_early_positions():
     spec = ia.MLP_LATE
     kw = ia.filed("smoke")
-    assert ia.measure_against(spec, 2.0, {"early": 1.0}, early="1", **kw).verdict == "reproduced"
-    assert ia.measure_against(spec, 0.5, {"early": 1.0}, early="1", **kw).verdict == "not_reproduced"
-    assert ia.measure_against(spec, -0.1, {"early": -1.0}, early="-1", **kw).verdict == "not_reproduced"
+
+    def verdict(late, early):
+        return spec.measure(late, tested={"late": late, "early": early}, early=str(early), **kw).verdict
+
+    assert verdict(2.0, 1.0) == "reproduced"
+    assert verdict(0.5, 1.0) == "not_reproduced"
+    assert verdict(-0.1, -1.0) == "not_reproduced"
     with pytest.raises(TypeError):
         spec.measure(2.0, early="1", **kw)  # the test needs its reference: never decided without it
 

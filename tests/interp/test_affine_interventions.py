@@ -97,7 +97,7 @@ def test_ablation_result_ratios_and_verdicts():
     assert rows["affine.ablation.l0_ratio"].verdict == "measured" and rows["affine.ablation.l2_ratio"].measured == 4.0
     worse = ai.AblationResult("smoke", 1e-3, {0: 5e-2, 1: 3.5e-3, 2: 4e-3}, 240)
     assert {r.id: r.verdict for r in worse.claims()}["affine.ablation.l1_ratio"] == "not_reproduced"
-    assert result.table().shape == (3, 2) and result.glued()["ablation_ratio_l1"] == pytest.approx(2.5)
+    assert result.table().shape == (3, 2) and result.numbers()["ablation_ratio_l1"] == pytest.approx(2.5)
 
 
 def test_mean_ablation_of_a_study(tiny_study):
@@ -131,7 +131,7 @@ def test_qk_result_verdicts_by_hand():
     assert rows["affine.qk.pinv_identity_heads_0_4_ratio"].measured == pytest.approx(2.0)
     assert rows["affine.qk.pinv_identity_heads_0_4_ratio"].verdict == "measured"
     assert result.mse_table()["MSE"].tolist() == [1e-3, 1.2e-3, 2e-3, 5e-3]
-    assert result.glued()["qk_ratio_all"] == pytest.approx(5.0)
+    assert result.numbers()["qk_ratio_all"] == pytest.approx(5.0)
 
 
 def test_qk_identity_of_a_study(tiny_study, monkeypatch):

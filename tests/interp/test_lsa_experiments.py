@@ -140,24 +140,11 @@ def test_overview_figures(sections):
     assert len(study.depth_figure(*sections).data) == table.method.nunique()
 
 
-def test_judged_rows_are_decided_by_the_declared_test():
+def test_a_verdict_in_words_is_decided_by_the_declared_test_of_its_numbers():
     spec = claims.ClaimSpec("t.gap{k}", "gap {k}", "004", "x", "", criterion="a < b",
                             test=lambda e: e["a"] < e["b"])
-    row = study._judged(spec, "a 1 vs b 2", {"a": 1, "b": 2}, profile="smoke", k=2)
+    row = spec.measure("a 1 vs b 2", chapter="c", profile="smoke", tested={"a": 1, "b": 2}, k=2)
     assert (row.id, row.claim, row.verdict, row.criterion) == ("t.gap2", "gap 2", "reproduced", "a < b")
-    assert study._judged(spec, "a 3 vs b 2", {"a": 3, "b": 2}, profile="smoke", k=2).verdict == "not_reproduced"
+    assert spec.measure("a 3 vs b 2", chapter="c", profile="smoke", tested={"a": 3, "b": 2}, k=2).verdict == "not_reproduced"
 
 
-def test_glue_pastes_every_number(monkeypatch):
-    import myst_nb
-
-    glued = {}
-    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.update({name: value}))
-
-    @dataclasses.dataclass
-    class Result:
-        def numbers(self):
-            return {"a": 1.5, "b": "reproduced"}
-
-    study.glue(Result())
-    assert glued == {"a": 1.5, "b": "reproduced"}

@@ -14,7 +14,7 @@ The chapter's analyses live in three modules:
 
 Every section of the chapter calls one function that returns a frozen result: its numbers, with
 `.figure()` / `.table()` where it has them, `.claims()` (the rows of the claims declared beside
-the measuring code, each with the criterion fixed before any number is known) and `.glued()`
+the measuring code, each with the criterion fixed before any number is known) and `.numbers()`
 (the numbers the prose quotes, for `glue`). Functions below the results are the measurements
 themselves: they take any hooked model with the `VectorModel` interface (`model(vectors)`,
 `run_with_cache(vectors)`, the weight properties) and held-out `Sequences` groups (one per
@@ -107,26 +107,6 @@ def filed(profile: str) -> dict[str, str]:
     return {"chapter": CHAPTER, "profile": profile, "model": NAME}
 
 
-def glue(*results: Any) -> None:
-    """`myst_nb.glue` every number a result's `glued()` names (plain Python numbers, so the
-    prose's format specs apply), without displaying them."""
-    from myst_nb import glue as _glue
-
-    for result in results:
-        for name, value in result.glued().items():
-            _glue(name, _plain(value), display=False)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    return value
-
-
 def example_sequences(data: AffineData) -> tuple[Sequences, Sequences]:
     """The chapter's two single examples of 14 vectors: an alternating (c = -0.8) and a monotone
     (c = 0.8) recurrence, the same every time."""
@@ -175,7 +155,7 @@ class TaskResult:
     def claims(self) -> list[claims.Claim]:
         return [DATA_GROWTH.measure(float(self.growth.max()), n=f"{len(self.growth):,}", **filed(self.profile))]
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         return {"growth_max": float(self.growth.max()), "growth_median": float(np.median(self.growth)),
                 "growth_n": len(self.growth)}
 
@@ -262,7 +242,7 @@ class TrainingResult:
         return [TRAIN_MSE.measure(self.clean_mse, **kw), TRAIN_BUDGET.measure(self.steps, **kw),
                 TRAIN_SECONDS.measure(self.seconds, **kw)]
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         mse_curve = self.history["mse"].to_numpy()
         sequences = self.steps * self.batch_size
         return {
@@ -291,15 +271,8 @@ MLP_LATE = claims.declare(
     "summed MLP direct attribution to a_(m+1), mean over the last 3 positions (positions 2-10: {early})",
     source_seed=SEED, source_value="positive, mainly at the final positions", unit="dot product",
     criterion="last-3 mean > 0 and > mean over positions 2..10",
-    test=lambda late, *, early: late > 0 and late > early,
+    test=lambda t: t["late"] > 0 and t["late"] > t["early"],
 )
-
-
-def measure_against(spec: claims.ClaimSpec, value: float, reference: Mapping[str, float], **kw: Any) -> claims.Claim:
-    """`spec.measure(value, ...)` for a declared test that compares the value with other measured
-    numbers (`test(value, **reference)`): the declared test, its reference bound."""
-    bound = dataclasses.replace(spec, test=functools.partial(spec.test, **reference))
-    return bound.measure(value, **kw)
 
 
 @torch.no_grad()
@@ -335,10 +308,10 @@ class MLPResult:
                              zmid=0, title=f"Direct attribution of each MLP to a_(m+1), by position (L = {a.shape[1]})")
 
     def claims(self) -> list[claims.Claim]:
-        return [measure_against(MLP_LATE, self.late, {"early": self.early}, early=f"{self.early:.3g}",
+        return [MLP_LATE.measure(self.late, tested={"late": self.late, "early": self.early}, early=f"{self.early:.3g}",
                                 **filed(self.profile))]
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         return {"mlp_late": self.late, "mlp_early": self.early}
 
 
@@ -363,7 +336,7 @@ SEED_ALPHA = 2.3
 
 
 def two_term_fit(
-    y: Float[np.ndarray, "n dim"], first: Float[np.ndarray, "n dim"], second: Float[np.ndarray, "n dim"]
+    y: Float[np.ndarray, "n d_vector"], first: Float[np.ndarray, "n d_vector"], second: Float[np.ndarray, "n d_vector"]
 ) -> tuple[float, float, float]:
     """Least squares y ~ u first + v second + (a constant per coordinate), pooled over rows and
     coordinates: (u, v, R^2). alpha = v / u is the fit's shape, free of its overall scale."""
@@ -376,7 +349,7 @@ def two_term_fit(
 
 
 @torch.no_grad()
-def readout(model: Any, cache: Any, name: str) -> Float[Tensor, "batch pos dim"]:
+def readout(model: Any, cache: Any, name: str) -> Float[Tensor, "batch pos d_vector"]:
     """The residual stream at hook `name` read out as the final layer would read it (final
     LayerNorm with this residual's own scale, then W_U; the constant b_final W_U included)."""
     _, b = circuits.layer_norm(model.ln_final)
@@ -386,7 +359,7 @@ def readout(model: Any, cache: Any, name: str) -> Float[Tensor, "batch pos dim"]
 @torch.no_grad()
 def layer0_terms(model: Any, groups: Sequence[Sequences], loss_from: int = LOSS_FROM) -> dict[str, np.ndarray]:
     """At every scored position n: a_n, a_{n-1}, a_{n+1} and the read-out of the residual stream
-    after layer 0, stacked over sequences and positions ([rows, dim] each)."""
+    after layer 0, stacked over sequences and positions ([row, d_vector] each)."""
     name = "blocks.0.hook_resid_post"
     parts: dict[str, list] = {"a_n": [], "a_prev": [], "a_next": [], "after_l0": []}
     for g in groups:
@@ -402,7 +375,7 @@ def layer0_terms(model: Any, groups: Sequence[Sequences], loss_from: int = LOSS_
 
 
 def alpha_fit(
-    y: Float[np.ndarray, "n dim"], a_n: Float[np.ndarray, "n dim"], a_prev: Float[np.ndarray, "n dim"]
+    y: Float[np.ndarray, "n d_vector"], a_n: Float[np.ndarray, "n d_vector"], a_prev: Float[np.ndarray, "n d_vector"]
 ) -> tuple[float, float]:
     """Least squares y ~ a_n + alpha a_prev + (a constant per coordinate), the coefficient of a_n
     fixed at one as in the seed's a_n -> a_n + alpha a_{n-1}: (alpha, R^2)."""
@@ -474,7 +447,7 @@ class ConjectureResult:
         return [ALPHA_AFTER_L0.measure(self.alpha_after_l0, r2=f"{r2.iloc[0]:.2f}", **kw),
                 ALPHA_NEXT.measure(self.alpha_next, r2=f"{r2.iloc[1]:.2f}", **kw)]
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         return {"alpha_after_l0": self.alpha_after_l0, "alpha_next": self.alpha_next,
                 "alpha_after_l0_r2": float(self.alphas["R2"].iloc[0]), "alpha_next_r2": float(self.alphas["R2"].iloc[1])}
 

@@ -5,7 +5,7 @@ copy of alpha times its input, and the OV eigenvalue scores and effective ranks 
 
 Each chapter section calls one function here (`attention`, `attention_examples`, `attribution`,
 `layer0_ov`, `ov_scores`) and gets a frozen result with `.figure()` / `.table()`, `.claims()` and
-`.glued()`; the measurements below them take any hooked model with the `VectorModel` interface
+`.numbers()`; the measurements below them take any hooked model with the `VectorModel` interface
 and held-out `Sequences` groups (see `interp.affine`). Weight-based quantities fold the
 LayerNorms and value biases in (`interp.circuits`).
 """
@@ -25,13 +25,13 @@ from torch import Tensor
 
 from optim_hunter import claims, hooks, plots
 from optim_hunter.interp import circuits, heads
-from optim_hunter.interp.affine import LOSS_FROM, SEED, Study, example_sequences, filed, measure_against
+from optim_hunter.interp.affine import LOSS_FROM, SEED, Study, example_sequences, filed
 from optim_hunter.zoo.affine import Sequences
 
 L0, L1, L2 = 0, 1, 2
 
 
-def _patterns(model: Any, vectors: Tensor, layer: int) -> Float[Tensor, "batch head q k"]:
+def _patterns(model: Any, vectors: Tensor, layer: int) -> Float[Tensor, "batch head query_pos key_pos"]:
     name = hooks.pattern(layer)
     with torch.no_grad():
         _, cache = model.run_with_cache(vectors, names_filter=lambda n: n == name)
@@ -87,7 +87,7 @@ def attention_to_position(
     for g in groups:
         if g.inputs.shape[1] <= from_position:
             continue
-        pattern = _patterns(model, g.inputs, layer)  # [batch, head, q, k]
+        pattern = _patterns(model, g.inputs, layer)  # [batch, head, query_pos, key_pos]
         part = pattern[:, :, from_position:, position]
         total = total + part.sum((0, 2))
         count += part.shape[0] * part.shape[2]
@@ -106,11 +106,11 @@ def same_parity_share(
         L = g.inputs.shape[1]
         if L <= from_position:
             continue
-        pattern = _patterns(model, g.inputs, layer)[:, :, from_position:]  # [b, h, q, k]
+        pattern = _patterns(model, g.inputs, layer)[:, :, from_position:]  # [batch, head, query_pos, key_pos]
         q = torch.arange(from_position, L)[:, None]
         k = torch.arange(L)[None, :]
         even = (((q - k) % 2 == 0) & (k <= q)).double()
-        share = (pattern * even).sum(-1)  # [b, h, q]
+        share = (pattern * even).sum(-1)  # [batch, head, query_pos]
         for b in range(share.shape[0]):
             kind = ALTERNATING if g.c[b] < 0 else MONOTONE
             for h in range(share.shape[1]):
@@ -174,7 +174,7 @@ class AttentionResult:
                                  monotone=f"{self.share(MONOTONE):.2f}", uniform=f"{self.uniform_share:.2f}", **kw),
         ]
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         return {
             "n_previous_token": self.n_previous_token, "previous_token_mean": float(self.previous[L0].mean()),
             "n_second_vector": self.n_second_vector, "second_vector_mean": float(self.l1_to_second.mean()),
@@ -195,7 +195,7 @@ def attention(s: Study) -> AttentionResult:
     )
 
 
-def example_patterns(model: Any, seqs: Sequences, index: int, layer: int) -> Float[np.ndarray, "head q k"]:
+def example_patterns(model: Any, seqs: Sequences, index: int, layer: int) -> Float[np.ndarray, "head query_pos key_pos"]:
     return _patterns(model, seqs.inputs[index : index + 1], layer)[0].numpy()
 
 
@@ -206,9 +206,9 @@ def position_labels(length: int) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class AttentionExamples:
     """Every layer's attention patterns on the alternating (c = -0.8) and monotone (c = 0.8)
-    examples: `patterns[kind][layer]` is [head, dest, src]."""
+    examples: `patterns[kind][layer]` is [head, query_pos, key_pos]."""
 
-    patterns: dict[str, list[Float[np.ndarray, "head q k"]]]
+    patterns: dict[str, list[Float[np.ndarray, "head query_pos key_pos"]]]
 
     def show(self, layer: int, kind: str = ALTERNATING) -> None:
         """The heads of `layer` on one example, as a circuitsvis view (`plots.attention_heads`)."""
@@ -234,7 +234,7 @@ DLA_L0 = claims.declare(
 DLA_L1 = claims.declare(
     "affine.dla.{kind}.l1", "summed direct attribution of the layer-1 heads to {target}",
     source_seed=SEED, source_value="about 0", unit="dot product", criterion="|L1| <= 0.1 x max(|L0|, |L2|)",
-    test=lambda v, *, l0, l2: abs(v) <= 0.1 * max(abs(l0), abs(l2)),
+    test=lambda t: abs(t["l1"]) <= 0.1 * max(abs(t["l0"]), abs(t["l2"])),
 )
 DLA_L2 = claims.declare(
     "affine.dla.{kind}.l2", "summed direct attribution of the layer-2 heads to {target}",
@@ -295,11 +295,11 @@ class AttributionResult:
         for kind, target in TARGETS.items():
             sums, kw = self.sums(kind), {"kind": kind, "target": target, **filed(self.profile)}
             rows += [DLA_L0.measure(float(sums[L0]), **kw),
-                     measure_against(DLA_L1, float(sums[L1]), {"l0": sums[L0], "l2": sums[L2]}, **kw),
+                     DLA_L1.measure(float(sums[L1]), tested={"l0": sums[L0], "l1": sums[L1], "l2": sums[L2]}, **kw),
                      DLA_L2.measure(float(sums[L2]), **kw)]
         return rows
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         return {f"dla_{kind}_l{l}": float(v) for kind in TARGETS for l, v in enumerate(self.sums(kind))}
 
 
@@ -354,7 +354,7 @@ OV_OUTSIDE_BASELINE = claims.declare(
 )
 
 
-def linear_fit(x: Float[np.ndarray, "n k"], y: Float[np.ndarray, "n k"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linear_fit(x: Float[np.ndarray, "row col"], y: Float[np.ndarray, "row col"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row, the least-squares line y = slope x + intercept over the k points (x_j, y_j):
     (slope, intercept, R^2)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -497,7 +497,7 @@ class Layer0OVResult:
             OV_OUTSIDE_BASELINE.measure(self.baseline, **kw),
         ]
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         res = self.residual.summary()
         return {
             "ov_n_vectors": len(self.residual.r2), "ov_r2_residual": res["r2_mean"],
@@ -559,7 +559,7 @@ L1_LOW_RANK = claims.declare(
 )
 
 
-def effective_rank(matrix: Float[Tensor, "... m n"]) -> Float[np.ndarray, "..."]:
+def effective_rank(matrix: Float[Tensor, "... row col"]) -> Float[np.ndarray, "..."]:
     """exp(-sum p_i log p_i), p_i = sigma_i / sum sigma (Roy & Vetterli 2007): the number of
     equally strong directions that would give the singular values' entropy (1 for rank one,
     n for a multiple of an orthogonal n x n matrix)."""
@@ -615,7 +615,7 @@ class OVScoresResult:
             L1_LOW_RANK.measure(float(self.effective_rank[L1, lowest]), head=lowest, **kw),
         ]
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         return {
             "n_negative_l2": self.n_negative_l2, "ov_eigen_l2_mean": float(self.residual[L2].mean()),
             "ov_eigen_l2_mean_vector": float(self.vector_space[L2].mean()),

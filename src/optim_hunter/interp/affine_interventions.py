@@ -5,7 +5,7 @@ projections Q pinv(Q), the closest a d_head-wide circuit comes to the identity (
 "attend to vectors like me").
 
 Each chapter section calls one function here (`mean_ablation`, `qk_identity`) and gets a frozen
-result with `.table()`, `.claims()` and `.glued()`. Edited weights become a model through
+result with `.table()`, `.claims()` and `.numbers()`. Edited weights become a model through
 `Study.edited` (`interp.affine`), so the model core of the zoo is reached from one place only.
 """
 
@@ -99,7 +99,7 @@ class AblationResult:
             ABLATION_L2_RATIO.measure(ratios[L2], **kw),
         ]
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         return {f"ablation_ratio_l{l}": r for l, r in self.ratios.items()} | {"ablation_l1_mse": self.ablated[L1]}
 
 
@@ -228,7 +228,7 @@ class QKResult:
             QK_PINV_HEADS_0_4_RATIO.measure(self.ratio("first5"), **kw),
         ]
 
-    def glued(self) -> dict[str, Any]:
+    def numbers(self) -> dict[str, Any]:
         return {"n_identity_like": self.n_identity_like, "qk_ratio_top5": self.ratio("top5"),
                 "qk_ratio_first5": self.ratio("first5"), "qk_ratio_all": self.ratio("all")}
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -44,30 +43,6 @@ DEPTHS = (2, 3)
 
 def _verdict(row: Claim) -> str:
     return row.verdict.replace("_", " ")
-
-
-def _judged(
-    spec: ClaimSpec, measured: float | str, evidence: Mapping[str, float], *, profile: str,
-    **fields: Any,
-) -> Claim:
-    """The row of a claim whose declared test needs more than the measured value (a reference
-    measured in the same run, or several numbers behind a verdict written as a string):
-    `spec.test(evidence)` decides it. (`ClaimSpec.measure` hands its test the value alone.)"""
-    return claims.make_claim(
-        spec.id.format(**fields), chapter=CHAPTER, claim=spec.claim.format(**fields),
-        source_seed=spec.source_seed, source_value=spec.source_value, measured=measured,
-        unit=spec.unit, reproduced=bool(spec.test(evidence)), criterion=spec.criterion,
-        profile=profile, model=MODEL,
-    )
-
-
-def glue(*results: Any) -> None:
-    """Glue every entry of each result's `numbers()` (myst-nb, not displayed)."""
-    from myst_nb import glue as myst_glue
-
-    for result in results:
-        for name, value in result.numbers().items():
-            myst_glue(name, value, display=False)
 
 
 # --- the setting ----------------------------------------------------------------------------------
@@ -399,9 +374,8 @@ class OneLayer:
         at = dict(chapter=CHAPTER, profile=self.baseline.profile, model=MODEL)
         row = self.row
         return [
-            _judged(TRAINED_LOSS, self.trained_loss,
-                    {"loss": self.trained_loss, "gd1_loss": self.baseline.gd1_loss},
-                    profile=self.baseline.profile),
+            TRAINED_LOSS.measure(self.trained_loss, chapter=CHAPTER, profile=self.baseline.profile, model=MODEL,
+                                 tested={"loss": self.trained_loss, "gd1_loss": self.baseline.gd1_loss}),
             TRAINED_COSINE.measure(float(row.sens_cosine), **at),
             TRAINED_PRED_DIFF.measure(float(row.pred_diff), **at),
             TRAINED_SENS_L2.measure(float(row.sens_l2), **at),
@@ -523,7 +497,7 @@ class Deeper:
                 DEPTH_GDPP.measure(float(pp.reference_loss), k=k, **at),
                 DEPTH_COSINE_GD.measure(float(gd.sens_cosine), k=k, **at),
                 DEPTH_COSINE_GDPP.measure(float(pp.sens_cosine), k=k, **at),
-                _judged(BEYOND_GD, summary, evidence, profile=self.profile, k=k),
+                BEYOND_GD.measure(summary, chapter=CHAPTER, profile=self.profile, model=MODEL, tested=evidence, k=k),
                 READOUT_FALLS.measure(self.readout_ratio(k), k=k, **at),
             ]
         return rows
