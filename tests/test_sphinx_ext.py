@@ -84,7 +84,17 @@ SOURCES = """\
   measured_by: []
   note: needs a big model
 """
-PLAIN = "# Plain\n\nNo figures here.\n"
+# An executed notebook without figures: it must not load the bundles (a Markdown page would
+# pass that check even if every notebook loaded them).
+PLAIN = HEADER + """
+# Plain
+
+No figures here.
+
+```{code-cell} ipython3
+print("plain sum", 2 + 3)
+```
+"""
 
 
 def build(root: Path, profile: str) -> subprocess.CompletedProcess:
@@ -168,7 +178,8 @@ def test_javascript_shipped_once_and_only_where_used(book):
     assert not [src for src in external if "plot" in src or "circuits" in src], external
     assert len(page.encode()) < 200_000, "a bundle was inlined into the page"
     plain = (site / "plain.html").read_text()
-    assert "optim_hunter/plotly.min.js" not in plain
+    assert "plain sum 5" in plain  # executed
+    assert "optim_hunter/plotly.min.js" not in plain and "optim_hunter/circuitsvis.js" not in plain
 
 
 def test_claims_collected(book):
@@ -225,8 +236,8 @@ def test_bench_table(tmp_path):
 def test_execution_times_recorded(book):
     times = json.loads((book / "_build" / "exec_times.json").read_text())
     assert times["page"]["succeeded"] is True and times["page"]["runtime"] > 0
-    # exactly the executed notebooks have a row: plain Markdown pages execute nothing
-    assert set(times) == {"page"}, times
+    # exactly the executed notebooks have a row: Markdown pages (claims) execute nothing
+    assert set(times) == {"page", "plain"}, times
 
 
 def test_the_source_claims_are_counted_by_seed_and_status():
@@ -242,9 +253,25 @@ def test_the_source_claims_are_counted_by_seed_and_status():
         def get_relative_uri(self, source, target):
             return f"{target}.html"
 
-    app = type("App", (), {"builder": Builder()})()
+    from sphinx.application import Sphinx
+
+    app = Sphinx.__new__(Sphinx)  # a Sphinx (the annotation is checked under pytest), never started
+    app.builder = Builder()
     page = sphinx_ext.render_sources(app, "claims", entries, rows)
     assert "3 quantitative claims in the sources</b>: 1 reproduced, 1 not reproduced" in page
     # per seed: reproduced, not reproduced, measured, not measured
     assert "<tr><td>002</td><td>0</td><td>0</td><td>0</td><td>1</td></tr>" in page
     assert "<tr><td>004</td><td>1</td><td>1</td><td>0</td><td>0</td></tr>" in page
+
+
+def test_the_api_page_documents_every_module():
+    import pkgutil
+
+    import optim_hunter
+
+    page = (Path(__file__).resolve().parents[1] / "book" / "api.md").read_text()
+    documented = set(re.findall(r"automodule:: (optim_hunter[\w.]*)", page))
+    modules = {m.name for m in pkgutil.walk_packages(optim_hunter.__path__, "optim_hunter.")}
+    modules -= {"optim_hunter.cli", "optim_hunter.sphinx_ext", "optim_hunter.interp"}
+    assert not modules - documented, f"modules missing from book/api.md: {sorted(modules - documented)}"
+    assert not documented - modules, f"book/api.md names modules that do not exist: {sorted(documented - modules)}"

@@ -1,29 +1,41 @@
 """optim_hunter: how transformers learn in context, as an executable book and the package behind it.
 
-Modules:
-  settings     profile (full / smoke budgets), default model name, cache directory
-  datasets     regression tasks (Friedman #1-#3, linear families) split into in-context examples
-  prompts      the (features -> output) text format and a number parser with explicit failures
-  regressors   the scikit-learn baselines registry
-  evaluation   fit-predict over seeds, metrics with bootstrap intervals, ranks
-  claims       measurements recorded beside the source studies' values
-  plots        every figure helper, rendered so the static book works offline
-  sphinx_ext   the Jupyter Book extension: offline JS assets, claims collection, the Claims page
-  training     the one trainer: configs, seeds, snapshots, atomic safetensors checkpoints, resume
-  zoo/         named models: load("smollm2-135m") (pretrained, shipped in a package: zoo.pretrained),
-               load("numeric-icl"), the Markov-chain attention-only models, the affine-recurrence
-               model, and load("hf:<name-or-path>") for Hugging Face models (zoo.hf: with a fused
-               twin for hook-free passes, and device placement)
+Modules (each file's docstring says more):
+
+  settings       profile (full / smoke budgets), default model name, cache directory
+  datasets       regression tasks (Friedman #1-#3, linear families) split into in-context examples
+  prompts        the (features -> output) text format and a number parser with explicit failures
+  positions      which token of a numeric prompt is a feature value, an output, a separator
+  regressors     the scikit-learn baselines registry
+  evaluation     fit-predict over seeds, metrics with bootstrap intervals, ranks
+  regression_benchmark  the 004 benchmark as result objects: baselines, LLM comparison, curves
+
+  transformer    the one model core: architecture, the one fused forward (training, evaluation,
+                 KV-cached decoding), smeared keys, vector read-in, the one bridge construction
+  training       the one trainer: configs, seeds, snapshots, atomic verified checkpoints, resume
+  zoo/           named models. zoo.family: the typed Family record (owns cache paths, snapshots,
+                 locks); numeric, induction, code_corpus, affine: the trained families;
+                 pretrained: SmolLM2-135M shipped in a package; hf: any Hugging Face causal LM
+  yardstick      held-out in-context performance of any hooked model (numeric-icl's check)
+  zoo_report     the models chapter's views of the zoo
   llm_regressor  any causal LM as a scikit-learn-style regressor (batched greedy decoding)
-  kv_decoding  exact key/value-cached decoding for native and HF models (when no hooks are attached)
-  positions    which token of a numeric prompt is a feature value, an output, a separator
-  hooks        the hook vocabulary: hook-name helpers, residual stages and labels, HookedModel
-  interp/      analyses written against hook names (optim_hunter.hooks) and weights: lsa (gradient descent in linear
-               self-attention), attribution, ablation, patching, probes, heads, circuits,
-               regression, linear_fn (y = 2x + 3), icl (induction heads), affine, decomposition
-               (one fused pass: the residual stream's writers at the last position of an HF model),
-               pretrained_induction (induction heads in the pretrained model)
-  cli          optim-hunter datasets | regressors | eval | train | models
+  kv_decoding    exact key/value-cached decoding for native and HF models (no hooks attached)
+  hooks          the hook vocabulary: hook-name helpers, residual stages and labels, HookedModel
+  dims           the one vocabulary of dimension names in shape annotations
+
+  interp/        analyses written against hook names and weights, each returning result objects:
+                 attribution, ablation, patching, probes, heads, circuits, decomposition (one
+                 fused pass over an HF model's residual writers), regression (inside the LLM
+                 regressor), linear_fn (y = 2x + 3), icl and pretrained_induction (induction
+                 heads), lsa and lsa_experiments (gradient descent in linear self-attention),
+                 affine, affine_heads, affine_interventions (affine recurrences)
+
+  claims         claims declared beside the code that measures them; rows recorded in notebooks
+  claim_rows     Recording: where a result's claim rows belong (chapter, profile, model)
+  chapter        glue a result's numbers into a chapter's prose
+  plots          every figure helper, rendered so the static book works offline
+  sphinx_ext     the Jupyter Book extension: offline JS assets, claims collection, Claims page
+  cli            optim-hunter datasets | regressors | eval | train | models
 """
 
 __version__ = "0.1.0"

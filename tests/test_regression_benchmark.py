@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optim_hunter import benchmark, datasets, evaluation, llm_regressor
+from optim_hunter import datasets, evaluation, llm_regressor, regression_benchmark
 from optim_hunter.claim_rows import Recording
 from test_llm_regressor import CharTokenizer, OracleModel
 
@@ -20,7 +20,7 @@ def by_id(result):
 
 
 def test_baselines_name_the_best_method_and_the_average():
-    base = benchmark.baselines("friedman2", n_examples=6, seeds=range(4), recording=AT,
+    base = regression_benchmark.baselines("friedman2", n_examples=6, seeds=range(4), recording=AT,
                                methods=["average", "last", "linear_regression"])
     # by hand: the mean-of-outputs prediction on each seed's query
     errors = [abs(s.y_train.mean() - s.y_query[0]) for s in (datasets.make_split("friedman2", 6, i) for i in range(4))]
@@ -33,17 +33,17 @@ def test_baselines_name_the_best_method_and_the_average():
 
 
 def test_benchmark_counts_failures_per_size():
-    curve = benchmark.benchmark(["knn", "average"], "friedman2", n_examples=[3, 6], seeds=range(2), recording=AT)
+    curve = regression_benchmark.benchmark(["knn", "average"], "friedman2", n_examples=[3, 6], seeds=range(2), recording=AT)
     assert curve.failures.loc["knn", 3] == 2 and curve.failures.loc["average", 3] == 0  # 5-NN needs 5 examples
     assert curve.claims() == [] and curve.sizes == [3, 6]
 
 
 def test_published_verdict_is_the_interval_test():
-    published = benchmark.published(["average", "lr_poly"], seeds=range(1, 7), recording=AT, n_examples=10)
+    published = regression_benchmark.published(["average", "lr_poly"], seeds=range(1, 7), recording=AT, n_examples=10)
     rows = by_id(published)
     for method in ("average", "lr_poly"):
         row, table = rows[f"regressor.friedman2.llm4regression.{method}_mae"], published.table.loc[method]
-        value = benchmark.LLM4REGRESSION_FRIEDMAN2[method]
+        value = regression_benchmark.LLM4REGRESSION_FRIEDMAN2[method]
         inside = table["mae_low"] <= value <= table["mae_high"]
         assert row.verdict == ("reproduced" if inside else "not_reproduced") and bool(table["inside_ci"]) == inside
         assert row.source_value == value and row.measured == pytest.approx(table["mae"])
@@ -55,9 +55,9 @@ def test_published_verdict_is_the_interval_test():
 @pytest.fixture(scope="module")
 def comparison():
     oracle = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer(), round_to=2, max_new_tokens=10)
-    lm = benchmark.LanguageModel("oracle", oracle, {"friedman2": 5, "linear_2_3": 40})
-    small = benchmark.LanguageModel("small", oracle, {"friedman2": 3, "linear_2_3": 3})
-    return benchmark.compare_llm(lm, ["friedman2", "linear_2_3"], n_seeds={"friedman2": 3, "linear_2_3": 2},
+    lm = regression_benchmark.LanguageModel("oracle", oracle, {"friedman2": 5, "linear_2_3": 40})
+    small = regression_benchmark.LanguageModel("small", oracle, {"friedman2": 3, "linear_2_3": 3})
+    return regression_benchmark.compare_llm(lm, ["friedman2", "linear_2_3"], n_seeds={"friedman2": 3, "linear_2_3": 2},
                                  wanted_examples=4, contrasts=[small], recording=AT)
 
 
@@ -90,7 +90,7 @@ def test_regimes_claims_apply_the_declared_tests(comparison):
 
 
 def test_llm_curve_reuses_the_comparison_at_its_size(comparison):
-    curve = benchmark.llm_curve(comparison, [1, 2, 9], n_seeds=2, methods=["average"])
+    curve = regression_benchmark.llm_curve(comparison, [1, 2, 9], n_seeds=2, methods=["average"])
     assert sorted(curve.table["n_examples"].unique()) == [1, 2, 4]
     top = curve.table[(curve.table.n_examples == 4) & (curve.table.method == "oracle")]["mae"].item()
     r = comparison.results
