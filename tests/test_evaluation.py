@@ -121,3 +121,26 @@ def test_repeated_problems_are_refused_before_work(kwargs, label):
     with pytest.raises(ValueError, match=f"{label} repeat"):
         llm_regressor.evaluate(reg, "oracle", args["dataset_names"], n_examples=args["n_examples"],
                                seeds=args["seeds"], progress=False)
+
+
+def test_summary_numbers_by_hand():
+    """summarize's MAE, MSE, failures and mean ranks against a table worked out by hand; its
+    bootstrap intervals against a plain percentile bootstrap of the same errors."""
+    errors = {"a": [1.0, 2.0, 6.0, np.nan], "b": [2.0, 2.0, 1.0, 4.0]}  # a fails on seed 3
+    rows = [{"dataset": "d", "n_examples": 5, "seed": s, "query": 0, "method": m, "abs_error": e[s],
+             "sq_error": e[s] ** 2, "failed": bool(np.isnan(e[s]))} for m, e in errors.items() for s in range(4)]
+    table = evaluation.summarize(pd.DataFrame(rows), n_boot=4000).set_index("method")
+    assert table.loc["a", "mae"] == pytest.approx(3.0) and table.loc["b", "mae"] == pytest.approx(2.25)
+    assert table.loc["a", "mse"] == pytest.approx(41 / 3) and table.loc["b", "mse"] == pytest.approx(25 / 4)
+    assert (table.loc["a", "n"], table.loc["a", "n_failed"], table.loc["b", "n_failed"]) == (4, 1, 0)
+    # ranks per seed: a 1, 1.5, 2 (seed 3 failed: unranked); b 2, 1.5, 1, 1
+    assert table.loc["a", "mean_rank"] == pytest.approx(4.5 / 3)
+    assert table.loc["b", "mean_rank"] == pytest.approx(5.5 / 4)
+    # bootstrap by hand: every resample of b's four errors equally likely; its 2.5% and 97.5% points
+    import itertools
+
+    means = sorted(np.mean(c) for c in itertools.product(errors["b"], repeat=4))
+    low, high = np.percentile(means, [2.5, 97.5])
+    assert table.loc["b", "mae_low"] == pytest.approx(low, abs=0.15)
+    assert table.loc["b", "mae_high"] == pytest.approx(high, abs=0.15)
+    assert list(evaluation.summarize(pd.DataFrame(rows)).method) == ["b", "a"]  # sorted by MAE

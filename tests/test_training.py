@@ -418,3 +418,49 @@ def test_checkpoint_files_get_the_umasks_permissions_not_owner_only(tmp_path):
         os.umask(previous)
     for suffix in (".safetensors", ".json"):  # readable by the group and others: a shared cache
         assert stat.S_IMODE((tmp_path / f"ckpt{suffix}").stat().st_mode) == 0o644
+
+
+def test_training_equals_a_hand_written_adamw_loop():
+    """`train` against AdamW written out by hand: the warmup-then-cosine rate in closed form, the
+    weight decay on matrices only (not embeddings or biases), global-norm clipping, one batch per step."""
+    config = TrainConfig(steps=7, lr=3e-2, warmup_steps=2, min_lr_ratio=0.2, weight_decay=0.3,
+                         betas=(0.8, 0.9), grad_clip=0.05, seed=4)
+    spec = tiny_spec()
+    result = training.train(spec, config, progress=False)
+
+    torch.manual_seed(config.seed)
+    model = spec.build(config.seed)
+    params = dict(model.named_parameters())
+    decayed = {"mlp.0.weight", "mlp.2.weight"}  # embed.weight and the biases are not decayed
+    m = {k: torch.zeros_like(p) for k, p in params.items()}
+    v = {k: torch.zeros_like(p) for k, p in params.items()}
+    b1, b2, eps = 0.8, 0.9, 1e-8
+    losses = []
+    for step in range(7):
+        if step < 2:
+            lr = 3e-2 * (step + 1) / 2
+        else:
+            lr = 3e-2 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (step - 2) / 5)))
+        loss = spec.loss(model, spec.batch(step))
+        grads = torch.autograd.grad(loss, list(params.values()))
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+        factor = min(1.0, 0.05 / (float(norm) + 1e-6))
+        assert factor < 1  # the clip really acts
+        with torch.no_grad():
+            for (name, p), g in zip(params.items(), grads):
+                g = g * factor
+                if name in decayed:
+                    p.mul_(1 - lr * 0.3)
+                m[name] = b1 * m[name] + (1 - b1) * g
+                v[name] = b2 * v[name] + (1 - b2) * g * g
+                m_hat, v_hat = m[name] / (1 - b1 ** (step + 1)), v[name] / (1 - b2 ** (step + 1))
+                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+        losses.append(float(loss.detach()))
+    assert set(dict(result.model.named_parameters())) == set(params)
+    for name, p in result.model.named_parameters():
+        torch.testing.assert_close(p, params[name], atol=2e-6, rtol=1e-5, msg=name)
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-5)
+    # the schedule's middle, in closed form: halfway through the cosine is the mean of lr and its floor
+    halfway = TrainConfig(steps=102, lr=1.0, warmup_steps=2, min_lr_ratio=0.1)
+    assert training.lr_at(halfway, 52) == pytest.approx(0.55)
+    assert training.lr_at(halfway, 27) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))

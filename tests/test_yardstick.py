@@ -63,8 +63,13 @@ def test_scripted_answers_give_the_expected_metrics():
     )
     assert result.affine_top1 == 0.0  # -7 is never 2x + 3
     assert all(result.failures[d][1] == 0 for d in result.failures)
-    errors = [abs(12.5 - datasets.make_split("friedman2", 1, s, round_to=2).y_query[0]) for s in range(2)]
-    assert result.mae["friedman2"][1] == pytest.approx(np.mean(errors))
+    for name in ("friedman2", *datasets.LINEAR_FAMILIES):
+        splits = [datasets.make_split(name, 1, s, round_to=2) for s in range(2)]
+        errors = [abs(12.5 - split.y_query[0]) for split in splits]
+        assert result.mae[name][1] == pytest.approx(np.mean(errors))
+        # the average baseline on the same problems: the one example's y, against the query's
+        baseline = [abs(split.y_train[0] - split.y_query[0]) for split in splits]
+        assert result.average_mae[name][1] == pytest.approx(np.mean(baseline))
 
 
 def test_claims():
@@ -107,3 +112,24 @@ def test_claims_fail_when_their_checks_fail():
     }
     assert result.bars() == {"mae_falls_with_examples": False, "linear_ratio_le_one_third": False,
                              "friedman2_beats_average": True, "affine_top1_ge_0.8": False}
+
+
+def test_the_baseline_is_scored_on_the_problems_the_model_answered(monkeypatch):
+    """A failed answer is counted, and leaves the model's and the baseline's MAE alike."""
+    calls = []
+
+    def answers(model, tokenizer, texts, **kwargs):
+        calls.append(len(texts))
+        return [None if i % 2 else 10.0 for i in range(len(texts))]  # every second one fails
+
+    monkeypatch.setattr(yardstick, "read_numbers", answers)
+    result = yardstick.evaluate_icl(object(), TOK, seeds=range(4), examples=(1,), affine_count=2, progress=False)
+    assert calls  # the answers came from the stand-in
+    splits = [datasets.make_split("friedman2", 1, s, round_to=2) for s in range(4)]
+    names = list(result.mae)
+    offset = names.index("friedman2") * 4  # the jobs run dataset by dataset, seeds in order
+    answered = [splits[s] for s in range(4) if (offset + s) % 2 == 0]
+    assert result.failures["friedman2"][1] == 4 - len(answered)
+    assert result.mae["friedman2"][1] == pytest.approx(np.mean([abs(10.0 - s.y_query[0]) for s in answered]))
+    assert result.average_mae["friedman2"][1] == pytest.approx(
+        np.mean([abs(s.y_train.mean() - s.y_query[0]) for s in answered]))

@@ -23,7 +23,8 @@ EXAMPLES = (1, 5, 10, 25)
 
 @dataclasses.dataclass
 class ICLResult:
-    """What `evaluate_icl` measured. MAEs are over parsed answers; failures are counted apart."""
+    """What `evaluate_icl` measured. MAEs (the model's and the average baseline's) are over the
+    problems the model answered with a number; failures are counted apart."""
 
     examples: tuple[int, ...]
     mae: dict[str, dict[int, float]]  # dataset -> n_examples -> model MAE
@@ -139,14 +140,15 @@ def evaluate_icl(
     avg_errors: dict[tuple[str, int], list[float]] = {}
     for (name, k, _), answer, y, mean in zip(jobs, answers, truth, average):
         errors.setdefault((name, k), [])
-        avg_errors.setdefault((name, k), []).append(abs(mean - y))
+        avg_errors.setdefault((name, k), [])
         if answer is None:
             fails[name][k] = fails[name].get(k, 0) + 1
-        else:
+        else:  # the baseline is scored on the problems the model answered: like for like
             errors[(name, k)].append(abs(answer - y))
+            avg_errors[(name, k)].append(abs(mean - y))
     for (name, k), errs in errors.items():
         mae[name][k] = float(np.mean(errs)) if errs else float("nan")
-        avg[name][k] = float(np.mean(avg_errors[(name, k)]))
+        avg[name][k] = float(np.mean(avg_errors[(name, k)])) if errs else float("nan")
         fails[name].setdefault(k, 0)
     a_texts, a_truth = affine_prompts(affine_count, affine_examples)
     a_answers = read_numbers(model, tokenizer, a_texts, progress=False)

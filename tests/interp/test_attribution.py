@@ -36,6 +36,18 @@ def test_components_sum_to_the_total(tiny_bridge, contrast):
 def test_summary(tiny_bridge, chars, contrast):
     other = attribution.make_contrast(chars, "Output: 5\nOutput:", " 1", " 2")
     table = attribution.summarize(tiny_bridge, [contrast, None, other])
-    assert list(table.n.unique()) == [2] and np.isfinite(table["mean"]).all()
+    assert list(table.n.unique()) == [2] and list(table.label)[-1] == "final_post"
+    # the final stage by hand from the model's own logits: mean and standard error of two values
+    finals = []
+    for c in (contrast, other):
+        with torch.no_grad():
+            logits = tiny_bridge(c.tokens[None])[0, -1]
+        finals.append(float(logits[c.token_a] - logits[c.token_b] - tiny_bridge.b_U[c.token_a]
+                            + tiny_bridge.b_U[c.token_b]))
+    assert table["mean"].iloc[-1] == pytest.approx(np.mean(finals), abs=1e-4)
+    assert table["sem"].iloc[-1] == pytest.approx(abs(finals[0] - finals[1]) / 2, abs=1e-4)
+    components = attribution.summarize(tiny_bridge, [contrast, other], per="component")
+    assert components["mean"].sum() == pytest.approx(np.mean(finals), abs=1e-4)
+    assert np.isnan(attribution.summarize(tiny_bridge, [contrast])["sem"]).all()
     with pytest.raises(ValueError, match="no contrast"):
         attribution.summarize(tiny_bridge, [None])

@@ -60,6 +60,14 @@ def test_neuron_effects_sum_to_each_mlps_readout(llama):
     direction = attribution.answer_direction(llama, contrast).float()
     effects = decomposition.neuron_effects(llama, parts, direction)
     torch.testing.assert_close(effects.sum(1), parts.readout(parts.mlps, direction), atol=1e-5, rtol=1e-4)
+    # each neuron against the hooked bridge: its activation times its W_out row along the direction,
+    # over the final RMSNorm's scale at the last position
+    with torch.no_grad():
+        _, cache = llama.run_with_cache(contrast.tokens[None])
+        scale = cache["ln_final.hook_scale"][0, -1]
+        for l in range(llama.cfg.n_layers):
+            by_hand = cache[f"blocks.{l}.mlp.hook_post"][0, -1] * (llama.W_out[l] @ direction) / scale
+            torch.testing.assert_close(effects[l], by_hand, atol=1e-7, rtol=1e-4)
     table = regression.neuron_attribution(llama, contrast, top=None)
     assert len(table) == effects.numel()
     assert table["effect"].abs().iloc[0] == pytest.approx(float(effects.abs().max()), rel=1e-5)

@@ -39,14 +39,24 @@ def test_linear_fn_analyses(hf):
     curve = linear_fn.bayesian_curve(hf, tok, problems, 3)
     assert curve["p_correct"].between(0, 1).all()
     source, target = (linear_fn.encode(tok, problems[0].text(k)) for k in (None, 0))
-    grid = patching.residual_patching(hf, source, target, lambda logits: float(logits[0, -1, 0]))
+    metric = lambda logits: float(logits[0, -1, 0])  # noqa: E731
+    grid = patching.residual_patching(hf, source, target, metric)
     assert grid.shape == (hf.cfg.n_layers + 1, len(target))
+    with torch.no_grad():  # the last stage at the last position carries the source's own output
+        assert grid[-1, -1] == pytest.approx(metric(hf(source[None])), abs=1e-4)
+        assert grid[-1, 0] == pytest.approx(metric(hf(target[None])), abs=1e-4)  # too late to matter
     with ablation.ablated(hf, linear_fn.layer_heads(hf, [0])):
         activity = linear_fn.head_activity(hf, source, np.arange(1, 4), 5)
     assert activity.shape == (hf.cfg.n_layers, hf.cfg.n_heads, 2)
 
 
 def test_head_scores(hf):
-    prev = heads.previous_token(hf, torch.randint(5, 100, (2, 12)))
+    tokens = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    prev = heads.previous_token(hf, tokens)
     assert prev.shape == (hf.cfg.n_layers, hf.cfg.n_heads)
+    _, cache = hf.run_with_cache(tokens)  # by hand: attention from q to q - 1, averaged
+    for l in range(hf.cfg.n_layers):
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"]
+        expected = np.mean([pattern[:, :, q, q - 1].numpy() for q in range(1, 12)], axis=(0, 1))
+        np.testing.assert_allclose(prev[l], expected, atol=1e-6)
     assert heads.prefix_matching(hf, length=6, repeats=2, batch=2).shape == prev.shape
