@@ -305,17 +305,40 @@ def test_patched_patterns_and_recovery_match_a_manual_forward():
     assert icl.pattern_recovery(bridge, tokens, 1, 0, patterns[1][:, 0]) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_judged_rows():
+def test_declared_tests_decide_the_verdicts():
     spec = icl.ONE_LAYER_NO_CHANGE
-    row = icl.judged(spec, 0.01, True, profile="smoke", model="m", context={"unigram": -0.1234}, final="-0.002")
+    quiet = {"drop": 0.01, "final": -0.2, "unigram": -0.1234}  # fell too little: no phase change
+    row = spec.measure(0.01, chapter="c", profile="smoke", model="m", tested=quiet, unigram="-0.123", final="-0.002")
     assert row.verdict == "reproduced" and row.criterion.endswith("(-0.123))") and "-0.002" in row.claim
-    assert icl.judged(spec, "no window", False, profile="smoke", context={"unigram": 0.0}, final="0").verdict \
+    changed = {"drop": 0.06, "final": -0.2, "unigram": -0.1}
+    assert spec.measure(0.06, chapter="c", profile="smoke", tested=changed, unigram="-0.1", final="0").verdict \
         == "not_reproduced"
-    assert icl.judged(spec, 0.5, None, profile="smoke", final="0").verdict == "measured"
+    assert not icl.is_phase_change({"drop": 0.06, "final": -0.1, "unigram": -0.1})  # must end below the unigram's
+    assert spec.measure("no window", chapter="c", profile="smoke", unigram="0", final="0").verdict == "measured"
     with pytest.raises(TypeError, match="fields"):
-        icl.judged(spec, 0.01, True, profile="smoke")
-    with pytest.raises(TypeError, match="its analysis"):
-        spec.measure(0.01, chapter="c", profile="smoke", final="0")  # the verdict needs the analysis
+        spec.measure(0.01, chapter="c", profile="smoke", tested=quiet)
+    plain = {**changed, "peak": 40}
+    assert icl.SMEARED_EARLIER.test({"smeared": {**changed, "peak": 20}, "plain": plain})
+    assert not icl.SMEARED_EARLIER.test({"smeared": {**quiet, "peak": 20}, "plain": plain})
+    assert not icl.SMEARED_EARLIER.test({"smeared": {**changed, "peak": 40}, "plain": plain})
+    inside, late = {"step": 30, "start": 20, "end": 40}, {"step": 50, "start": 20, "end": 40}
+    assert icl.HEADS_IN_WINDOW.test([inside]) and not icl.HEADS_IN_WINDOW.test([inside, late])
+    assert not icl.HEADS_IN_WINDOW.test([]) and not icl.HEADS_IN_WINDOW.test([{**inside, "step": None}])
+    assert icl.LOSS_BUMP.test(2.0) and icl.LOSS_BUMP.test(float("inf")) and not icl.LOSS_BUMP.test(1.9)
+    assert icl.DIVERGES_AT_CHANGE.test(1.0) and not icl.DIVERGES_AT_CHANGE.test(0.5)
+    turned = [{**inside, "angle": 90.0}, {**inside, "angle": 45.0}]
+    assert icl.PCA_PIVOT.test({"pivots": turned, "one_layer": 30.0})
+    assert not icl.PCA_PIVOT.test({"pivots": turned, "one_layer": 50.0})
+    assert not icl.PCA_PIVOT.test({"pivots": [{**late, "angle": 90.0}], "one_layer": 30.0})
+    for spec in (icl.PREFIX_VS_KCOMP, icl.COPYING_VS_OV):
+        assert spec.test({"rho": 0.5, "p": 0.01}) and not spec.test({"rho": 0.49, "p": 0.01})
+        assert not spec.test({"rho": 0.9, "p": 0.05})
+    assert icl.NON_CONVEX.test({"inside": [30], "outside": []})
+    assert not icl.NON_CONVEX.test({"inside": [], "outside": []})
+    assert not icl.NON_CONVEX.test({"inside": [30], "outside": [90]})
+    assert icl.TEXT_CHANGE.test({"best": 0.3, "drop": 0.05}) and not icl.TEXT_CHANGE.test({"best": 0.29, "drop": 1})
+    assert not icl.TEXT_CHANGE.test({"best": 0.9, "drop": 0.04})
+    assert not hasattr(icl, "judged") and not hasattr(icl, "glue")
 
 
 # --- the chapter's studies on tiny models --------------------------------------------------------
@@ -371,6 +394,11 @@ def test_phase_change_claims(studies):
     row = by_id["induction.one_layer_no_induction_heads"]
     assert row.measured == pytest.approx(float(np.nanmax(one.scores["prefix_matching"])))
     assert row.verdict == ("reproduced" if row.measured < 0.3 else "not_reproduced")
+    for name, id in (("attn-only-1l", "induction.one_layer_no_phase_change"),
+                     ("smeared-1l", "induction.smeared_one_layer_phase_change")):
+        changed = study.has_change(name) == (id == "induction.smeared_one_layer_phase_change")
+        assert by_id[id].verdict == ("reproduced" if changed else "not_reproduced")
+        assert f"({study.reference['unigram']:.3f})" in by_id[id].criterion
     multi = by_id["induction.multi_layer_all_change"]
     assert multi.measured == pytest.approx(np.mean([study.has_change(n) for n in
                                                     ("attn-only-2l", "attn-only-3l", "smeared-2l")]))

@@ -2,6 +2,7 @@
 (every logit of the vocabulary formed), hand-built copying and anti-copying heads, synthetic loss
 curves, and the chapter that records the claims."""
 
+import dataclasses
 import types
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def proxy(model, W_U):
     """`model` with another unembedding, for `heads.copying` (which reads cfg, run_with_cache,
     W_O and W_U)."""
     return types.SimpleNamespace(cfg=model.cfg, run_with_cache=model.run_with_cache, W_O=model.W_O, W_U=W_U)
+
+
+def verdict(r, id):
+    """Claim `id`'s measured value and its declared test's verdict on what `measured` gives it."""
+    measured, tested = r.measured(id)
+    return measured, bool(pi.CLAIMS[id].test(tested))
 
 
 def cached(model, tokens):
@@ -156,7 +163,7 @@ def test_log_index_fit_and_icl_on_a_synthetic_curve():
     assert r.icl_score == pytest.approx(expected) and r.fitted_icl == pytest.approx(expected)
     lo, hi = r.icl_interval  # constant offsets cancel in the difference: a zero-width interval
     assert lo == pytest.approx(expected) and hi == pytest.approx(expected)
-    assert r.measured("induction.pretrained.loss_falls_past_50") == (pytest.approx(-0.2), True)
+    assert verdict(r, "induction.pretrained.loss_falls_past_50") == (pytest.approx(-0.2), True)
 
 
 def test_claim_verdicts_on_constructed_scores():
@@ -168,21 +175,29 @@ def test_claim_verdicts_on_constructed_scores():
         repeat_losses=np.zeros((1, 100)), losses=losses, topics=("a", "b"), bos="<s>", seconds={},
     )
     assert r.prefix_heads.sum() == 3 and r.induction_heads.sum() == 2 and r.anti_copying_heads.sum() == 1
-    assert r.measured("induction.pretrained.anti_copying_heads") == (1.0, True)
-    assert r.measured("induction.pretrained.heads_before_half_depth") == (pytest.approx(2 / 3), True)
-    assert r.measured("induction.pretrained.literal_copying_head") == (pytest.approx(0.8), True)
-    rho, holds = r.measured("induction.pretrained.copying_follows_prefix")
+    assert verdict(r, "induction.pretrained.anti_copying_heads") == (1.0, True)
+    assert verdict(r, "induction.pretrained.heads_before_half_depth") == (pytest.approx(2 / 3), True)
+    assert verdict(r, "induction.pretrained.literal_copying_head") == (pytest.approx(0.8), True)
+    rho, holds = verdict(r, "induction.pretrained.copying_follows_prefix")
     assert rho > 0 and holds
-    assert r.measured("induction.pretrained.icl_score")[1]  # -0.17 * log(501/51) ≈ -0.39
+    assert r.holds("induction.pretrained.icl_score")  # -0.17 * log(501/51) ≈ -0.39
     rows = r.claims()
     assert [row.id for row in rows] == list(pi.CLAIMS) and set(pi.CLAIMS) <= set(claims.declared())
     for row in rows:
-        assert row.verdict in ("reproduced", "not_reproduced") and row.criterion and row.chapter == "induction_heads"
+        assert row.verdict == ("reproduced" if r.holds(row.id) else "not_reproduced")
+        assert row.criterion == pi.CLAIMS[row.id].criterion and row.chapter == "induction_heads"
     # the row's context after the model name: a zero-width interval (identical sequences)
     assert rows[0].claim.endswith(f"smollm2-135m (10 sequences of the Python Language Reference, ±10 indices; "
                                   f"95% interval {r.icl_score:.3f} to {r.icl_score:.3f})")
-    # no pattern task run: its claims say so
-    assert r.measured("induction.pretrained.pattern_head_attention_share")[1] is False
+    # no pattern task run: its claims say so, and are not reproduced
+    for id in ("induction.pretrained.pattern_head_attention_share", "induction.pretrained.pattern_matching_induction_head"):
+        measured, holds = verdict(r, id)
+        assert isinstance(measured, str) and "no pattern task" in measured and holds is False
+    # no prefix-matching head: the depth claim is not reproduced
+    none = dataclasses.replace(r, prefix_matching=prefix * 0.2)  # every score below 0.3
+    assert verdict(none, "induction.pretrained.heads_before_half_depth") == ("no prefix-matching head", False)
+    assert {row.id: row for row in none.claims()}["induction.pretrained.heads_before_half_depth"].verdict \
+        == "not_reproduced"
     assert list(r.heads_table().index[:2]) == ["L1H0", "L1H1"]
     assert len(r.figures()) == 4
 
@@ -258,9 +273,9 @@ def test_pattern_head_is_picked_on_half_and_measured_on_the_other():
         pattern_shares=shares,
     )
     assert r.pattern_split == 1 and r.pattern_head == (1, 0)
-    assert r.measured("induction.pretrained.pattern_head_attention_share") == (pytest.approx(0.2), False)
+    assert verdict(r, "induction.pretrained.pattern_head_attention_share") == (pytest.approx(0.2), False)
     # L0H1: an induction head (prefix 0.9, copying 0.2) with 0.7 of its colon attention right
-    assert r.measured("induction.pretrained.pattern_matching_induction_head") == (1.0, True)
+    assert verdict(r, "induction.pretrained.pattern_matching_induction_head") == (1.0, True)
     rows = {row.id: row for row in r.claims()}
     assert "L1H0, picked on 1 of 2 prompts" in rows["induction.pretrained.pattern_head_attention_share"].claim
     assert rows["induction.pretrained.pattern_matching_induction_head"].profile == "smoke"

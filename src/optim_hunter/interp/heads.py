@@ -53,7 +53,7 @@ def repeated_draws(
     return torch.stack(rows)
 
 
-def induction_targets(tokens: Int[Tensor, " pos"]) -> Float[Tensor, "pos pos"]:
+def induction_targets(tokens: Int[Tensor, " pos"]) -> Float[Tensor, "query_pos key_pos"]:
     """1 at (i, j) when token j-1 equals token i and j-1 < i: the positions induction points to."""
     same = (tokens[:, None] == tokens[None, :]).float()
     same = torch.tril(same, diagonal=-1)  # earlier occurrences only
@@ -62,7 +62,7 @@ def induction_targets(tokens: Int[Tensor, " pos"]) -> Float[Tensor, "pos pos"]:
     return torch.tril(target)
 
 
-def _patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer batch head q k"]:
+def _patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer batch head query_pos key_pos"]:
     names = {hooks.pattern(l) for l in range(model.cfg.n_layers)}
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
@@ -70,7 +70,7 @@ def _patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer batch head q k
 
 
 def prefix_matching_from_patterns(
-    patterns: Float[Tensor, "batch head q k"], tokens: Int[Tensor, "batch pos"], *, from_position: int = 0
+    patterns: Float[Tensor, "batch head query_pos key_pos"], tokens: Int[Tensor, "batch pos"], *, from_position: int = 0
 ) -> Float[np.ndarray, " head"]:
     """Attention on induction targets over all attention, from queries at `from_position` on."""
     scores = []

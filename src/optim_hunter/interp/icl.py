@@ -26,9 +26,9 @@ returns a result object with its tables, figures and claim rows (`claims()`):
   ablation_study       ablations of the final 2-layer model and across its window, idealised heads
   text_study           the 2-layer model trained on Python source
 
-The claims are declared below (`claims.declare`) with their criteria; a criterion that needs more
-than the measured value (a window fall *and* a final score) is evaluated by the analysis and the
-row is built by `judged`.
+The claims are declared below (`claims.declare`), each with its criterion in words and the test
+that implements it; a test that needs more than the measured value (a window fall *and* a final
+score) reads the numbers the analysis passes as `tested=` (`ClaimSpec.measure`).
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ DROP = 0.05  # nats: a phase change is a fall of the ICL score of at least this 
 PREFIX_MIN = 0.3  # an induction head: prefix-matching score at least this (chance is ~0.1 here)
 SCORES = ("prefix_matching", "copying", "previous_token", "k_composition")
 
+# one value per training snapshot, as a list or an array
+Steps = Sequence[int] | Int[np.ndarray, " snapshot"]
+Curve = Sequence[float] | Float[np.ndarray, " snapshot"]
+
 
 # --- ICL score and loss by index ------------------------------------------------------------------
 
@@ -75,29 +79,31 @@ def scaled_indices(n_ctx: int, early: int = SEED_EARLY, late: int = SEED_LATE, c
 
 
 def icl_score(
-    loss_by_index: Float[np.ndarray, "... pos"], early: int, late: int, half_width: int = 0
-) -> Float[np.ndarray, "..."]:
-    """Mean loss over [late ± half_width] minus mean loss over [early ± half_width]."""
+    loss_by_index: Float[np.ndarray, "... index"], early: int, late: int, half_width: int = 0
+) -> Float[np.ndarray, "..."] | float:
+    """Mean loss over [late ± half_width] minus mean loss over [early ± half_width] (a numpy float
+    for one curve)."""
     return window_mean(loss_by_index, late, half_width) - window_mean(loss_by_index, early, half_width)
 
 
 def window_mean(
-    loss_by_index: Float[np.ndarray, "... pos"], index: int, half_width: int = 0
-) -> Float[np.ndarray, "..."]:
-    """Mean over indices [index - half_width, index + half_width] (clipped to the array)."""
+    loss_by_index: Float[np.ndarray, "... index"], index: int, half_width: int = 0
+) -> Float[np.ndarray, "..."] | float:
+    """Mean over indices [index - half_width, index + half_width] (clipped to the array; a numpy
+    float for one curve)."""
     loss = np.asarray(loss_by_index, dtype=np.float64)
     n = loss.shape[-1]
     return loss[..., max(0, index - half_width) : min(n, index + half_width + 1)].mean(-1)
 
 
 def icl_sensitivity(
-    loss_by_index: Float[np.ndarray, "... pos"], pairs: Sequence[tuple[int, int]], half_width: int = 0
-) -> dict[tuple[int, int], np.ndarray]:
+    loss_by_index: Float[np.ndarray, "... index"], pairs: Sequence[tuple[int, int]], half_width: int = 0
+) -> dict[tuple[int, int], Float[np.ndarray, "..."] | float]:
     """The ICL score for several (early, late) choices."""
     return {(e, l): icl_score(loss_by_index, e, l, half_width) for e, l in pairs}
 
 
-def log_index_derivative(loss_by_index: Float[np.ndarray, "... pos"]) -> Float[np.ndarray, "... pos"]:
+def log_index_derivative(loss_by_index: Float[np.ndarray, "... index"]) -> Float[np.ndarray, "... index"]:
     """d loss / d log(context length), context length = index + 1 (second-order differences on
     the non-uniform log grid, as numpy.gradient)."""
     loss = np.asarray(loss_by_index, dtype=np.float64)
@@ -105,7 +111,7 @@ def log_index_derivative(loss_by_index: Float[np.ndarray, "... pos"]) -> Float[n
     return np.gradient(loss, x, axis=-1)
 
 
-def smooth(values: Sequence[float], width: int) -> np.ndarray:
+def smooth(values: Sequence[float] | Float[np.ndarray, " _"], width: int) -> np.ndarray:
     """Centred moving average (shrinking at the ends); width 1 returns the values."""
     v = np.asarray(values, dtype=np.float64)
     if width <= 1:
@@ -125,12 +131,12 @@ class PhaseWindow:
     drop: float  # ICL score at the window's start minus at its end (nats)
     total_drop: float  # over the whole run: ICL score at the first snapshot minus the last
 
-    def contains(self, step: float) -> bool:
+    def contains(self, step: int) -> bool:
         return self.start <= step <= self.end
 
 
 def phase_change_window(
-    steps: Sequence[int], scores: Sequence[float], *, fraction: float = 0.5, smoothing: int = 5,
+    steps: Steps, scores: Curve, *, fraction: float = 0.5, smoothing: int = 5,
     min_step: int = 10,
 ) -> PhaseWindow:
     """The contiguous range of steps around the fastest fall of the (smoothed) ICL score per
@@ -155,7 +161,7 @@ def phase_change_window(
     )
 
 
-def crossing_step(steps: Sequence[int], values: Sequence[float], fraction: float = 0.5) -> int | None:
+def crossing_step(steps: Steps, values: Curve, fraction: float = 0.5) -> int | None:
     """First step at which `values` reaches first + fraction * (max - first), or None if it never
     rises."""
     v = np.asarray(values, dtype=np.float64)
@@ -166,7 +172,7 @@ def crossing_step(steps: Sequence[int], values: Sequence[float], fraction: float
     return int(np.asarray(steps)[int(np.argmax(v >= level))])
 
 
-def fall_rate(steps: Sequence[int], values: Sequence[float], start: float, end: float) -> float:
+def fall_rate(steps: Steps, values: Curve, start: float | int, end: float | int) -> float:
     """Fall of `values` per decade of steps between `start` and `end` (linear interpolation in
     log10 step): (v(start) - v(end)) / log10(end / start)."""
     x = np.log10(np.asarray(steps, dtype=np.float64))
@@ -178,7 +184,7 @@ def fall_rate(steps: Sequence[int], values: Sequence[float], start: float, end: 
 
 
 def first_divergence(
-    steps: Sequence[int], reference: Sequence[float], values: Sequence[float], *, margin: float, min_step: int = 10
+    steps: Steps, reference: Curve, values: Curve, *, margin: float, min_step: int = 10
 ) -> int | None:
     """First step (at or after `min_step`) at which `values` lies at least `margin` below
     `reference` (two curves on the same steps), or None."""
@@ -189,7 +195,7 @@ def first_divergence(
 
 
 def nonconvex_steps(
-    steps: Sequence[int], losses: Sequence[float], *, tolerance: float = 0.1, min_step: int = 10
+    steps: Steps, losses: Curve, *, tolerance: float = 0.1, min_step: int = 10
 ) -> list[int]:
     """Steps where a loss curve stops being convex in log step: with r_i the fall per decade
     between snapshots i-1 and i (steps >= `min_step`), the snapshot between two intervals where
@@ -208,7 +214,7 @@ def nonconvex_steps(
 
 
 def trajectory_turns(
-    points: Float[np.ndarray, "snapshot dim"], steps: Sequence[int], *, chord: int = 3,
+    points: Float[np.ndarray, "snapshot col"], steps: Steps, *, chord: int = 3,
     min_chord: float = 0.1, min_step: int = 10,
 ) -> tuple[np.ndarray, int | None, float]:
     """How sharply a trajectory turns at each snapshot: the angle (degrees) between the chords
@@ -240,7 +246,7 @@ def trajectory_turns(
 
 
 def per_token_loss_pca(
-    vectors: Mapping[str, Float[np.ndarray, "snapshot token"]], n_components: int = 2
+    vectors: Mapping[str, Float[np.ndarray, "snapshot feature"]], n_components: int = 2
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Project every model's per-token-loss vectors (one row per snapshot) onto the top principal
     components of all rows together (centred on their joint mean). Returns the projections per
@@ -266,7 +272,7 @@ def per_token_loss_pca(
 # --- losses of a hooked model, ablations ---------------------------------------------------------
 
 
-def token_losses(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]) -> np.ndarray:
+def token_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> np.ndarray:
     """Per-token cross-entropy [batch, pos-1] (predicting token i+1 at index i)."""
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1), reduction="none"
@@ -355,8 +361,8 @@ def head_ablations(model: Any, tokens: Tensor, early: int, late: int, half_width
 
 
 def before_after_attribution(
-    delta: Float[np.ndarray, "... token"], before: Float[np.ndarray, " token"], after: Float[np.ndarray, " token"]
-) -> np.ndarray:
+    delta: Float[np.ndarray, "... feature"], before: Float[np.ndarray, " feature"], after: Float[np.ndarray, " feature"]
+) -> Float[np.ndarray, "..."] | float:
     """How much of the before->after per-token-loss change an ablation undoes: the projection
     coefficient of the ablation's per-token change on (before - after). 1 means the ablation
     returns the model exactly to the 'before' losses along that direction; 0 means unrelated."""
@@ -367,7 +373,7 @@ def before_after_attribution(
 # --- idealised attention patterns (the seed's Redwood replication) -------------------------------
 
 
-def idealised_pattern(tokens: Int[Tensor, "batch pos"], kind: str) -> Float[Tensor, "batch pos pos"]:
+def idealised_pattern(tokens: Int[Tensor, "batch pos"], kind: str) -> Float[Tensor, "batch query_pos key_pos"]:
     """An ideal attention pattern [batch, query, key] for one head.
 
     `previous`   exactly the previous token (the first token attends to itself)
@@ -399,7 +405,7 @@ def idealised_pattern(tokens: Int[Tensor, "batch pos"], kind: str) -> Float[Tens
 
 @torch.no_grad()
 def patched_pattern_losses(
-    model: Any, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch pos pos"]
+    model: Any, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch query_pos key_pos"]
 ) -> np.ndarray:
     """Per-token losses [batch, pos-1] with head (layer, head)'s attention pattern replaced."""
 
@@ -415,7 +421,7 @@ def patched_pattern_losses(
 
 @torch.no_grad()
 def pattern_recovery(
-    model: Any, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch pos pos"]
+    model: Any, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch query_pos key_pos"]
 ) -> float:
     """The share of the head's ablation loss that an idealised pattern recovers:
     (L_ablated - L_idealised) / (L_ablated - L_clean), mean losses, zero ablation of `hook_z`
@@ -527,28 +533,37 @@ def snapshot_measurements(
 # --- claims of the chapter ------------------------------------------------------------------------
 
 
-def judged_by_the_analysis(value: float) -> bool:
-    """The declared test of a claim whose criterion needs more than its measured value."""
-    raise TypeError("this claim's criterion needs more than its measured value: its analysis builds the row "
-                    "with icl.judged")
+def is_phase_change(t: Mapping[str, float]) -> bool:
+    """The criterion of a phase change, on {"drop": the ICL score's fall in the window, "final": the
+    final ICL score, "unigram": the unigram predictor's ICL score}: a fall of at least `DROP` nats
+    that ends below what order-blind counting reaches."""
+    return bool(t["drop"] >= DROP and t["final"] < t["unigram"])
 
 
-def judged(
-    spec: claims.ClaimSpec, measured: float | str | None, holds: bool | None, *, profile: str,
-    model: str = "", chapter: str = CHAPTER, context: Mapping[str, Any] | None = None, **fields: Any,
-) -> claims.Claim:
-    """The row of the declared claim `spec` whose criterion (`spec.criterion`, declared in words)
-    needs more than the measured value (e.g. a window's fall *and* a final score): `holds` is that
-    criterion as the analysis evaluated it (None: measured only). `context` fills the criterion's
-    `{fields}` (a reference value measured with the claim); `fields` those of its id and text."""
-    if sorted(spec.fields) != sorted(fields):
-        raise TypeError(f"claim {spec.id}: needs fields {list(spec.fields)}, got {sorted(fields)}")
-    return claims.make_claim(
-        spec.id.format(**fields), chapter=chapter, claim=spec.claim.format(**fields),
-        source_seed=spec.source_seed, source_value=spec.source_value, measured=measured, unit=spec.unit,
-        reproduced=None if holds is None else bool(holds),
-        criterion=spec.criterion.format(**(context or {})) if holds is not None else "", profile=profile, model=model,
-    )
+def _in_window(t: Mapping[str, Any]) -> bool:
+    """{"step": a step or None, "start", "end": a window}: the step lies in the window."""
+    return t["step"] is not None and t["start"] <= t["step"] <= t["end"]
+
+
+def _earlier_change(t: Mapping[str, Mapping[str, float]]) -> bool:
+    """{"smeared" / "plain": `is_phase_change`'s numbers and the window's "peak" step}."""
+    return is_phase_change(t["smeared"]) and is_phase_change(t["plain"]) and t["smeared"]["peak"] < t["plain"]["peak"]
+
+
+def _pivots(t: Mapping[str, Any]) -> bool:
+    """{"pivots": per model with >1 layer {"step" of its largest turn (or None), "start", "end" of
+    its window, "angle" of that turn}, "one_layer": the one-layer model's largest turn}."""
+    return all(_in_window(p) for p in t["pivots"]) and all(p["angle"] > t["one_layer"] for p in t["pivots"])
+
+
+def _correlates(t: Mapping[str, float]) -> bool:
+    """{"rho": a Spearman correlation, "p": its p-value}."""
+    return t["rho"] >= 0.5 and t["p"] < 0.05
+
+
+def _text_change(t: Mapping[str, float]) -> bool:
+    """{"best": the best layer >= 1 prefix-matching score, "drop": the ICL score's fall in the window}."""
+    return t["best"] >= PREFIX_MIN and t["drop"] >= DROP
 
 
 def _declare(id: str, claim: str, source_value: Any, unit: str, criterion: str = "",
@@ -557,33 +572,34 @@ def _declare(id: str, claim: str, source_value: Any, unit: str, criterion: str =
                           criterion=criterion, test=test)
 
 
-_JUDGED = judged_by_the_analysis
 _CHANGE = f"window drop >= {DROP} nats and final ICL score below the unigram predictor's"
-_CHANGE_AT = _CHANGE + " ({unigram:.3f})"  # the unigram predictor's score, measured with the claim
+_CHANGE_AT = _CHANGE + " ({unigram})"  # the unigram predictor's score (3 decimals), measured with the claim
 
 ONE_LAYER_NO_CHANGE = _declare(
     "induction.one_layer_no_phase_change",
     "A one-layer attention-only model shows no phase change (ICL score fall in its window; final ICL score "
-    "{final} nats)", "no phase change", "nats fall in window", f"not ({_CHANGE_AT})", _JUDGED)
+    "{final} nats)", "no phase change", "nats fall in window", f"not ({_CHANGE_AT})",
+    lambda t: not is_phase_change(t))
 SMEARED_ONE_LAYER = _declare(
     "induction.smeared_one_layer_phase_change",
     "A one-layer model with smeared keys has a phase change (window {start}-{end} steps; final ICL score "
-    "{final} nats)", "phase change", "nats fall in window", _CHANGE_AT, _JUDGED)
+    "{final} nats)", "phase change", "nats fall in window", _CHANGE_AT, is_phase_change)
 SMEARED_EARLIER = _declare(
     "induction.smeared_two_layer_earlier",
     "Smeared keys move the 2-layer phase change earlier (peak step {smeared} vs {plain} without smearing)",
     "earlier", "peak step ratio smeared / plain",
-    "both have a phase change and the smeared model's peak step is smaller", _JUDGED)
+    "both have a phase change and the smeared model's peak step is smaller", _earlier_change)
 HEADS_IN_WINDOW = _declare(
     "induction.heads_form_in_window",
     "Induction heads (max prefix-matching score reaching half its rise) form inside the phase-change window: "
     "{detail}", "inside the window", "fraction of models with a phase change",
-    "for every model with a phase change, the crossing step lies in its window", _JUDGED)
+    "for every model with a phase change, the crossing step lies in its window",
+    lambda t: bool(t) and all(_in_window(c) for c in t))  # no model with a phase change: not reproduced
 LOSS_BUMP = _declare(
     "induction.loss_bump",
     "The training loss of {name} steepens during the phase change ({inside} nats/decade inside the window vs "
     "{before} just before)", "visible bump", "ratio of fall rates", "fall rate in window >= 2x the rate before it",
-    _JUDGED)
+    lambda ratio: ratio >= 2)  # inf when nothing falls before the window
 POST_CHANGE_ICL = _declare(
     "induction.post_change_icl_score",
     "ICL score after the phase change ({name}, Markov chains, indices {early}/{late} of {n_ctx}; Bayes-optimal "
@@ -611,13 +627,13 @@ DIVERGES_AT_CHANGE = _declare(
     "induction.diverges_at_change",
     "The held-out loss of the 2- and 3-layer models first falls below the one-layer model's (by 0.02 nats) "
     "inside their phase-change windows: {detail}", "first divergence in the window", "fraction of models",
-    "for both models the first divergence step lies in the window", _JUDGED)
+    "for both models the first divergence step lies in the window", lambda fraction: fraction == 1)
 PCA_PIVOT = _declare(
     "induction.pca_pivot",
     "Per-token-loss PCA trajectories pivot in the window for models with more than one layer, not for the "
     "one-layer model (largest turn: {detail})", "pivot in window", "fraction of models with >1 layer",
     "every model with >1 layer turns most inside its window, and more than the one-layer model ever does",
-    _JUDGED)
+    _pivots)
 HEADS_LAST_LAYER = _declare(
     "induction.heads_in_last_layer",
     "In the 3-layer attention-only model the induction heads are in the last layer ({detail})", "last layer",
@@ -627,19 +643,19 @@ PREFIX_VS_KCOMP = _declare(
     "induction.prefix_vs_k_composition",
     "Prefix matching correlates with the previous-token K-composition trace (heads of layers >= 1 at every "
     "snapshot of the 2- and 3-layer attention-only models; p = {p})", "correlates well", "Spearman correlation",
-    "Spearman correlation >= 0.5 with p < 0.05", _JUDGED)
+    "Spearman correlation >= 0.5 with p < 0.05", _correlates)
 COPYING_VS_OV = _declare(
     "induction.copying_vs_ov_eigenvalues",
     "The copying score correlates with the OV eigenvalue score sum(lambda)/sum(|lambda|) (every head of the "
     "five final Markov-chain models; p = {p})", "correlates well", "Spearman correlation",
-    "Spearman correlation >= 0.5 with p < 0.05", _JUDGED)
+    "Spearman correlation >= 0.5 with p < 0.05", _correlates)
 NON_CONVEX = _declare(
     "induction.only_non_convex_point",
     "The phase change is the only place where the held-out loss of {name} is not convex in log step (steps "
     "where the fall steepens: {inside} inside the window, {outside} outside)", "only non-convex place",
     "non-convex steps outside the window",
     "at least one step where the fall steepens (by > 10% of the largest fall rate) inside the window, none outside",
-    _JUDGED)
+    lambda t: bool(t["inside"]) and not t["outside"])
 NOT_SCHEDULE = _declare(
     "induction.not_schedule_driven",
     "The phase change does not coincide with a scheduled hyperparameter change (the end of warm-up at step "
@@ -707,7 +723,7 @@ TEXT_CHANGE = _declare(
     "{budget}: best layer-1 prefix-matching score {best} ({head}); steepest ICL-score fall {drop} nats "
     "(steps {start}-{end})", "phase change", "best prefix-matching score, layer >= 1",
     f"a layer >= 1 head with prefix matching >= {PREFIX_MIN} and an ICL-score fall >= {DROP} nats in the window",
-    _JUDGED)
+    _text_change)
 TEXT_BEFORE = _declare(
     "induction.text.icl_before_change",
     "In-context learning on natural text before the window of steepest ICL-score fall (ICL score at step "
@@ -717,16 +733,6 @@ TEXT_POST = _declare(
     "induction.text.post_change_icl_score",
     "Final ICL score on held-out Python source (indices {early}/{late} of {n_ctx}, {n} windows; {status}); "
     "the seed's value is after one", -0.4, "nats (late minus early)")
-
-
-def glue(*results: Any) -> None:
-    """`myst_nb.glue` every entry of each result's `numbers()` as a plain Python value (so the
-    prose's format specs apply), without displaying it."""
-    from myst_nb import glue as myst_glue
-
-    for result in results:
-        for name, value in result.numbers().items():
-            myst_glue(name, value.item() if isinstance(value, np.generic) else value, display=False)
 
 
 def _f(value: float, digits: int = 3) -> str:
@@ -834,11 +840,16 @@ class PhaseChangeStudy:
     seconds: float  # measuring every snapshot
 
     # --- derived numbers
-    def has_change(self, name: str) -> bool:
-        """A phase change: the ICL score falls by >= DROP in the window and ends below the unigram
-        predictor's."""
+    def change_numbers(self, name: str) -> dict[str, float]:
+        """What `is_phase_change` reads of model `name`: its window's fall, its final ICL score and
+        the unigram predictor's."""
         r = self.runs[name]
-        return bool(r.window.drop >= DROP and r.icl[-1] < self.reference["unigram"])
+        return {"drop": r.window.drop, "final": float(r.icl[-1]), "unigram": self.reference["unigram"]}
+
+    def has_change(self, name: str) -> bool:
+        """A phase change (`is_phase_change`): the ICL score falls by >= DROP in the window and ends
+        below the unigram predictor's."""
+        return is_phase_change(self.change_numbers(name))
 
     @property
     def multi_layer(self) -> list[str]:
@@ -970,26 +981,30 @@ class PhaseChangeStudy:
         runs, focus = self.runs, self.runs[FOCUS]
         rows = []
         one, sm1 = runs["attn-only-1l"], runs["smeared-1l"]
-        unigram = {"unigram": self.reference["unigram"]}
-        rows.append(judged(ONE_LAYER_NO_CHANGE, one.window.drop, not self.has_change("attn-only-1l"), profile=p,
-                           model="attn-only-1l", context=unigram, final=_f(one.icl[-1])))
-        rows.append(judged(SMEARED_ONE_LAYER, sm1.window.drop, self.has_change("smeared-1l"), profile=p,
-                           model="smeared-1l", context=unigram, start=sm1.window.start, end=sm1.window.end,
-                           final=_f(sm1.icl[-1])))
+        unigram = _f(self.reference["unigram"])
+        rows.append(ONE_LAYER_NO_CHANGE.measure(
+            one.window.drop, chapter=CHAPTER, profile=p, model="attn-only-1l",
+            tested=self.change_numbers("attn-only-1l"), unigram=unigram, final=_f(one.icl[-1])))
+        rows.append(SMEARED_ONE_LAYER.measure(
+            sm1.window.drop, chapter=CHAPTER, profile=p, model="smeared-1l", tested=self.change_numbers("smeared-1l"),
+            unigram=unigram, start=sm1.window.start, end=sm1.window.end, final=_f(sm1.icl[-1])))
         p2, ps2 = runs["attn-only-2l"].window.peak, runs["smeared-2l"].window.peak
-        rows.append(judged(SMEARED_EARLIER, ps2 / p2, ps2 < p2 and self.has_change("smeared-2l")
-                           and self.has_change("attn-only-2l"), profile=p, model="smeared-2l", smeared=ps2, plain=p2))
+        rows.append(SMEARED_EARLIER.measure(
+            ps2 / p2, chapter=CHAPTER, profile=p, model="smeared-2l",
+            tested={"smeared": {**self.change_numbers("smeared-2l"), "peak": ps2},
+                    "plain": {**self.change_numbers("attn-only-2l"), "peak": p2}}, smeared=ps2, plain=p2))
         formed = self.formed()
-        inside_all = [n for n in formed if self.has_change(n)]
-        inside = [runs[n].window.contains(formed[n] or -1) for n in inside_all]
-        rows.append(judged(
-            HEADS_IN_WINDOW, float(np.mean(inside)) if inside_all else "no model had a phase change",
-            bool(inside_all) and all(inside), profile=p, model="all",
+        crossings = [{"step": formed[n], "start": runs[n].window.start, "end": runs[n].window.end}
+                     for n in formed if self.has_change(n)]  # the models with a phase change
+        rows.append(HEADS_IN_WINDOW.measure(
+            float(np.mean([_in_window(c) for c in crossings])) if crossings else "no model had a phase change",
+            chapter=CHAPTER, profile=p, model="all", tested=crossings,
             detail="; ".join(f"{n} at step {formed[n]} (window {runs[n].window.start}-{runs[n].window.end})"
                              for n in formed)))
         bump, rate_in, rate_before = self.bump(FOCUS)
-        rows.append(judged(LOSS_BUMP, bump if np.isfinite(bump) else "no fall before the window", bump >= 2,
-                           profile=p, model=FOCUS, name=FOCUS, inside=_f(rate_in), before=_f(rate_before)))
+        rows.append(LOSS_BUMP.measure(
+            bump if np.isfinite(bump) else "no fall before the window", chapter=CHAPTER, profile=p, model=FOCUS,
+            tested=bump, name=FOCUS, inside=_f(rate_in), before=_f(rate_before)))
         rows.append(POST_CHANGE_ICL.measure(
             float(focus.icl[-1]), chapter=CHAPTER, profile=p, model=FOCUS, name=FOCUS, early=self.early,
             late=self.late, n_ctx=self.n_ctx, bayes=_f(self.reference["bayes"]), unigram=_f(self.reference["unigram"])))
@@ -1024,17 +1039,18 @@ class PhaseChangeStudy:
                 raise ValueError(f"{name} and attn-only-1l have different snapshot steps")
             found[name] = first_divergence(one.steps, one.loss, runs[name].loss, margin=0.02)
         ins = [runs[n].window.contains(s) if s is not None else False for n, s in found.items()]
-        rows.append(judged(
-            DIVERGES_AT_CHANGE, float(np.mean(ins)), all(ins), profile=p, model="attn-only-2l, attn-only-3l",
+        rows.append(DIVERGES_AT_CHANGE.measure(
+            float(np.mean(ins)), chapter=CHAPTER, profile=p, model="attn-only-2l, attn-only-3l",
             detail="; ".join(f"{n} at step {s} (window {runs[n].window.start}-{runs[n].window.end})"
                              for n, s in found.items())))
         turns = self.turns()
         pivots = {n: turns[n] for n in multi}
         one_turn = turns["attn-only-1l"][2]
-        in_window = [s is not None and runs[n].window.contains(s) for n, (_, s, _) in pivots.items()]
-        rows.append(judged(
-            PCA_PIVOT, float(np.mean(in_window)),
-            all(in_window) and all(a > one_turn for _, _, a in pivots.values()), profile=p, model="all",
+        turned = [{"step": s, "start": runs[n].window.start, "end": runs[n].window.end, "angle": a}
+                  for n, (_, s, a) in pivots.items()]
+        rows.append(PCA_PIVOT.measure(
+            float(np.mean([_in_window(t) for t in turned])), chapter=CHAPTER, profile=p, model="all",
+            tested={"pivots": turned, "one_layer": one_turn},
             detail="; ".join([f"{n} {a:.0f} degrees at step {s} (window {runs[n].window.start}-{runs[n].window.end})"
                               for n, (_, s, a) in pivots.items()] + [f"attn-only-1l {one_turn:.0f} degrees"])))
         three = runs["attn-only-3l"].final_prefix
@@ -1047,17 +1063,19 @@ class PhaseChangeStudy:
         pm = np.concatenate([runs[n].scores["prefix_matching"][:, 1:].ravel() for n in ("attn-only-2l", "attn-only-3l")])
         kc = np.concatenate([runs[n].scores["k_composition"][:, 1:].ravel() for n in ("attn-only-2l", "attn-only-3l")])
         rho, pval = _spearman(pm, kc)
-        rows.append(judged(PREFIX_VS_KCOMP, rho, rho >= 0.5 and pval < 0.05, profile=p,
-                           model="attn-only-2l, attn-only-3l", p=f"{pval:.2g}"))
+        rows.append(PREFIX_VS_KCOMP.measure(rho, chapter=CHAPTER, profile=p, model="attn-only-2l, attn-only-3l",
+                                            tested={"rho": rho, "p": pval}, p=f"{pval:.2g}"))
         cp = np.concatenate([r.scores["copying"][-1].ravel() for r in runs.values()])
         ov = np.concatenate([r.ov_eigenvalues.ravel() for r in runs.values()])
         rho, pval = _spearman(cp, ov)
-        rows.append(judged(COPYING_VS_OV, rho, rho >= 0.5 and pval < 0.05, profile=p, model="all", p=f"{pval:.2g}"))
+        rows.append(COPYING_VS_OV.measure(rho, chapter=CHAPTER, profile=p, model="all", tested={"rho": rho, "p": pval},
+                                          p=f"{pval:.2g}"))
         steeper = nonconvex_steps(focus.steps, focus.loss)
         inside = [s for s in steeper if w.contains(s)]
         outside = [s for s in steeper if not w.contains(s)]
-        rows.append(judged(NON_CONVEX, float(len(outside)), bool(inside) and not outside, profile=p, model=FOCUS,
-                           name=FOCUS, inside=inside or "none", outside=outside or "none"))
+        rows.append(NON_CONVEX.measure(float(len(outside)), chapter=CHAPTER, profile=p, model=FOCUS,
+                                       tested={"inside": inside, "outside": outside}, name=FOCUS,
+                                       inside=inside or "none", outside=outside or "none"))
         changed = [n for n in runs if self.has_change(n)]
         rows.append(NOT_SCHEDULE.measure(
             float(sum(runs[n].window.contains(self.warmup_steps) for n in changed)) if changed
@@ -1346,8 +1364,14 @@ class TextStudy:
         return self.best[0] >= PREFIX_MIN
 
     @property
+    def change_numbers(self) -> dict[str, float]:
+        """What the phase-change criterion (`_text_change`) reads: the best prefix-matching score of
+        a layer >= 1 head and the ICL score's fall in the window."""
+        return {"best": self.best[0], "drop": self.window.drop}
+
+    @property
     def changed(self) -> bool:
-        return self.formed and self.window.drop >= DROP
+        return _text_change(self.change_numbers)
 
     @property
     def icl_before(self) -> float:
@@ -1397,8 +1421,9 @@ class TextStudy:
         p, w = self.profile, self.window
         best, layer, head = self.best
         return [
-            judged(TEXT_CHANGE, best, self.changed, profile=p, model=self.name, budget=self.budget, best=_f(best),
-                   head=_head(layer, head), drop=_f(w.drop), start=w.start, end=w.end),
+            TEXT_CHANGE.measure(best, chapter=CHAPTER, profile=p, model=self.name, tested=self.change_numbers,
+                                budget=self.budget, best=_f(best), head=_head(layer, head), drop=_f(w.drop),
+                                start=w.start, end=w.end),
             TEXT_BEFORE.measure(self.icl_before, chapter=CHAPTER, profile=p, model=self.name, start=w.start),
             TEXT_POST.measure(float(self.final["icl"][-1]), chapter=CHAPTER, profile=p, model=self.name,
                               early=self.early, late=self.late, n_ctx=self.n_ctx, n=self.n_final,

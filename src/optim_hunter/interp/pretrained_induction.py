@@ -35,7 +35,7 @@ import dataclasses
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -155,7 +155,7 @@ class RowUnembedding:
     where: tuple[Tensor, ...]  # per row [pos]: index of each position's token among the distinct
 
     @classmethod
-    def of(cls, W_U: Float[Tensor, "d_model vocab"], tokens: Int[Tensor, "batch pos"]) -> RowUnembedding:
+    def of(cls, W_U: Float[Tensor, "d_model d_vocab"], tokens: Int[Tensor, "batch pos"]) -> RowUnembedding:
         uniques = [row.unique(return_inverse=True) for row in tokens]
         return cls(mean=W_U.detach().mean(1, dtype=torch.float64),
                    columns=tuple(W_U[:, u].detach().double() for u, _ in uniques),
@@ -164,7 +164,7 @@ class RowUnembedding:
 
 @torch.no_grad()
 def copying_ratios(
-    z: Float[Tensor, "batch pos head d_head"], pattern: Float[Tensor, "batch head pos pos"],
+    z: Float[Tensor, "batch pos head d_head"], pattern: Float[Tensor, "batch head query_pos key_pos"],
     W_O: Float[Tensor, "head d_head d_model"], unembedding: RowUnembedding, *,
     gain: Float[Tensor, " d_model"] | None = None, centre: bool = False,
 ) -> Float[Tensor, "batch pos head"]:
@@ -189,8 +189,8 @@ def copying_ratios(
 
 def copying_from_cache(
     tokens: Int[Tensor, "batch pos"], z: Float[Tensor, "batch pos head d_head"],
-    pattern: Float[Tensor, "batch head pos pos"], W_O: Float[Tensor, "head d_head d_model"],
-    W_U: Float[Tensor, "d_model vocab"], *, gain: Float[Tensor, " d_model"] | None = None,
+    pattern: Float[Tensor, "batch head query_pos key_pos"], W_O: Float[Tensor, "head d_head d_model"],
+    W_U: Float[Tensor, "d_model d_vocab"], *, gain: Float[Tensor, " d_model"] | None = None,
     centre: bool = False, from_position: int = 0,
 ) -> Float[np.ndarray, " head"]:
     """`heads.copying`'s score for one layer from its cached `hook_z` and `hook_pattern` over all
@@ -324,7 +324,7 @@ def pattern_prompts(tokenizer: Any, *, n: int, lines: int, bos: int | None, seed
 
 
 @torch.no_grad()
-def pattern_shares(model: Any, prompts: Sequence[PatternPrompt]) -> Float[np.ndarray, "prompt layer head"]:
+def pattern_shares(model: Any, prompts: Sequence[PatternPrompt]) -> Float[np.ndarray, "n layer head"]:
     """Per prompt and head, the mean over colons of the attention on the labels of the earlier
     lines of the same template (NaN for a prompt without such a line)."""
     n_layers = model.cfg.n_layers
@@ -344,50 +344,64 @@ def pattern_shares(model: Any, prompts: Sequence[PatternPrompt]) -> Float[np.nda
 # --- the measurement ------------------------------------------------------------------------------
 
 
-def _declare(id: str, claim: str, source_value: Any, unit: str, criterion: str) -> claims.ClaimSpec:
+def _declare(id: str, claim: str, source_value: Any, unit: str, criterion: str,
+             test: Callable[[Any], bool]) -> claims.ClaimSpec:
     return claims.declare(id, claim, source_seed=SOURCE, source_value=source_value, unit=unit, criterion=criterion,
-                          test=icl.judged_by_the_analysis)  # judged by `PretrainedInduction.measured`
+                          test=test)  # reads what `PretrainedInduction.measured` gives it
+
+
+def _before_half_depth(t: dict[str, Any]) -> bool:
+    """{"layers": the layer of every prefix-matching head, "n_layers": the model's depth}."""
+    layers = np.asarray(t["layers"])
+    return len(layers) > 0 and float(np.mean(layers < t["n_layers"] / 2)) > 0.5
 
 
 CLAIMS: dict[str, claims.ClaimSpec] = {spec.id: spec for spec in (
     _declare("induction.pretrained.icl_score",
              "ICL score of a pretrained model on natural text (loss at index 500 minus at 50){detail}",
-             ICL_SOURCE, "nats (late minus early)", f"within {ICL_TOLERANCE} nats of {ICL_SOURCE}"),
+             ICL_SOURCE, "nats (late minus early)", f"within {ICL_TOLERANCE} nats of {ICL_SOURCE}",
+             lambda icl_score: abs(icl_score - ICL_SOURCE) <= ICL_TOLERANCE),
     _declare("induction.pretrained.loss_falls_past_50",
              "Past token 50 the loss keeps falling with log(token index){detail}", "keeps improving",
              "nats per unit log(index)",
-             "slope of loss on log(index + 1) from index 50 on, and its 95% interval's upper end, below 0"),
+             "slope of loss on log(index + 1) from index 50 on, and its 95% interval's upper end, below 0",
+             lambda t: t["slope"] < 0 and t["upper"] < 0),
     # The seed's location plots show prefix matching only; a first version of this criterion also
     # asked for copying > 0, which no head of smollm2-135m has (see the chapter).
     _declare("induction.pretrained.heads_before_half_depth",
              "Induction (prefix-matching) heads of a deep model sit before half its depth{detail}",
              "majority before half depth", "fraction of prefix-matching heads",
-             f"more than half of the heads with prefix matching >= {PREFIX_MIN} are in layers < n_layers / 2"),
+             f"more than half of the heads with prefix matching >= {PREFIX_MIN} are in layers < n_layers / 2",
+             _before_half_depth),
     _declare("induction.pretrained.anti_copying_heads",
              "A few prefix-matching heads copy negatively (anti-copying){detail}", "a small number", "heads",
              f"at least one head with prefix matching >= {PREFIX_MIN} and copying < {COPYING_MIN}, "
-             "and fewer of them than prefix-matching heads that copy"),
+             "and fewer of them than prefix-matching heads that copy",
+             lambda t: 1 <= t["anti_copying"] < t["copying"]),
     # A first version compared the fractions of heads with copying > 0, uninformative when no head
     # has a positive copying score (the chapter says so); the rank correlation uses every head.
     _declare("induction.pretrained.copying_follows_prefix",
              "Heads that match prefixes more also copy more{detail}", "positive correlation",
              "Spearman correlation over all heads",
-             "Spearman correlation of prefix matching and copying over all heads > 0 with p < 0.05"),
+             "Spearman correlation of prefix matching and copying over all heads > 0 with p < 0.05",
+             lambda t: t["rho"] > 0 and t["p"] < 0.05),
     _declare("induction.pretrained.literal_copying_head",
              "A literal-copying induction head: high prefix matching and high copying in one head{detail}",
              "copying 0.89, prefix matching 0.75 (layer 21 of 40)", "min(prefix, copying) of the best head",
-             f"some head has both scores >= {LITERAL_MIN}"),
+             f"some head has both scores >= {LITERAL_MIN}", lambda both: both >= LITERAL_MIN),
     _declare("induction.pretrained.pattern_head_attention_share",
              "A prefix-matching head attends from the colons of \"(month|colour) (animal|fruit): label\" lines to "
              "the labels of earlier lines of the same template more often than not{detail}", "≈65%",
              "share of the colon's attention",
-             f"more than {PATTERN_MIN} for the prefix-matching head picked on the other half of the prompts"),
+             f"more than {PATTERN_MIN} for the prefix-matching head picked on the other half of the prompts",
+             lambda t: t["share"] is not None and t["share"] > PATTERN_MIN),  # share None: no head picked
     _declare("induction.pretrained.pattern_matching_induction_head",
              "An induction head (prefix matching and copying) that also matches the abstract pattern of "
              "\"(month|colour) (animal|fruit): label\" lines{detail}", "copying 0.69, prefix matching 0.94 "
              "(layer 8 of 40)", "heads",
              f"at least one head with prefix matching >= {PREFIX_MIN}, copying > {COPYING_MIN} and more than "
-             f"{PATTERN_MIN} of its colon attention on the right labels (measurement prompts)"),
+             f"{PATTERN_MIN} of its colon attention on the right labels (measurement prompts)",
+             lambda t: t["heads"] is not None and t["heads"] >= 1),  # heads None: no pattern task
 )}
 
 
@@ -516,39 +530,41 @@ class PretrainedInduction:
     def summary_table(self) -> pd.DataFrame:
         return pd.Series(self.summary(), name=self.config.model).to_frame()
 
-    def measured(self, id: str) -> tuple[float | str, bool]:
-        """The measured value of claim `id` and whether its criterion (in `CLAIMS`) holds."""
+    def measured(self, id: str) -> tuple[float | str, Any]:
+        """The measured value of claim `id` and what its declared test (in `CLAIMS`) reads."""
         induction, anti = self.induction_heads, self.anti_copying_heads
         if id == "induction.pretrained.icl_score":
-            return self.icl_score, abs(self.icl_score - ICL_SOURCE) <= ICL_TOLERANCE
+            return self.icl_score, self.icl_score
         if id == "induction.pretrained.loss_falls_past_50":
-            return self.log_slope, self.log_slope < 0 and self.log_slope_interval[1] < 0
+            return self.log_slope, {"slope": self.log_slope, "upper": self.log_slope_interval[1]}
         if id == "induction.pretrained.heads_before_half_depth":
-            if not self.prefix_heads.any():
-                return "no prefix-matching head", False
             layers = np.nonzero(self.prefix_heads)[0]
-            share = float(np.mean(layers < self.n_layers / 2))
-            return share, share > 0.5
+            share = float(np.mean(layers < self.n_layers / 2)) if len(layers) else "no prefix-matching head"
+            return share, {"layers": layers.tolist(), "n_layers": self.n_layers}
         if id == "induction.pretrained.anti_copying_heads":
             n_anti, n_ind = int(anti.sum()), int(induction.sum())
-            return float(n_anti), 1 <= n_anti < n_ind
+            return float(n_anti), {"anti_copying": n_anti, "copying": n_ind}
         if id == "induction.pretrained.copying_follows_prefix":
             rho, p = self.prefix_copying_correlation
-            return rho, rho > 0 and p < 0.05
+            return rho, {"rho": rho, "p": p}
         if id == "induction.pretrained.literal_copying_head":
             both = float(np.minimum(self.prefix_matching, self.copying).max())
-            return both, both >= LITERAL_MIN
+            return both, both
         if id == "induction.pretrained.pattern_head_attention_share":
             if self.pattern_head is None:
-                return "no prefix-matching head or no pattern task", False
+                return "no prefix-matching head or no pattern task", {"share": None}
             share = float(self.pattern_test_shares[self.pattern_head])
-            return share, share > PATTERN_MIN
+            return share, {"share": share}
         if id == "induction.pretrained.pattern_matching_induction_head":
             if self.pattern_shares is None:
-                return "no pattern task", False
+                return "no pattern task", {"heads": None}
             n = int((induction & (self.pattern_test_shares > PATTERN_MIN)).sum())
-            return float(n), n >= 1
+            return float(n), {"heads": n}
         raise KeyError(id)
+
+    def holds(self, id: str) -> bool:
+        """Whether claim `id`'s declared criterion holds (its test on what `measured` gives it)."""
+        return bool(CLAIMS[id].test(self.measured(id)[1]))
 
     # the pattern task
     @property
@@ -594,9 +610,9 @@ class PretrainedInduction:
         }
         rows = []
         for id, spec in CLAIMS.items():
-            measured, holds = self.measured(id)
-            rows.append(icl.judged(spec, measured, holds, profile=settings.profile(c.profile), model=c.model,
-                                   detail=f": {c.model}{context.get(id, '')}"))
+            measured, tested = self.measured(id)
+            rows.append(spec.measure(measured, chapter=CHAPTER, profile=settings.profile(c.profile), model=c.model,
+                                     tested=tested, detail=f": {c.model}{context.get(id, '')}"))
         return rows
 
     def numbers(self) -> dict[str, Any]:
