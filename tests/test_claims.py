@@ -105,3 +105,9 @@ def test_a_test_may_read_more_than_the_number_shown():
                             test=lambda curve: all(b < a for a, b in zip(curve, curve[1:])))
     assert spec.measure(1.0, chapter="c", profile="smoke", tested=[3.0, 2.0, 1.0]).verdict == "reproduced"
     assert spec.measure(1.0, chapter="c", profile="smoke", tested=[3.0, 4.0, 1.0]).verdict == "not_reproduced"
+
+
+def test_fields_may_carry_a_format_spec():
+    spec = claims.ClaimSpec("t.fmt", "x", "003", criterion="below the unigram's ({unigram:.3f})", test=lambda v: v < 1)
+    assert spec.fields == ("unigram",)
+    assert spec.measure(0.5, chapter="c", profile="smoke", unigram=0.12345).criterion == "below the unigram's (0.123)"

@@ -23,7 +23,7 @@ import math
 import pkgutil
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, SupportsFloat
 
 Verdict = Literal["reproduced", "not_reproduced", "measured"]
 VERDICTS: tuple[Verdict, ...] = ("reproduced", "not_reproduced", "measured")
@@ -32,7 +32,7 @@ SEEDS = ("001", "002", "003", "004", "llm4regression", "von-oswald-2023", "olsso
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 # a declared id may hold str.format fields, each standing for one id word: "lsa.depth{k}.gd_loss"
 _TEMPLATE = re.compile(r"^[a-z0-9_{}]+(\.[a-z0-9_{}]+)+$")
-_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)(?::[^{}]*)?\}")  # a field, with its format spec if any
 _MARK = "optim-hunter-claim"
 _SCRIPT = re.compile(
     r'<script type="application/json" class="' + _MARK + r'">(.*?)</script>', re.DOTALL
@@ -80,8 +80,8 @@ def make_claim(
     chapter: str,
     claim: str,
     source_seed: str,
-    source_value: float | str | None,
-    measured: float | str | None,
+    source_value: SupportsFloat | str | None,
+    measured: SupportsFloat | str | None,
     unit: str = "",
     reproduced: bool | None = None,
     criterion: str = "",
@@ -196,7 +196,7 @@ class ClaimSpec:
     id: str
     claim: str
     source_seed: str
-    source_value: float | str | None = None
+    source_value: SupportsFloat | str | None = None
     unit: str = ""
     criterion: str = ""
     test: Callable[[Any], bool] | None = dataclasses.field(default=None, compare=False)
@@ -215,14 +215,15 @@ class ClaimSpec:
         return tuple(dict.fromkeys(_FIELD.findall(" ".join((self.id, self.claim, self.unit, self.criterion)))))
 
     def measure(
-        self, measured: float | str | None, *, chapter: str, profile: str, model: str = "", tested: Any = None,
+        self, measured: SupportsFloat | str | None, *, chapter: str, profile: str, model: str = "", tested: Any = None,
         **fields: Any,
     ) -> Claim:
         """The row for `measured`: the declared test decides the verdict. A measurement that is not
         a number (None, or a string saying why it is missing) cannot pass a test: it is recorded
         as measured only. `tested` is what the test reads when that is more than the number shown
         (e.g. a whole curve, the number and a baseline measured in the same run, or the numbers
-        behind a verdict shown as words); by default, `measured`."""
+        behind a verdict shown as words); by default, `measured`. Given, it is tested even when the
+        number shown is words; a caller with nothing to test passes None."""
         missing = [name for name in self.fields if name not in fields]
         extra = [name for name in fields if name not in self.fields]
         if missing or extra:
@@ -256,7 +257,7 @@ def declare(
     claim: str,
     *,
     source_seed: str,
-    source_value: float | str | None = None,
+    source_value: SupportsFloat | str | None = None,
     unit: str = "",
     criterion: str = "",
     test: Callable[[Any], bool] | None = None,

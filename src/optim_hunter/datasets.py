@@ -29,10 +29,10 @@ _LINEAR = re.compile(r"^linear_(\d+)_(\d+)$")
 class Split:
     """One in-context regression problem."""
 
-    x_train: Float[np.ndarray, "n_examples n_features"]
-    y_train: Float[np.ndarray, " n_examples"]
-    x_query: Float[np.ndarray, "n_queries n_features"]
-    y_query: Float[np.ndarray, " n_queries"]
+    x_train: Float[np.ndarray, "n feature"]
+    y_train: Float[np.ndarray, " n"]
+    x_query: Float[np.ndarray, "query feature"]
+    y_query: Float[np.ndarray, " query"]
 
     def __iter__(self):  # allows `x_train, y_train, x_query, y_query = split`
         return iter((self.x_train, self.y_train, self.x_query, self.y_query))

@@ -48,7 +48,7 @@ def decoder(model: Any) -> NativeKVDecoder | HFKVDecoder | None:
 
 
 @torch.no_grad()
-def logits(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos vocab"]:
+def logits(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
     """`model(tokens)`, through the fused-attention twin of a bridged HF model when no hook is
     attached (about 2x faster on a CPU), else through the model itself."""
     from optim_hunter.zoo import hf
@@ -84,10 +84,10 @@ class NativeKVDecoder:
             raise ValueError("this model (or its attached hooks) needs the full forward path")
         self.native = _native(model)
         self.cache = transformer.KVCache()
-        self.valid: Bool[Tensor, "batch key"] | None = None
+        self.valid: Bool[Tensor, "batch key_pos"] | None = None
 
     @torch.no_grad()
-    def prefill(self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
+    def prefill(self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]) -> Float[Tensor, "batch d_vocab"]:
         """Logits after each row's last real token (rows right-padded to a common width)."""
         b, t = tokens.shape
         positions = torch.arange(t, device=tokens.device).expand(b, t)
@@ -99,7 +99,7 @@ class NativeKVDecoder:
         return self.native.head(self.native.ln_out(last))
 
     @torch.no_grad()
-    def step(self, next_ids: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
+    def step(self, next_ids: Int[Tensor, " batch"]) -> Float[Tensor, "batch d_vocab"]:
         """Append one token to every row; the logits that follow it."""
         b = next_ids.shape[0]
         self.valid = torch.cat([self.valid, torch.ones(b, 1, dtype=torch.bool, device=next_ids.device)], 1)
@@ -125,7 +125,7 @@ class HFKVDecoder:
         return self.model.get_output_embeddings()(hidden).float()
 
     @torch.no_grad()
-    def prefill(self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
+    def prefill(self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]) -> Float[Tensor, "batch d_vocab"]:
         from transformers import DynamicCache
 
         b, t = tokens.shape
@@ -143,7 +143,7 @@ class HFKVDecoder:
         return self._last_logits(out.last_hidden_state[torch.arange(b, device=device), lengths - 1])
 
     @torch.no_grad()
-    def step(self, next_ids: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
+    def step(self, next_ids: Int[Tensor, " batch"]) -> Float[Tensor, "batch d_vocab"]:
         b = next_ids.shape[0]
         next_ids = next_ids.to(self.mask.device)
         self.mask = torch.cat([self.mask, torch.ones(b, 1, dtype=torch.long, device=self.mask.device)], 1)

@@ -6,7 +6,7 @@ by token length (equal-length prompts share a batch, so no padding enters the co
 batched answer equals the one-prompt-at-a-time answer). Unparseable answers are kept: their
 prediction is NaN, and `failures_` / `n_failed_` say which and why.
 
-The model is anything that maps token ids [batch, pos] to logits [batch, pos, vocab] (a
+The model is anything that maps token ids [batch, pos] to logits [batch, pos, d_vocab] (a
 TransformerLens `TransformerBridge`, a `HookedRootModule`, a plain torch module); the tokenizer is a
 Hugging Face tokenizer (`tokenizer(text)["input_ids"]`, `tokenizer.decode(ids)`).
 """
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from optim_hunter import kv_decoding, prompts
 from optim_hunter.datasets import Split
 
-Model = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos vocab"]]
+Model = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos d_vocab"]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +227,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if X.ndim != 2 or y.shape != (len(X),) or len(X) == 0 or X.shape[1] == 0:
-            raise ValueError(f"fit needs X [n, d] and y [n] with n >= 1 and d >= 1, got {X.shape} and {y.shape}")
+            raise ValueError(f"fit needs X [n, feature] and y [n] with n >= 1 and feature >= 1, got {X.shape} and {y.shape}")
         self.X_train_, self.y_train_ = X, y
         self.n_features_in_ = X.shape[1]
         return self

@@ -101,7 +101,7 @@ def circuitsvis_html(view: Any, /, **kwargs: Any) -> str:
 
 
 def attention_heads(
-    attention: Float[np.ndarray, "head dest src"],
+    attention: Float[np.ndarray, "head query_pos key_pos"],
     tokens: Sequence[str],
     head_names: Sequence[str] | None = None,
 ) -> None:
@@ -110,7 +110,7 @@ def attention_heads(
 
     attention = np.asarray(attention, dtype=np.float32)
     if attention.ndim != 3 or attention.shape[1] != attention.shape[2]:
-        raise ValueError(f"attention must be [head, dest, src] and square, got {attention.shape}")
+        raise ValueError(f"attention must be [head, query_pos, key_pos] and square, got {attention.shape}")
     if attention.shape[1] != len(tokens):
         raise ValueError(f"{len(tokens)} tokens for an attention pattern over {attention.shape[1]}")
     kwargs: dict[str, Any] = {"attention": attention, "tokens": list(tokens)}
@@ -225,9 +225,11 @@ def reference_lines(fig: go.Figure, levels: Sequence[tuple[str, float]]) -> go.F
 
 
 def against_diagonal(
-    x: Sequence[float], y: Sequence[float], *, x_title: str, y_title: str, title: str = ""
+    x: Sequence[float] | Float[np.ndarray, "..."], y: Sequence[float] | Float[np.ndarray, "..."], *,
+    x_title: str, y_title: str, title: str = "",
 ) -> go.Figure:
-    """A scatter of y against x with the diagonal y = x: equal values lie on it."""
+    """A scatter of y against x with the diagonal y = x: equal values lie on it (arrays are
+    flattened, so x and y need only hold as many values)."""
     x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if x.shape != y.shape:
         raise ValueError(f"x and y differ in length: {x.shape} vs {y.shape}")

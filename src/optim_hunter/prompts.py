@@ -22,9 +22,10 @@ import dataclasses
 import math
 import re
 from collections.abc import Sequence
+from typing import SupportsFloat
 
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, Real
 
 DEFAULT_ROUND = 2
 # ASCII digits only: the prompt format has one spelling of a number, so "١٢٣" or "１２" is no answer.
@@ -32,7 +33,7 @@ _NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))(?=\s|$)", re.ASCII)
 _LEADING = re.compile(r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 
 
-def format_number(value: float, round_to: int = DEFAULT_ROUND) -> str:
+def format_number(value: SupportsFloat, round_to: int = DEFAULT_ROUND) -> str:
     """`value` rounded to `round_to` decimals, fixed-point (never scientific), no negative zero."""
     if round_to < 0:
         raise ValueError(f"round_to must be >= 0, got {round_to}")
@@ -44,7 +45,9 @@ def format_number(value: float, round_to: int = DEFAULT_ROUND) -> str:
     return text
 
 
-def format_example(x: Sequence[float], y: float | None, round_to: int = DEFAULT_ROUND) -> str:
+def format_example(
+    x: Sequence[SupportsFloat] | Real[np.ndarray, " feature"], y: SupportsFloat | None, round_to: int = DEFAULT_ROUND
+) -> str:
     """One block: a line per feature, then `Output:` with y (or nothing, for the query)."""
     if len(x) == 0:
         raise ValueError("an example needs at least one feature (got none): a prompt of bare "
@@ -55,9 +58,9 @@ def format_example(x: Sequence[float], y: float | None, round_to: int = DEFAULT_
 
 
 def format_prompt(
-    x_train: Float[np.ndarray, "n d"],
+    x_train: Float[np.ndarray, "n feature"],
     y_train: Float[np.ndarray, " n"],
-    x_query: Float[np.ndarray, " d"],
+    x_query: Float[np.ndarray, " feature"],
     round_to: int = DEFAULT_ROUND,
     instruction: str | None = None,
 ) -> str:
@@ -75,7 +78,11 @@ def format_prompt(
     return f"{instruction}\n\n{body}" if instruction else body
 
 
-def format_pairs(xs: Sequence[float], ys: Sequence[float], x_query: float | None = None) -> str:
+def format_pairs(
+    xs: Sequence[SupportsFloat] | Real[np.ndarray, " n"],
+    ys: Sequence[SupportsFloat] | Real[np.ndarray, " n"],
+    x_query: SupportsFloat | None = None,
+) -> str:
     """Seed 002's "(x, y)" lines of integers; with `x_query`, the prompt ends with the query's
     open line, "(x_query, ", for the model to complete.
 

@@ -123,7 +123,7 @@ class TrainSpec:
 class TrainResult:
     model: nn.Module
     steps: int
-    history: list[dict[str, float]]  # evaluation rows: {"step", "loss", **metrics}
+    history: list[dict[str, int | float]]  # evaluation rows: {"step" (an int), "loss", **metrics}
     losses: list[float]  # training loss at every step
     seconds: float  # training time in this call (evaluation excluded)
     tokens: int  # tokens trained on in this call
@@ -558,7 +558,7 @@ def train(
             next_slot = RESUME_SLOTS[1] if next_slot == RESUME_SLOTS[0] else RESUME_SLOTS[0]
 
         def evaluate(step: int) -> None:
-            row: dict[str, float] = {"step": step}
+            row: dict[str, int | float] = {"step": step}
             if losses:
                 recent = losses[-max(1, min(len(losses), config.eval_every or 50)) :]
                 row["loss"] = float(np.mean(recent))

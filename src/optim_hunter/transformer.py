@@ -127,7 +127,7 @@ def read_in(W_E: Tensor, W_pos: Tensor, vectors: Float[Tensor, "batch pos d_voca
 
 
 class KVCache:
-    """Keys and values of the positions seen so far, per layer ([batch, head, key, d_head]), for
+    """Keys and values of the positions seen so far, per layer ([batch, head, key_pos, d_head]), for
     decoding one token at a time (keys are stored after rotation, at their own positions)."""
 
     def __init__(self) -> None:
@@ -151,7 +151,7 @@ def _attention(
     cache: KVCache | None,
     layer: int,
     positions: Int[Tensor, "batch pos"] | None,
-    keep: Bool[Tensor, "batch 1 1 key"] | None,
+    keep: Bool[Tensor, "batch 1 1 key_pos"] | None,
 ) -> Float[Tensor, "batch pos d_model"]:
     batch, seq, _ = x.shape
     q = attn.q(x).view(batch, seq, attn.n_heads, attn.d_head)
@@ -177,7 +177,7 @@ def forward(
     alpha: Float[Tensor, "layer head"] | None = None,
     cache: KVCache | None = None,
     positions: Int[Tensor, "batch pos"] | None = None,
-    keep: Bool[Tensor, "batch 1 1 key"] | None = None,
+    keep: Bool[Tensor, "batch 1 1 key_pos"] | None = None,
 ) -> Float[Tensor, "batch pos d_model"]:
     """The residual stream after the last block (before the final LayerNorm) of a `NativeModel`.
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import STANDARD_HOOKS
 
-from optim_hunter import zoo
-from optim_hunter.zoo import hf, numeric
+from optim_hunter import yardstick, zoo
+from optim_hunter.zoo import hf
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -37,7 +37,7 @@ def test_hf_logits_match_transformers(tiny_hf_models, arch):
 
 def test_the_numeric_yardstick_runs_on_hf_models(tiny_hf_models):
     model = zoo.load(f"hf:{tiny_hf_models['gpt2']}")
-    numbers = numeric.read_numbers(model, model.tokenizer, ["Feature 0: 1.00\nOutput:", "(1, 5)\n(2, "])
+    numbers = yardstick.read_numbers(model, model.tokenizer, ["Feature 0: 1.00\nOutput:", "(1, 5)\n(2, "])
     assert len(numbers) == 2 and all(v is None or isinstance(v, float) for v in numbers)
 
 

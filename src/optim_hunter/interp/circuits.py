@@ -122,7 +122,7 @@ def direct_attribution(
     return (read * direction).sum(-1)
 
 
-def eigenvalue_score(matrix: Float[Tensor, "... n n"]) -> Float[np.ndarray, "..."]:
+def eigenvalue_score(matrix: Float[Tensor, "... row col"]) -> Float[np.ndarray, "..."]:
     """sum(lambda) / sum(|lambda|) over the eigenvalues of each square matrix: +1 for a copying
     map (positive eigenvalues), -1 for a negative copying one."""
     eig = torch.linalg.eigvals(torch.as_tensor(matrix).double())
@@ -166,7 +166,7 @@ def pinv_identity(d_model: int, d_head: int, *, seed: int = 0) -> tuple[Tensor, 
     return Q, torch.linalg.pinv(Q).T
 
 
-def share_outside(vectors: Float[Tensor, "n d"], basis_rows: Float[Tensor, "k d"]) -> Float[np.ndarray, " n"]:
+def share_outside(vectors: Float[Tensor, "n col"], basis_rows: Float[Tensor, "row col"]) -> Float[np.ndarray, " n"]:
     """|v - P v| / |v| for each row v, P the orthogonal projection on the span of `basis_rows`
     (computed by SVD, so the rows need not be orthogonal)."""
     basis_rows = torch.as_tensor(basis_rows).double()

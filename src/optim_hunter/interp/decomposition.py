@@ -58,7 +58,7 @@ class Decomposition:
     neurons: Float[Tensor, "layer d_mlp"]  # each MLP's hidden activations (down_proj's input)
     norm_weight: Float[Tensor, " d_model"]
     norm_eps: float
-    last_logits: Float[Tensor, " vocab"]
+    last_logits: Float[Tensor, " d_vocab"]
 
     def stages(self) -> Float[Tensor, "stage d_model"]:
         """The residual before each layer, then after the last (`probes.stage_labels`)."""

@@ -93,7 +93,9 @@ def prefix_matching(
     return np.stack([prefix_matching_from_patterns(p, tokens, from_position=start) for p in patterns])
 
 
-def previous_token(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[np.ndarray, "layer head"]:
+def previous_token(
+    model: Any, tokens: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_vocab"]
+) -> Float[np.ndarray, "layer head"]:
     """Mean attention from each token to the one before it."""
     patterns = _patterns(model, tokens)  # [layer, batch, head, q, k]
     diagonal = torch.diagonal(patterns, offset=-1, dim1=-2, dim2=-1)  # [layer, batch, head, q-1]

@@ -101,7 +101,7 @@ def encode(tokenizer: Any, text: str) -> Tensor:
 
 
 @torch.no_grad()
-def last_probs(model: Any, tokens: Tensor) -> Float[Tensor, " vocab"]:
+def last_probs(model: Any, tokens: Tensor) -> Float[Tensor, " d_vocab"]:
     return torch.softmax(model(tokens[None])[0, -1].float(), -1)
 
 
@@ -179,7 +179,7 @@ def head_activity(
     out = np.zeros((model.cfg.n_layers, model.cfg.n_heads, 2))
     out[..., 1] = effects.cpu().numpy()
     for l in range(model.cfg.n_layers):
-        pattern = cache[hooks.pattern(l)][0, :, -1]  # [head, src]
+        pattern = cache[hooks.pattern(l)][0, :, -1]  # [head, key_pos]
         out[l, :, 0] = pattern[:, example_positions].sum(-1).cpu().numpy()
     return out
 
@@ -272,7 +272,7 @@ def pad(rows: Sequence[Tensor]) -> Int[Tensor, "row pos"]:
 
 
 def span_scores(
-    logits: Float[Tensor, "row pos vocab"], tokens: Int[Tensor, "row pos"],
+    logits: Float[Tensor, "row pos d_vocab"], tokens: Int[Tensor, "row pos"],
     spans: Sequence[Sequence[tuple[int, int]]],
 ) -> tuple[Float[np.ndarray, "row span"], np.ndarray]:
     """Per row and span: log P of the span's tokens given everything before them (teacher
@@ -350,7 +350,8 @@ def icl_curve(model: Any, tokenizer: Any, setting: Setting, cfg: Config, *, seed
     })
 
 
-def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def _fit(x: pd.Series, y: pd.Series) -> dict[str, float]:
+    """The least-squares line of y on x (two columns of a table): slope, intercept, R^2."""
     fit = linregress(x, y)
     return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue**2)}
 
@@ -567,15 +568,15 @@ def _layout(tokenizer: Any, problem: Problem) -> tuple[Encoded, Encoded, int, np
 class Measurement:
     """Run A (with examples, possibly ablated) and its patches into run B, per prompt."""
 
-    clean_log_p: Float[np.ndarray, " prompt"]  # A's log P(correct answer)
+    clean_log_p: Float[np.ndarray, " n"]  # A's log P(correct answer)
     clean_exact: np.ndarray  # A's greedy answer is exact
-    corrupt_log_p: Float[np.ndarray, " prompt"]  # B's, unpatched
-    last: Float[np.ndarray, "prompt stage"]  # B's log P(correct), patched where it reads the answer
+    corrupt_log_p: Float[np.ndarray, " n"]  # B's, unpatched
+    last: Float[np.ndarray, "n stage"]  # B's log P(correct), patched where it reads the answer
     # per head at the query position: attention mass on the examples, direct effect on the answer,
     # and attention on the examples' answer (y) tokens over those tokens' share of the context
-    heads: Float[np.ndarray, "prompt layer head 3"]
+    heads: Float[np.ndarray, "n layer head 3"]
     grid: Float[np.ndarray, "grid stage pos"] | None = None  # log P, every B position
-    answers: Any = None  # [prompt, stage] B's read-out (see `_patched_rows`) under that patch
+    answers: Any = None  # [n, stage] B's read-out (see `_patched_rows`) under that patch
 
     def subset(self, n: int) -> Measurement:
         answers = None if self.answers is None else self.answers[:n]
@@ -604,7 +605,7 @@ def _head_capture(model: Any, query_pos: Tensor, example_mask: Tensor, store: di
         return hook
 
     def keep_mass(layer: int):
-        def hook(pattern: Tensor, hook: Any) -> None:  # [row, head, dest, src]
+        def hook(pattern: Tensor, hook: Any) -> None:  # [row, head, query_pos, key_pos]
             row = pattern[rows, :, query_pos]
             store[("mass", layer)] = (row * example_mask[:, None, : row.shape[-1]]).sum(-1).detach()
             if answer_mask is not None:
@@ -716,14 +717,15 @@ def _depth(stage: int | None, n_layers: int) -> float | None:
     return None if stage is None else stage / n_layers
 
 
-def _first_share(share: np.ndarray, at_least: float = 0.5) -> int | None:
+def _first_share(share: pd.Series, at_least: float = 0.5) -> int | None:
+    """The first stage (position in `share`, a column of `answer_kinds`) with share >= at_least."""
     hits = np.flatnonzero(np.asarray(share) >= at_least)
     return int(hits[0]) if len(hits) else None
 
 
 def answer_kinds(answers: Any, problems: Sequence[Problem], n_layers: int) -> pd.DataFrame:
     """Per stage, the share of prompts whose patched B reads out exactly 2x + 3, or ≈2x (within 5
-    of 2x, the exact answer included); `answers` is [prompt, stage] (`Measurement.answers`)."""
+    of 2x, the exact answer included); `answers` is [n, stage] (`Measurement.answers`)."""
     rows = []
     for s, name in enumerate(stage_names(n_layers)):
         kinds = [classify(answers[i, s], p) for i, p in enumerate(problems)]
@@ -800,7 +802,8 @@ class PatchStudy:
             self.recording.measure(FIRST_STAGE, _depth(first, n) if first is not None else "none",
                                    stage=label(first)),
             self.recording.measure(ABOUT_2X_FIRST, _depth(near, n) if near is not None else "no stage answers ≈2x",
-                                   tested=(_depth(near, n), _depth(exact, n)), near=label(near), exact=label(exact)),
+                                   tested=(_depth(near, n), _depth(exact, n)) if near is not None else None,
+                                   near=label(near), exact=label(exact)),
         ]
 
 
@@ -845,7 +848,8 @@ class Redundancy:
             before, after = _stage(rows[i - 1]["first stage index"]), _stage(rows[i]["first stage index"])
             stages = f"{rows[i - 1]['first stage']} → {rows[i]['first stage']}"
             out.append(at.measure(spec, _depth(after, n) if after is not None else "no stage transfers",
-                                  tested=(_depth(after, n), _depth(before, n)), stages=stages))
+                                  tested=(_depth(after, n), _depth(before, n)) if after is not None else None,
+                                  stages=stages))
         failed = [r for r in rows[1:] if r["A exact"] < 0.5]
         out.append(at.measure(HEADS_BEFORE_FAILURE, float(failed[0]["heads ablated"]) if failed
                               else f"still ≥ 0.5 after {len(rows) - 1} rounds ({rows[-1]['heads ablated']} heads)"))
@@ -923,7 +927,7 @@ def redundancy_rounds(model: Any, tokenizer: Any, study: PatchStudy, cfg: Config
 
 @torch.no_grad()
 def head_patterns(model: Any, tokenizer: Any, problem: Problem, heads: Sequence[str]
-                  ) -> tuple[Float[np.ndarray, "head dest src"], list[str]]:
+                  ) -> tuple[Float[np.ndarray, "head query_pos key_pos"], list[str]]:
     """Attention patterns of heads named `L{layer}H{head}` on one prompt (clean run), caching
     only their layers' patterns."""
     tokens = encode_answers(tokenizer, problem).tokens

@@ -37,6 +37,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -63,11 +64,11 @@ class TaskConfig:
 class Tasks(NamedTuple):
     """A batch of tasks: context inputs and outputs, one query each, and the true weights."""
 
-    x: Float[Tensor, "batch n d"]
+    x: Float[Tensor, "batch n feature"]
     y: Float[Tensor, "batch n"]
-    x_query: Float[Tensor, "batch d"]
+    x_query: Float[Tensor, "batch feature"]
     y_query: Float[Tensor, "batch"]
-    w: Float[Tensor, "batch d"]
+    w: Float[Tensor, "batch feature"]
 
     def to(self, dtype: torch.dtype) -> Tasks:
         """The same tasks in another floating-point type."""
@@ -91,8 +92,8 @@ def sample_tasks(
     return tasks.to(dtype)
 
 
-def tokens(tasks: Tasks) -> Float[Tensor, "batch seq d_model"]:
-    """Tokens (x_i, y_i) for the context, then the query (x, 0): seq = N + 1, d_model = d + 1."""
+def tokens(tasks: Tasks) -> Float[Tensor, "batch pos d_model"]:
+    """Tokens (x_i, y_i) for the context, then the query (x, 0): pos = N + 1, d_model = d + 1."""
     context = torch.cat([tasks.x, tasks.y[..., None]], dim=-1)
     query = torch.cat([tasks.x_query, torch.zeros_like(tasks.y_query)[..., None]], dim=-1)
     return torch.cat([context, query[:, None]], dim=1)
@@ -132,14 +133,14 @@ class AttentionLayer(nn.Module):
         self.p = init(d_model, d_model)
 
     def forward(
-        self, e: Float[Tensor, "batch seq d_model"], n_context: int
-    ) -> Float[Tensor, "batch seq d_model"]:
+        self, e: Float[Tensor, "batch pos d_model"], n_context: int
+    ) -> Float[Tensor, "batch pos d_model"]:
         """Every token (query included) attends to the first `n_context` tokens; residual add."""
         context = e[:, :n_context]
         q = F.linear(e, self.w_q)  # every token asks, the query included
         k = F.linear(context, self.w_k)
         v = F.linear(context, self.w_v)
-        scores = q @ k.transpose(1, 2)  # [batch seq n]
+        scores = q @ k.transpose(1, 2)  # [batch pos n]
         if self.softmax:
             scores = scores.softmax(dim=-1)
         return e + F.linear(scores @ v, self.p)
@@ -173,7 +174,7 @@ class AttentionModel(nn.Module):
             for _ in range(n_layers)
         )
 
-    def residuals(self, e: Float[Tensor, "batch seq d_model"]) -> list[Tensor]:
+    def residuals(self, e: Float[Tensor, "batch pos d_model"]) -> list[Tensor]:
         """The token states before the first layer and after each layer (n_layers + 1 entries)."""
         n_context = e.shape[1] - 1
         states = [e]
@@ -181,7 +182,7 @@ class AttentionModel(nn.Module):
             states.append(layer(states[-1], n_context))
         return states
 
-    def forward(self, e: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch seq d_model"]:
+    def forward(self, e: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         """The token states after the last layer."""
         return self.residuals(e)[-1]
 
@@ -250,7 +251,7 @@ def constructed_model(
 # --- gradient descent in weight space (the references) -----------------------------------------
 
 
-def gd_weights(tasks: Tasks, etas: Sequence[float]) -> list[Float[Tensor, "batch d"]]:
+def gd_weights(tasks: Tasks, etas: Sequence[float]) -> list[Float[Tensor, "batch feature"]]:
     """W_0 = 0 and W_{k+1} = W_k - eta_k grad L(W_k), with L(W) = 1/(2N) sum_i (W x_i - y_i)^2."""
     w = torch.zeros_like(tasks.x_query)
     trajectory = [w]
@@ -267,7 +268,7 @@ def gd_predict(tasks: Tasks, etas: Sequence[float]) -> Float[Tensor, "batch"]:
     return (gd_weights(tasks, etas)[-1] * tasks.x_query).sum(-1)
 
 
-def gd_token_ys(tasks: Tasks, etas: Sequence[float]) -> Float[Tensor, "batch seq"]:
+def gd_token_ys(tasks: Tasks, etas: Sequence[float]) -> Float[Tensor, "batch pos"]:
     """What the y-slots of all tokens should hold after the constructed layers: the residuals
     y_i - W_k x_i for the context tokens and -W_k x for the query (its y starts at 0)."""
     w = gd_weights(tasks, etas)[-1]
@@ -314,7 +315,7 @@ def loss(prediction: Float[Tensor, "batch"], target: Float[Tensor, "batch"]) -> 
     return 0.5 * ((prediction - target) ** 2).mean()
 
 
-def scan_gd_lr(tasks: Tasks, etas: Sequence[float]) -> pd.DataFrame:
+def scan_gd_lr(tasks: Tasks, etas: Sequence[float] | Float[np.ndarray, " n"]) -> pd.DataFrame:
     """Loss of one GD step for each step size in `etas` (columns eta, loss)."""
     unit = gd_predict(tasks, [1.0])  # one step from W = 0 is linear in eta
     rows = [{"eta": float(eta), "loss": float(loss(eta * unit, tasks.y_query))} for eta in etas]
@@ -502,7 +503,7 @@ def relative_error(a: Tensor, b: Tensor) -> float:
     return float(((a - b).abs() / b.abs().clamp_min(torch.finfo(b.dtype).tiny)).max())
 
 
-def sensitivities(predictor: Predictor, tasks: Tasks) -> Float[Tensor, "batch d"]:
+def sensitivities(predictor: Predictor, tasks: Tasks) -> Float[Tensor, "batch feature"]:
     """d prediction / d x_query for every task: the linear model the predictor applies to the
     query (for LSA and GD it is exactly that model, since both are linear in the query)."""
     x_query = tasks.x_query.detach().clone().requires_grad_(True)
@@ -582,7 +583,8 @@ def weight_cosine(trained: AttentionModel, constructed: AttentionModel) -> float
 
 
 def interpolation(
-    trained: AttentionModel, constructed: AttentionModel, tasks: Tasks, alphas: Sequence[float]
+    trained: AttentionModel, constructed: AttentionModel, tasks: Tasks,
+    alphas: Sequence[float] | Float[np.ndarray, " n"],
 ) -> pd.DataFrame:
     """Loss along the straight path from trained (alpha = 0) to constructed (alpha = 1) weights,
     taken in the effective (QK, PV) coordinates after removing the scale symmetry per layer."""

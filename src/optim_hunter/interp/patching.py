@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from optim_hunter import hooks
 
-Metric = Callable[[Float[Tensor, "batch pos vocab"]], float]
+Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], float]
 
 
 def stage_hooks(n_layers: int) -> list[str]:
@@ -34,14 +34,14 @@ def stage_hooks(n_layers: int) -> list[str]:
 @torch.no_grad()
 def residual_patching(
     model: Any,
-    source: Int[Tensor, " src_pos"],
-    target: Int[Tensor, " tgt_pos"],
+    source: Int[Tensor, " source_pos"],
+    target: Int[Tensor, " pos"],
     metric: Metric,
     *,
     positions: Sequence[int] | None = None,
     source_cache: Any = None,
     progress: bool = False,
-) -> Float[np.ndarray, "stage pos"]:
+) -> Float[np.ndarray, "stage _pos"]:
     """Metric of the target run with the residual stream at (stage, target position) taken from
     the source run. `positions` are target positions (default: all); stages are `stage_hooks`.
     `source_cache` (from `run_with_cache` of the source, e.g. under an ablation) replaces the
@@ -87,10 +87,10 @@ def first_transfer(
 def stage_residuals(
     model: Any,
     tokens: Int[Tensor, "batch pos"],
-    positions: Int[Tensor, "batch k"] | Sequence[Sequence[int]],
+    positions: Int[Tensor, "batch _pos"] | Sequence[Sequence[int]],
     *,
     return_logits: bool = False,
-) -> Float[Tensor, "batch k stage d_model"] | tuple[Tensor, Tensor]:
+) -> Float[Tensor, "batch _pos stage d_model"] | tuple[Tensor, Tensor]:
     """The residual stream at every stage (`stage_hooks`) at `positions[b]` of each row b: the
     donors of a patch. Only those vectors are kept, never a full cache; with `return_logits`,
     the run's logits too."""
@@ -115,7 +115,7 @@ def patch_hooks(
     n_layers: int,
     stages: Sequence[int | None],
     positions: Sequence[int | Sequence[int]],
-    donors: Sequence[Tensor],
+    donors: Sequence[Tensor] | Float[Tensor, "row ..."],
 ) -> list[tuple[str, Callable]]:
     """Forward hooks that write `donors[r]` into row r's residual stream at stage `stages[r]`
     and position(s) `positions[r]` (an int with a [d_model] donor, or a list with [k, d_model]);
@@ -141,8 +141,8 @@ def patched_logits(
     tokens: Int[Tensor, "row pos"],
     stages: Sequence[int | None],
     positions: Sequence[int | Sequence[int]],
-    donors: Sequence[Tensor],
-) -> Float[Tensor, "row pos vocab"]:
+    donors: Sequence[Tensor] | Float[Tensor, "row ..."],
+) -> Float[Tensor, "row pos d_vocab"]:
     """One batched forward in which every row carries its own patch (see `patch_hooks`)."""
     hooks = patch_hooks(model.cfg.n_layers, stages, positions, donors)
     return model.run_with_hooks(tokens, fwd_hooks=hooks)
@@ -151,14 +151,14 @@ def patched_logits(
 @torch.no_grad()
 def residual_patching_batched(
     model: Any,
-    source: Int[Tensor, " src_pos"],
-    target: Int[Tensor, " tgt_pos"],
+    source: Int[Tensor, " source_pos"],
+    target: Int[Tensor, " pos"],
     metric: Metric,
     *,
     positions: Sequence[int] | None = None,
     source_cache: Any = None,
     batch_size: int = 64,
-) -> Float[np.ndarray, "stage pos"]:
+) -> Float[np.ndarray, "stage _pos"]:
     """`residual_patching` with every (stage, position) cell a row of a batched forward: the same
     grid in `ceil(cells / batch_size)` forward passes instead of one per cell."""
     offset = source.shape[-1] - target.shape[-1]

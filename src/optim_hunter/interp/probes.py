@@ -25,7 +25,7 @@ from optim_hunter import hooks
 @torch.no_grad()
 def residuals(
     model: Any, token_lists: Sequence[Tensor], position: int = -1
-) -> Float[np.ndarray, "prompt stage d_model"]:
+) -> Float[np.ndarray, "n stage d_model"]:
     """Residual stream at `position` of each prompt: before layer 0..L-1, then after the last.
     At the last position of a bridged HF model, one fused pass (`interp.decomposition`) reads it."""
     from optim_hunter.interp import decomposition
@@ -45,13 +45,13 @@ def stage_labels(n_layers: int) -> list[str]:
 
 
 def probe_r2(
-    features: Float[np.ndarray, "n d"], target: Float[np.ndarray, " n"], *, folds: int = 5, seed: int = 0
+    features: Float[np.ndarray, "n feature"], target: Float[np.ndarray, " n"], *, folds: int = 5, seed: int = 0
 ) -> float:
     """Held-out R^2 of a standardized ridge probe (alpha chosen by inner CV), by K-fold."""
     features = np.asarray(features, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     if features.ndim != 2 or target.ndim != 1 or len(features) != len(target):
-        raise ValueError(f"features [n, d] and target [n] must have one row per sample, got "
+        raise ValueError(f"features [n, feature] and target [n] must have one row per sample, got "
                          f"{features.shape} and {target.shape}")
     if len(target) < 2 * folds:
         raise ValueError(f"a {folds}-fold probe needs >= {2 * folds} samples, got {len(target)}")
@@ -68,7 +68,7 @@ def probe_r2(
 
 
 def r2_by_layer(
-    stages: Float[np.ndarray, "prompt stage d_model"], target: Float[np.ndarray, " prompt"], **kwargs
+    stages: Float[np.ndarray, "n stage d_model"], target: Float[np.ndarray, " n"], **kwargs
 ) -> Float[np.ndarray, " stage"]:
     """`probe_r2` at every stage of `residuals`."""
     return np.array([probe_r2(stages[:, s], target, **kwargs) for s in range(stages.shape[1])])

@@ -37,7 +37,7 @@ from optim_hunter.positions import ROLES, PromptLayout
 
 
 @torch.no_grad()
-def answer_patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer head src"]:
+def answer_patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer head key_pos"]:
     """Attention of every head from the last position (where the answer is produced)."""
     names = {hooks.pattern(l) for l in range(model.cfg.n_layers)}
     _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in names)
@@ -61,7 +61,7 @@ def attention_by_role(
     return pd.DataFrame(rows)
 
 
-def nearness(x_train: Float[np.ndarray, "n d"], x_query: Float[np.ndarray, " d"]) -> Float[np.ndarray, " n"]:
+def nearness(x_train: Float[np.ndarray, "n feature"], x_query: Float[np.ndarray, " feature"]) -> Float[np.ndarray, " n"]:
     """Minus the Euclidean distance of each example to the query, features standardized by the
     examples' spread (so no feature dominates by its units)."""
     scale = x_train.std(0)
@@ -159,7 +159,7 @@ def answer_contrasts(
 def layer_readouts(
     model: Any, tokenizer: Any, texts: Sequence[str], answers: pd.DataFrame,
     pairs: Sequence[tuple[str, str]], round_to: int = 2,
-) -> tuple[Float[np.ndarray, "prompt stage d_model"], pd.DataFrame]:
+) -> tuple[Float[np.ndarray, "n stage d_model"], pd.DataFrame]:
     """For prompt `texts[i]`: its residual stream at the answer position before every layer and
     after the last (`probes.residuals`), and, for each pair (a, b) of columns of `answers` (row i
     holds prompt i's candidate answers), the logit difference "a vs b" read after every layer
@@ -283,7 +283,7 @@ class Readouts:
     """Logit differences of answer pairs read after every layer (`values`, a tidy table with a
     `seeds` column: low or high error) and the residual stream at the answer position (`stages`)."""
 
-    stages: Float[np.ndarray, "prompt stage d_model"]
+    stages: Float[np.ndarray, "n stage d_model"]
     values: pd.DataFrame  # prompt, pair, stage, label, value, seeds
     n_layers: int
     recording: Recording
@@ -410,7 +410,7 @@ class Attention:
     knn: Float[np.ndarray, "layer head"]
     induction: Float[np.ndarray, "layer head"]
     shown: tuple[tuple[int, int], ...]
-    patterns: Float[np.ndarray, "head dest src"]
+    patterns: Float[np.ndarray, "_head query_pos key_pos"]  # one per `shown` head, not per head of a layer
     tokens: tuple[str, ...]
     recording: Recording
 

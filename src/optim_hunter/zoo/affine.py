@@ -162,20 +162,20 @@ class Sequences:
     before the division by `scale`, so raw_terms[:, n] = c raw_terms[:, n-1] + raw_d exactly.
     """
 
-    terms: Float[np.ndarray, "batch n dim"]
+    terms: Float[np.ndarray, "batch term d_vector"]
     c: Float[np.ndarray, " batch"]
-    d: Float[np.ndarray, "batch dim"]
+    d: Float[np.ndarray, "batch d_vector"]
     scale: Float[np.ndarray, " batch"]
-    raw_terms: Float[np.ndarray, "batch n dim"]
-    raw_d: Float[np.ndarray, "batch dim"]
+    raw_terms: Float[np.ndarray, "batch term d_vector"]
+    raw_d: Float[np.ndarray, "batch d_vector"]
 
     @property
-    def inputs(self) -> Float[Tensor, "batch pos dim"]:
+    def inputs(self) -> Float[Tensor, "batch pos d_vector"]:
         """a_0 .. a_{L-1}, what the model reads (float32)."""
         return torch.from_numpy(self.terms[:, :-1]).float()
 
     @property
-    def targets(self) -> Float[Tensor, "batch pos dim"]:
+    def targets(self) -> Float[Tensor, "batch pos d_vector"]:
         """a_1 .. a_L, what it must output at each position (float32)."""
         return torch.from_numpy(self.terms[:, 1:]).float()
 
@@ -185,9 +185,10 @@ class Sequences:
 
 def sample_sequences(
     rng: np.random.Generator, batch: int, length: int, data: AffineData = AffineData(),
-    *, c: Float[np.ndarray, " batch"] | None = None,
+    *, c: float | Float[np.ndarray, " batch"] | None = None,
 ) -> Sequences:
-    """`batch` recurrences with `length` input vectors each (L + 1 terms); `c` may be given."""
+    """`batch` recurrences with `length` input vectors each (L + 1 terms); `c` may be given, one
+    for every sequence or one each."""
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length}")
     r = data.coef_range
@@ -244,7 +245,7 @@ def build_model(arch: AffineArch, seed: int) -> torch.nn.Module:
     return transformer.build(arch.model, seed)
 
 
-def predict(native: torch.nn.Module, vectors: Float[Tensor, "batch pos dim"]) -> Float[Tensor, "batch pos dim"]:
+def predict(native: torch.nn.Module, vectors: Float[Tensor, "batch pos d_vector"]) -> Float[Tensor, "batch pos d_vector"]:
     """The predictions of a plain `NativeModel` (the one fused forward: the training forward)."""
     return transformer.logits(native, vectors)
 

@@ -307,7 +307,7 @@ class Corpus:
 
     def windows(
         self, n: int, length: int, seed: int | tuple[int, ...], split: str = "train"
-    ) -> Int[Tensor, "n length"]:
+    ) -> Int[Tensor, "n pos"]:
         """`n` windows of `length` consecutive tokens at random offsets (deterministic in `seed`)."""
         tokens = self.split(split)
         if length < 2:

@@ -56,10 +56,10 @@ class TaskPrior:
 
 @dataclasses.dataclass(frozen=True)
 class RegressionTask:
-    """One drawn function with its inputs: `x` [n, d] and `y` [n], in example order."""
+    """One drawn function with its inputs: `x` [n, feature] and `y` [n], in example order."""
 
     family: str
-    x: Float[np.ndarray, "n d"]
+    x: Float[np.ndarray, "n feature"]
     y: Float[np.ndarray, " n"]
     round_to: int
 
@@ -157,7 +157,7 @@ def sample_task(rng: np.random.Generator, n: int, prior: TaskPrior = TaskPrior()
     raise RuntimeError("could not draw a finite task in 100 tries; the prior is degenerate")
 
 
-def blocks_text(x: Float[np.ndarray, "n d"], y: Float[np.ndarray, " n"], round_to: int) -> str:
+def blocks_text(x: Float[np.ndarray, "n feature"], y: Float[np.ndarray, " n"], round_to: int) -> str:
     """All n examples as (features -> output) blocks, exactly as `prompts.format_prompt` writes
     them: `format_prompt(x[:-1], y[:-1], x[-1])` is this text up to the last `Output:`."""
     return "\n\n".join(prompts.format_example(xi, yi, round_to) for xi, yi in zip(x, y))
