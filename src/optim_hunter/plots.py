@@ -21,7 +21,7 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from jaxtyping import Float
+from jaxtyping import Float, Shaped
 
 BOOK_ENV = "OPTIM_HUNTER_BOOK"
 PLOTLY_MARK = "plotly-graph-div"
@@ -196,8 +196,8 @@ def lines(
 def heatmap(
     values: Float[np.ndarray, "row col"],
     *,
-    x: Sequence[Any],
-    y: Sequence[Any],
+    x: Sequence[Any] | Shaped[np.ndarray, " col"],
+    y: Sequence[Any] | Shaped[np.ndarray, " row"],
     title: str = "",
     zmid: float | None = None,
     colorscale: str = "RdBu",
@@ -246,8 +246,8 @@ def against_diagonal(
 def heatmap_grid(
     panels: Sequence[Sequence[tuple[str, Float[np.ndarray, "row col"], float]]],
     *,
-    x: Sequence[Any],
-    y: Sequence[Any],
+    x: Sequence[Any] | Shaped[np.ndarray, " col"],
+    y: Sequence[Any] | Shaped[np.ndarray, " row"],
     title: str = "",
 ) -> go.Figure:
     """Heat maps in a grid: `panels[r][c]` is (title, matrix, zmax), each drawn on a diverging
