@@ -13,7 +13,7 @@ Modules (each file's docstring says more):
   transformer    the one model core: architecture, the one fused forward (training, evaluation,
                  KV-cached decoding), smeared keys, vector read-in, the one bridge construction
   training       the one trainer: configs, seeds, snapshots, atomic verified checkpoints, resume
-  zoo/           named models. zoo.family: the typed Family record (owns cache paths, snapshots,
+  zoo/           named models. zoo.registry: the typed Family record (owns cache paths, snapshots,
                  locks); numeric, induction, code_corpus, affine: the trained families;
                  pretrained: SmolLM2-135M shipped in a package; hf: any Hugging Face causal LM
   yardstick      held-out in-context performance of any hooked model (numeric-icl's check)

@@ -310,6 +310,7 @@ class VectorModel(nn.Module):
         return read_in(self.bridge.W_E, self.bridge.W_pos, vectors)
 
     def forward(self, vectors: Tensor, **kwargs: Any) -> Tensor:
+        """The bridge's output for `vectors` [batch, pos, d_vocab], run from block 0."""
         return self.bridge(self.embed(vectors), start_at_layer=0, **kwargs)
 
     def run_with_cache(self, vectors: Tensor, **kwargs: Any):

@@ -374,13 +374,13 @@ def before_after_attribution(
 
 
 def idealised_pattern(tokens: Int[Tensor, "batch pos"], kind: str) -> Float[Tensor, "batch query_pos key_pos"]:
-    """An ideal attention pattern [batch, query, key] for one head.
+    """An ideal attention pattern [batch, query, key] for one head, by `kind`:
 
-    `previous`   exactly the previous token (the first token attends to itself)
-    `induction`  uniform over the induction targets (the tokens that followed earlier occurrences
-                 of the current token); the first token where there is none
-    `induction2` the same, with targets whose two-token prefix also matches ([A][B][C] ... [A][B]
-                 -> [C]) weighted twice"""
+    - `previous`: exactly the previous token (the first token attends to itself);
+    - `induction`: uniform over the induction targets (the tokens that followed earlier
+      occurrences of the current token); the first token where there is none;
+    - `induction2`: the same, with targets whose two-token prefix also matches
+      ([A][B][C] ... [A][B] -> [C]) weighted twice."""
     batch, pos = tokens.shape
     if kind == "previous":
         out = torch.zeros(batch, pos, pos)

@@ -11,7 +11,7 @@ the weight properties (`W_E`, `W_Q`, `W_K`, `W_V`, `W_O`, `W_U`, ...) and a Hugg
 tokenizer as `.tokenizer` (plus `to_tokens` / `to_string`), so analyses written against them run
 unchanged on our models and on real ones.
 
-Each trained model is a typed `Family` record (`zoo.family`), which owns its cache folder,
+Each trained model is a typed `Family` record (`zoo.registry`), which owns its cache folder,
 snapshots and lock: `settings.cache_dir()/zoo/<name>/<profile>-<key>/` (`OPTIM_HUNTER_CACHE` moves
 it), keyed by its configuration and code versions. A damaged or partial checkpoint is detected
 (content hash) and retrained with a warning. Adding a model is declaring a `Family` in a family
@@ -30,7 +30,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from optim_hunter import settings, training
-from optim_hunter.zoo.family import Family
+from optim_hunter.zoo.registry import Family
 
 HF_PREFIX = "hf:"
 # The module declaring each family (imported on first use: together they load scikit-learn,

@@ -38,7 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from optim_hunter import settings, training, transformer
-from optim_hunter.zoo.family import Family
+from optim_hunter.zoo.registry import Family
 
 VERSION = "1"  # part of the cache key: bump when data or model code changes the weights
 DESCRIPTION = "3-layer transformer continuing vector affine recurrences a_n = c a_(n-1) + d (seed 001)"

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from optim_hunter import settings, training, transformer
 from optim_hunter.zoo import induction
-from optim_hunter.zoo.family import Family
+from optim_hunter.zoo.registry import Family
 
 CORPUS_VERSION = "1"  # bump when a change here changes the tokenizer or the token arrays
 EOT = "<|endoftext|>"

@@ -17,7 +17,7 @@ off directly. The Bayes-optimal predictor is the Dirichlet posterior mean of the
 (`bayes_loss_by_index` gives its loss), and the in-context unigram frequency is the best a model
 that cannot look at bigrams can do (`unigram_loss_by_index`).
 
-`FAMILIES` declares one `zoo.family.Family` per variant for the zoo.
+`FAMILIES` declares one `zoo.registry.Family` per variant for the zoo.
 
 The trained module is `transformer.LM` (a `NativeModel` plus the alphas; the one fused forward of
 `optim_hunter.transformer`); `hooked` returns the TransformerLens `TransformerBridge` with the standard hook names
@@ -38,7 +38,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from optim_hunter import settings, training, transformer
-from optim_hunter.zoo.family import Family
+from optim_hunter.zoo.registry import Family
 
 VERSION = "1"
 DESCRIPTION = "attention-only transformers (optionally smeared keys) on in-context Markov chains"

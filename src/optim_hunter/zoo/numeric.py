@@ -41,7 +41,7 @@ from torch import Tensor
 
 from optim_hunter import settings, training, transformer, yardstick
 from optim_hunter.zoo import numeric_tasks, numeric_tokenizer
-from optim_hunter.zoo.family import Family
+from optim_hunter.zoo.registry import Family
 
 VERSION = "2"  # part of the cache key: bump when data, tokenizer or model code changes the weights
 DESCRIPTION = "numeric in-context learner: regression prompts and (x, y) lines (trained here)"

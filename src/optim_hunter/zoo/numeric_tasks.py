@@ -228,7 +228,7 @@ SPACE, COMMA, PAD_ID, BOS_ID = _ids([" ", ", ", ntok.PAD, ntok.BOS])
 
 def answer_mask(ids: Int[np.ndarray, " pos"]) -> Bool[np.ndarray, " pos"]:
     """True at the tokens a model must predict to answer: the space after `Output:`, the number
-    (after that space, or after the `, ` of an "(x, y)" line), and the token that ends the number
+    (after that space, or after the comma and space of an "(x, y)" line), and the token that ends the number
     (so greedy decoding knows where to stop)."""
     mask = np.zeros(len(ids), dtype=bool)
     state = 0  # 0 outside, 1 after "Output:", 2 inside an answer

@@ -1,4 +1,4 @@
-"""The tokenizer of the numeric in-context learner: a signed integer part is one token.
+r"""The tokenizer of the numeric in-context learner: a signed integer part is one token.
 
 Built with the `tokenizers` library and wrapped in `transformers.PreTrainedTokenizerFast`, so the
 code that drives a Hugging Face model (`tokenizer(text)`, `.decode`, `.convert_ids_to_tokens`,
