@@ -46,11 +46,6 @@ def test_bad_claims_are_rejected(id_, overrides, error, message):
         claims.make_claim(id_, **{**BASE, **overrides})
 
 
-def test_record_outside_a_notebook_is_an_error():
-    with pytest.raises(RuntimeError, match="outside a notebook"):
-        claims.record("a.b", **BASE)
-
-
 def test_relative_difference():
     assert claims.relative_difference(110, 100) == pytest.approx(0.1)
     with pytest.raises(ValueError):

@@ -2,11 +2,10 @@
 
 It lists every quantitative claim of the four seeds with the book claim ids that measure it, or a
 reason why nothing does. These tests guard its shape, and — the point of it — that every id it
-names is still recorded by a chapter (`claims.record("<id>", ...)` in book/*.md, f-strings
-included, or the `zoo.numeric.*` rows of src/optim_hunter/zoo/numeric.py). A chapter that renames
-or drops a claim id therefore fails the suite until the manifest follows. Entries whose note says
-"pending chapter" name ids of a chapter not written yet: they are counted in a warning, not checked.
-No book is built; the sources are scanned as text.
+names is declared in the package (`claims.declare`, read through `claims.declared()`; a declared
+id's `{field}`s stand for one id word each). Code that renames or drops a claim therefore fails the
+suite until the manifest follows. Entries whose note says "pending chapter" name ids of a chapter
+not written yet: they are counted in a warning, not checked. No book is built.
 """
 
 import re
@@ -26,35 +25,13 @@ FIELDS = {"id", "seed", "claim", "source_value", "measured_by", "note"}
 MANIFEST_ID = re.compile(r"^s00[1-4](\.[a-z0-9_]+)+$")
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 WILDCARD = "[a-z0-9_]+"
-# The id argument of `claims.record(` (possibly on the next line); numeric.py passes ids as `id="..."`.
-RECORD_ARG = re.compile(r"""claims\.record\(\s*(f?)(["'])(.+?)\2""")
-ID_KWARG = re.compile(r"""\bid=(f?)(["'])(.+?)\2""")
-# A chapter-local wrapper `def record(id, ...): claims.record(f"<prefix>{id}", ...)` and its calls.
-WRAPPER_PREFIX = re.compile(r"""claims\.record\(\s*f(["'])([a-z0-9_.]*)\{id\}\1""")
-WRAPPER_CALL = re.compile(r"""(?<![.\w])record\(\s*(f?)(["'])(.+?)\2""")
-
-
 def load_manifest() -> list[dict]:
     return yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
 
 
 def recorded_templates() -> set[str]:
-    """Every claim id the package declares (`claims.declare`, fields as `{...}`), plus the ids
-    chapters still record themselves; f-string fields stay as `{...}`."""
-    found = set(claims.declared())
-    sources = [(p, RECORD_ARG) for p in sorted((ROOT / "book").glob("*.md"))]
-    
-    for path, pattern in sources:
-        source = path.read_text(encoding="utf-8")
-        for is_f, _, text in pattern.findall(source):
-            if is_f or not PLACEHOLDER.search(text):  # a plain string's braces are not fields
-                found.add(text)
-        wrapper = WRAPPER_PREFIX.search(source)
-        if wrapper:
-            for is_f, _, text in WRAPPER_CALL.findall(source):
-                if is_f or not PLACEHOLDER.search(text):
-                    found.add(wrapper.group(2) + text)
-    return found
+    """Every claim id the package declares; fields stay as `{...}`."""
+    return set(claims.declared())
 
 
 def as_regex(template: str) -> re.Pattern:
@@ -120,11 +97,11 @@ def test_book_ids_are_well_formed():
             assert claims._ID.match(PLACEHOLDER.sub("x", book_id)), f"{entry['id']}: bad book id {book_id!r}"
 
 
-def test_the_scan_finds_literal_and_fstring_ids():
+def test_declared_ids_are_found_and_matched():
     templates = recorded_templates()
-    assert "lsa.zero_loss" in templates  # literal, first argument on the next line
-    assert "regressor.{dataset}.llm_mae" in templates  # f-string
-    assert "zoo.numeric.affine_top1" in templates  # id= keyword in numeric.py
+    assert "lsa.zero_loss" in templates
+    assert "regressor.{dataset}.llm_mae" in templates  # with a field
+    assert "zoo.numeric.affine_top1" in templates
     assert is_recorded("regressor.friedman2.llm_mae", templates)
     assert is_recorded("lsa.depth{k}.gd_loss", templates)
     assert not is_recorded("regressor.friedman2.no_such_claim", templates)

@@ -64,9 +64,8 @@ from optim_hunter import claims, plots, settings
 plots.show(go.Figure(go.Scatter(x=[1, 2, 3], y=[2, 1, 3])))
 pattern = np.tril(np.ones((2, 3, 3)))
 plots.attention_heads(pattern / pattern.sum(-1, keepdims=True), ["a", "b", "c"])
-claims.record("tiny.answer", chapter="page", claim="the answer", source_seed="004",
-              source_value=42.0, measured=42.0, unit="", reproduced=True,
-              criterion="equal", profile=settings.profile())
+ANSWER = claims.ClaimSpec("tiny.answer", "the answer", "004", 42.0, criterion="equal", test=lambda v: v == 42)
+claims.record_all(ANSWER.measure(42.0, chapter="page", profile=settings.profile()))
 print("profile=" + settings.profile())
 ```
 """

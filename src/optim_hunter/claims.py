@@ -144,23 +144,6 @@ def to_html(claim: Claim) -> str:
     )
 
 
-def record(id: str, **fields: Any) -> None:
-    """Record a claim: validate it and display its row in the running notebook.
-
-    Keyword arguments are those of `make_claim`. Returns nothing, so a cell ending in `record(...)`
-    does not display the row a second time (the book would then count the claim twice).
-    """
-    claim = make_claim(id, **fields)
-    from IPython import get_ipython
-    from IPython.display import HTML, display
-
-    if get_ipython() is None:
-        raise RuntimeError(
-            f"claims.record({id!r}) outside a notebook records nothing: use make_claim() to test a claim"
-        )
-    display(HTML(to_html(claim)))
-
-
 def extract(html_text: str) -> list[dict[str, Any]]:
     """All claim rows embedded in a piece of rendered HTML (used by the book extension)."""
     return [json.loads(match.replace("<\\/", "</")) for match in _SCRIPT.findall(html_text)]
