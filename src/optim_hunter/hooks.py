@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
-from torch import Tensor
 
 EMBED = "hook_embed"
 POS_EMBED = "hook_pos_embed"
@@ -90,14 +89,10 @@ def only(names: Iterable[str]) -> Callable[[str], bool]:
 
 @runtime_checkable
 class HookedModel(Protocol):
-    """What the analyses need of a model: TransformerLens's config, tokenizer, forward, cache and
-    hooks (a `TransformerBridge` satisfies it)."""
+    """A TransformerLens-shaped model, as the analyses take it: a `TransformerBridge`, the affine
+    model's `transformer.VectorModel`, or a test's stand-in. Analyses use its `cfg`, and as they
+    need them its forward (`model(tokens)`), `run_with_cache`, `hooks(...)` and weight properties
+    (`W_E`, `W_Q`, `W_O`, `W_U`, ...); only `cfg` is common to all, so only `cfg` is checked at run
+    time (under pytest), and the names of the others are the hook vocabulary of this module."""
 
     cfg: Any
-    tokenizer: Any
-
-    def __call__(self, tokens: Tensor, *args: Any, **kwargs: Any) -> Tensor: ...
-
-    def run_with_cache(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Any]: ...
-
-    def hooks(self, *args: Any, **kwargs: Any) -> Any: ...

@@ -231,7 +231,8 @@ def test_every_declared_affine_claim_is_from_seed_001():
 def test_study_loads_the_zoo_model_and_draws_the_held_out_sets(monkeypatch):
     from affine_tiny import meta, study_config
 
-    cfg, model = study_config(), torch.nn.Linear(1, 1)
+    cfg = study_config()
+    model = affine.hooked(affine.build_model(cfg.arch, 0).state_dict(), cfg)  # a real hooked model
     asked = []
     monkeypatch.setattr(ia.zoo, "config", lambda name, profile: asked.append(("config", name, profile)) or cfg)
     monkeypatch.setattr(ia.zoo, "load", lambda name, profile, progress=True: asked.append(("load", name, profile)) or model)

@@ -15,12 +15,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from optim_hunter.hooks import HookedModel
+
 MODES = ("zero", "mean")
 
 
 @torch.no_grad()
 def mean_activations(
-    model: Any, token_lists: Sequence[Tensor], hook_names: Sequence[str]
+    model: HookedModel, token_lists: Sequence[Tensor], hook_names: Sequence[str]
 ) -> dict[str, Float[Tensor, "..."]]:
     """Mean of each hook's activation over all positions of all prompts (the last dims kept)."""
     sums: dict[str, Tensor] = {}
@@ -56,7 +58,7 @@ def _replacement(mode: str, mean: Tensor | None, heads: Sequence[int] | None):
 
 @contextlib.contextmanager
 def ablated(
-    model: Any,
+    model: HookedModel,
     hook_names: Sequence[str],
     *,
     mode: str = "zero",
@@ -76,7 +78,7 @@ def ablated(
 
 
 @contextlib.contextmanager
-def mlps_zeroed(model: Any, layers: Sequence[int]) -> Iterator[None]:
+def mlps_zeroed(model: HookedModel, layers: Sequence[int]) -> Iterator[None]:
     """Zero the MLP output of `layers` with plain PyTorch hooks, in the hooked model's blocks and
     in its fused twin (`zoo.hf.fast_twin`) alike, so KV-cached decoding stays available and every
     path computes the same ablated function. Equivalent to zero-ablating `blocks.{l}.hook_mlp_out`

@@ -39,6 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from optim_hunter import claims, hooks, plots, settings, zoo
+from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import circuits
 from optim_hunter.zoo.affine import AffineData, Sequences, held_out, sample_sequences, scored_mse
 
@@ -59,7 +60,7 @@ class Study:
     `population` (as many again, for the means of the ablation)."""
 
     profile: str
-    model: Any
+    model: HookedModel
     cfg: Any  # the family's AffineConfig
     meta: Mapping[str, Any]
     analysis: list[Sequences]
@@ -184,14 +185,14 @@ TRAIN_SECONDS = claims.declare(
 
 
 @torch.no_grad()
-def mse(model: Any, groups: Sequence[Sequences], loss_from: int = LOSS_FROM) -> float:
+def mse(model: HookedModel, groups: Sequence[Sequences], loss_from: int = LOSS_FROM) -> float:
     """Held-out MSE of a hooked model (hooks and edits in effect): mean over the groups (lengths)
     of the MSE over scored positions and coordinates, as the training loss."""
     return float(np.mean([float(scored_mse(model(g.inputs), g.targets, loss_from)) for g in groups]))
 
 
 @torch.no_grad()
-def mse_by_position(model: Any, seqs: Sequences) -> Float[np.ndarray, " pos"]:
+def mse_by_position(model: HookedModel, seqs: Sequences) -> Float[np.ndarray, " pos"]:
     """MSE at each position (over sequences and coordinates) of one group."""
     return ((model(seqs.inputs) - seqs.targets) ** 2).mean((0, 2)).double().numpy()
 
@@ -276,7 +277,7 @@ MLP_LATE = claims.declare(
 
 
 @torch.no_grad()
-def mlp_attribution_by_position(model: Any, seqs: Sequences) -> Float[np.ndarray, "layer pos"]:
+def mlp_attribution_by_position(model: HookedModel, seqs: Sequences) -> Float[np.ndarray, "layer pos"]:
     """Mean direct attribution of each MLP's output to a_{m+1} at every position m of one group."""
     n_layers = model.cfg.n_layers
     names = {hooks.mlp_out(l) for l in range(n_layers)} | {"ln_final.hook_scale"}
@@ -349,7 +350,7 @@ def two_term_fit(
 
 
 @torch.no_grad()
-def readout(model: Any, cache: Any, name: str) -> Float[Tensor, "batch pos d_vector"]:
+def readout(model: HookedModel, cache: Any, name: str) -> Float[Tensor, "batch pos d_vector"]:
     """The residual stream at hook `name` read out as the final layer would read it (final
     LayerNorm with this residual's own scale, then W_U; the constant b_final W_U included)."""
     _, b = circuits.layer_norm(model.ln_final)
@@ -357,7 +358,7 @@ def readout(model: Any, cache: Any, name: str) -> Float[Tensor, "batch pos d_vec
 
 
 @torch.no_grad()
-def layer0_terms(model: Any, groups: Sequence[Sequences], loss_from: int = LOSS_FROM) -> dict[str, np.ndarray]:
+def layer0_terms(model: HookedModel, groups: Sequence[Sequences], loss_from: int = LOSS_FROM) -> dict[str, np.ndarray]:
     """At every scored position n: a_n, a_{n-1}, a_{n+1} and the read-out of the residual stream
     after layer 0, stacked over sequences and positions ([row, d_vector] each)."""
     name = "blocks.0.hook_resid_post"
@@ -400,7 +401,7 @@ def alpha_fits(terms: dict[str, np.ndarray]) -> pd.DataFrame:
 
 @torch.no_grad()
 def conjecture_curves(
-    model: Any, seqs: Sequences, index: int, dim: int, alphas: dict[str, float]
+    model: HookedModel, seqs: Sequences, index: int, dim: int, alphas: dict[str, float]
 ) -> pd.DataFrame:
     """One coordinate of one sequence along n >= 1: a_n, a_{n+1}, the read-out of the residual
     stream after layer 0 and a_n + alpha a_{n-1} for each labelled alpha (the seed's Figure 17)."""

@@ -24,6 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from optim_hunter import claims, hooks, plots
+from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import circuits, heads
 from optim_hunter.interp.affine import LOSS_FROM, SEED, Study, example_sequences, filed
 from optim_hunter.zoo.affine import Sequences
@@ -31,7 +32,7 @@ from optim_hunter.zoo.affine import Sequences
 L0, L1, L2 = 0, 1, 2
 
 
-def _patterns(model: Any, vectors: Tensor, layer: int) -> Float[Tensor, "batch head query_pos key_pos"]:
+def _patterns(model: HookedModel, vectors: Tensor, layer: int) -> Float[Tensor, "batch head query_pos key_pos"]:
     name = hooks.pattern(layer)
     with torch.no_grad():
         _, cache = model.run_with_cache(vectors, names_filter=lambda n: n == name)
@@ -66,7 +67,7 @@ CHECKERBOARD = claims.declare(
 ALTERNATING, MONOTONE = "alternating (c < 0)", "monotone (c > 0)"
 
 
-def previous_token_scores(model: Any, groups: Sequence[Sequences]) -> Float[np.ndarray, "layer head"]:
+def previous_token_scores(model: HookedModel, groups: Sequence[Sequences]) -> Float[np.ndarray, "layer head"]:
     """Mean attention from each position to the one before it (`heads.previous_token`), averaged
     over groups weighted by their number of (sequence, query) pairs."""
     scores, weights = [], []
@@ -80,7 +81,7 @@ def previous_token_scores(model: Any, groups: Sequence[Sequences]) -> Float[np.n
 
 
 def attention_to_position(
-    model: Any, groups: Sequence[Sequences], layer: int, *, position: int = 1, from_position: int = 2
+    model: HookedModel, groups: Sequence[Sequences], layer: int, *, position: int = 1, from_position: int = 2
 ) -> Float[np.ndarray, " head"]:
     """Mean attention paid to `position` by queries at `from_position` onwards."""
     total, count = 0.0, 0
@@ -95,7 +96,7 @@ def attention_to_position(
 
 
 def same_parity_share(
-    model: Any, groups: Sequence[Sequences], layer: int, *, from_position: int = 2
+    model: HookedModel, groups: Sequence[Sequences], layer: int, *, from_position: int = 2
 ) -> pd.DataFrame:
     """Attention on keys at an even distance (q - k even, the key itself included) for queries at
     `from_position` onwards, per head, separately for alternating (c < 0) and monotone (c > 0)
@@ -195,7 +196,7 @@ def attention(s: Study) -> AttentionResult:
     )
 
 
-def example_patterns(model: Any, seqs: Sequences, index: int, layer: int) -> Float[np.ndarray, "head query_pos key_pos"]:
+def example_patterns(model: HookedModel, seqs: Sequences, index: int, layer: int) -> Float[np.ndarray, "head query_pos key_pos"]:
     return _patterns(model, seqs.inputs[index : index + 1], layer)[0].numpy()
 
 
@@ -245,7 +246,7 @@ TARGETS = {"next": "a_(m+1)", "step": "a_(m+1) - a_m"}
 
 @torch.no_grad()
 def head_attribution(
-    model: Any, groups: Sequence[Sequences], *, target: str = "next", loss_from: int = LOSS_FROM
+    model: HookedModel, groups: Sequence[Sequences], *, target: str = "next", loss_from: int = LOSS_FROM
 ) -> Float[np.ndarray, "layer head"]:
     """Mean direct attribution of every head (value biases and LayerNorms folded) at the scored
     positions m: <final_LN(head output) W_U, t_m>, with t_m = a_{m+1} (`target="next"`) or
@@ -367,7 +368,7 @@ def linear_fit(x: Float[np.ndarray, "row col"], y: Float[np.ndarray, "row col"])
 
 
 @torch.no_grad()
-def residual_vectors(model: Any, groups: Sequence[Sequences], layer: int = 0) -> Float[Tensor, "n d_model"]:
+def residual_vectors(model: HookedModel, groups: Sequence[Sequences], layer: int = 0) -> Float[Tensor, "n d_model"]:
     """Every position's residual stream entering `layer` (`blocks.{layer}.hook_resid_pre`)."""
     name = hooks.resid_pre(layer)
     rows = []
@@ -377,7 +378,7 @@ def residual_vectors(model: Any, groups: Sequence[Sequences], layer: int = 0) ->
     return torch.cat(rows).double()
 
 
-def ov_images(model: Any, vectors: Float[Tensor, "n d_model"], layer: int = 0, heads_: Sequence[int] | None = None,
+def ov_images(model: HookedModel, vectors: Float[Tensor, "n d_model"], layer: int = 0, heads_: Sequence[int] | None = None,
               eps: float | None = None) -> Float[Tensor, "n d_model"]:
     """What the layer's heads together (or `heads_`) would write if each attended only to x:
     normalize(x) (sum of folded OV), value biases left out."""
@@ -412,13 +413,13 @@ def _fit(x: np.ndarray, y: np.ndarray) -> OVFit:
     return OVFit(*linear_fit(x, y), np.asarray(y, float).std(1))
 
 
-def ov_fit(model: Any, vectors: Float[Tensor, "n d_model"], layer: int = 0) -> OVFit:
+def ov_fit(model: HookedModel, vectors: Float[Tensor, "n d_model"], layer: int = 0) -> OVFit:
     """Per vector x, the line through the d_model points (x_d, (OV x)_d) (the seed's Figure 8)."""
     return _fit(vectors.numpy(), ov_images(model, vectors, layer).numpy())
 
 
 @torch.no_grad()
-def ov_readout_fit(model: Any, groups: Sequence[Sequences], layer: int = 0) -> OVFit:
+def ov_readout_fit(model: HookedModel, groups: Sequence[Sequences], layer: int = 0) -> OVFit:
     """The same line fit in the vector space: per position, (a_d, (OV x W_U)_d) over the d_vector
     coordinates, a the input vector there, x the residual stream entering `layer` and the OV image
     read out through the folded unembedding (without the final LayerNorm's scale, so only R^2 and
@@ -436,7 +437,7 @@ def random_like(vectors: Float[Tensor, "n d_model"], *, seed: int = 0) -> Float[
     return noise / noise.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True)
 
 
-def share_outside_embedding(model: Any, vectors: Float[Tensor, "n d_model"], layer: int = 0) -> Float[np.ndarray, " n"]:
+def share_outside_embedding(model: HookedModel, vectors: Float[Tensor, "n d_model"], layer: int = 0) -> Float[np.ndarray, " n"]:
     """For each x, the share of |OV x| outside the row space of W_E (the seed's section 4.4)."""
     return circuits.share_outside(ov_images(model, vectors, layer), model.W_E.detach())
 
@@ -449,7 +450,7 @@ def random_direction_share(d_model: int, rank: int) -> float:
     return float((v[:, rank:].norm(dim=-1) / v.norm(dim=-1)).mean())
 
 
-def ov_scatter_data(model: Any, vector: Float[Tensor, " d_model"], layer: int = 0) -> pd.DataFrame:
+def ov_scatter_data(model: HookedModel, vector: Float[Tensor, " d_model"], layer: int = 0) -> pd.DataFrame:
     image = ov_images(model, vector[None], layer)[0]
     return pd.DataFrame({"x_d": vector.numpy(), "OV_x_d": image.numpy()})
 
@@ -569,7 +570,7 @@ def effective_rank(matrix: Float[Tensor, "... row col"]) -> Float[np.ndarray, ".
     return torch.exp(entropy).numpy()
 
 
-def ov_effective_ranks(model: Any) -> Float[np.ndarray, "layer head"]:
+def ov_effective_ranks(model: HookedModel) -> Float[np.ndarray, "layer head"]:
     """Effective rank of every head's folded OV circuit [d_model, d_model] (LayerNorm folded)."""
     return np.stack([effective_rank(circuits.folded_ov(model, l)) for l in range(model.cfg.n_layers)])
 

@@ -22,6 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from optim_hunter import claims, hooks
+from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import ablation, circuits
 from optim_hunter.interp.affine import SEED, Study, filed, mse
 from optim_hunter.interp.affine_heads import L0, L1, L2
@@ -48,7 +49,7 @@ ABLATION_L2_RATIO = claims.declare(
 
 
 @torch.no_grad()
-def mean_z(model: Any, groups: Sequence[Sequences], layer: int) -> Float[Tensor, "head d_head"]:
+def mean_z(model: HookedModel, groups: Sequence[Sequences], layer: int) -> Float[Tensor, "head d_head"]:
     """Mean of `blocks.{layer}.attn.hook_z` over every position of every sequence."""
     name = hooks.z(layer)
     total, count = 0.0, 0
@@ -61,7 +62,7 @@ def mean_z(model: Any, groups: Sequence[Sequences], layer: int) -> Float[Tensor,
 
 
 def mean_ablated_mse(
-    model: Any, groups: Sequence[Sequences], population: Sequence[Sequences], layer: int,
+    model: HookedModel, groups: Sequence[Sequences], population: Sequence[Sequences], layer: int,
     heads_: Sequence[int] | None = None,
 ) -> float:
     """MSE on `groups` with the heads of `layer` (all, or `heads_`) replaced by their mean output
@@ -136,7 +137,7 @@ QK_PINV_HEADS_0_4_RATIO = claims.declare(
 N_DRAWS = 5  # random projections Q per edit
 
 
-def qk_identity_score(model: Any, layer: int, *, space: str = "residual") -> Float[np.ndarray, " head"]:
+def qk_identity_score(model: HookedModel, layer: int, *, space: str = "residual") -> Float[np.ndarray, " head"]:
     """How close each head's folded QK circuit is to a positive multiple of the identity:
     sum(lambda) / sum(|lambda|) over its eigenvalues, 1 for a positive semi-definite form, about 0
     for a random one. `space="residual"`: the [d_model, d_model] form (TransformerLens's

@@ -20,6 +20,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from optim_hunter.hooks import HookedModel
+
 
 @dataclasses.dataclass(frozen=True)
 class Contrast:
@@ -42,19 +44,19 @@ def make_contrast(tokenizer: Any, prompt: str, answer_a: str, answer_b: str) -> 
     return None
 
 
-def answer_direction(model: Any, contrast: Contrast) -> Float[Tensor, " d_model"]:
+def answer_direction(model: HookedModel, contrast: Contrast) -> Float[Tensor, " d_model"]:
     W_U = model.W_U
     return W_U[:, contrast.token_a] - W_U[:, contrast.token_b]
 
 
 @torch.no_grad()
-def logit_difference(model: Any, contrast: Contrast) -> float:
+def logit_difference(model: HookedModel, contrast: Contrast) -> float:
     """The model's own logit(a) - logit(b) at the deciding position."""
     logits = model(contrast.tokens[None])
     return float(logits[0, -1, contrast.token_a] - logits[0, -1, contrast.token_b])
 
 
-def _fast(model: Any, contrast: Contrast):
+def _fast(model: HookedModel, contrast: Contrast):
     """The one-pass decomposition (`interp.decomposition`) and the answer direction, when the
     model has a fused twin; None otherwise (the hooked path below runs instead)."""
     from optim_hunter.interp import decomposition
@@ -65,7 +67,7 @@ def _fast(model: Any, contrast: Contrast):
 
 
 @torch.no_grad()
-def by_layer(model: Any, contrast: Contrast) -> tuple[Float[np.ndarray, " stage"], list[str]]:
+def by_layer(model: HookedModel, contrast: Contrast) -> tuple[Float[np.ndarray, " stage"], list[str]]:
     """Logit difference read from the accumulated residual stream before each layer (and at the
     end), after the final LayerNorm's scaling: where in depth the decision appears. On a bridged
     HF model the final norm's weight is applied too, so the last stage is the model's own logit
@@ -83,7 +85,7 @@ def by_layer(model: Any, contrast: Contrast) -> tuple[Float[np.ndarray, " stage"
 
 
 @torch.no_grad()
-def by_component(model: Any, contrast: Contrast) -> tuple[Float[np.ndarray, " component"], list[str]]:
+def by_component(model: HookedModel, contrast: Contrast) -> tuple[Float[np.ndarray, " component"], list[str]]:
     """Direct contribution of every attention head, every MLP, the embeddings and the biases to
     the logit difference (they sum to the total up to the unembedding bias)."""
     fast = _fast(model, contrast)
@@ -103,7 +105,7 @@ def by_component(model: Any, contrast: Contrast) -> tuple[Float[np.ndarray, " co
 
 
 def summarize(
-    model: Any, contrasts: Sequence[Contrast | None], *, per: str = "layer"
+    model: HookedModel, contrasts: Sequence[Contrast | None], *, per: str = "layer"
 ) -> pd.DataFrame:
     """Mean and standard error over contrasts of `by_layer` or `by_component` (None skipped)."""
     from optim_hunter.interp import decomposition
@@ -129,7 +131,7 @@ def summarize(
     )
 
 
-def by_layer_many(model: Any, contrasts: dict[Any, Contrast | None]) -> pd.DataFrame:
+def by_layer_many(model: HookedModel, contrasts: dict[Any, Contrast | None]) -> pd.DataFrame:
     """`by_layer` of many contrasts as a tidy table (key, stage, label, value), None skipped.
     Contrasts are read in the mapping's order, and consecutive ones after the same prompt share
     its pass (`decomposition.reusing_prefixes`): put each prompt's contrasts together."""

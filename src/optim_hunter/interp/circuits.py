@@ -34,6 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from optim_hunter import hooks
+from optim_hunter.hooks import HookedModel
 
 
 def _centering(d: int, dtype=torch.float64) -> Tensor:
@@ -45,7 +46,7 @@ def layer_norm(module: Any) -> tuple[Tensor, Tensor]:
     return module.weight.detach().double(), module.bias.detach().double()
 
 
-def ln1(model: Any, layer: int) -> tuple[Tensor, Tensor]:
+def ln1(model: HookedModel, layer: int) -> tuple[Tensor, Tensor]:
     return layer_norm(model.blocks[layer].ln1)
 
 
@@ -56,47 +57,47 @@ def normalize(x: Float[Tensor, "... d_model"], eps: float = 1e-5) -> Float[Tenso
     return centred / (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
-def folded_W_V(model: Any, layer: int) -> Float[Tensor, "head d_model d_head"]:
+def folded_W_V(model: HookedModel, layer: int) -> Float[Tensor, "head d_model d_head"]:
     w, _ = ln1(model, layer)
     C = _centering(w.shape[0])
     return (C * w[None, :]) @ model.W_V[layer].detach().double()  # C diag(w) W_V per head
 
 
-def folded_W_Q(model: Any, layer: int) -> Float[Tensor, "head d_model d_head"]:
+def folded_W_Q(model: HookedModel, layer: int) -> Float[Tensor, "head d_model d_head"]:
     w, _ = ln1(model, layer)
     return (_centering(w.shape[0]) * w[None, :]) @ model.W_Q[layer].detach().double()
 
 
-def folded_W_K(model: Any, layer: int) -> Float[Tensor, "head d_model d_head"]:
+def folded_W_K(model: HookedModel, layer: int) -> Float[Tensor, "head d_model d_head"]:
     w, _ = ln1(model, layer)
     return (_centering(w.shape[0]) * w[None, :]) @ model.W_K[layer].detach().double()
 
 
-def value_bias(model: Any, layer: int) -> Float[Tensor, "head d_head"]:
+def value_bias(model: HookedModel, layer: int) -> Float[Tensor, "head d_head"]:
     """The constant part of every value vector: b_ln1 W_V + b_V."""
     _, b = ln1(model, layer)
     return torch.einsum("d,hde->he", b, model.W_V[layer].detach().double()) + model.b_V[layer].detach().double()
 
 
-def folded_ov(model: Any, layer: int) -> Float[Tensor, "head d_model d_model"]:
+def folded_ov(model: HookedModel, layer: int) -> Float[Tensor, "head d_model d_model"]:
     """Per head, the map from the block's input x to what the head writes when it attends to x
     with weight one, without the value bias: x_hat (folded W_V) W_O, with x_hat = normalize(x)."""
     return folded_W_V(model, layer) @ model.W_O[layer].detach().double()
 
 
-def folded_qk(model: Any, layer: int) -> Float[Tensor, "head d_model d_model"]:
+def folded_qk(model: HookedModel, layer: int) -> Float[Tensor, "head d_model d_model"]:
     """Per head, the bilinear form of the attention score without biases:
     score = x_hat_q (folded W_Q)(folded W_K)^T x_hat_k^T / sqrt(d_head)."""
     return folded_W_Q(model, layer) @ folded_W_K(model, layer).transpose(-1, -2)
 
 
-def folded_unembed(model: Any) -> Float[Tensor, "d_model d_vocab"]:
+def folded_unembed(model: HookedModel) -> Float[Tensor, "d_model d_vocab"]:
     """C diag(w_final) W_U: the read-out of a normalised residual vector (b_final W_U aside)."""
     w, _ = layer_norm(model.ln_final)
     return (_centering(w.shape[0]) * w[None, :]) @ model.W_U.detach().double()
 
 
-def head_outputs(model: Any, cache: Any, layer: int) -> Float[Tensor, "batch pos head d_model"]:
+def head_outputs(model: HookedModel, cache: Any, layer: int) -> Float[Tensor, "batch pos head d_model"]:
     """What each head writes into the residual stream with its value bias folded out:
     (z - value bias) W_O, from the cached `blocks.{layer}.attn.hook_z`."""
     z = cache[hooks.z(layer)].double()
@@ -109,7 +110,7 @@ def final_scale(cache: Any) -> Float[Tensor, "batch pos 1"]:
 
 
 def direct_attribution(
-    model: Any, cache: Any, components: Float[Tensor, "batch pos ... d_model"],
+    model: HookedModel, cache: Any, components: Float[Tensor, "batch pos ... d_model"],
     direction: Float[Tensor, "batch pos d_vocab"],
 ) -> Float[Tensor, "batch pos ..."]:
     """<final_LN(component) W_U, direction> at every position, the final LayerNorm applied with
@@ -129,7 +130,7 @@ def eigenvalue_score(matrix: Float[Tensor, "... row col"]) -> Float[np.ndarray, 
     return (eig.real.sum(-1) / eig.abs().sum(-1)).numpy()
 
 
-def ov_scores(model: Any, layers: list[int] | None = None) -> Float[np.ndarray, "layer head"]:
+def ov_scores(model: HookedModel, layers: list[int] | None = None) -> Float[np.ndarray, "layer head"]:
     """Eigenvalue score of every head's folded OV circuit in the residual stream ([d_model,
     d_model], TransformerLens's `model.OV` after `fold_ln`): does the head write (minus) what it
     reads? Computed on the [d_head, d_head] twin W_O (folded W_V), which has the same nonzero
@@ -138,7 +139,7 @@ def ov_scores(model: Any, layers: list[int] | None = None) -> Float[np.ndarray, 
     return np.stack([eigenvalue_score(model.W_O[l].detach().double() @ folded_W_V(model, l)) for l in layers])
 
 
-def full_ov_scores(model: Any, layers: list[int] | None = None) -> Float[np.ndarray, "layer head"]:
+def full_ov_scores(model: HookedModel, layers: list[int] | None = None) -> Float[np.ndarray, "layer head"]:
     """Eigenvalue score of the folded full OV circuit W_E (folded OV) (folded W_U) of every head,
     [d_vocab, d_vocab], computed on its [d_head, d_head] twin W_O (folded W_U) W_E (folded W_V)
     with the same nonzero eigenvalues."""
@@ -149,7 +150,7 @@ def full_ov_scores(model: Any, layers: list[int] | None = None) -> Float[np.ndar
     ])
 
 
-def qk_scores(model: Any, layer: int, inner: Tensor | None = None) -> Float[np.ndarray, " head"]:
+def qk_scores(model: HookedModel, layer: int, inner: Tensor | None = None) -> Float[np.ndarray, " head"]:
     """Eigenvalue score of each head's folded QK form, (folded W_Q)(folded W_K)^T [d_model,
     d_model], or of W_E (QK) W_E^T when `inner` = W_E^T W_E is given; computed on the [d_head,
     d_head] twin (folded W_K)^T [inner] (folded W_Q)."""

@@ -29,6 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from optim_hunter.hooks import HookedModel
 from optim_hunter.zoo import hf
 
 
@@ -42,7 +43,7 @@ def _layout(twin: Any) -> tuple[Any, Any] | None:
     return layers, norm
 
 
-def available(model: Any) -> bool:
+def available(model: HookedModel) -> bool:
     twin = hf.fast_twin(model)
     return twin is not None and _layout(twin) is not None
 
@@ -76,7 +77,7 @@ class Decomposition:
         return (vectors * self.scale()) @ direction
 
 
-def neuron_effects(model: Any, parts: Decomposition, direction: Float[Tensor, " d_model"]) -> Float[Tensor, "layer d_mlp"]:
+def neuron_effects(model: HookedModel, parts: Decomposition, direction: Float[Tensor, " d_model"]) -> Float[Tensor, "layer d_mlp"]:
     """Each MLP neuron's direct effect along `direction`: its activation times its output row
     (`down_proj` column) read through the final norm (the neurons of a layer sum to its MLP's
     readout)."""
@@ -123,7 +124,7 @@ def _shared(a: list[int], b: list[int]) -> int:
 
 
 @torch.no_grad()
-def decompose(model: Any, tokens: Int[Tensor, " pos"]) -> Decomposition:
+def decompose(model: HookedModel, tokens: Int[Tensor, " pos"]) -> Decomposition:
     """The writers of the residual stream at the last position of `tokens` (one prompt)."""
     twin = hf.fast_twin(model)
     layout = _layout(twin) if twin is not None else None

@@ -26,6 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from optim_hunter import hooks
+from optim_hunter.hooks import HookedModel
 
 
 def repeated_random_tokens(
@@ -62,7 +63,7 @@ def induction_targets(tokens: Int[Tensor, " pos"]) -> Float[Tensor, "query_pos k
     return torch.tril(target)
 
 
-def _patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer batch head query_pos key_pos"]:
+def _patterns(model: HookedModel, tokens: Tensor) -> Float[Tensor, "layer batch head query_pos key_pos"]:
     names = {hooks.pattern(l) for l in range(model.cfg.n_layers)}
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
@@ -82,7 +83,7 @@ def prefix_matching_from_patterns(
 
 
 def prefix_matching(
-    model: Any, *, length: int = 25, repeats: int = 4, batch: int = 10, bos: int | None = 0, seed: int = 0
+    model: HookedModel, *, length: int = 25, repeats: int = 4, batch: int = 10, bos: int | None = 0, seed: int = 0
 ) -> Float[np.ndarray, "layer head"]:
     """Prefix-matching score per head, measured on queries in the repeats (not the first copy)."""
     tokens = repeated_random_tokens(
@@ -94,7 +95,7 @@ def prefix_matching(
 
 
 def previous_token(
-    model: Any, tokens: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_vocab"]
+    model: HookedModel, tokens: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_vocab"]
 ) -> Float[np.ndarray, "layer head"]:
     """Mean attention from each token to the one before it."""
     patterns = _patterns(model, tokens)  # [layer, batch, head, q, k]
@@ -104,7 +105,7 @@ def previous_token(
 
 @torch.no_grad()
 def copying(
-    model: Any, *, length: int = 25, batch: int = 10, bos: int | None = 0, seed: int = 0
+    model: HookedModel, *, length: int = 25, batch: int = 10, bos: int | None = 0, seed: int = 0
 ) -> Float[np.ndarray, "layer head"]:
     """Copying score per head on random sequences (direct path through the unembedding)."""
     tokens = repeated_random_tokens(model.cfg.d_vocab, length=length, repeats=1, batch=batch,
@@ -131,7 +132,7 @@ def copying(
     return out
 
 
-def ov_eigenvalue_score(model: Any) -> Float[np.ndarray, "layer head"]:
+def ov_eigenvalue_score(model: HookedModel) -> Float[np.ndarray, "layer head"]:
     """sum(lambda)/sum(|lambda|) of the full OV circuit W_E W_V W_O W_U (over token space).
 
     The nonzero eigenvalues of the [vocab, vocab] matrix W_E (W_V W_O W_U) are those of the
@@ -148,7 +149,7 @@ def ov_eigenvalue_score(model: Any) -> Float[np.ndarray, "layer head"]:
 
 
 def k_composition_trace(
-    model: Any, previous_token_scores: Float[np.ndarray, "layer head"], *, normalize: bool = True
+    model: HookedModel, previous_token_scores: Float[np.ndarray, "layer head"], *, normalize: bool = True
 ) -> Float[np.ndarray, "layer head"]:
     """Trace of the previous-token K-composition QK term for heads in layer >= 1 (NaN in layer 0).
 

@@ -49,6 +49,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from optim_hunter import claims, hooks, settings
+from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import ablation, heads
 
 SEED_EARLY, SEED_LATE, SEED_CONTEXT = 50, 500, 512  # Olsson et al.'s token indices and context
@@ -279,12 +280,12 @@ def token_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor,
     ).view(tokens.shape[0], -1).detach().numpy()
 
 
-def _pattern_names(model: Any) -> list[str]:
+def _pattern_names(model: HookedModel) -> list[str]:
     return [hooks.pattern(l) for l in range(model.cfg.n_layers)]
 
 
 @contextlib.contextmanager
-def frozen_patterns(model: Any, patterns: Mapping[str, Tensor]) -> Iterator[None]:
+def frozen_patterns(model: HookedModel, patterns: Mapping[str, Tensor]) -> Iterator[None]:
     """Every attention pattern replaced by the given (clean) one."""
     hooks = [(name, lambda act, hook, value=value: value.to(act)) for name, value in patterns.items()]
     with model.hooks(fwd_hooks=hooks):
@@ -292,7 +293,7 @@ def frozen_patterns(model: Any, patterns: Mapping[str, Tensor]) -> Iterator[None
 
 
 @torch.no_grad()
-def clean_patterns(model: Any, tokens: Tensor) -> dict[str, Tensor]:
+def clean_patterns(model: HookedModel, tokens: Tensor) -> dict[str, Tensor]:
     names = set(_pattern_names(model))
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     return {n: cache[n].clone() for n in _pattern_names(model)}
@@ -300,7 +301,7 @@ def clean_patterns(model: Any, tokens: Tensor) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def ablate_heads(
-    model: Any, tokens: Int[Tensor, "batch pos"], pairs: Sequence[tuple[int, int]], *, preserve_patterns: bool,
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], pairs: Sequence[tuple[int, int]], *, preserve_patterns: bool,
     patterns: Mapping[str, Tensor] | None = None,
 ) -> np.ndarray:
     """Per-token losses [batch, pos-1] with the heads `pairs` = [(layer, head), ...] zero-ablated
@@ -318,7 +319,7 @@ def ablate_heads(
 
 
 def ablated_losses(
-    model: Any, tokens: Int[Tensor, "batch pos"], layer: int, head: int, *, preserve_patterns: bool,
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], layer: int, head: int, *, preserve_patterns: bool,
     patterns: Mapping[str, Tensor] | None = None,
 ) -> np.ndarray:
     """`ablate_heads` for the single head (layer, head)."""
@@ -339,7 +340,7 @@ class HeadAblation:
 
 
 @torch.no_grad()
-def head_ablations(model: Any, tokens: Tensor, early: int, late: int, half_width: int = 0) -> HeadAblation:
+def head_ablations(model: HookedModel, tokens: Tensor, early: int, late: int, half_width: int = 0) -> HeadAblation:
     """Full and pattern-preserving zero ablation of every head, one at a time."""
     clean = token_losses(model(tokens), tokens)
     patterns = clean_patterns(model, tokens)
@@ -405,7 +406,7 @@ def idealised_pattern(tokens: Int[Tensor, "batch pos"], kind: str) -> Float[Tens
 
 @torch.no_grad()
 def patched_pattern_losses(
-    model: Any, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch query_pos key_pos"]
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch query_pos key_pos"]
 ) -> np.ndarray:
     """Per-token losses [batch, pos-1] with head (layer, head)'s attention pattern replaced."""
 
@@ -421,7 +422,7 @@ def patched_pattern_losses(
 
 @torch.no_grad()
 def pattern_recovery(
-    model: Any, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch query_pos key_pos"]
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch query_pos key_pos"]
 ) -> float:
     """The share of the head's ablation loss that an idealised pattern recovers:
     (L_ablated - L_idealised) / (L_ablated - L_clean), mean losses, zero ablation of `hook_z`
@@ -436,7 +437,7 @@ def pattern_recovery(
 
 
 def head_scores(
-    model: Any, data: Int[Tensor, "batch pos"], *, repeats: int = 3, batch: int = 10, bos: int | None = None,
+    model: HookedModel, data: Int[Tensor, "batch pos"], *, repeats: int = 3, batch: int = 10, bos: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Prefix matching, copying, previous token and K-composition scores [layer, head]. The random
     sequences are 25 distinct tokens (every token once for a smaller vocabulary), after `bos` if
@@ -475,7 +476,7 @@ def _per_token_loss(fused: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tenso
 
 
 def repeat_loss_drop(
-    model: Any, d_vocab: int, *, length: int = 25, repeats: int = 2, batch: int = 10, bos: int | None = None,
+    model: Callable[[Tensor], Tensor], d_vocab: int, *, length: int = 25, repeats: int = 2, batch: int = 10, bos: int | None = None,
     seed: int = 0,
 ) -> float:
     """Mean loss on the first copy of random token sequences minus the mean loss on the later

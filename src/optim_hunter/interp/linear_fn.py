@@ -28,6 +28,7 @@ from torch import Tensor
 
 from optim_hunter import claims, hooks, kv_decoding, plots, prompts
 from optim_hunter.claim_rows import Recording
+from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import ablation, patching
 from optim_hunter.prompts import format_pairs
 
@@ -101,7 +102,7 @@ def encode(tokenizer: Any, text: str) -> Tensor:
 
 
 @torch.no_grad()
-def last_probs(model: Any, tokens: Tensor) -> Float[Tensor, " d_vocab"]:
+def last_probs(model: HookedModel, tokens: Tensor) -> Float[Tensor, " d_vocab"]:
     return torch.softmax(model(tokens[None])[0, -1].float(), -1)
 
 
@@ -129,7 +130,7 @@ def token_value(tokenizer: Any, token: int) -> float | None:
 
 
 def bayesian_curve(
-    model: Any, tokenizer: Any, probs: Sequence[Problem], max_examples: int
+    model: HookedModel, tokenizer: Any, probs: Sequence[Problem], max_examples: int
 ) -> pd.DataFrame:
     """Mean probability of the correct first token, of the main wrong candidates, and the mean
     log-odds log P(correct) / (1 - P(correct)) after i = 0..max_examples examples."""
@@ -159,14 +160,14 @@ def additive_fit(curve: pd.DataFrame, *, start: int = 1) -> dict[str, float]:
     return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue**2)}
 
 
-def layer_heads(model: Any, layers: Sequence[int]) -> list[str]:
+def layer_heads(model: HookedModel, layers: Sequence[int]) -> list[str]:
     """hook_z names of whole layers (ablating them removes every head of those layers)."""
     return [hooks.z(l) for l in layers]
 
 
 @torch.no_grad()
 def head_activity(
-    model: Any, tokens: Tensor, example_positions: np.ndarray, answer_token: int
+    model: HookedModel, tokens: Tensor, example_positions: np.ndarray, answer_token: int
 ) -> Float[np.ndarray, "layer head 2"]:
     """Per head, at the last position: attention mass on the examples' tokens, and the head's
     direct effect on the answer's logit against the vocabulary's mean logit (its output through
@@ -289,7 +290,7 @@ def span_scores(
     return log_p, exact
 
 
-def forced(model: Any, encoded: Sequence[Encoded], *, batch_size: int = 8
+def forced(model: HookedModel, encoded: Sequence[Encoded], *, batch_size: int = 8
            ) -> tuple[Float[np.ndarray, "row span"], np.ndarray]:
     """`span_scores` of every example of every prompt, `batch_size` prompts per forward (through
     the fast fused-attention twin when no hook is attached)."""
@@ -337,7 +338,7 @@ def log_odds(log_p: Float[np.ndarray, "..."]) -> Float[np.ndarray, "..."]:
     return np.log(p) - np.log1p(-p)
 
 
-def icl_curve(model: Any, tokenizer: Any, setting: Setting, cfg: Config, *, seed: int = 0
+def icl_curve(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Config, *, seed: int = 0
               ) -> pd.DataFrame:
     """Accuracy and P(correct) against the number of examples seen, in one forward per prompt:
     example i of a prompt is scored (teacher-forced) with the i examples before it. Columns:
@@ -532,7 +533,7 @@ class Sweep:
                 at.measure(BEST_SETTING, self.best.label)]
 
 
-def format_sweep(model: Any, tokenizer: Any, cfg: Config, *, name: str = "model",
+def format_sweep(model: HookedModel, tokenizer: Any, cfg: Config, *, name: str = "model",
                  contrasts: dict[str, Any] | None = None, settings: Sequence[Setting] | None = None,
                  seed: int = 0) -> Sweep:
     """`icl_curve` for every format and order (or `settings`) on `model`, and in the default
@@ -593,7 +594,7 @@ class Measurement:
                                        float(np.exp(self.corrupt_log_p).mean()))
 
 
-def _head_capture(model: Any, query_pos: Tensor, example_mask: Tensor, store: dict,
+def _head_capture(model: HookedModel, query_pos: Tensor, example_mask: Tensor, store: dict,
                   answer_mask: Tensor | None = None) -> list:
     """Hooks keeping, at each row's query position, every head's z, its attention mass on the
     examples (and on the `answer_mask` positions), and the final norm's scale."""
@@ -622,7 +623,7 @@ def _head_capture(model: Any, query_pos: Tensor, example_mask: Tensor, store: di
     return captures
 
 
-def direct_effects(model: Any, z: Float[Tensor, "row layer head d_head"],
+def direct_effects(model: HookedModel, z: Float[Tensor, "row layer head d_head"],
                    scale: Float[Tensor, "row 1"] | None, answer: Int[Tensor, " row"]
                    ) -> Float[Tensor, "row layer head"]:
     """Each head's output at the read position, through the final norm (centred for LayerNorm,
@@ -640,7 +641,7 @@ def direct_effects(model: Any, z: Float[Tensor, "row layer head d_head"],
     return torch.einsum("rlhm,rm->rlh", out, direction.to(out))
 
 
-def _patched_rows(model: Any, tokenizer: Any, rows: list, batch_size: int
+def _patched_rows(model: HookedModel, tokenizer: Any, rows: list, batch_size: int
                   ) -> tuple[np.ndarray, list[int | None]]:
     """Per row (tokens, stage, position(s), donor(s), answer span): B's log P of the answer span
     (teacher-forced) and its read-out, the number spelled by the argmax token at each place of
@@ -659,7 +660,7 @@ def _patched_rows(model: Any, tokenizer: Any, rows: list, batch_size: int
 
 
 @torch.no_grad()
-def measure(model: Any, tokenizer: Any, probs: Sequence[Problem], *, ablate_layers: Sequence[int] = (),
+def measure(model: HookedModel, tokenizer: Any, probs: Sequence[Problem], *, ablate_layers: Sequence[int] = (),
             n_grid: int = 0, batch_size: int = 64) -> Measurement:
     """Run A with examples (heads of `ablate_layers` zeroed) and patch its residual stream, one
     stage at a time, into run B (the query alone, never ablated), positions aligned from the end.
@@ -807,7 +808,7 @@ class PatchStudy:
         ]
 
 
-def patch_study(model: Any, tokenizer: Any, setting: Setting, cfg: Config, *, name: str = "model",
+def patch_study(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Config, *, name: str = "model",
                 seed: int = 1) -> PatchStudy:
     """`measure` without ablation on `cfg.n_patch` prompts of `setting` (each B prompt position
     patched alone for the first `cfg.n_grid`)."""
@@ -875,7 +876,7 @@ class Redundancy:
                                       head=head, rise=f"{first['its direct effect rise']:+.2f}", stage=first["first stage"])
 
 
-def redundancy_rounds(model: Any, tokenizer: Any, study: PatchStudy, cfg: Config) -> Redundancy:
+def redundancy_rounds(model: HookedModel, tokenizer: Any, study: PatchStudy, cfg: Config) -> Redundancy:
     """Each round zero-ablates (hook_z) every head of the highest layer not yet ablated below the
     current first transferring stage, in run A only, on the first `cfg.n_ablate` prompts of
     `study`; measures A's accuracy, the new first stage, the first stages whose patched answers are
@@ -926,7 +927,7 @@ def redundancy_rounds(model: Any, tokenizer: Any, study: PatchStudy, cfg: Config
 
 
 @torch.no_grad()
-def head_patterns(model: Any, tokenizer: Any, problem: Problem, heads: Sequence[str]
+def head_patterns(model: HookedModel, tokenizer: Any, problem: Problem, heads: Sequence[str]
                   ) -> tuple[Float[np.ndarray, "head query_pos key_pos"], list[str]]:
     """Attention patterns of heads named `L{layer}H{head}` on one prompt (clean run), caching
     only their layers' patterns."""

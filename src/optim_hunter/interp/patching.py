@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from optim_hunter import hooks
+from optim_hunter.hooks import HookedModel
 
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], float]
 
@@ -33,7 +34,7 @@ def stage_hooks(n_layers: int) -> list[str]:
 
 @torch.no_grad()
 def residual_patching(
-    model: Any,
+    model: HookedModel,
     source: Int[Tensor, " source_pos"],
     target: Int[Tensor, " pos"],
     metric: Metric,
@@ -85,7 +86,7 @@ def first_transfer(
 
 
 def stage_residuals(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     positions: Int[Tensor, "batch _pos"] | Sequence[Sequence[int]],
     *,
@@ -137,7 +138,7 @@ def patch_hooks(
 
 @torch.no_grad()
 def patched_logits(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "row pos"],
     stages: Sequence[int | None],
     positions: Sequence[int | Sequence[int]],
@@ -150,7 +151,7 @@ def patched_logits(
 
 @torch.no_grad()
 def residual_patching_batched(
-    model: Any,
+    model: HookedModel,
     source: Int[Tensor, " source_pos"],
     target: Int[Tensor, " pos"],
     metric: Metric,

@@ -47,6 +47,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from optim_hunter import claims, hooks, kv_decoding, settings
+from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import heads, icl
 
 SOURCE = "003"
@@ -135,7 +136,7 @@ def text_tokens(
 # --- head scores ----------------------------------------------------------------------------------
 
 
-def final_norm_map(model: Any) -> tuple[Float[Tensor, " d_model"], bool]:
+def final_norm_map(model: HookedModel) -> tuple[Float[Tensor, " d_model"], bool]:
     """The final norm's gain and whether it centres (LayerNorm) its input."""
     centre = str(getattr(model.cfg, "normalization_type", "") or "").upper().startswith("LN")
     ln = getattr(model, "ln_final", None)
@@ -202,7 +203,7 @@ def copying_from_cache(
 
 @torch.no_grad()
 def head_scores(
-    model: Any, tokens: Int[Tensor, "batch pos"], *, length: int, bos: bool, final_norm: bool = True,
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], *, length: int, bos: bool, final_norm: bool = True,
 ) -> dict[str, Float[np.ndarray, "layer head"]]:
     """Prefix matching and copying of every head, from one hooked run on repeated random `tokens`:
     `prefix_matching` and `copying` on the queries of the repeats (the definition: both properties
@@ -237,7 +238,7 @@ def head_scores(
 
 
 @torch.no_grad()
-def text_losses(model: Any, tokens: Int[Tensor, "n pos"], *, chunk: int = 2) -> Float[np.ndarray, "n index"]:
+def text_losses(model: HookedModel, tokens: Int[Tensor, "n pos"], *, chunk: int = 2) -> Float[np.ndarray, "n index"]:
     """Per-token losses [n, pos - 1] (index i predicts token i + 1), through the fast forward."""
     out = []
     for part in tokens.split(chunk):
@@ -324,7 +325,7 @@ def pattern_prompts(tokenizer: Any, *, n: int, lines: int, bos: int | None, seed
 
 
 @torch.no_grad()
-def pattern_shares(model: Any, prompts: Sequence[PatternPrompt]) -> Float[np.ndarray, "n layer head"]:
+def pattern_shares(model: HookedModel, prompts: Sequence[PatternPrompt]) -> Float[np.ndarray, "n layer head"]:
     """Per prompt and head, the mean over colons of the attention on the labels of the earlier
     lines of the same template (NaN for a prompt without such a line)."""
     n_layers = model.cfg.n_layers
@@ -689,7 +690,7 @@ class PretrainedInduction:
         return out
 
 
-def measure(model: Any = None, config: Config | None = None) -> PretrainedInduction:
+def measure(model: HookedModel = None, config: Config | None = None) -> PretrainedInduction:
     """Every number of the section: head scores on repeated random tokens, losses on text, the
     pattern task. `model` None loads `config.model` from the zoo (its load time is not counted)."""
     config = config or Config.for_profile()
@@ -708,7 +709,7 @@ def measure(model: Any = None, config: Config | None = None) -> PretrainedInduct
         torch.set_num_threads(previous_threads)
 
 
-def _measure(model: Any, config: Config, tok: Any, bos_id: int) -> PretrainedInduction:
+def _measure(model: HookedModel, config: Config, tok: Any, bos_id: int) -> PretrainedInduction:
     seconds = {}
     started = time.perf_counter()
     allowed = allowed_tokens(model.cfg.d_vocab, trim=config.vocab_trim, exclude=tok.all_special_ids)

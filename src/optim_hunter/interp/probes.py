@@ -20,11 +20,12 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from optim_hunter import hooks
+from optim_hunter.hooks import HookedModel
 
 
 @torch.no_grad()
 def residuals(
-    model: Any, token_lists: Sequence[Tensor], position: int = -1
+    model: HookedModel, token_lists: Sequence[Tensor], position: int = -1
 ) -> Float[np.ndarray, "n stage d_model"]:
     """Residual stream at `position` of each prompt: before layer 0..L-1, then after the last.
     At the last position of a bridged HF model, one fused pass (`interp.decomposition`) reads it."""

@@ -32,12 +32,13 @@ from torch import Tensor
 
 from optim_hunter import claims, hooks, plots
 from optim_hunter.claim_rows import Recording
+from optim_hunter.hooks import HookedModel
 from optim_hunter.interp.attribution import Contrast, answer_direction
 from optim_hunter.positions import ROLES, PromptLayout
 
 
 @torch.no_grad()
-def answer_patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer head key_pos"]:
+def answer_patterns(model: HookedModel, tokens: Tensor) -> Float[Tensor, "layer head key_pos"]:
     """Attention of every head from the last position (where the answer is produced)."""
     names = {hooks.pattern(l) for l in range(model.cfg.n_layers)}
     _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in names)
@@ -45,7 +46,7 @@ def answer_patterns(model: Any, tokens: Tensor) -> Float[Tensor, "layer head key
 
 
 def attention_by_role(
-    model: Any, token_lists: Sequence[Tensor], layouts: Sequence[PromptLayout]
+    model: HookedModel, token_lists: Sequence[Tensor], layouts: Sequence[PromptLayout]
 ) -> pd.DataFrame:
     """Mean attention mass from the answer position to each token role, per head."""
     totals = np.zeros((model.cfg.n_layers, model.cfg.n_heads, len(ROLES)))
@@ -70,7 +71,7 @@ def nearness(x_train: Float[np.ndarray, "n feature"], x_query: Float[np.ndarray,
 
 
 def knn_alignment(
-    model: Any,
+    model: HookedModel,
     token_lists: Sequence[Tensor],
     layouts: Sequence[PromptLayout],
     nearness_lists: Sequence[Float[np.ndarray, " n"]],
@@ -94,7 +95,7 @@ def knn_alignment(
 
 
 @torch.no_grad()
-def neuron_attribution(model: Any, contrast: Contrast, *, top: int | None = 10) -> pd.DataFrame:
+def neuron_attribution(model: HookedModel, contrast: Contrast, *, top: int | None = 10) -> pd.DataFrame:
     """Neurons whose direct effect (activation x W_out row, along the answer direction, scaled by
     the final LayerNorm) most moves the logit difference at the deciding position."""
     from optim_hunter.interp import decomposition
@@ -157,7 +158,7 @@ def answer_contrasts(
 
 @torch.no_grad()
 def layer_readouts(
-    model: Any, tokenizer: Any, texts: Sequence[str], answers: pd.DataFrame,
+    model: HookedModel, tokenizer: Any, texts: Sequence[str], answers: pd.DataFrame,
     pairs: Sequence[tuple[str, str]], round_to: int = 2,
 ) -> tuple[Float[np.ndarray, "n stage d_model"], pd.DataFrame]:
     """For prompt `texts[i]`: its residual stream at the answer position before every layer and
@@ -263,7 +264,7 @@ class Problems:
         return (errors <= errors.median()).to_numpy()
 
 
-def answer_problems(model: Any, tokenizer: Any, dataset: str, *, n_seeds: int, n_examples: int,
+def answer_problems(model: HookedModel, tokenizer: Any, dataset: str, *, n_seeds: int, n_examples: int,
                     round_to: int = 2, references: Sequence[str] = REFERENCES) -> Problems:
     """Seeds 0..n_seeds-1 of `dataset` with `n_examples` examples: the model's greedy answers (at most
     10 tokens, batches of 32) beside the true output and the reference methods' predictions."""
@@ -316,7 +317,7 @@ class Readouts:
         return rows
 
 
-def logit_readouts(model: Any, tokenizer: Any, problems: Problems, pairs: Sequence[tuple[str, str]] = PAIRS,
+def logit_readouts(model: HookedModel, tokenizer: Any, problems: Problems, pairs: Sequence[tuple[str, str]] = PAIRS,
                    *, recording: Recording) -> Readouts:
     """`layer_readouts` of every problem (one pass per prompt), split by the model's error."""
     stages, values = layer_readouts(model, tokenizer, list(problems.texts), problems.table, pairs,
@@ -354,7 +355,7 @@ class Components:
                                        n_layers=n, late_from=late_from)]
 
 
-def component_attribution(model: Any, tokenizer: Any, problems: Problems, *, recording: Recording) -> Components:
+def component_attribution(model: HookedModel, tokenizer: Any, problems: Problems, *, recording: Recording) -> Components:
     """`attribution.summarize` per component of the model's answer vs the mean of the outputs."""
     from optim_hunter.interp import attribution
 
@@ -364,7 +365,7 @@ def component_attribution(model: Any, tokenizer: Any, problems: Problems, *, rec
     return Components(table, tuple(contrasts), model.cfg.n_layers, recording)
 
 
-def top_neurons(model: Any, contrasts: Sequence[Contrast | None], *, top: int = 10) -> pd.DataFrame:
+def top_neurons(model: HookedModel, contrasts: Sequence[Contrast | None], *, top: int = 10) -> pd.DataFrame:
     """The `top` neurons by mean direct effect (over contrasts) on their logit differences."""
     rows = [neuron_attribution(model, c, top=None) for c in contrasts if c is not None]
     mean = pd.concat(rows).groupby(["layer", "neuron"])["effect"].mean().reset_index()
@@ -372,7 +373,7 @@ def top_neurons(model: Any, contrasts: Sequence[Contrast | None], *, top: int = 
 
 
 @torch.no_grad()
-def induction_scores(model: Any, tokenizer: Any, *, length: int = 25, repeats: int = 2, batch: int = 4,
+def induction_scores(model: HookedModel, tokenizer: Any, *, length: int = 25, repeats: int = 2, batch: int = 4,
                      seed: int = 0) -> Float[np.ndarray, "layer head"]:
     """Prefix-matching score of every head (`heads.prefix_matching_from_patterns`) on `batch`
     sequences of `length` random tokens repeated `repeats` times after a BOS token; the tokens are
@@ -439,7 +440,7 @@ class Attention:
                 self.recording.measure(INDUCTION_OVERLAP, share, k=k)]
 
 
-def attention_study(model: Any, tokenizer: Any, dataset: str, *, n_prompts: int, n_examples: int,
+def attention_study(model: HookedModel, tokenizer: Any, dataset: str, *, n_prompts: int, n_examples: int,
                     round_to: int = 2, shown_examples: int = 5, recording: Recording) -> Attention:
     """Seeds 0..n_prompts-1 with `n_examples` examples (hooked forwards, so fewer and shorter
     prompts): attention by role and kNN alignment per head; induction scores on random repeated
@@ -486,7 +487,7 @@ class MLPAblation:
                                        n_layers=self.n_layers, last_from=last_from)]
 
 
-def mlp_ablation(model: Any, tokenizer: Any, dataset: str, *, n_prompts: int, n_examples: int,
+def mlp_ablation(model: HookedModel, tokenizer: Any, dataset: str, *, n_prompts: int, n_examples: int,
                  round_to: int = 2, group: int | None = None, recording: Recording) -> MLPAblation:
     """Seeds 0..n_prompts-1 answered (greedy, batches of 32) with no ablation, then with the MLP
     outputs of each group of `group` consecutive layers zeroed (default 3 layers from 12 layers
