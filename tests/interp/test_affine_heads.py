@@ -9,20 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from affine_tiny import study, two_layer
 from optim_hunter import plots
 from optim_hunter.interp import affine_heads as ah
 from optim_hunter.interp import circuits
-
-
-@pytest.fixture(scope="module")
-def setup():
-    return two_layer()
-
-
-@pytest.fixture(scope="module")
-def tiny_study():
-    return study()
 
 
 def patterns(model, x, layer):

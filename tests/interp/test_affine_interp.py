@@ -11,20 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from affine_tiny import study, two_layer
 from optim_hunter import claims
 from optim_hunter.interp import affine as ia
 from optim_hunter.zoo import affine
-
-
-@pytest.fixture(scope="module")
-def setup():
-    return two_layer()
-
-
-@pytest.fixture(scope="module")
-def tiny_study():
-    return study()
 
 
 def test_mse_and_mse_by_position(setup):

@@ -8,21 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from affine_tiny import study, two_layer
 from optim_hunter.interp import affine as ia
 from optim_hunter.interp import affine_interventions as ai
 from optim_hunter.interp import circuits
 from optim_hunter.zoo import affine
-
-
-@pytest.fixture(scope="module")
-def setup():
-    return two_layer()
-
-
-@pytest.fixture(scope="module")
-def tiny_study():
-    return study()
 
 
 def test_mean_ablation_by_hand(setup):
