@@ -31,11 +31,12 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-# Trains (or finds cached) the zoo's models, executes every chapter (outputs cached per
-# profile/model/package version in _build/.jupyter_cache) and builds the site.
+# Trains (or finds cached) the zoo's models and executes every chapter, two tasks at a time with one
+# thread each (outputs cached per profile/model/package version in _build/.jupyter_cache; what ran
+# where and when: _build/schedule.json), then builds the site from that cache.
 # -W: any warning, including a failing cell, fails the build.
 book: install
-	$(BIN)/optim-hunter train all --profile $(OPTIM_HUNTER_PROFILE)
+	$(BIN)/optim-hunter execute --profile $(OPTIM_HUNTER_PROFILE)
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "site: _build/html/index.html   claims: _build/claims.json"
 

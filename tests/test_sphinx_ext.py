@@ -212,26 +212,6 @@ def test_failing_cell_fails_the_build(tmp_path):
     assert "boom" in result.stdout + result.stderr
 
 
-def test_bench_table(tmp_path):
-    from optim_hunter import sphinx_ext
-
-    assert "run <code>make bench</code>" in sphinx_ext.render_bench(tmp_path / "bench.json")
-    report = {"started": "now", "machine": "x86_64", "cpus": 2, "profile": "smoke",
-              "max_page_mb": 0.4, "batched_eval_speedup": 3.0, "train_mfu": 0.05,
-              "goals": {"max_page_mb": {"goal": "<= 3", "met": True},
-                        "batched_eval_speedup": {"goal": ">= 10", "met": False}}}
-    (tmp_path / "bench.json").write_text(json.dumps(report))
-    table = sphinx_ext.render_bench(tmp_path / "bench.json")
-    assert "max_page_mb" in table and "goal-met" in table and "goal-missed" in table
-    assert "train_mfu" in table and "profile <code>smoke</code>" in table
-    assert "Where the cold build" not in table
-    report["cold_build_s"] = 100.0
-    report["costs"] = [{"part": "train numeric-icl", "seconds": 60.0}, {"part": "execute page", "seconds": 25.0}]
-    (tmp_path / "bench.json").write_text(json.dumps(report))
-    table = sphinx_ext.render_bench(tmp_path / "bench.json")
-    assert "Where the cold build" in table and "train numeric-icl</td><td>60</td><td>60%" in table
-
-
 def test_execution_times_recorded(book):
     times = json.loads((book / "_build" / "exec_times.json").read_text())
     assert times["page"]["succeeded"] is True and times["page"]["runtime"] > 0

@@ -1,5 +1,6 @@
 """The `optim-hunter` command line: list datasets and regressors, run the evaluation harness,
-train the zoo's models and list them with their cache status."""
+train the zoo's models and list them with their cache status, and train-and-execute everything the
+book needs before its Sphinx build (`execute`)."""
 
 from __future__ import annotations
 
@@ -98,6 +99,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_execute(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from optim_hunter import book_executor, settings
+
+    root = Path(args.root).resolve()
+    if not (root / book_executor.TOC).exists():
+        raise ValueError(f"{root} has no {book_executor.TOC}: run this in the book's folder or pass --root")
+    if args.lanes < 1:
+        raise ValueError(f"--lanes must be >= 1, got {args.lanes}")
+    try:
+        outcomes = book_executor.run(root, settings.profile(args.profile), lanes=args.lanes, progress=not args.quiet)
+    except RuntimeError as err:
+        print(f"optim-hunter: {err}", file=sys.stderr)
+        return 1
+    if not outcomes:
+        print("every model trained and every chapter executed already (cached)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="optim-hunter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--force", action="store_true", help="discard the cached model and train again")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train)
+    ex = sub.add_parser("execute", help="train the zoo and execute the book's chapters, in parallel lanes, "
+                                        "into the cache `jupyter-book build` reads (`make book` runs this)")
+    ex.add_argument("--profile", default=None, help="full or smoke (default: $OPTIM_HUNTER_PROFILE or full)")
+    ex.add_argument("--lanes", type=int, default=2, help="tasks at a time (each gets cores/lanes threads)")
+    ex.add_argument("--root", default=".", help="the book's folder (with _toc.yml)")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    ex.set_defaults(func=_cmd_execute)
     mo = sub.add_parser("models", help="list the zoo models with their cache status, path and size")
     mo.add_argument("--profile", default=None, help="full, smoke or all (default: the current profile)")
     mo.set_defaults(func=_cmd_models)

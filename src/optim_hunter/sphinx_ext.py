@@ -27,7 +27,7 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from optim_hunter import claims, settings
+from optim_hunter import bench_page, claims, settings
 from optim_hunter.plots import BOOK_ENV, CIRCUITSVIS_MARK, PLOTLY_MARK
 
 STATIC_SUBDIR = "optim_hunter"
@@ -344,48 +344,9 @@ class BenchTableDirective(SphinxDirective):
         return [bench_table("")]
 
 
-def render_bench(path: Path) -> str:
-    if not path.exists():
-        return "<p><b>No benchmark results on this machine yet</b>: run <code>make bench</code>, then build the book.</p>"
-    report = json.loads(path.read_text(encoding="utf-8"))
-    rows = []
-    for key, goal in report.get("goals", {}).items():
-        value = report[key]
-        met = "met" if goal["met"] else "missed"
-        rows.append(f"<tr><td><code>{html.escape(key)}</code></td><td>{value:.4g}</td>"
-                    f"<td>{html.escape(goal['goal'])}</td><td class=\"goal-{met}\">{met}</td></tr>")
-    for key in ("train_mfu", "matmul_flops", "trainer_tokens_per_s", "bare_tokens_per_s"):
-        if key in report:
-            rows.append(f"<tr><td><code>{key}</code></td><td>{report[key]:.4g}</td><td>—</td><td>measured</td></tr>")
-    builds = report.get("builds_measured")
-    when = "" if not builds or builds == report.get("started") else (
-        f" (the build figures in an earlier run on the same checkout, {html.escape(builds)})")
-    head = (f"<p>Measured {html.escape(report.get('started', '?'))} on {html.escape(str(report.get('machine')))} "
-            f"({report.get('cpus')} CPUs), profile <code>{html.escape(report.get('profile', '?'))}</code>{when}.</p>")
-    table = ('<table class="table"><thead><tr><th>figure</th><th>value</th><th>goal</th>'
-             "<th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
-    return head + table + render_costs(report)
-
-
-def render_costs(report: dict[str, Any]) -> str:
-    """Where the cold build's time went (`costs`: [{"part", "seconds"}], largest first)."""
-    costs = report.get("costs") or []
-    if not costs:
-        return ""
-    total = report.get("cold_build_s") or sum(c["seconds"] for c in costs)
-    rows = "".join(
-        f"<tr><td>{html.escape(c['part'])}</td><td>{c['seconds']:.0f}</td><td>{100 * c['seconds'] / total:.0f}%</td></tr>"
-        for c in costs
-    )
-    return ("<p>Where the cold build's time goes (installs, each model's training, each chapter's "
-            "execution), largest first:</p>"
-            '<table class="table"><thead><tr><th>part</th><th>seconds</th><th>share of the cold build</th>'
-            "</tr></thead><tbody>" + rows + "</tbody></table>")
-
-
 def _doctree_resolved(app: Sphinx, doctree: nodes.document, fromdocname: str) -> None:
     for node in list(doctree.findall(bench_table)):
-        node.replace_self(nodes.raw("", render_bench(Path(app.outdir).parent / "bench.json"), format="html"))
+        node.replace_self(nodes.raw("", bench_page.render(Path(app.outdir).parent / "bench.json"), format="html"))
     for node in list(doctree.findall(claims_table)):
         rows = all_claims(app.env)
         table = render_table(app, fromdocname, rows)

@@ -1,0 +1,94 @@
+"""The Performance page's tables, rendered as HTML from one `make bench` run (`_build/bench.json`).
+
+`optim_hunter.sphinx_ext` puts `render(path)` where the page has its `{bench-table}` directive:
+the goals with their measured values and ratios, every zoo model's training throughput against a
+bare PyTorch loop and its model FLOP utilisation, the side-by-side training check, and where the
+cold build's time went (the install, each training and chapter on its lane, the render).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return ('<table class="table"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + cells + "</tbody></table>")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else html.escape(str(value))
+
+
+def render(path: Path) -> str:
+    if not path.exists():
+        return "<p><b>No benchmark results on this machine yet</b>: run <code>make bench</code>, then build the book.</p>"
+    report = json.loads(path.read_text(encoding="utf-8"))
+    builds = report.get("builds_measured")
+    when = "" if not builds or builds == report.get("started") else (
+        f" (the build figures in an earlier run on the same checkout, {html.escape(builds)})")
+    head = (f"<p>Measured {html.escape(report.get('started', '?'))} on {html.escape(str(report.get('machine')))} "
+            f"({report.get('cpus')} CPUs), profile <code>{html.escape(report.get('profile', '?'))}</code>{when}.</p>")
+    return head + goals(report) + training(report) + side_by_side(report) + costs(report)
+
+
+def goals(report: dict[str, Any]) -> str:
+    rows = []
+    for key, goal in report.get("goals", {}).items():
+        met = "met" if goal["met"] else "missed"
+        rows.append([f"<code>{html.escape(key)}</code>", _number(report[key]), html.escape(goal["goal"]),
+                     f'<span class="goal-{met}">{met}</span>'])
+    for key in ("train_mfu", "side_by_side_speedup"):
+        if key in report:
+            rows.append([f"<code>{key}</code>", _number(report[key]), "—", "measured"])
+    return _table(["figure", "value", "goal", ""], rows)
+
+
+def training(report: dict[str, Any]) -> str:
+    models = report.get("train_throughput") or []
+    if not models:
+        return ""
+    rows = [[f"<code>{html.escape(m['name'])}</code>", m["precision"], f"{m['trainer_tokens_per_s']:,.0f}",
+             f"{m['bare_tokens_per_s']:,.0f}", f"{m['ratio']:.3f}", f"{m['flops_per_token'] / 1e6:.2f}",
+             f"{m['mfu']:.3f}"] for m in models]
+    peaks = ", ".join(f"{p}: {v / 1e9:.0f} GFLOP/s" for p, v in (report.get("matmul_flops_one_thread") or {}).items())
+    return (f"<p>Training, one thread (as <code>make book</code> trains): the trainer against a bare PyTorch "
+            f"loop on the same batches, and the model FLOP utilisation against this machine's measured matmul "
+            f"rate ({html.escape(peaks)}).</p>"
+            + _table(["model", "precision", "trainer tokens/s", "bare loop tokens/s", "ratio (≥ 0.8)",
+                      "MFLOPs per token", "MFU"], rows))
+
+
+def side_by_side(report: dict[str, Any]) -> str:
+    side = report.get("side_by_side_detail")
+    if not side:
+        return ""
+    rows = [[f"<code>{html.escape(n)}</code>", str(side["steps"][n]), f"{side['train_seconds_alone_all_threads'][n]:.1f}",
+             f"{side['train_seconds_alone_one_thread'][n]:.1f}", f"{side['train_seconds_side_by_side'][n]:.1f}",
+             f"{side['second_thread_speedup'][n]:.2f}"] for n in side["steps"]]
+    return (f"<p>Two trainings one after another with {side['cores']} threads each took "
+            f"{side['sequential_all_threads_s']:.1f} s; side by side with one thread each, "
+            f"{side['side_by_side_one_thread_s']:.1f} s ({side['side_by_side_speedup']:.2f}× faster), which is why "
+            "<code>make book</code> runs two lanes. Training seconds of each:</p>"
+            + _table(["model", "steps", "alone, all threads", "alone, one thread", "side by side, one thread",
+                      "second thread's speed-up"], rows))
+
+
+def costs(report: dict[str, Any]) -> str:
+    """Where the cold build's time went: [{"part", "seconds", "lane", "start"}] (older runs: no lanes)."""
+    parts = report.get("costs") or []
+    if not parts:
+        return ""
+    total = report.get("cold_build_s") or sum(c["seconds"] for c in parts)
+    rows = [[html.escape(c["part"]), "—" if c.get("lane") is None else str(c["lane"] + 1),
+             "—" if c.get("start") is None else f"{c['start']:.0f}", f"{c['seconds']:.0f}",
+             f"{100 * c['seconds'] / total:.0f}%"] for c in parts]
+    lanes = report.get("lanes")
+    intro = (f"<p>Where the cold build's {total:.0f} s went: the install, then every training and chapter "
+             + (f"on {lanes} lanes side by side (so the shares add up to more than 100%), " if lanes else "")
+             + "then the render.</p>")
+    return intro + _table(["part", "lane", "starts at (s)", "seconds", "share of the cold build"], rows)

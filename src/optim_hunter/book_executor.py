@@ -1,0 +1,342 @@
+"""Training the zoo's models and executing the book's chapters in parallel lanes, before Sphinx runs.
+
+`make book` calls `optim-hunter execute` and then `jupyter-book build`. This module does the first
+step: every model a chapter loads is trained (or found cached), and every chapter whose executed
+notebook is not in the book's execution cache is executed and stored there, in the cache
+`optim_hunter.sphinx_ext` points myst-nb at. The Sphinx build then only renders.
+
+Why lanes: on the book's 2-core machine, most of the work (small models, per-prompt decoding)
+gains far less than 2x from a second thread (measured on the Performance page), so two tasks with
+one thread each finish sooner than the same tasks one after another with two threads. A task
+starts when the models it needs are trained; among ready tasks the one with the longest remaining
+chain (its own estimate plus what waits on it) goes first, so the long trainings start at once.
+
+Dependencies only order the work: a chapter that loads a model still being trained would wait on
+the model's lock (`training.exclusive`) and then read it, so a missing entry costs time, never
+correctness. Each task runs in its own process group, its output in `_build/logs/<task>.log`; an
+interrupt stops them all (a trainer writes a resume point on SIGTERM) and caches nothing
+half-done. A chapter that fails is left uncached, so the Sphinx build executes it again and shows
+the error where the chapter is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT_CONFIG = "_config.yml"
+TOC = "_toc.yml"
+
+# Zoo models each chapter loads (pretrained models ship installed: nothing to train). The model
+# zoo chapter lists every model's state, so it comes after them all.
+CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
+    "book/model_zoo": ("*",),
+    "book/llm_regressor": ("numeric-icl",),
+    "book/linear_fn": ("numeric-icl",),
+    "book/induction_heads": ("attn-only-1l", "attn-only-2l", "attn-only-3l", "smeared-1l", "smeared-2l",
+                             "attn-only-2l-code"),
+    "book/affine_recurrences": ("affine-recurrence",),
+}
+# Seconds on one thread of the book's 2-core machine, full profile (from `make bench`'s cold
+# build): only the order of the work depends on them. Unknown tasks count as a minute.
+ESTIMATES: dict[str, float] = {
+    "train numeric-icl": 900.0,
+    "train affine-recurrence": 300.0,
+    "train attn-only-2l-code": 170.0,
+    "train attn-only-3l": 80.0,
+    "train attn-only-2l": 55.0,
+    "train smeared-2l": 55.0,
+    "train attn-only-1l": 30.0,
+    "train smeared-1l": 35.0,
+    "execute book/llm_regressor": 750.0,
+    "execute book/inside_regressor": 340.0,
+    "execute book/induction_heads": 220.0,
+    "execute book/gd_in_attention": 130.0,
+    "execute book/linear_fn": 120.0,
+    "execute book/regressors_friedman2": 70.0,
+    "execute book/affine_recurrences": 70.0,
+    "execute book/model_zoo": 60.0,
+}
+DEFAULT_ESTIMATE = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One unit of work: train a zoo model, or execute a chapter into the cache."""
+
+    kind: str  # "train" or "execute"
+    target: str  # a zoo model name, or a chapter's docname (its path without the suffix)
+    needs: tuple[str, ...] = ()  # names of the tasks that must finish first
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.target}"
+
+    @property
+    def estimate(self) -> float:
+        return ESTIMATES.get(self.name, DEFAULT_ESTIMATE)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What happened to one task: its lane, start and end (seconds after the start), and status."""
+
+    task: str
+    lane: int
+    start: float
+    end: float
+    status: str  # "done" or "failed"
+    log: str
+
+
+# --- what to do -------------------------------------------------------------------------------
+
+
+def chapters(root: Path) -> list[Path]:
+    """The book's executable chapters, in table-of-contents order (markdown files with code cells)."""
+    import yaml
+
+    toc = yaml.safe_load((root / TOC).read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part.get("chapters", [])]
+    out = []
+    for name in files:
+        path = root / f"{name}.md"
+        if path.exists() and "```{code-cell}" in path.read_text():
+            out.append(path)
+    return out
+
+
+def read_notebook(path: Path) -> Any:
+    """The chapter as myst-nb reads it for the Sphinx build (so the cache keys agree)."""
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    return read_myst_markdown_notebook(path.read_text(), add_source_map=True, path=path)
+
+
+def execution_cache(root: Path, profile: str) -> Any:
+    """The jupyter-cache the Sphinx build reads, for this profile, model and package source."""
+    from jupyter_cache import get_cache
+
+    from optim_hunter import sphinx_ext
+
+    context = {**sphinx_ext.build_context(), "profile": profile}
+    return get_cache(str(sphinx_ext.cache_path(root / "_build" / "html", context)))
+
+
+def is_cached(cache: Any, path: Path) -> bool:
+    try:
+        cache.match_cache_notebook(read_notebook(path))
+    except KeyError:
+        return False
+    return True
+
+
+def plan(root: Path, profile: str, *, trained: Sequence[str] = (), cached: Sequence[str] = ()) -> list[Task]:
+    """The tasks left: zoo models not in `trained`, chapters not in `cached` (docnames)."""
+    from optim_hunter import zoo
+
+    names = zoo.names()
+    train = [Task("train", name) for name in names if name not in trained]
+    waiting = {task.target for task in train}
+    tasks = list(train)
+    for path in chapters(root):
+        doc = path.relative_to(root).with_suffix("").as_posix()
+        if doc in cached:
+            continue
+        needs = CHAPTER_NEEDS.get(doc, ())
+        models = names if "*" in needs else needs
+        unknown = [m for m in models if m not in names]
+        if unknown:
+            raise ValueError(f"CHAPTER_NEEDS[{doc!r}] names {unknown}, not zoo models (see `optim-hunter models`)")
+        tasks.append(Task("execute", doc, tuple(f"train {m}" for m in models if m in waiting)))
+    return tasks
+
+
+def priorities(tasks: Sequence[Task]) -> dict[str, float]:
+    """Each task's estimate plus the longest chain of estimates waiting on it."""
+    waiting: dict[str, list[Task]] = {}
+    for task in tasks:
+        for need in task.needs:
+            waiting.setdefault(need, []).append(task)
+    memo: dict[str, float] = {}
+
+    def chain(task: Task) -> float:
+        if task.name not in memo:
+            memo[task.name] = task.estimate + max((chain(t) for t in waiting.get(task.name, [])), default=0.0)
+        return memo[task.name]
+
+    return {task.name: chain(task) for task in tasks}
+
+
+# --- doing it ---------------------------------------------------------------------------------
+
+
+def _command(task: Task, root: Path, profile: str, out: Path) -> list[str]:
+    if task.kind == "train":
+        return [sys.executable, "-m", "optim_hunter.cli", "train", task.target, "--profile", profile]
+    return [sys.executable, "-m", "optim_hunter.book_executor", str(root / f"{task.target}.md"), str(out)]
+
+
+def run(
+    root: Path,
+    profile: str,
+    *,
+    lanes: int = 2,
+    tasks: Sequence[Task] | None = None,
+    progress: bool = True,
+    command: Any = None,
+) -> list[Outcome]:
+    """Run the plan (or `tasks`) `lanes` at a time; executed chapters go into the execution cache.
+
+    Each lane gets `cpu_count // lanes` threads (at least one). Returns every task's outcome and
+    writes them to `_build/schedule.json`; raises `RuntimeError` naming the failed tasks.
+    """
+    from tqdm.auto import tqdm
+
+    from optim_hunter import plots, zoo
+
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
+    build = root / "_build"
+    logs = build / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cache = execution_cache(root, profile)
+    if tasks is None:
+        trained = [name for name in zoo.names() if zoo.status(name, profile).cached]
+        cached = [p.relative_to(root).with_suffix("").as_posix() for p in chapters(root) if is_cached(cache, p)]
+        tasks = plan(root, profile, trained=trained, cached=cached)
+    threads = str(max(1, (os.cpu_count() or 1) // lanes))
+    env = {**os.environ, "OPTIM_HUNTER_PROFILE": profile, plots.BOOK_ENV: "1",
+           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    names = {task.name for task in tasks}
+    for task in tasks:
+        unknown = [need for need in task.needs if need not in names]
+        if unknown:
+            raise ValueError(f"{task.name} needs {unknown}, which are not among the tasks")
+    rank = priorities(tasks)
+    pending = sorted(tasks, key=lambda t: -rank[t.name])
+    done: set[str] = set()
+    failed: set[str] = set()
+    running: dict[int, tuple[Task, subprocess.Popen, float, Path, Path]] = {}
+    outcomes: list[Outcome] = []
+    began = time.perf_counter()
+    bar = tqdm(total=len(tasks), desc="train and execute", disable=not progress, dynamic_ncols=True)
+    try:
+        while pending or running:
+            for lane in range(lanes):
+                if lane in running:
+                    continue
+                ready = [t for t in pending if all(n in done for n in t.needs)]
+                blocked = [t for t in pending if any(n in failed for n in t.needs)]
+                for task in blocked:  # what needs a failed model cannot run
+                    pending.remove(task)
+                    failed.add(task.name)
+                    outcomes.append(Outcome(task.name, lane, 0.0, 0.0, "failed", "a task it needs failed"))
+                    bar.update(1)
+                if not ready:
+                    break
+                task = ready[0]
+                pending.remove(task)
+                log = logs / f"{task.name.replace(' ', '-').replace('/', '-')}.log"
+                out = logs / f"{task.target.replace('/', '-')}.executed.ipynb"
+                argv = (command or _command)(task, root, profile, out)
+                with open(log, "w") as handle:
+                    process = subprocess.Popen(argv, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
+                running[lane] = (task, process, time.perf_counter() - began, log, out)
+                bar.set_postfix_str(", ".join(t.target for t, *_ in running.values()))
+            time.sleep(0.2)
+            for lane, (task, process, start, log, out) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[lane]
+                ok = process.returncode == 0
+                if ok and task.kind == "execute":
+                    ok = _store(cache, out)
+                (done if ok else failed).add(task.name)
+                end = time.perf_counter() - began
+                outcomes.append(Outcome(task.name, lane, start, end, "done" if ok else "failed", str(log)))
+                bar.write(f"{task.name}: {'done' if ok else 'FAILED'} in {end - start:.0f} s"
+                          + ("" if ok else f" (see {log})"))
+                bar.update(1)
+    except BaseException:
+        for _, process, *_ in running.values():  # SIGTERM: a trainer saves a resume point first
+            _stop(process)
+        raise
+    finally:
+        bar.close()
+        _write_schedule(build / "schedule.json", outcomes, lanes, threads, time.perf_counter() - began)
+    if failed:
+        raise RuntimeError(f"failed: {', '.join(sorted(failed))} (logs in {logs})")
+    return outcomes
+
+
+def _stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _store(cache: Any, executed: Path) -> bool:
+    """Put an executed notebook (written by `_execute`) into the execution cache, as myst-nb does."""
+    import nbformat
+    from jupyter_cache.base import CacheBundleIn
+
+    record = json.loads(executed.with_suffix(".json").read_text())
+    notebook = nbformat.read(executed, as_version=4)
+    cache.cache_notebook_bundle(CacheBundleIn(notebook, record["uri"], data={"execution_seconds": record["seconds"]}),
+                                check_validity=False, overwrite=True)
+    executed.unlink()
+    executed.with_suffix(".json").unlink()
+    return True
+
+
+def _write_schedule(target: Path, outcomes: Sequence[Outcome], lanes: int, threads: str, seconds: float) -> None:
+    data = {"lanes": lanes, "threads_per_lane": int(threads), "seconds": seconds,
+            "tasks": [dataclasses.asdict(o) for o in outcomes]}
+    temporary = target.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(temporary, target)
+
+
+def _execute(path: Path, out: Path, settings_: Mapping[str, Any] | None = None) -> int:
+    """Worker: execute one chapter as the Sphinx build would; the executed notebook goes to `out`."""
+    import nbformat
+    import yaml
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    root = path.parent
+    while not (root / ROOT_CONFIG).exists() and root != root.parent:
+        root = root.parent
+    execute = (yaml.safe_load((root / ROOT_CONFIG).read_text()) or {}).get("execute", {}) if (root / ROOT_CONFIG).exists() else {}
+    notebook = read_notebook(path)
+    result = single_nb_execution(notebook, cwd=str(path.parent), allow_errors=bool(execute.get("allow_errors", False)),
+                                 timeout=int(execute.get("timeout", 1800)), meta_override=True)
+    if result.err is not None:
+        print(result.exc_string, file=sys.stderr)
+        return 1
+    temporary = out.with_suffix(".tmp")
+    nbformat.write(notebook, temporary)
+    out.with_suffix(".json").write_text(json.dumps({"uri": str(path), "seconds": result.time}))
+    os.replace(temporary, out)
+    print(f"executed {path} in {result.time:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_execute(Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()))

@@ -1,0 +1,40 @@
+"""The Performance page's tables from a `make bench` report."""
+
+from __future__ import annotations
+
+import json
+
+from optim_hunter import bench_page
+
+
+def test_no_report_says_how_to_make_one(tmp_path):
+    assert "run <code>make bench</code>" in bench_page.render(tmp_path / "bench.json")
+
+
+def test_goals_training_side_by_side_and_costs(tmp_path):
+    report = {"started": "now", "machine": "x86_64", "cpus": 2, "profile": "smoke",
+              "max_page_mb": 0.4, "batched_eval_speedup": 3.0, "side_by_side_speedup": 1.3,
+              "goals": {"max_page_mb": {"goal": "<= 3", "met": True},
+                        "batched_eval_speedup": {"goal": ">= 10", "met": False}}}
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    page = bench_page.render(tmp_path / "bench.json")
+    assert "max_page_mb" in page and "goal-met" in page and "goal-missed" in page
+    assert "side_by_side_speedup" in page and "profile <code>smoke</code>" in page
+    assert "Where the cold build" not in page and "bare loop" not in page
+
+    report["train_throughput"] = [{"name": "attn-only-1l", "precision": "fp32", "trainer_tokens_per_s": 9000.0,
+                                   "bare_tokens_per_s": 10000.0, "ratio": 0.9, "flops_per_token": 2.5e6, "mfu": 0.125}]
+    report["matmul_flops_one_thread"] = {"fp32": 1.8e11}
+    report["cold_build_s"] = 200.0
+    report["lanes"] = 2
+    report["costs"] = [{"part": "install (venv + pip)", "seconds": 20.0, "lane": None, "start": 0.0},
+                       {"part": "train numeric-icl", "seconds": 150.0, "lane": 0, "start": 20.0},
+                       {"part": "execute book/a", "seconds": 100.0, "lane": 1, "start": 20.0}]
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    page = bench_page.render(tmp_path / "bench.json")
+    assert "<td><code>attn-only-1l</code></td><td>fp32</td><td>9,000</td><td>10,000</td><td>0.900</td><td>2.50</td><td>0.125</td>" in page
+    assert "fp32: 180 GFLOP/s" in page
+    # lanes overlap: the shares of the build add to more than 100%, and the page says so
+    assert "<td>train numeric-icl</td><td>1</td><td>20</td><td>150</td><td>75%</td>" in page
+    assert "<td>execute book/a</td><td>2</td><td>20</td><td>100</td><td>50%</td>" in page
+    assert "on 2 lanes side by side" in page

@@ -1,0 +1,134 @@
+"""The pre-build executor: its plan, its lanes, and a cached chapter that myst-nb's own reading matches."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from optim_hunter import book_executor, zoo
+from optim_hunter.book_executor import Task
+
+REPO = Path(__file__).resolve().parent.parent
+CHAPTER = """---
+jupytext:
+  text_representation:
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  name: python3
+---
+
+# A chapter
+
+```{code-cell}
+x = 6 * 7
+print(x)
+```
+"""
+
+
+def _book(tmp_path: Path, chapters: dict[str, str]) -> Path:
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\nparts:\n  - caption: c\n    chapters:\n"
+        + "".join(f"      - file: {name}\n" for name in chapters if name != "intro")
+    )
+    (tmp_path / "_config.yml").write_text("execute:\n  timeout: 120\n")
+    for name, text in chapters.items():
+        (tmp_path / f"{name}.md").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{name}.md").write_text(text)
+    return tmp_path
+
+
+def test_the_book_s_chapters_are_the_toc_s_files_with_code():
+    found = [p.relative_to(REPO).with_suffix("").as_posix() for p in book_executor.chapters(REPO)]
+    assert "book/llm_regressor" in found and "book/model_zoo" in found
+    assert "book/intro" not in found  # prose only
+    for doc in book_executor.CHAPTER_NEEDS:
+        assert doc in found, f"CHAPTER_NEEDS names {doc}, which is not an executable chapter"
+
+
+def test_plan_trains_what_is_missing_and_chapters_wait_only_for_those(tmp_path, monkeypatch):
+    root = _book(tmp_path, {"intro": "# intro\n", "book/a": CHAPTER, "book/z": CHAPTER})
+    monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {"book/a": ("attn-only-1l", "attn-only-2l"), "book/z": ("*",)})
+    tasks = {t.name: t for t in book_executor.plan(root, "smoke", trained=["attn-only-1l"], cached=[])}
+    assert "train attn-only-1l" not in tasks and "train attn-only-2l" in tasks
+    assert tasks["execute book/a"].needs == ("train attn-only-2l",)  # the cached one is not waited for
+    assert set(tasks["execute book/z"].needs) == {f"train {n}" for n in zoo.names() if n != "attn-only-1l"}
+    cached = book_executor.plan(root, "smoke", trained=zoo.names(), cached=["book/a"])
+    assert [t.name for t in cached] == ["execute book/z"] and cached[0].needs == ()
+
+
+def test_plan_names_an_unknown_model_before_any_work(tmp_path, monkeypatch):
+    root = _book(tmp_path, {"intro": "# intro\n", "book/a": CHAPTER})
+    monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {"book/a": ("no-such-model",)})
+    with pytest.raises(ValueError, match="no-such-model"):
+        book_executor.plan(root, "smoke")
+
+
+def test_priority_is_the_longest_chain_of_estimates(monkeypatch):
+    monkeypatch.setattr(book_executor, "ESTIMATES", {"train a": 10.0, "train b": 1.0, "execute x": 5.0, "execute y": 50.0})
+    tasks = [Task("train", "a"), Task("train", "b"), Task("execute", "x", ("train a",)),
+             Task("execute", "y", ("train b",))]
+    rank = book_executor.priorities(tasks)
+    assert rank == {"train a": 15.0, "train b": 51.0, "execute x": 5.0, "execute y": 50.0}
+
+
+def _sleeper(seconds: dict[str, float], fail: tuple[str, ...] = ()):
+    def command(task, root, profile, out):
+        code = f"import time; time.sleep({seconds.get(task.name, 0.0)}); raise SystemExit({int(task.name in fail)})"
+        return [sys.executable, "-c", code]
+    return command
+
+
+def test_two_lanes_run_side_by_side_and_respect_needs(tmp_path):
+    tasks = [Task("train", "a"), Task("train", "b"), Task("train", "c", ("train a",))]
+    outcomes = book_executor.run(tmp_path, "smoke", lanes=2, tasks=tasks, progress=False,
+                                 command=_sleeper({"train a": 1.0, "train b": 1.0, "train c": 0.1}))
+    by = {o.task: o for o in outcomes}
+    assert all(o.status == "done" for o in outcomes)
+    assert by["train c"].start >= by["train a"].end  # waited for what it needs
+    assert by["train a"].lane != by["train b"].lane and by["train b"].start < by["train a"].end  # in parallel
+    schedule = json.loads((tmp_path / "_build" / "schedule.json").read_text())
+    assert schedule["lanes"] == 2 and len(schedule["tasks"]) == 3
+
+
+def test_a_failure_is_named_and_what_needs_it_does_not_run(tmp_path):
+    tasks = [Task("train", "a"), Task("train", "b"), Task("execute", "x", ("train a",))]
+    with pytest.raises(RuntimeError, match="train a") as err:
+        book_executor.run(tmp_path, "smoke", lanes=1, tasks=tasks, progress=False,
+                          command=_sleeper({}, fail=("train a",)))
+    assert "execute x" in str(err.value)
+    schedule = json.loads((tmp_path / "_build" / "schedule.json").read_text())
+    status = {t["task"]: t["status"] for t in schedule["tasks"]}
+    assert status == {"train a": "failed", "train b": "done", "execute x": "failed"}
+
+
+def test_run_rejects_a_need_that_is_not_a_task(tmp_path):
+    with pytest.raises(ValueError, match="train nowhere"):
+        book_executor.run(tmp_path, "smoke", tasks=[Task("execute", "x", ("train nowhere",))], progress=False)
+
+
+def test_an_executed_chapter_is_what_myst_nb_finds_in_the_cache(tmp_path, monkeypatch):
+    """The executor's notebook and the one myst-nb reads for the Sphinx build hash alike, so the
+    build renders the cached outputs instead of executing again."""
+    from myst_nb.core.config import NbParserConfig
+    from myst_nb.core.read import create_nb_reader
+    from myst_parser.config.main import MdParserConfig
+
+    root = _book(tmp_path, {"intro": "# intro\n", "book/a": CHAPTER})
+    monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {})
+    monkeypatch.setattr(zoo, "names", lambda: [])
+    outcomes = book_executor.run(root, "smoke", lanes=1, progress=False)
+    assert [(o.task, o.status) for o in outcomes] == [("execute book/a", "done")]
+
+    path = root / "book" / "a.md"
+    reader = create_nb_reader(str(path), MdParserConfig(), NbParserConfig(), path.read_text())
+    notebook = reader.read(path.read_text())
+    cache = book_executor.execution_cache(root, "smoke")
+    _, merged = cache.merge_match_into_notebook(notebook)
+    outputs = [o for cell in merged.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert any("42" in o.get("text", "") for o in outputs)
+    assert book_executor.run(root, "smoke", lanes=1, progress=False) == []  # nothing left to do
