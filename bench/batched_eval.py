@@ -5,6 +5,8 @@ Friedman #2 prompts are decoded greedily three ways, alternating `--repeats` tim
 load hits all alike: (1) `model.generate` per prompt, as the original ran; (2) our decoder one
 prompt at a time; (3) our decoder batched (right-padded batches, key/value cache). The answers
 must agree exactly. Prints one JSON object; `batched_eval_speedup` = (1) / (3), goal >= 10.
+With `--bf16`, (3) also runs under bfloat16 autocast: its speed-up over float32 and the share of
+answers identical to float32's (why the book decodes in float32).
 
     python bench/batched_eval.py [--profile full|smoke] [--prompts 64] [--batch 16] [--repeats 3]
 """
@@ -39,6 +41,7 @@ def main() -> None:
     # 0.87-1.37 s for the same 64 prompts across runs, the allocator growing its heap).
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="also time batched bf16 decoding and compare answers")
     args = parser.parse_args()
     profile, name = settings.profile(args.profile), settings.model(args.model)
     model = zoo.load(name, profile, progress=False) if not name.startswith("hf:") else zoo.load(name)
@@ -65,8 +68,18 @@ def main() -> None:
             began = time.perf_counter()
             answers["tl_generate"] = [tl_generate(model, tok, text) for text in texts]
             timings["tl_generate"] += time.perf_counter() - began
+        if args.bf16:
+            began = time.perf_counter()
+            bf16 = llm_regressor.greedy_answers(model, tok, texts, max_new_tokens=10, batch_size=args.batch,
+                                                precision="bf16")
+            timings["batched_bf16"] = time.perf_counter() - began
     identical = answers["batched"] == answers["one_at_a_time"] == answers["tl_generate"]
-    print(json.dumps({
+    extra = {} if not args.bf16 else {
+        "bf16_speedup": timings["batched"] / args.repeats / timings["batched_bf16"],
+        "bf16_identical_answer_share": float(np.mean([a == b for a, b in zip(bf16.texts, answers["batched"])])),
+        "bf16_failed": int(bf16.parsed.n_failed),
+    }
+    print(json.dumps({**extra,
         "model": name, "profile": profile, "prompts": len(texts), "batch_size": args.batch,
         "threads": torch.get_num_threads(),
         "batched_s": timings["batched"] / args.repeats,

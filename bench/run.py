@@ -129,7 +129,7 @@ def main() -> None:
     # TransformerLens generate runs the eager hooked forward for every new token: on the 30-layer
     # model that is minutes per long prompt, so this comparison uses 8 prompts of 10 examples.
     decode = run_json(["bench/batched_eval.py", "--profile", args.profile, "--model", "smollm2-135m",
-                       "--prompts", "8", "--examples", "10", "--batch", "8", "--repeats", "1"], env)
+                       "--prompts", "8", "--examples", "10", "--batch", "8", "--repeats", "1", "--bf16"], env)
     report["batched_eval_speedup"] = decode["batched_eval_speedup"]
     report["batched_eval_identical_answers"] = decode["identical_answers"]
     report["batched_eval_detail"] = decode

@@ -40,6 +40,8 @@ def claim_fields(**overrides):
     (lambda: evaluation.evaluate(["average"], "friedman2", n_examples=5, seeds=5), TypeError, r"range\(5\)"),
     (lambda: evaluation.summarize(pd.DataFrame()), ValueError, "results table lacks the columns"),
     (lambda: llm_regressor.greedy_answers(zeros, CharTokenizer(), "abc"), TypeError, r"for one prompt pass \[text\]"),
+    (lambda: llm_regressor.greedy_answers(zeros, CharTokenizer(), ["abc"], precision="fp16"), ValueError,
+     r"precision must be one of \('fp32', 'bf16'\)"),
     (lambda: llm_regressor.LLMRegressor(zeros, CharTokenizer()).predict(np.ones((1, 1))), ValueError, "not fitted"),
     (lambda: llm_regressor.max_examples(CharTokenizer(), "friedman2", 5), ValueError, "context of 5 tokens holds no"),
     (lambda: probes.probe_r2(np.ones((20, 2)), np.ones(19)), ValueError, "one row per sample"),
@@ -59,6 +61,9 @@ def test_bad_input_is_named_with_its_fix(call, error, message, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["eval", "friedman2", "--round", "-1"], "--round must be between 0 and 15"),
     (["eval", "friedman2", "--jobs", "0"], "--jobs must be a number of workers"),
+    (["execute", "--root", "/nonexistent-book"], "has no _toc.yml: run this in the book's folder or pass --root"),
+    (["execute", "--lanes", "0"], "--lanes must be >= 1"),
+    (["execute", "--profile", "fulll"], "unknown profile 'fulll'"),
 ])
 def test_cli_refuses_before_any_work(argv, message, capsys):
     assert cli.main(argv) == 2

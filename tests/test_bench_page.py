@@ -20,7 +20,8 @@ def test_goals_training_side_by_side_and_costs(tmp_path):
     page = bench_page.render(tmp_path / "bench.json")
     assert "max_page_mb" in page and "goal-met" in page and "goal-missed" in page
     assert "side_by_side_speedup" in page and "profile <code>smoke</code>" in page
-    assert "Where the cold build" not in page and "bare loop" not in page
+    assert "Where the cold build" not in page and "bare loop" not in page and "bfloat16" not in page
+    report["batched_eval_detail"] = {"prompts": 8, "bf16_speedup": 1.5, "bf16_identical_answer_share": 0.375}
 
     report["train_throughput"] = [{"name": "attn-only-1l", "precision": "fp32", "trainer_tokens_per_s": 9000.0,
                                    "bare_tokens_per_s": 10000.0, "ratio": 0.9, "flops_per_token": 2.5e6, "mfu": 0.125}]
@@ -38,3 +39,4 @@ def test_goals_training_side_by_side_and_costs(tmp_path):
     assert "<td>train numeric-icl</td><td>1</td><td>20</td><td>150</td><td>75%</td>" in page
     assert "<td>execute book/a</td><td>2</td><td>20</td><td>100</td><td>50%</td>" in page
     assert "on 2 lanes side by side" in page
+    assert "1.50× faster" in page and "only 38% of its answers" in page

@@ -7,20 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from myst_pages import HEADER
 
 from optim_hunter import book_executor, zoo
 from optim_hunter.book_executor import Task
 
 REPO = Path(__file__).resolve().parent.parent
-CHAPTER = """---
-jupytext:
-  text_representation:
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  name: python3
----
-
+CHAPTER = HEADER + """
 # A chapter
 
 ```{code-cell}
@@ -131,4 +124,6 @@ def test_an_executed_chapter_is_what_myst_nb_finds_in_the_cache(tmp_path, monkey
     _, merged = cache.merge_match_into_notebook(notebook)
     outputs = [o for cell in merged.cells if cell.cell_type == "code" for o in cell.outputs]
     assert any("42" in o.get("text", "") for o in outputs)
+    schedule = (root / "_build" / "schedule.json").read_text()
     assert book_executor.run(root, "smoke", lanes=1, progress=False) == []  # nothing left to do
+    assert (root / "_build" / "schedule.json").read_text() == schedule  # the record of the real work stays

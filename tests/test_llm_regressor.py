@@ -190,3 +190,23 @@ def test_a_plain_module_with_a_short_position_table_gets_a_clear_error():
     hf_like.config = type("Config", (), {"max_position_embeddings": 50})()
     with pytest.raises(ValueError, match="exceeds the model's context of 50"):
         llm_regressor.greedy_answers(hf_like, CharTokenizer(), ["x" * 80], max_new_tokens=3)
+
+
+def test_bf16_decoding_runs_under_autocast():
+    """`precision="bf16"` wraps the forward passes in bfloat16 autocast (the model sees it on)."""
+    seen = []
+
+    class Recording(OracleModel):
+        def __call__(self, tokens):
+            seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+            return super().__call__(tokens)
+
+    split = datasets.make_split("friedman1", 6, 0, n_queries=3, round_to=2)
+    fp32 = llm_regressor.LLMRegressor(Recording(), CharTokenizer(), max_new_tokens=10)
+    bf16 = llm_regressor.LLMRegressor(Recording(), CharTokenizer(), max_new_tokens=10, precision="bf16")
+    a = fp32.fit(split.x_train, split.y_train).predict(split.x_query)
+    assert seen and not any(seen)
+    seen.clear()
+    b = bf16.fit(split.x_train, split.y_train).predict(split.x_query)
+    assert seen and all(seen)
+    np.testing.assert_array_equal(a, b)  # the oracle's answers do not depend on precision

@@ -18,7 +18,9 @@ import sys
 import threading
 from pathlib import Path
 
+
 import pytest
+from myst_pages import HEADER
 
 pytestmark = pytest.mark.slow
 
@@ -40,16 +42,6 @@ root: page
 chapters:
   - file: claims
   - file: plain
-"""
-HEADER = """\
----
-jupytext:
-  text_representation:
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  name: python3
----
 """
 PAGE = HEADER + """
 # Tiny

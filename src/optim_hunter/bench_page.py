@@ -33,7 +33,7 @@ def render(path: Path) -> str:
         f" (the build figures in an earlier run on the same checkout, {html.escape(builds)})")
     head = (f"<p>Measured {html.escape(report.get('started', '?'))} on {html.escape(str(report.get('machine')))} "
             f"({report.get('cpus')} CPUs), profile <code>{html.escape(report.get('profile', '?'))}</code>{when}.</p>")
-    return head + goals(report) + training(report) + side_by_side(report) + costs(report)
+    return head + goals(report) + decoding(report) + training(report) + side_by_side(report) + costs(report)
 
 
 def goals(report: dict[str, Any]) -> str:
@@ -46,6 +46,16 @@ def goals(report: dict[str, Any]) -> str:
         if key in report:
             rows.append([f"<code>{key}</code>", _number(report[key]), "—", "measured"])
     return _table(["figure", "value", "goal", ""], rows)
+
+
+def decoding(report: dict[str, Any]) -> str:
+    """bfloat16 decoding measured beside float32 (the batched-decoding benchmark's `--bf16`)."""
+    detail = report.get("batched_eval_detail") or {}
+    if "bf16_speedup" not in detail:
+        return ""
+    return (f"<p>Decoding under bfloat16 autocast was {detail['bf16_speedup']:.2f}× faster than float32 on "
+            f"the same {detail['prompts']} prompts, but only {100 * detail['bf16_identical_answer_share']:.0f}% "
+            "of its answers were identical to float32's: the chapters decode in float32.</p>")
 
 
 def training(report: dict[str, Any]) -> str:

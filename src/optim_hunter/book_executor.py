@@ -45,25 +45,26 @@ CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
                              "attn-only-2l-code"),
     "book/affine_recurrences": ("affine-recurrence",),
 }
-# Seconds on one thread of the book's 2-core machine, full profile (from `make bench`'s cold
-# build): only the order of the work depends on them. Unknown tasks count as a minute.
+# Seconds on one thread of the book's 2-core machine, full profile, beside another task (the
+# cold build of `make bench`, 2026-11-30): only the order of the work depends on them. Unknown
+# tasks count as a minute.
 ESTIMATES: dict[str, float] = {
-    "train numeric-icl": 900.0,
-    "train affine-recurrence": 300.0,
-    "train attn-only-2l-code": 170.0,
-    "train attn-only-3l": 80.0,
-    "train attn-only-2l": 55.0,
-    "train smeared-2l": 55.0,
+    "train numeric-icl": 1010.0,
+    "train affine-recurrence": 605.0,
+    "train attn-only-2l-code": 365.0,
+    "train attn-only-3l": 75.0,
+    "train attn-only-2l": 50.0,
+    "train smeared-2l": 50.0,
     "train attn-only-1l": 30.0,
-    "train smeared-1l": 35.0,
-    "execute book/llm_regressor": 750.0,
-    "execute book/inside_regressor": 340.0,
-    "execute book/induction_heads": 220.0,
-    "execute book/gd_in_attention": 130.0,
-    "execute book/linear_fn": 120.0,
-    "execute book/regressors_friedman2": 70.0,
-    "execute book/affine_recurrences": 70.0,
-    "execute book/model_zoo": 60.0,
+    "train smeared-1l": 30.0,
+    "execute book/llm_regressor": 1000.0,
+    "execute book/inside_regressor": 470.0,
+    "execute book/induction_heads": 305.0,
+    "execute book/gd_in_attention": 145.0,
+    "execute book/linear_fn": 160.0,
+    "execute book/regressors_friedman2": 100.0,
+    "execute book/affine_recurrences": 50.0,
+    "execute book/model_zoo": 55.0,
 }
 DEFAULT_ESTIMATE = 60.0
 
@@ -217,7 +218,8 @@ def run(
         tasks = plan(root, profile, trained=trained, cached=cached)
     threads = str(max(1, (os.cpu_count() or 1) // lanes))
     env = {**os.environ, "OPTIM_HUNTER_PROFILE": profile, plots.BOOK_ENV: "1",
-           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           "TQDM_MININTERVAL": "10"}  # progress bars go to log files: a line every 10 s is enough
     names = {task.name for task in tasks}
     for task in tasks:
         unknown = [need for need in task.needs if need not in names]
@@ -275,7 +277,8 @@ def run(
         raise
     finally:
         bar.close()
-        _write_schedule(build / "schedule.json", outcomes, lanes, threads, time.perf_counter() - began)
+        if outcomes:  # a run with nothing to do keeps the record of the last one that did work
+            _write_schedule(build / "schedule.json", outcomes, lanes, threads, time.perf_counter() - began)
     if failed:
         raise RuntimeError(f"failed: {', '.join(sorted(failed))} (logs in {logs})")
     return outcomes

@@ -29,6 +29,7 @@ from optim_hunter import kv_decoding, prompts
 from optim_hunter.datasets import Split
 
 Model = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos d_vocab"]]
+PRECISIONS = ("fp32", "bf16")  # of the forward passes while decoding (bf16: under autocast)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,16 +61,23 @@ def greedy_answers(
     batch_size: int = 16,
     stop: str | None = "\n",
     progress: bool = False,
+    precision: str = "fp32",
 ) -> Answers:
     """Greedy continuations of `texts`, stopped at `stop` or after `max_new_tokens` tokens. An
     answer that has not ended by then is parsed as a failure (`prompts.UNFINISHED`), never as the
     number it had written so far.
+
+    `precision="bf16"` runs the forward passes under bfloat16 autocast (weights stay float32):
+    faster on CPUs with bf16 matrix units, and answers may differ from float32 ones where two
+    tokens' logits are close (`make bench` measures how often).
 
     `stop=None` stops as soon as a number is complete (followed by anything that cannot continue
     it) and keeps only the number: the way to read "(x, y)" answers and regression outputs alike.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if isinstance(texts, str):  # a string is a sequence too: of one-character prompts
         raise TypeError("texts must be a list of prompts; for one prompt pass [text]")
     encoded = [_encode(tokenizer, t) for t in texts]
@@ -89,6 +97,16 @@ def greedy_answers(
     answers: list[str] = [""] * len(texts)
     finished: list[bool] = [False] * len(texts)
     use_cache = kv_decoding.decoder(model) is not None
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        _decode_batches(model, tokenizer, encoded, batches, answers, finished, max_new_tokens=max_new_tokens,
+                        stop=stop, use_cache=use_cache, device=device, progress=progress)
+    return Answers(answers, prompts.parse_answers(answers, finished))
+
+
+def _decode_batches(model: Model, tokenizer: Any, encoded: list[list[int]], batches: list[list[int]],
+                    answers: list[str], finished: list[bool], *, max_new_tokens: int, stop: str | None,
+                    use_cache: bool, device: torch.device, progress: bool) -> None:
+    """`greedy_answers`' loop: fills `answers` and `finished` for each batch of prompt indices."""
     for batch in tqdm(batches, disable=not progress, desc="generate"):
         lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
         width = int(lengths.max()) + max_new_tokens
@@ -120,7 +138,6 @@ def greedy_answers(
         for row, index in enumerate(batch):
             answers[index] = trim_answer(tokenizer.decode(generated[row]), stop)
             finished[index] = done[row]
-    return Answers(answers, prompts.parse_answers(answers, finished))
 
 
 def context_length(model: Any) -> int | None:
@@ -209,6 +226,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         max_new_tokens: int = 12,
         batch_size: int = 16,
         instruction: str | None = None,
+        precision: str = "fp32",
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -216,6 +234,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.instruction = instruction
+        self.precision = precision
 
     def _tok(self) -> Any:
         tokenizer = self.tokenizer if self.tokenizer is not None else getattr(self.model, "tokenizer", None)
@@ -247,7 +266,7 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X) -> Float[np.ndarray, " n"]:
         answers = greedy_answers(
             self.model, self._tok(), self.prompts_for(X),
-            max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, precision=self.precision,
         )
         self.answers_ = answers.texts
         self.failures_ = answers.parsed.failures
@@ -272,6 +291,7 @@ def predict_splits(
     answers = greedy_answers(
         regressor.model, regressor._tok(), texts,
         max_new_tokens=regressor.max_new_tokens, batch_size=regressor.batch_size, progress=progress,
+        precision=regressor.precision,
     )
     bounds = np.cumsum([0, *counts])
     return [answers.values[a:b] for a, b in zip(bounds[:-1], bounds[1:])], answers
