@@ -127,3 +127,15 @@ def test_an_executed_chapter_is_what_myst_nb_finds_in_the_cache(tmp_path, monkey
     schedule = (root / "_build" / "schedule.json").read_text()
     assert book_executor.run(root, "smoke", lanes=1, progress=False) == []  # nothing left to do
     assert (root / "_build" / "schedule.json").read_text() == schedule  # the record of the real work stays
+
+
+def test_an_interrupt_is_one_line_saying_how_to_go_on(monkeypatch, capsys):
+    from optim_hunter import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(book_executor, "run", interrupted)
+    assert cli.main(["execute", "--root", str(REPO)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run it again to go on" in err[0]

@@ -15,8 +15,9 @@ Dependencies only order the work: a chapter that loads a model still being train
 the model's lock (`training.exclusive`) and then read it, so a missing entry costs time, never
 correctness. Each task runs in its own process group, its output in `_build/logs/<task>.log`; an
 interrupt stops them all (a trainer writes a resume point on SIGTERM) and caches nothing
-half-done. A chapter that fails is left uncached, so the Sphinx build executes it again and shows
-the error where the chapter is.
+half-done. A failed task is named with its log (the cell's traceback is there) and everything else
+still runs; the failed chapter stays uncached, so a later `jupyter-book build` would execute it
+again and show the error in place.
 """
 
 from __future__ import annotations

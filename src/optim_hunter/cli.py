@@ -114,6 +114,10 @@ def _cmd_execute(args: argparse.Namespace) -> int:
     except RuntimeError as err:
         print(f"optim-hunter: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("optim-hunter: interrupted; trainings saved resume points, finished chapters are cached: "
+              "run it again to go on", file=sys.stderr)
+        return 130
     if not outcomes:
         print("every model trained and every chapter executed already (cached)")
     return 0
