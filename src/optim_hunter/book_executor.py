@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +265,7 @@ def run(
                 del running[lane]
                 ok = process.returncode == 0
                 if ok and task.kind == "execute":
-                    ok = _store(cache, out)
+                    _store(cache, out)
                 (done if ok else failed).add(task.name)
                 end = time.perf_counter() - began
                 outcomes.append(Outcome(task.name, lane, start, end, "done" if ok else "failed", str(log)))
@@ -296,7 +296,7 @@ def _stop(process: subprocess.Popen) -> None:
             pass
 
 
-def _store(cache: Any, executed: Path) -> bool:
+def _store(cache: Any, executed: Path) -> None:
     """Put an executed notebook (written by `_execute`) into the execution cache, as myst-nb does."""
     import nbformat
     from jupyter_cache.base import CacheBundleIn
@@ -307,7 +307,6 @@ def _store(cache: Any, executed: Path) -> bool:
                                 check_validity=False, overwrite=True)
     executed.unlink()
     executed.with_suffix(".json").unlink()
-    return True
 
 
 def _write_schedule(target: Path, outcomes: Sequence[Outcome], lanes: int, threads: str, seconds: float) -> None:
@@ -318,7 +317,7 @@ def _write_schedule(target: Path, outcomes: Sequence[Outcome], lanes: int, threa
     os.replace(temporary, target)
 
 
-def _execute(path: Path, out: Path, settings_: Mapping[str, Any] | None = None) -> int:
+def _execute(path: Path, out: Path) -> int:
     """Worker: execute one chapter as the Sphinx build would; the executed notebook goes to `out`."""
     import nbformat
     import yaml
