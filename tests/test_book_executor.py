@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -86,6 +87,19 @@ def test_two_lanes_run_side_by_side_and_respect_needs(tmp_path):
     assert by["train a"].lane != by["train b"].lane and by["train b"].start < by["train a"].end  # in parallel
     schedule = json.loads((tmp_path / "_build" / "schedule.json").read_text())
     assert schedule["lanes"] == 2 and len(schedule["tasks"]) == 3
+
+
+def test_a_task_uses_its_lane_s_cores_and_no_more(tmp_path):
+    seen = tmp_path / "seen.txt"
+
+    def command(task, root, profile, out):
+        code = ("import joblib, torch, pathlib; "
+                f"pathlib.Path({str(seen)!r}).write_text(f'{{torch.get_num_threads()}} {{joblib.cpu_count()}}')")
+        return [sys.executable, "-c", code]
+
+    book_executor.run(tmp_path, "smoke", lanes=2, tasks=[Task("train", "a")], progress=False, command=command)
+    lane_cores = max(1, (os.cpu_count() or 1) // 2)
+    assert seen.read_text() == f"{lane_cores} {lane_cores}"  # torch threads, joblib's n_jobs=-1
 
 
 def test_a_failure_is_named_and_what_needs_it_does_not_run(tmp_path):

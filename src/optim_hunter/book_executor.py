@@ -219,7 +219,9 @@ def run(
         tasks = plan(root, profile, trained=trained, cached=cached)
     threads = str(max(1, (os.cpu_count() or 1) // lanes))
     env = {**os.environ, "OPTIM_HUNTER_PROFILE": profile, plots.BOOK_ENV: "1",
-           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           # A task uses its lane's cores and no more: torch/BLAS threads, and joblib's worker
+           # processes (n_jobs=-1 means this many).
+           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "LOKY_MAX_CPU_COUNT": threads,
            "TQDM_MININTERVAL": "10"}  # progress bars go to log files: a line every 10 s is enough
     names = {task.name for task in tasks}
     for task in tasks:

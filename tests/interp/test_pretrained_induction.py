@@ -217,6 +217,28 @@ def test_measure_end_to_end_on_the_tiny_gqa_llama(llama):
     assert len(r.claims()) == len(pi.CLAIMS) and set(r.numbers()) >= {"lm_icl", "lm_pattern_head"}
 
 
+def test_measure_keeps_the_process_thread_count_unless_told(llama, monkeypatch):
+    # Beside another task in `optim-hunter execute`, taking every core made the section 8.6x slower.
+    config = pi.Config(model="tiny-llama", length=8, repeats=2, batch=1, n_text=1, text_length=32, early=5,
+                       late=20, half_width=2, bootstrap=5, pattern_prompts=2, pattern_lines=4)
+    seen = []
+
+    def spy(*args):  # the work itself is tested above; stop once the thread count is known
+        seen.append(torch.get_num_threads())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pi, "_measure", spy)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for threads in (None, 2):
+            with pytest.raises(KeyboardInterrupt):
+                pi.measure(llama, dataclasses.replace(config, threads=threads))
+        assert seen == [1, 2] and torch.get_num_threads() == 1  # restored after an interrupt too
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_the_chapter_records_every_claim():
     source = CHAPTER.read_text(encoding="utf-8")
     assert "lm = pretrained_induction.measure(" in source and "claims.record_all(lm)" in source
