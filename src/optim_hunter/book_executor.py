@@ -47,25 +47,25 @@ CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
     "book/affine_recurrences": ("affine-recurrence",),
 }
 # Seconds on one thread of the book's 2-core machine, full profile, beside another task (the
-# cold build of `make bench`, 2026-11-30): only the order of the work depends on them. Unknown
-# tasks count as a minute.
+# cold build of `make bench`, 2026-11-30, then the cuts and fixes measured after it): only the
+# order of the work depends on them. Unknown tasks count as a minute.
 ESTIMATES: dict[str, float] = {
-    "train numeric-icl": 1010.0,
-    "train affine-recurrence": 605.0,
-    "train attn-only-2l-code": 365.0,
-    "train attn-only-3l": 75.0,
+    "train numeric-icl": 630.0,
+    "train affine-recurrence": 560.0,
+    "train attn-only-2l-code": 340.0,
+    "train attn-only-3l": 70.0,
     "train attn-only-2l": 50.0,
     "train smeared-2l": 50.0,
     "train attn-only-1l": 30.0,
     "train smeared-1l": 30.0,
-    "execute book/llm_regressor": 1000.0,
-    "execute book/inside_regressor": 470.0,
-    "execute book/induction_heads": 305.0,
-    "execute book/gd_in_attention": 145.0,
-    "execute book/linear_fn": 160.0,
-    "execute book/regressors_friedman2": 100.0,
-    "execute book/affine_recurrences": 50.0,
-    "execute book/model_zoo": 55.0,
+    "execute book/llm_regressor": 490.0,
+    "execute book/inside_regressor": 400.0,
+    "execute book/induction_heads": 165.0,
+    "execute book/gd_in_attention": 125.0,
+    "execute book/linear_fn": 140.0,
+    "execute book/regressors_friedman2": 95.0,
+    "execute book/affine_recurrences": 45.0,
+    "execute book/model_zoo": 50.0,
 }
 DEFAULT_ESTIMATE = 60.0
 
