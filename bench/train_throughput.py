@@ -41,7 +41,8 @@ def bare_loop(spec: training.TrainSpec, config: training.TrainConfig, batches: l
     model = spec.build(config.seed)
     model.train()
     groups = (spec.param_groups or (lambda m: training.default_param_groups(m, config.weight_decay)))(model)
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+                                  fused=config.fused_optimizer or None)  # the same kernel as the model's run
     seconds, tokens = 0.0, 0
     for step in range(steps):
         began = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -163,6 +164,22 @@ def test_learning_rate_schedule():
     assert all(b <= a + 1e-12 for a, b in zip(values, values[1:]))
     constant = TrainConfig(steps=10, lr=0.5, schedule="constant")
     assert {training.lr_at(constant, s) for s in range(10)} == {0.5}
+
+
+def test_a_run_can_stop_early_on_a_longer_schedule():
+    full = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    early = dataclasses.replace(full, steps=20, schedule_steps=100)
+    assert [training.lr_at(early, s) for s in range(20)] == [training.lr_at(full, s) for s in range(20)]
+    # the closed form at step 55: halfway through the cosine of the 100-step schedule
+    assert training.lr_at(dataclasses.replace(full, steps=60, schedule_steps=100), 55) == pytest.approx(0.55)
+    with pytest.raises(ValueError, match="schedule_steps"):
+        dataclasses.replace(full, schedule_steps=50)
+    # left at their defaults they are not in the cache key: adding the fields retrained no model
+    assert "fused_optimizer" not in training._plain(full)
+    assert training.fingerprint(full) != training.fingerprint(dataclasses.replace(full, fused_optimizer=True))
+    assert training.fingerprint(full) == training.fingerprint(dataclasses.replace(full, schedule_steps=0))
+    assert "schedule_steps" not in training._plain(full)
+    assert training.fingerprint(early) != training.fingerprint(dataclasses.replace(early, schedule_steps=0))
 
 
 @pytest.mark.parametrize(
@@ -420,11 +437,13 @@ def test_checkpoint_files_get_the_umasks_permissions_not_owner_only(tmp_path):
         assert stat.S_IMODE((tmp_path / f"ckpt{suffix}").stat().st_mode) == 0o644
 
 
-def test_training_equals_a_hand_written_adamw_loop():
+@pytest.mark.parametrize("fused", [False, True])
+def test_training_equals_a_hand_written_adamw_loop(fused):
     """`train` against AdamW written out by hand: the warmup-then-cosine rate in closed form, the
-    weight decay on matrices only (not embeddings or biases), global-norm clipping, one batch per step."""
+    weight decay on matrices only (not embeddings or biases), global-norm clipping, one batch per
+    step; with AdamW's loop and with its fused kernel."""
     config = TrainConfig(steps=7, lr=3e-2, warmup_steps=2, min_lr_ratio=0.2, weight_decay=0.3,
-                         betas=(0.8, 0.9), grad_clip=0.05, seed=4)
+                         betas=(0.8, 0.9), grad_clip=0.05, seed=4, fused_optimizer=fused)
     spec = tiny_spec()
     result = training.train(spec, config, progress=False)
 

@@ -30,9 +30,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-# Fields added after models were trained: left at their default they stay out of a configuration's
-# cache key (training.fingerprint), so adding one does not retrain every cached model.
-KEY_OMITS_DEFAULT = {"key_omits_default": True}
+from optim_hunter.training import KEY_OMITS_DEFAULT
 
 
 @dataclasses.dataclass(frozen=True)
