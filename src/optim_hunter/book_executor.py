@@ -44,7 +44,7 @@ CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
     "book/linear_fn": ("numeric-icl",),
     "book/induction_heads": ("attn-only-1l", "attn-only-2l", "attn-only-3l", "smeared-1l", "smeared-2l",
                              "attn-only-2l-code"),
-    "book/affine_recurrences": ("affine-recurrence",),
+    "book/affine_recurrences": ("affine-recurrence", "affine-every-position"),
 }
 # Seconds on one thread of the book's 2-core machine, full profile, beside another task (the
 # cold build of `make bench`, 2026-11-30, then the cuts and fixes measured after it): only the
@@ -52,6 +52,7 @@ CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
 ESTIMATES: dict[str, float] = {
     "train numeric-icl": 470.0,
     "train affine-recurrence": 560.0,
+    "train affine-every-position": 110.0,
     "train attn-only-2l-code": 340.0,
     "train attn-only-3l": 70.0,
     "train attn-only-2l": 50.0,
@@ -60,7 +61,7 @@ ESTIMATES: dict[str, float] = {
     "train smeared-1l": 30.0,
     "execute book/llm_regressor": 590.0,
     "execute book/inside_regressor": 410.0,
-    "execute book/induction_heads": 165.0,
+    "execute book/induction_heads": 195.0,
     "execute book/gd_in_attention": 125.0,
     "execute book/linear_fn": 140.0,
     "execute book/regressors_friedman2": 95.0,

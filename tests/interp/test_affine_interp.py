@@ -99,6 +99,26 @@ def test_training_result(tiny_study):
     assert len(result.figure().data) == 2
 
 
+def test_the_loss_comparison_uses_the_evaluations_both_runs_share():
+    seed_loss = {"history": [{"step": 500, "loss": 1.0, "mse": 0.4}, {"step": 1000, "mse": 0.2},
+                             {"step": 1500, "mse": 0.1}, {"step": 2000, "mse": 0.05}]}
+    every = {"history": [{"step": 500, "mse": 0.8}, {"step": 1000, "mse": 0.3}]}
+    table = ia.shared_evaluations(seed_loss, every)
+    assert list(table.index) == [500, 1000]
+    np.testing.assert_allclose(table["ratio"], [2.0, 1.5])
+    result = ia.LossPositionsResult("full", table)
+    assert result.last_step == 1000 and result.ratio == pytest.approx(1.5)
+    (row,) = result.claims()
+    assert row.id == "affine.training.every_position_worse" and row.verdict == "reproduced"
+    assert "1,000 steps" in row.claim and "2.00 at 500" in row.claim
+    assert result.numbers()["every_position_mse"] == pytest.approx(0.3)
+    better = ia.LossPositionsResult("full", ia.shared_evaluations(seed_loss, {"history": [{"step": 500, "mse": 0.2}]}))
+    assert better.claims()[0].verdict == "not_reproduced"
+    assert len(result.figure().data) == 2
+    with pytest.raises(ValueError, match="share no evaluation step"):
+        ia.shared_evaluations(seed_loss, {"history": [{"step": 250, "mse": 0.2}]})
+
+
 def test_the_late_mlp_claim_compares_with_the_early_positions():
     spec = ia.MLP_LATE
     kw = ia.filed("smoke")

@@ -89,6 +89,36 @@ def test_configs_have_the_seed_architecture():
         affine.AffineConfig(arch=affine.AffineArch(d_vector=8), train=training.TrainConfig(steps=1))
 
 
+def test_the_every_position_variant_changes_only_the_loss_and_stops_early():
+    for base in (affine.config("full"), affine.config("smoke"), affine.tiny_config()):
+        every = affine.every_position(base)
+        assert every.data == dataclasses.replace(base.data, loss_from=0)
+        assert every.arch == base.arch and every.batch_size == base.batch_size
+        assert every.train.schedule_steps == base.train.steps and every.train.snapshots == 1
+        assert every.train.steps <= max(1, base.train.steps // 5) or every.train.steps == base.train.eval_every
+        if base.train.eval_every:  # it stops on an evaluation step of both runs
+            assert every.train.steps % base.train.eval_every == 0
+        assert dataclasses.replace(every.train, steps=base.train.steps, schedule_steps=0, snapshots=base.train.snapshots,
+                                   warmup_steps=base.train.warmup_steps) == base.train
+        for step in range(3):  # the same batches
+            for x, y in zip(affine.make_batch(every, step), affine.make_batch(base, step)):
+                assert torch.equal(x, y)
+    assert (affine.every_position(affine.config("full")).train.steps, affine.config("full").train.steps) == (2000, 10000)
+    # the first step's loss scores every position, from the same initial weights
+    base = affine.tiny_config()
+    every = affine.every_position(base)
+    model = affine.build_model(base.arch, base.train.seed)
+    x, y = affine.make_batch(base, 0)
+    with torch.no_grad():
+        prediction = affine.predict(model, x)
+        expected = float(((prediction - y) ** 2).mean())
+        assert float(affine.train_spec(every).loss(model, (x, y))) == pytest.approx(expected, rel=1e-6)
+        assert float(affine.train_spec(base).loss(model, (x, y))) == pytest.approx(
+            float(((prediction - y)[:, 2:] ** 2).mean()), rel=1e-6)
+    # both evaluate the seed's scored positions (a_3 on), so their held-out MSEs compare
+    assert affine.train_spec(every).evaluate(model, 0) == affine.train_spec(base).evaluate(model, 0)
+
+
 def test_loss_scores_positions_from_two():
     pred = torch.zeros(2, 5, 3)
     target = torch.zeros(2, 5, 3)

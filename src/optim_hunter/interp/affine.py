@@ -41,7 +41,7 @@ from torch import Tensor
 from optim_hunter import claims, hooks, plots, settings, zoo
 from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import circuits
-from optim_hunter.zoo.affine import AffineData, Sequences, held_out, sample_sequences, scored_mse
+from optim_hunter.zoo.affine import EVERY_POSITION, AffineData, Sequences, held_out, sample_sequences, scored_mse
 
 CHAPTER = "affine_recurrences"
 NAME = "affine-recurrence"
@@ -263,6 +263,72 @@ def training(s: Study) -> TrainingResult:
         steps=int(s.meta["steps"]), seconds=float(s.meta["train_seconds"]), batch_size=int(s.cfg.batch_size),
         n_analysis=s.n_analysis,
     )
+
+
+# --- the loss: scored from a_3 on, or on every position ------------------------------------------
+
+EVERY_POSITION_WORSE = claims.declare(
+    "affine.training.every_position_worse",
+    "held-out MSE (a_3 on) of the model trained with the loss on every position, over that of the seed's loss, "
+    "after {step} steps of the same schedule from the same weights and batches (at every shared evaluation: "
+    "{ratios})",
+    source_seed=SEED, source_value="worse", unit="MSE ratio",
+    criterion="ratio > 1 at the last shared evaluation", test=lambda v: v > 1,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossPositionsResult:
+    """Held-out MSE (scored from a_3 on) of the chapter's model and of `affine-every-position` at
+    the evaluation steps they share: the same initial weights, batches and learning-rate schedule,
+    only the positions the loss scores differ."""
+
+    profile: str
+    compared: pd.DataFrame  # by step: "seed's loss (a_3 on)", "every position", "ratio"
+
+    @property
+    def last_step(self) -> int:
+        return int(self.compared.index[-1])
+
+    @property
+    def ratio(self) -> float:
+        return float(self.compared["ratio"].iloc[-1])
+
+    def figure(self) -> go.Figure:
+        long = self.compared.drop(columns="ratio").reset_index().melt("step", var_name="loss", value_name="MSE")
+        return plots.lines(long, x="step", y="MSE", group="loss", log_y=True,
+                           title="Held-out MSE (a_3 on) by the positions the training loss scores")
+
+    def table(self) -> pd.DataFrame:
+        return self.compared
+
+    def claims(self) -> list[claims.Claim]:
+        ratios = ", ".join(f"{r:.2f} at {s}" for s, r in self.compared["ratio"].items())
+        return [EVERY_POSITION_WORSE.measure(self.ratio, step=f"{self.last_step:,}", ratios=ratios,
+                                             **{**filed(self.profile), "model": f"{NAME}, {EVERY_POSITION}"})]
+
+    def numbers(self) -> dict[str, Any]:
+        row = self.compared.iloc[-1]
+        return {"every_position_step": self.last_step, "every_position_ratio": self.ratio,
+                "every_position_mse": float(row["every position"]), "seed_loss_mse": float(row["seed's loss (a_3 on)"])}
+
+
+def shared_evaluations(seed_loss: Mapping[str, Any], every: Mapping[str, Any]) -> pd.DataFrame:
+    """The held-out MSE of two runs' metadata at the evaluation steps both have, with their ratio."""
+    def by_step(meta: Mapping[str, Any]) -> pd.Series:
+        return pd.Series({int(r["step"]): float(r["mse"]) for r in meta["history"] if "mse" in r}, dtype=float)
+
+    table = pd.DataFrame({"seed's loss (a_3 on)": by_step(seed_loss), "every position": by_step(every)}).dropna()
+    if table.empty:
+        raise ValueError("the two runs share no evaluation step: train both with the same eval_every")
+    table.index.name = "step"
+    table["ratio"] = table["every position"] / table["seed's loss (a_3 on)"]
+    return table
+
+
+def loss_positions(s: Study) -> LossPositionsResult:
+    """The chapter's model against `affine-every-position` (trained on first use, then cached)."""
+    return LossPositionsResult(s.profile, shared_evaluations(s.meta, zoo.metadata(EVERY_POSITION, s.profile)))
 
 
 # --- the MLPs ------------------------------------------------------------------------------------

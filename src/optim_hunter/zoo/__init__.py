@@ -47,6 +47,8 @@ DEFINED_IN: dict[str, str] = {
     "attn-only-2l-code": "optim_hunter.zoo.code_corpus",
     # a 3-layer transformer fed vectors of an affine recurrence (the affine-recurrences chapter)
     "affine-recurrence": "optim_hunter.zoo.affine",
+    # the same model with the loss on every position, on the first fifth of its schedule (same chapter)
+    "affine-every-position": "optim_hunter.zoo.affine",
 }
 
 
