@@ -51,8 +51,8 @@ CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
 # order of the work depends on them. Unknown tasks count as a minute.
 ESTIMATES: dict[str, float] = {
     "train numeric-icl": 470.0,
-    "train affine-recurrence": 560.0,
-    "train affine-every-position": 110.0,
+    "train affine-recurrence": 490.0,
+    "train affine-every-position": 100.0,
     "train attn-only-2l-code": 340.0,
     "train attn-only-3l": 70.0,
     "train attn-only-2l": 50.0,
