@@ -16,6 +16,8 @@ MLPs. There are no tokens: the input vectors are read in linearly, x @ W_E + W_p
 the [40, 128] matrix stored as the model's token-embedding weight, and read out by the [128, 40]
 unembedding W_U (no bias). The loss is the mean squared error of the predictions of a_3 onwards
 (positions 2 .. L-1): a_1 and a_2 cannot be predicted, since two terms do not determine c and d.
+A second family, `affine-every-position` (`every_position`), scores every position instead, for the
+first fifth of the same run: the seed's remark that this trains worse, tested step for step.
 
 `hooked` returns a `transformer.VectorModel`: the hooked `TransformerBridge` plus the vector read-in, so
 `model(vectors)` and `model.run_with_cache(vectors)` take [batch, pos, 40] float tensors and the
