@@ -149,12 +149,6 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def make_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.AdamW:
-    """The AdamW every run uses (and the benchmark's bare loop, so that both step alike)."""
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
-                             fused=config.fused_optimizer or None)
-
-
 def lr_at(config: TrainConfig, step: int) -> float:
     """Linear warmup, then cosine decay to `min_lr_ratio * lr` over `schedule_steps` (or `steps`),
     or constant."""
@@ -544,7 +538,8 @@ def train(
         torch.manual_seed(config.seed)  # for anything a family draws from the global generator
         model = spec.build(config.seed)
         groups = (spec.param_groups or (lambda m: default_param_groups(m, config.weight_decay)))(model)
-        optimizer = make_optimizer(groups, config)
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+                                      fused=config.fused_optimizer or None)
         start, history, losses = 0, [], []
         points = []  # (step, slot, tensors, meta) of every valid resume point of this run
         for path in resume_paths(run_dir) if run_dir is not None else []:

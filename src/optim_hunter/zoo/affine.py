@@ -324,21 +324,18 @@ def hooked(state_dict: Mapping[str, Tensor], cfg: AffineConfig, name: str = "aff
 state_dict_of = transformer.state_dict_of
 
 
+def _fused(state_dict: Mapping[str, Tensor], cfg: AffineConfig) -> transformer.LM:
+    return transformer.LM.from_state(state_dict, cfg.arch.model)
+
+
+def _family(name: str, description: str, config: Any, tiny_config: Any) -> Family:
+    """A family of this module: everything but the name, description and configurations is shared."""
+    return Family(name=name, description=description, version=VERSION, config=config, tiny_config=tiny_config,
+                  train_spec=train_spec, hooked=hooked, fused=_fused, example_input=example_input, reads="vectors")
+
+
 FAMILIES = (
-    Family(
-        name="affine-recurrence", description=DESCRIPTION, version=VERSION, config=config,
-        tiny_config=tiny_config, train_spec=train_spec, hooked=hooked,
-        fused=lambda state_dict, cfg: transformer.LM.from_state(state_dict, cfg.arch.model),
-        example_input=example_input,
-        reads="vectors",
-    ),
-    Family(
-        name=EVERY_POSITION, description=EVERY_POSITION_DESCRIPTION, version=VERSION,
-        config=lambda profile=None: every_position(config(profile)),
-        tiny_config=lambda: every_position(tiny_config()),
-        train_spec=train_spec, hooked=hooked,
-        fused=lambda state_dict, cfg: transformer.LM.from_state(state_dict, cfg.arch.model),
-        example_input=example_input,
-        reads="vectors",
-    ),
+    _family("affine-recurrence", DESCRIPTION, config, tiny_config),
+    _family(EVERY_POSITION, EVERY_POSITION_DESCRIPTION, lambda profile=None: every_position(config(profile)),
+            lambda: every_position(tiny_config())),
 )
