@@ -6,6 +6,18 @@ known. An analysis turns its declared claims into rows with `ClaimSpec.measure(v
 criterion's test is applied to the value, never chosen after seeing it), and a chapter records all
 rows of a section with one call, `record_all(result)`.
 
+A verdict is decided on an interval, not a point (`optim_hunter.verdicts`): the criterion is a
+region of values (`at_least`, `between`, ...) and the row carries a 95% bootstrap interval over
+the units its number averages, or the range over training seeds; the verdict is *reproduced* when
+the whole interval meets the criterion, *not reproduced* when none of it does, *inconclusive* when
+it straddles. A row without an interval says why (`why_no_interval`). Three roles: a `claim`
+measures a source's statement; a `check` is a property of our own construction (an identity, a
+sanity property), shown and counted apart, never a reproduction; a `contrast` measures a model the
+source did not mean (a task-trained toy beside a pretrained model) and never decides a source
+claim (`decides_source`). A source value carries the source's sentence that states it
+(`source_quote`, verbatim from the seeds); a criterion changed after a run keeps its first form
+(`first_criterion`) with the reason.
+
 `record_all` displays the rows in the executing notebook as HTML that carries each row as JSON. The
 book's Sphinx extension (`optim_hunter.sphinx_ext`) collects those rows from every executed
 chapter into `_build/claims.json` and the Claims page, so the registry always matches the outputs
@@ -20,13 +32,29 @@ import html
 import importlib
 import json
 import math
+import os
 import pkgutil
 import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Literal, SupportsFloat
 
-Verdict = Literal["reproduced", "not_reproduced", "measured"]
-VERDICTS: tuple[Verdict, ...] = ("reproduced", "not_reproduced", "measured")
+from optim_hunter.verdicts import (  # noqa: F401  (re-exported: a declaration reads claims.at_least(...))
+    Interval,
+    Region,
+    above,
+    at_least,
+    at_most,
+    below,
+    between,
+    bootstrap,
+    seed_range,
+)
+
+Verdict = Literal["reproduced", "not_reproduced", "inconclusive", "check", "measured"]
+VERDICTS: tuple[Verdict, ...] = ("reproduced", "not_reproduced", "inconclusive", "check", "measured")
+Role = Literal["claim", "check", "contrast"]
+ROLES: tuple[Role, ...] = ("claim", "check", "contrast")
 SEEDS = ("001", "002", "003", "004", "llm4regression", "von-oswald-2023", "olsson-2022", "issue")
 
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
@@ -54,6 +82,14 @@ class Claim:
     profile: str
     model: str
     criterion: str = ""
+    interval: list[float] | None = None
+    interval_kind: str = ""
+    n: int | None = None
+    why_no_interval: str = ""
+    source_quote: str = ""
+    decides_source: bool = True
+    first_criterion: str = ""
+    holds: bool | None = None  # a check's outcome (verdict "check"); None for every other row
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -87,11 +123,19 @@ def make_claim(
     criterion: str = "",
     profile: str,
     model: str = "",
+    verdict: Verdict | None = None,
+    interval: Interval | None = None,
+    why_no_interval: str = "",
+    source_quote: str = "",
+    decides_source: bool = True,
+    first_criterion: str = "",
+    holds: bool | None = None,
 ) -> Claim:
     """Validate and build a Claim.
 
     `reproduced` is the chapter's own test of the source's statement (True/False), with the test
     written out in `criterion`; None means the row is only measured (no comparable source value).
+    `verdict` gives the verdict directly instead ("inconclusive", "check", ...).
     """
     if not _ID.match(id):
         raise ValueError(f"claim id {id!r} must be dotted lowercase words, e.g. 'regressor.f2.best_mae'")
@@ -100,11 +144,16 @@ def make_claim(
     from optim_hunter import settings
 
     settings.profile(profile)  # a typo would file the row under a profile no page shows
-    if reproduced is not None and not criterion:
+    if verdict is not None and reproduced is not None:
+        raise TypeError(f"claim {id}: give reproduced or verdict, not both")
+    if verdict is None:
+        verdict = "measured" if reproduced is None else ("reproduced" if reproduced else "not_reproduced")
+    if verdict not in VERDICTS:
+        raise ValueError(f"claim {id}: unknown verdict {verdict!r}: choose one of {', '.join(VERDICTS)}")
+    if verdict != "measured" and not criterion:
         raise ValueError(f"claim {id}: a verdict needs the criterion that decided it")
-    verdict: Verdict = "measured" if reproduced is None else (
-        "reproduced" if reproduced else "not_reproduced"
-    )
+    if verdict == "check":
+        decides_source = False
     return Claim(
         id=id,
         chapter=chapter,
@@ -117,6 +166,14 @@ def make_claim(
         profile=profile,
         model=model,
         criterion=criterion,
+        interval=None if interval is None else interval.as_list(),
+        interval_kind="" if interval is None else interval.kind,
+        n=None if interval is None else interval.n,
+        why_no_interval="" if interval is not None else why_no_interval,
+        source_quote=source_quote,
+        decides_source=decides_source,
+        first_criterion=first_criterion,
+        holds=holds if verdict == "check" else None,
     )
 
 
@@ -131,17 +188,38 @@ def _fmt(value: float | str | None) -> str:
 def to_html(claim: Claim) -> str:
     """The visible row plus the machine-readable JSON the book extension collects."""
     payload = json.dumps(claim.to_json(), sort_keys=True).replace("</", "<\\/")
-    colour = {"reproduced": "#1a7f37", "not_reproduced": "#cf222e", "measured": "#57606a"}
+    colour = {"reproduced": "#1a7f37", "not_reproduced": "#cf222e", "inconclusive": "#9a6700",
+              "check": "#0969da", "measured": "#57606a"}
+    interval = (f" [{_fmt(claim.interval[0])}, {_fmt(claim.interval[1])}] ({html.escape(claim.interval_kind)})"
+                if claim.interval is not None else "")
+    kind = {"check": "check", "claim": "claim"}.get("check" if claim.verdict == "check" else "claim")
+    if not claim.decides_source and claim.verdict != "check":
+        kind = "contrast"
     return (
         f'<div class="{_MARK}" style="border-left:4px solid {colour[claim.verdict]};'
         'padding:2px 8px;margin:4px 0;font-size:0.9em">'
-        f"<b>claim</b> <code>{html.escape(claim.id)}</code>: {html.escape(claim.claim)}<br>"
+        f"<b>{kind}</b> <code>{html.escape(claim.id)}</code>: {html.escape(claim.claim)}<br>"
         f"source ({html.escape(claim.source_seed)}): {html.escape(_fmt(claim.source_value))}"
-        f" · ours: <b>{html.escape(_fmt(claim.measured))}</b> {html.escape(claim.unit)}"
-        f" · <b>{claim.verdict.replace('_', ' ')}</b>"
+        + (f" <q>{html.escape(claim.source_quote)}</q>" if claim.source_quote else "")
+        + f" · ours: <b>{html.escape(_fmt(claim.measured))}</b> {html.escape(claim.unit)}{interval}"
+        f" · <b>{verdict_words(claim.to_json())}</b>"
         + (f" <i>({html.escape(claim.criterion)})</i>" if claim.criterion else "")
+        + (f" <i>no interval: {html.escape(claim.why_no_interval)}</i>"
+           if claim.why_no_interval and claim.verdict in DECIDED else "")
+        + (f"<br><i>criterion first declared as: {html.escape(claim.first_criterion)}</i>"
+           if claim.first_criterion else "")
         + f'<script type="application/json" class="{_MARK}">{payload}</script></div>'
     )
+
+
+DECIDED = ("reproduced", "not_reproduced", "inconclusive")
+
+
+def verdict_words(row: dict[str, Any]) -> str:
+    """A row's verdict as words: "not reproduced", "check (holds)", "check FAILED"."""
+    if row["verdict"] == "check":
+        return "check (holds)" if row.get("holds") else "check FAILED"
+    return row["verdict"].replace("_", " ")
 
 
 def extract(html_text: str) -> list[dict[str, Any]]:
@@ -157,11 +235,18 @@ def summary(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def relative_difference(measured: float, source: float) -> float:
-    """`abs(measured - source) / abs(source)`: the usual test of a reproduced number."""
-    if source == 0:
-        raise ValueError("relative difference to a source value of 0 is undefined")
-    return abs(measured - source) / abs(source)
+def seed_text(folder: str | os.PathLike[str]) -> str:
+    """The source studies' text in `folder` (the seeds, `../shared/seeds` beside a checkout), with
+    whitespace collapsed: a quote must be found in it verbatim."""
+    files = sorted(Path(folder).glob("00*.txt"))
+    if not files:
+        raise FileNotFoundError(f"no source studies (00*.txt) in {folder}")
+    return " ".join(" ".join(p.read_text(encoding="utf-8").split()) for p in files)
+
+
+def quote_found(quote: str, text: str) -> bool:
+    """Whether `quote` occurs in `text` (both with whitespace collapsed)."""
+    return bool(quote.strip()) and " ".join(quote.split()) in text
 
 
 # --- claims declared in the package --------------------------------------------------------------
@@ -171,9 +256,18 @@ def relative_difference(measured: float, source: float) -> float:
 class ClaimSpec:
     """A claim as declared beside the code that measures it, before any number is known.
 
-    `test(measured) -> bool` decides the verdict and `criterion` says in words what it tests; both
-    or neither (a claim without a test is only measured). `id`, `claim`, `unit` and `criterion` may
-    hold `{field}`s, filled by `measure(..., field=value)` (e.g. one declaration for every layer).
+    `test` decides the verdict and `criterion` says in words what it tests; both or neither (a
+    claim without a test is only measured). The test is a `Region` (`at_least(0.5)`, ...) when the
+    number has an interval, or a function of what `measure(tested=...)` passes (a curve, several
+    numbers) when it cannot have one; such a function declares `examples=(passing, failing)` for
+    its unit test. `id`, `claim`, `unit` and `criterion` may hold `{field}`s, filled by
+    `measure(..., field=value)` (e.g. one declaration for every layer).
+
+    `role`: "claim" (measures the source's statement), "check" (a property of our construction:
+    verdict "check", never a reproduction) or "contrast" (a model the source did not mean: never
+    decides a source claim). `source_quote`: the source's sentence that states `source_value`,
+    verbatim. `why_no_interval`: why this claim's number has no interval (a row may say it
+    instead). `first_criterion`: the criterion as first declared, with why it changed.
     """
 
     id: str
@@ -183,52 +277,95 @@ class ClaimSpec:
     unit: str = ""
     criterion: str = ""
     test: Callable[[Any], bool] | None = dataclasses.field(default=None, compare=False)
+    source_quote: str = ""
+    role: Role = "claim"
+    why_no_interval: str = ""
+    first_criterion: str = ""
+    examples: tuple[Any, Any] | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not _TEMPLATE.match(self.id) or "{}" in self.id:
             raise ValueError(f"claim id {self.id!r} must be dotted lowercase words, e.g. 'regressor.f2.best_mae'")
         if self.source_seed not in SEEDS:
             raise ValueError(f"claim {self.id}: unknown source {self.source_seed!r}: choose one of {', '.join(SEEDS)}")
+        if isinstance(self.test, Region) and not self.criterion and self.test.words:
+            object.__setattr__(self, "criterion", self.test.words)
         if (self.test is None) != (not self.criterion):
             raise ValueError(f"claim {self.id}: a test needs its criterion in words, and a criterion its test")
+        if self.role not in ROLES:
+            raise ValueError(f"claim {self.id}: unknown role {self.role!r}: choose one of {', '.join(ROLES)}")
         _check_value("source_value", self.source_value)
 
     @property
     def fields(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(_FIELD.findall(" ".join((self.id, self.claim, self.unit, self.criterion)))))
 
+    def test_examples(self) -> tuple[Any, Any] | None:
+        """A value the test passes and one it fails: declared, or derived from a region."""
+        if self.examples is not None:
+            return self.examples
+        if isinstance(self.test, Region):
+            return self.test.examples()
+        return None
+
     def measure(
         self, measured: SupportsFloat | str | None, *, chapter: str, profile: str, model: str = "", tested: Any = None,
+        interval: Interval | None = None, why_no_interval: str = "", decides_source: bool | None = None,
         **fields: Any,
     ) -> Claim:
         """The row for `measured`: the declared test decides the verdict. A measurement that is not
         a number (None, or a string saying why it is missing) cannot pass a test: it is recorded
-        as measured only. `tested` is what the test reads when that is more than the number shown
-        (e.g. a whole curve, the number and a baseline measured in the same run, or the numbers
-        behind a verdict shown as words); by default, `measured`. Given, it is tested even when the
-        number shown is words; a caller with nothing to test passes None."""
+        as measured only. `tested` is what a function test reads when that is more than the number
+        shown (a whole curve, several numbers); by default, `measured`. Given, it is tested even
+        when the number shown is words; a caller with nothing to test passes None.
+
+        `interval` (a `Region` test only) decides reproduced / not reproduced / inconclusive; a
+        verdict without one needs `why_no_interval` (here or declared). `decides_source=False`
+        marks a row of a model the source did not mean (the declared role's default otherwise).
+        """
         missing = [name for name in self.fields if name not in fields]
         extra = [name for name in fields if name not in self.fields]
         if missing or extra:
             raise TypeError(f"claim {self.id}: needs fields {list(self.fields)}, got {sorted(fields)}")
         value = _check_value("measured", measured)
-        reproduced = None
-        if self.test is not None and tested is not None:
-            reproduced = bool(self.test(tested))
-        elif self.test is not None and isinstance(value, float):
-            reproduced = bool(self.test(value))
+        claim_id = self.id.format(**fields)
+        subject = tested if tested is not None else (value if isinstance(value, float) else None)
+        verdict: Verdict = "measured"
+        holds = None
+        why = why_no_interval or self.why_no_interval
+        if self.test is not None and subject is not None:
+            if self.role == "check":
+                verdict, holds = "check", bool(self.test(subject))
+            elif interval is not None:
+                if not isinstance(self.test, Region):
+                    raise TypeError(f"claim {claim_id}: an interval is decided by a region criterion "
+                                    "(claims.at_least, between, ...), not by a function")
+                verdict = self.test.decide(interval)
+            elif not why:
+                raise ValueError(f"claim {claim_id}: a verdict needs an interval (claims.bootstrap, claims.seed_range)"
+                                 " or why_no_interval saying why it has none")
+            else:
+                verdict = "reproduced" if self.test(subject) else "not_reproduced"
+        if decides_source is None:
+            decides_source = self.role == "claim"
         return make_claim(
-            self.id.format(**fields),
+            claim_id,
             chapter=chapter,
             claim=self.claim.format(**fields),
             source_seed=self.source_seed,
             source_value=self.source_value,
             measured=value,
             unit=self.unit.format(**fields),
-            reproduced=reproduced,
-            criterion=self.criterion.format(**fields) if reproduced is not None else "",
+            verdict=verdict,
+            criterion=self.criterion.format(**fields) if verdict != "measured" else "",
             profile=profile,
             model=model,
+            interval=interval,
+            why_no_interval=why if interval is None else "",
+            source_quote=self.source_quote,
+            decides_source=decides_source,
+            first_criterion=self.first_criterion.format(**fields) if self.first_criterion else "",
+            holds=holds,
         )
 
 
@@ -244,12 +381,18 @@ def declare(
     unit: str = "",
     criterion: str = "",
     test: Callable[[Any], bool] | None = None,
+    source_quote: str = "",
+    role: Role = "claim",
+    why_no_interval: str = "",
+    first_criterion: str = "",
+    examples: tuple[Any, Any] | None = None,
 ) -> ClaimSpec:
     """Declare a claim (at module level, beside the code that measures it); its `ClaimSpec`.
 
     An id is declared once: a second, different declaration of the same id is an error.
     """
-    spec = ClaimSpec(id, claim, source_seed, source_value, unit, criterion, test)
+    spec = ClaimSpec(id, claim, source_seed, source_value, unit, criterion, test, source_quote, role,
+                     why_no_interval, first_criterion, examples)
     previous = _DECLARED.get(id)
     if previous is not None and previous != spec:
         raise ValueError(f"claim {id} is declared twice, differently")
