@@ -22,7 +22,9 @@ class Recording:
     model: str = ""
 
     def measure(self, spec: claims.ClaimSpec, measured: float | str | None, *, tested: Any = None,
-                **fields: Any) -> claims.Claim:
-        """`spec.measure(measured, tested=tested, ...)` with this chapter, profile and model."""
+                interval: claims.Interval | None = None, why_no_interval: str = "",
+                decides_source: bool | None = None, **fields: Any) -> claims.Claim:
+        """`spec.measure(measured, tested=tested, interval=..., ...)` with this chapter, profile and model."""
         return spec.measure(measured, chapter=self.chapter, profile=self.profile, model=self.model,
-                            tested=tested, **fields)
+                            tested=tested, interval=interval, why_no_interval=why_no_interval,
+                            decides_source=decides_source, **fields)
