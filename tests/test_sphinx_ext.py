@@ -56,8 +56,9 @@ from optim_hunter import claims, plots, settings
 plots.show(go.Figure(go.Scatter(x=[1, 2, 3], y=[2, 1, 3])))
 pattern = np.tril(np.ones((2, 3, 3)))
 plots.attention_heads(pattern / pattern.sum(-1, keepdims=True), ["a", "b", "c"])
-ANSWER = claims.ClaimSpec("tiny.answer", "the answer", "004", 42.0, criterion="equal", test=lambda v: v == 42)
-claims.record_all(ANSWER.measure(42.0, chapter="page", profile=settings.profile()))
+ANSWER = claims.ClaimSpec("tiny.answer", "the answer", "004", 42.0, test=claims.between(40, 44))
+claims.record_all(ANSWER.measure(42.0, chapter="page", profile=settings.profile(),
+                                 interval=claims.bootstrap([41.0, 42.0, 43.0], units="draws")))
 print("profile=" + settings.profile())
 ```
 """
@@ -230,9 +231,27 @@ def test_the_source_claims_are_counted_by_seed_and_status():
     app.builder = Builder()
     page = sphinx_ext.render_sources(app, "claims", entries, rows)
     assert "3 quantitative claims in the sources</b>: 1 reproduced, 1 not reproduced" in page
-    # per seed: reproduced, not reproduced, measured, not measured
-    assert "<tr><td>002</td><td>0</td><td>0</td><td>0</td><td>1</td></tr>" in page
-    assert "<tr><td>004</td><td>1</td><td>1</td><td>0</td><td>0</td></tr>" in page
+    # per seed: reproduced, not reproduced, inconclusive, measured, not measured
+    assert "<tr><td>002</td><td>0</td><td>0</td><td>0</td><td>0</td><td>1</td></tr>" in page
+    assert "<tr><td>004</td><td>1</td><td>1</td><td>0</td><td>0</td><td>0</td></tr>" in page
+
+
+def _row(id, verdict, **extra):
+    return {"id": id, "verdict": verdict, "docname": "p", "measured": 1.0, "unit": "", **extra}
+
+
+def test_a_contrast_row_or_a_check_never_decides_a_source_claim():
+    from optim_hunter.sphinx_ext import source_status
+
+    entry = {"seed": "004", "claim": "a", "measured_by": ["x.{what}"]}
+    contrast = _row("x.toy", "not_reproduced", decides_source=False)
+    check = _row("x.identity", "check", holds=True, decides_source=False)
+    pretrained = _row("x.llm", "reproduced")
+    assert source_status(entry, [contrast, pretrained])[0] == "reproduced"
+    assert source_status(entry, [contrast, check])[0] == "measured"  # shown, but nothing decides it
+    assert len(source_status(entry, [contrast, check])[1]) == 2
+    assert source_status(entry, [pretrained, _row("x.llm2", "inconclusive")])[0] == "inconclusive"
+    assert source_status(entry, [_row("x.llm2", "inconclusive"), _row("x.llm3", "not_reproduced")])[0] == "not_reproduced"
 
 
 def test_the_api_page_documents_every_module():

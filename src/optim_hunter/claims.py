@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal, SupportsFloat
 
 from optim_hunter.verdicts import (  # noqa: F401  (re-exported: a declaration reads claims.at_least(...))
+    Covers,
     Interval,
     Region,
     above,
@@ -48,6 +49,7 @@ from optim_hunter.verdicts import (  # noqa: F401  (re-exported: a declaration r
     below,
     between,
     bootstrap,
+    covers,
     seed_range,
 )
 
@@ -288,7 +290,7 @@ class ClaimSpec:
             raise ValueError(f"claim id {self.id!r} must be dotted lowercase words, e.g. 'regressor.f2.best_mae'")
         if self.source_seed not in SEEDS:
             raise ValueError(f"claim {self.id}: unknown source {self.source_seed!r}: choose one of {', '.join(SEEDS)}")
-        if isinstance(self.test, Region) and not self.criterion and self.test.words:
+        if isinstance(self.test, (Region, Covers)) and not self.criterion and self.test.words:
             object.__setattr__(self, "criterion", self.test.words)
         if (self.test is None) != (not self.criterion):
             raise ValueError(f"claim {self.id}: a test needs its criterion in words, and a criterion its test")
@@ -304,7 +306,7 @@ class ClaimSpec:
         """A value the test passes and one it fails: declared, or derived from a region."""
         if self.examples is not None:
             return self.examples
-        if isinstance(self.test, Region):
+        if isinstance(self.test, (Region, Covers)):
             return self.test.examples()
         return None
 
@@ -337,10 +339,12 @@ class ClaimSpec:
             if self.role == "check":
                 verdict, holds = "check", bool(self.test(subject))
             elif interval is not None:
-                if not isinstance(self.test, Region):
+                if not isinstance(self.test, (Region, Covers)):
                     raise TypeError(f"claim {claim_id}: an interval is decided by a region criterion "
-                                    "(claims.at_least, between, ...), not by a function")
+                                    "(claims.at_least, between, covers, ...), not by a function")
                 verdict = self.test.decide(interval)
+            elif isinstance(self.test, Covers):
+                raise TypeError(f"claim {claim_id}: a 'covers' criterion is decided on an interval: pass interval=")
             elif not why:
                 raise ValueError(f"claim {claim_id}: a verdict needs an interval (claims.bootstrap, claims.seed_range)"
                                  " or why_no_interval saying why it has none")

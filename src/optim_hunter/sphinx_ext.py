@@ -227,17 +227,23 @@ def _matches(pattern: str, claim_id: str) -> bool:
     return re.match(regex, claim_id) is not None
 
 
+def deciding(row: dict[str, Any]) -> bool:
+    """Whether a row may decide a source claim: not a check, not a contrast model's row."""
+    return row.get("decides_source", True) and row["verdict"] != "check"
+
+
 def source_status(entry: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """A source claim's status from the book rows that measure it: reproduced (all measuring
-    rows with a verdict reproduce it), not_reproduced (any does not), measured, or not_measured."""
+    """A source claim's status from the book rows that measure it. Only rows that decide (not
+    checks, not contrast models) count: not_reproduced if any of them is, else inconclusive if any
+    is, else reproduced if any is; measured when they carry no verdict (or only checks and contrasts
+    measure it); not_measured when no row does. All measuring rows are returned, for display."""
     measured = [row for row in rows if any(_matches(p, row["id"]) for p in entry["measured_by"] or [])]
     if not measured:
         return "not_measured", []
-    verdicts = {row["verdict"] for row in measured}
-    if "not_reproduced" in verdicts:
-        return "not_reproduced", measured
-    if "reproduced" in verdicts:
-        return "reproduced", measured
+    verdicts = {row["verdict"] for row in measured if deciding(row)}
+    for status in ("not_reproduced", "inconclusive", "reproduced"):
+        if status in verdicts:
+            return status, measured
     return "measured", measured
 
 
@@ -258,19 +264,22 @@ def _counts_by_seed(entries: list[dict[str, Any]], statuses: list[tuple[str, Any
 def render_sources(app: Sphinx, fromdocname: str, entries: list[dict[str, Any]],
                    rows: list[dict[str, Any]]) -> str:
     statuses = [source_status(entry, rows) for entry in entries]
-    kinds = ("reproduced", "not_reproduced", "measured", "not_measured")
+    kinds = ("reproduced", "not_reproduced", "inconclusive", "measured", "not_measured")
     counts = {k: sum(1 for s, _ in statuses if s == k) for k in kinds}
     head = (
         f"<p><b>{len(entries)} quantitative claims in the sources</b>: {counts['reproduced']} "
-        f"reproduced, {counts['not_reproduced']} not reproduced, {counts['measured']} measured "
-        f"without a verdict, {counts['not_measured']} not measured here.</p>"
+        f"reproduced, {counts['not_reproduced']} not reproduced, {counts['inconclusive']} inconclusive, "
+        f"{counts['measured']} measured without a verdict, {counts['not_measured']} not measured here. "
+        "Only rows that measure the claim on the kind of model the source meant decide it; checks of our own "
+        "construction and contrast models are shown but never decide.</p>"
     ) + _counts_by_seed(entries, statuses, kinds)
     cells = []
     for entry, (status, measured) in zip(entries, statuses):
         ours = "<br>".join(
             f'<a href="{app.builder.get_relative_uri(fromdocname, row["docname"])}">'
             f"<code>{html.escape(row['id'])}</code></a>: {html.escape(_value(row['measured']))} "
-            f"{html.escape(row['unit'])} ({row['verdict'].replace('_', ' ')})"
+            f"{html.escape(row['unit'])}{html.escape(_interval(row))} ({html.escape(claims.verdict_words(row))}"
+            f"{'' if deciding(row) or row['verdict'] == 'check' else ', contrast: does not decide'})"
             for row in measured
         ) or html.escape(entry.get("note") or "")
         cells.append(
@@ -284,10 +293,32 @@ def render_sources(app: Sphinx, fromdocname: str, entries: list[dict[str, Any]],
         )
     return (
         head
-        + '<table class="table optim-hunter-source-claims"><thead><tr>'
+        + '<div class="optim-hunter-scroll" style="overflow-x:auto">'
+        '<table class="table optim-hunter-source-claims"><thead><tr>'
         "<th>source</th><th>claim</th><th>source value</th><th>ours</th><th>status</th>"
-        "</tr></thead><tbody>" + "".join(cells) + "</tbody></table>"
+        "</tr></thead><tbody>" + "".join(cells) + "</tbody></table></div>"
     )
+
+
+def _interval(row: dict[str, Any]) -> str:
+    interval = row.get("interval")
+    return "" if interval is None else f" [{_value(float(interval[0]))}, {_value(float(interval[1]))}]"
+
+
+def _rows_by_source(rows: list[dict[str, Any]]) -> str:
+    """Counts of the book's rows by source and verdict (checks and contrasts apart)."""
+    kinds = claims.VERDICTS
+    sources = sorted({row["source_seed"] for row in rows})
+    body = "".join(
+        f"<tr><td>{html.escape(source)}</td>" + "".join(
+            f"<td>{sum(1 for r in rows if r['source_seed'] == source and r['verdict'] == k)}</td>" for k in kinds)
+        + f"<td>{sum(1 for r in rows if r['source_seed'] == source and not deciding(r) and r['verdict'] != 'check')}</td>"
+        + "</tr>"
+        for source in sources
+    )
+    head = "".join(f"<th>{k.replace('_', ' ')}</th>" for k in kinds) + "<th>of them contrast rows</th>"
+    return ('<div class="optim-hunter-scroll" style="overflow-x:auto"><table class="table optim-hunter-claim-counts">'
+            "<thead><tr><th>source</th>" + head + "</tr></thead><tbody>" + body + "</tbody></table></div>")
 
 
 def _value(value: Any) -> str:
@@ -301,9 +332,11 @@ def _value(value: Any) -> str:
 def render_table(app: Sphinx, fromdocname: str, rows: list[dict[str, Any]]) -> str:
     counts = claims.summary(rows)
     head = (
-        f"<p><b>{len(rows)} claims</b>: {counts['reproduced']} reproduced, "
-        f"{counts['not_reproduced']} not reproduced, {counts['measured']} only measured.</p>"
-    )
+        f"<p><b>{len(rows)} rows</b>: {counts['reproduced']} reproduced, "
+        f"{counts['not_reproduced']} not reproduced, {counts['inconclusive']} inconclusive (the interval "
+        f"straddles the criterion), {counts['check']} checks of our own construction, "
+        f"{counts['measured']} only measured.</p>"
+    ) + _rows_by_source(rows)
     cells = []
     for row in rows:
         link = app.builder.get_relative_uri(fromdocname, row["docname"])
@@ -314,22 +347,32 @@ def render_table(app: Sphinx, fromdocname: str, rows: list[dict[str, Any]]) -> s
             f"<td><code>{html.escape(row['id'])}</code></td>"
             f"<td>{html.escape(row['claim'])}</td>"
             f"<td>{html.escape(row['source_seed'])}</td>"
-            f"<td>{html.escape(_value(row['source_value']))}</td>"
+            f"<td>{html.escape(_value(row['source_value']))}"
+            + (f"<br><q>{html.escape(row['source_quote'])}</q>" if row.get("source_quote") else "") + "</td>"
             f"<td>{html.escape(_value(row['measured']))} {html.escape(row['unit'])}</td>"
-            f"<td class=\"verdict-{row['verdict']}\">{row['verdict'].replace('_', ' ')}</td>"
-            f"<td>{html.escape(row.get('criterion', ''))}</td>"
+            f"<td>{html.escape(_interval(row).strip()) or '—'}"
+            + (f"<br><small>{html.escape(row['interval_kind'])}</small>" if row.get("interval_kind") else "")
+            + (f"<br><small>no interval: {html.escape(row['why_no_interval'])}</small>"
+               if row.get("why_no_interval") and row["verdict"] in claims.DECIDED else "")
+            + f"</td><td>{'' if row.get('n') is None else row['n']}</td>"
+            f"<td class=\"verdict-{row['verdict']}\">{html.escape(claims.verdict_words(row))}"
+            + ("" if deciding(row) or row["verdict"] == "check" else "<br><small>contrast: decides no source claim</small>")
+            + "</td>"
+            f"<td>{html.escape(row.get('criterion', ''))}"
+            + (f"<br><small>first declared as: {html.escape(row['first_criterion'])}</small>"
+               if row.get("first_criterion") else "") + "</td>"
             f"<td><a href=\"{link}\">{chapter}</a></td>"
             f"<td>{html.escape(row['profile'])} / {html.escape(row['model'] or '—')}</td>"
             "</tr>"
         )
     return (
         head
-        + '<table class="table optim-hunter-claims"><thead><tr>'
-        "<th>id</th><th>claim</th><th>source</th><th>source value</th><th>ours</th>"
+        + '<div class="optim-hunter-scroll" style="overflow-x:auto"><table class="table optim-hunter-claims"><thead><tr>'
+        "<th>id</th><th>claim</th><th>source</th><th>source value</th><th>ours</th><th>interval</th><th>n</th>"
         "<th>verdict</th><th>criterion</th><th>chapter</th><th>profile / model</th>"
         "</tr></thead><tbody>"
         + "".join(cells)
-        + "</tbody></table>"
+        + "</tbody></table></div>"
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -47,13 +47,13 @@ class Interval:
         return [float(self.low), float(self.high)]
 
 
-def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def _mean(x: np.ndarray, axis: int = -1) -> Any:
     return np.mean(x, axis=axis)
 
 
 def bootstrap(
     *samples: Sequence[float] | np.ndarray,
-    statistic: Callable[..., np.ndarray] | None = None,
+    statistic: Callable[..., Any] | None = None,
     units: str = "units",
     paired: bool = False,
     seed: int = 0,
@@ -135,6 +135,35 @@ class Region:
         if math.isfinite(self.low):
             return (self.low + max(1.0, abs(self.low)), self.low - max(1.0, abs(self.low)))
         return (self.high - max(1.0, abs(self.high)), self.high + max(1.0, abs(self.high)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Covers:
+    """A consistency test: the source's number lies inside our interval (a published value against
+    our measurement of the same quantity). Decided on an interval only: reproduced when the interval
+    holds `value`, not reproduced when it does not (there is no straddling)."""
+
+    value: float
+    words: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.words:
+            object.__setattr__(self, "words", f"{_g(self.value)} inside our 95% interval")
+
+    def __call__(self, interval: Sequence[float]) -> bool:
+        low, high = interval
+        return float(low) <= self.value <= float(high)
+
+    def decide(self, interval: Interval) -> Decision:
+        return "reproduced" if self((interval.low, interval.high)) else "not_reproduced"
+
+    def examples(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        width = max(1.0, abs(self.value))
+        return ((self.value - width, self.value + width), (self.value + width, self.value + 2 * width))
+
+
+def covers(value: float) -> Covers:
+    return Covers(float(value))
 
 
 def _g(x: float) -> str:
