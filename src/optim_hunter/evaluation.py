@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
-from optim_hunter import datasets, regressors
+from optim_hunter import datasets, regressors, verdicts
 from optim_hunter.regressors import Factory
 
 Methods = Sequence[str] | Mapping[str, Factory]
@@ -147,13 +147,15 @@ def evaluate(
     return pd.DataFrame(rows)
 
 
-def _bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
-    if len(values) == 0:
+def mean_interval(values: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of `values` over its units (`verdicts.bootstrap`, the
+    package's one bootstrap); NaN bounds when there is no value or a value is not finite (a
+    failure is counted apart, never scored as a number)."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0 or not np.isfinite(values).all():
         return np.nan, np.nan
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
-    means = values[idx].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    interval = verdicts.bootstrap(values, seed=seed)
+    return interval.low, interval.high
 
 
 def add_ranks(results: pd.DataFrame) -> pd.DataFrame:
@@ -164,23 +166,23 @@ def add_ranks(results: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def summarize(results: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per (dataset, n_examples, method): MAE and MSE with 95% bootstrap intervals, mean rank,
-    and the number of failed predictions (excluded from the errors, reported here)."""
+def summarize(results: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """Per (dataset, n_examples, method): MAE and MSE with 95% bootstrap intervals over the
+    problems (`mean_interval`), mean rank, and the number of failed predictions (excluded from
+    the errors, reported here)."""
     needed = ["dataset", "n_examples", "seed", "method", "query", "abs_error", "sq_error", "failed"]
     missing = [c for c in needed if c not in getattr(results, "columns", [])]
     if missing or len(results) == 0:
         what = f"lacks the columns {missing}" if missing else "is empty"
         raise ValueError(f"the results table {what}: pass the table `evaluate` returns")
     ranked = add_ranks(results)
-    rng = np.random.default_rng(seed)
     rows = []
     for (dataset, size, method), part in ranked.groupby(["dataset", "n_examples", "method"], sort=False):
         good = part[~part["failed"]]
         abs_err = good["abs_error"].to_numpy()
         sq_err = good["sq_error"].to_numpy()
-        mae_lo, mae_hi = _bootstrap_mean(abs_err, n_boot, rng)
-        mse_lo, mse_hi = _bootstrap_mean(sq_err, n_boot, rng)
+        mae_lo, mae_hi = mean_interval(abs_err, seed=seed)
+        mse_lo, mse_hi = mean_interval(sq_err, seed=seed)
         rows.append(
             {
                 "dataset": dataset,
@@ -201,32 +203,46 @@ def summarize(results: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd
     return table.sort_values(["dataset", "n_examples", "mae"], ignore_index=True)
 
 
-def regimes(results: pd.DataFrame, method: str, *, within: float = 0.10) -> pd.DataFrame:
-    """Per dataset: how often `method` beats every other method on a problem, how often it is
-    within `within` (relative) of the best other method, and on the problems it wins, how much
-    lower its squared error is than the best other method's (1 - its MSE / their best MSE).
-
-    Problems where `method` failed count as not winning; other methods' failures are ignored."""
+def regime_problems(results: pd.DataFrame, method: str, *, within: float = 0.10) -> pd.DataFrame:
+    """Per problem (dataset, n_examples, seed, query) where some other method answered: `method`'s
+    absolute error (`mine`, NaN where it failed), the best other method's (`best_other`), whether
+    `method` beats every other method (`wins`: a failure never wins) and whether it is within
+    `within` (relative) of the best other (`close`). The units `regimes` averages, and its
+    intervals resample."""
     if method not in set(results["method"]):
         raise ValueError(f"method {method!r} is not in the results")
     keys = ["dataset", "n_examples", "seed", "query"]
     mine = results[results["method"] == method].set_index(keys)["abs_error"]
     others = results[results["method"] != method].groupby(keys)["abs_error"].min()
     joined = pd.DataFrame({"mine": mine, "best_other": others}).dropna(subset=["best_other"])
+    joined["wins"] = joined["mine"] < joined["best_other"]  # NaN (failed) compares False
+    joined["close"] = joined["mine"] <= (1 + within) * joined["best_other"]
+    return joined
+
+
+def mse_reduction(mine: np.ndarray, best_other: np.ndarray, axis: int = -1) -> np.ndarray:
+    """1 - mean(mine²) / mean(best_other²) along `axis` (vectorised, for `verdicts.bootstrap`)."""
+    return 1 - np.mean(np.square(mine), axis=axis) / np.mean(np.square(best_other), axis=axis)
+
+
+def regimes(results: pd.DataFrame, method: str, *, within: float = 0.10) -> pd.DataFrame:
+    """Per dataset: how often `method` beats every other method on a problem, how often it is
+    within `within` (relative) of the best other method, and on the problems it wins, how much
+    lower its squared error is than the best other method's (1 - its MSE / their best MSE).
+
+    Problems where `method` failed count as not winning; other methods' failures are ignored.
+    The per-problem outcomes are `regime_problems`."""
+    joined = regime_problems(results, method, within=within)
     rows = []
     for dataset, part in joined.groupby(level="dataset", sort=False):
-        wins = part["mine"] < part["best_other"]  # NaN (failed) compares False
-        close = part["mine"] <= (1 + within) * part["best_other"]
-        won = part[wins]
-        reduction = (
-            1 - (won["mine"] ** 2).mean() / (won["best_other"] ** 2).mean() if len(won) else np.nan
-        )
+        won = part[part["wins"]]
+        reduction = mse_reduction(won["mine"].to_numpy(), won["best_other"].to_numpy()) if len(won) else np.nan
         rows.append(
             {
                 "dataset": dataset,
                 "problems": len(part),
-                "beats_all": float(wins.mean()),
-                f"within_{int(within * 100)}pct": float(close.mean()),
+                "beats_all": float(part["wins"].mean()),
+                f"within_{int(within * 100)}pct": float(part["close"].mean()),
                 "mse_reduction_when_best": float(reduction),
             }
         )

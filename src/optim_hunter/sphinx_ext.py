@@ -209,7 +209,7 @@ class ClaimsTableDirective(SphinxDirective):
 
 
 def load_sources(path: Path) -> list[dict[str, Any]]:
-    """The source-claims manifest: a YAML list of {id, seed, claim, source_value, measured_by, note}."""
+    """The source-claims manifest: a YAML list of {id, seed, claim, source_value, quote, measured_by, note}."""
     import yaml
 
     entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
@@ -286,7 +286,8 @@ def render_sources(app: Sphinx, fromdocname: str, entries: list[dict[str, Any]],
             "<tr>"
             f"<td>{html.escape(str(entry['seed']))}</td>"
             f"<td>{html.escape(entry['claim'])}</td>"
-            f"<td>{html.escape(_value(entry.get('source_value')))}</td>"
+            f"<td>{html.escape(_value(entry.get('source_value')))}"
+            + (f"<br><q>{html.escape(entry['quote'])}</q>" if entry.get("quote") else "") + "</td>"
             f"<td>{ours}</td>"
             f"<td class=\"verdict-{status}\">{status.replace('_', ' ')}</td>"
             "</tr>"
