@@ -84,7 +84,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     profile = settings.profile(args.profile)
     names = zoo.names() if args.name == "all" else [args.name]
     for name in names:
-        zoo.family(name)  # an unknown name fails here, before anything is imported or trained
+        _trainable(name)  # an unknown name fails here, before anything is imported or trained
     for name in names:
         was_cached = not args.force and zoo.status(name, profile).cached
         path = zoo.train(name, profile, force=args.force, progress=not args.quiet)
@@ -97,6 +97,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"{name} ({profile}): {done} in {meta['train_seconds']:.0f} s "
               f"({meta['tokens_per_second']:.0f} tokens/s) -> {path.parent}")
     return 0
+
+
+def _trainable(name: str) -> None:
+    """A ValueError unless the package trains `name`: lists the trainable models only, and says what
+    to do with a pretrained or Hugging Face model instead."""
+    from optim_hunter import zoo
+
+    trained = ", ".join(zoo.names())
+    if name in zoo.pretrained_names():
+        raise ValueError(f"{name!r} is pretrained (shipped in a package): it is loaded, not trained; a chapter uses it "
+                         f"with OPTIM_HUNTER_MODEL={name} (`optim-hunter models` shows whether it is installed). "
+                         f"The models the package trains: {trained}")
+    if name.startswith(zoo.HF_PREFIX):
+        raise ValueError(f"{name!r} is a Hugging Face model: it is loaded from a local copy, not trained; a chapter "
+                         f"uses it with OPTIM_HUNTER_MODEL={name}. The models the package trains: {trained}")
+    if name not in zoo.names():
+        raise ValueError(f"unknown model {name!r}: the models the package trains are {trained} (or `all`)")
 
 
 def _cmd_execute(args: argparse.Namespace) -> int:
@@ -121,6 +138,20 @@ def _cmd_execute(args: argparse.Namespace) -> int:
     if not outcomes:
         print("every model trained and every chapter executed already (cached)")
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush finds no closed pipe to complain
+    about (Python's documented remedy for SIGPIPE)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,12 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     mo.set_defaults(func=_cmd_models)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
     except ValueError as err:  # bad input: one clear line, no traceback
         print(f"optim-hunter: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `optim-hunter models | head`: the reader left, nothing to say
-        sys.stderr.close()
+        _silence_stdout()
         return 0
     except OSError as err:  # a folder that cannot be written or read: name it, no traceback
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""

@@ -1,0 +1,37 @@
+"""The command line as a user meets it: `train` offers only what it trains, and every command
+survives a reader that closed the pipe (`optim-hunter models | head -n 0`)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optim_hunter import cli, zoo
+
+EXE = Path(sys.executable).parent / "optim-hunter"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no-such-model", "unknown model 'no-such-model': the models the package trains are"),
+    ("smollm2-135m", "is pretrained (shipped in a package): it is loaded, not trained; a chapter uses it with"),
+    ("hf:someone/model", "is a Hugging Face model: it is loaded from a local copy, not trained"),
+])
+def test_train_lists_only_the_models_it_can_train(name, message, capsys):
+    assert cli.main(["train", name]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    offered = err.split("trains", 1)[1]
+    assert all(model in offered for model in zoo.names())
+    assert "hf:<name-or-path>" not in err and "smollm2-135m, " not in offered
+
+
+@pytest.mark.parametrize("argv", [["datasets"], ["regressors"], ["models"], ["--help"], ["train", "--help"]])
+def test_every_command_survives_a_closed_pipe(argv):
+    # The reader is gone before a byte is written: the write fails with EPIPE, which must not show.
+    read, write = __import__("os").pipe()
+    __import__("os").close(read)
+    result = subprocess.run([str(EXE), *argv], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    __import__("os").close(write)
+    assert result.returncode in (0, 141), result.stderr
+    assert result.stderr == "", result.stderr
