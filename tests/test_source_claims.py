@@ -1,11 +1,14 @@
 """The source-claims manifest (book/source_claims.yml) stays complete and honest.
 
 It lists every quantitative claim of the four seeds with the book claim ids that measure it, or a
-reason why nothing does. These tests guard its shape, and — the point of it — that every id it
-names is declared in the package (`claims.declare`, read through `claims.declared()`; a declared
-id's `{field}`s stand for one id word each). Code that renames or drops a claim therefore fails the
-suite until the manifest follows. Entries whose note says "pending chapter" name ids of a chapter
-not written yet: they are counted in a warning, not checked. No book is built.
+reason why nothing does. Every source value carries the seed's sentence that states it (`quote`,
+checked verbatim against the seeds in ../shared/seeds when that folder is there); a value the seed
+does not state is null and its note says so. These tests guard its shape, and — the point of it —
+that every id it names is declared in the package (`claims.declare`, read through
+`claims.declared()`; a declared id's `{field}`s stand for one id word each). Code that renames or
+drops a claim therefore fails the suite until the manifest follows. Entries whose note says "pending
+chapter" name ids of a chapter not written yet: they are counted in a warning, not checked. No book
+is built.
 """
 
 import re
@@ -22,6 +25,9 @@ MANIFEST = ROOT / "book" / "source_claims.yml"
 SEEDS = ("001", "002", "003", "004")
 PENDING = "pending chapter"
 FIELDS = {"id", "seed", "claim", "source_value", "measured_by", "note"}
+OPTIONAL_FIELDS = {"quote"}
+NO_NUMBER = "the source states no number here"
+SEEDS_DIR = ROOT.parent / "shared" / "seeds"
 MANIFEST_ID = re.compile(r"^s00[1-4](\.[a-z0-9_]+)+$")
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 WILDCARD = "[a-z0-9_]+"
@@ -61,9 +67,12 @@ def test_manifest_parses_as_a_list_of_entries():
     assert isinstance(entries, list) and entries
     for entry in entries:
         assert isinstance(entry, dict), entry
-        assert set(entry) == FIELDS, f"{entry.get('id')}: fields {sorted(entry)} != {sorted(FIELDS)}"
+        assert FIELDS <= set(entry) <= FIELDS | OPTIONAL_FIELDS, (
+            f"{entry.get('id')}: fields {sorted(entry)}, want {sorted(FIELDS)}"
+            f" (optional: {sorted(OPTIONAL_FIELDS)})")
         assert isinstance(entry["claim"], str) and entry["claim"].strip(), entry["id"]
-        assert isinstance(entry["source_value"], (str, int, float)), entry["id"]
+        value = entry["source_value"]
+        assert value is None or isinstance(value, (str, int, float)), entry["id"]
         assert isinstance(entry["measured_by"], list), entry["id"]
         assert isinstance(entry["note"], str), entry["id"]
 
@@ -135,3 +144,35 @@ def test_seed_claims_are_counted(seed):
     """Not a rule, a floor: a manifest that loses most of a seed's claims is a mistake."""
     floor = {"001": 15, "002": 8, "003": 25, "004": 10}[seed]
     assert sum(e["seed"] == seed for e in load_manifest()) >= floor
+
+
+def test_source_values_are_quoted_or_null():
+    """A source value comes with the sentence that states it; a null one says why in its note."""
+    for entry in load_manifest():
+        if entry["source_value"] is None:
+            assert NO_NUMBER in entry["note"], (
+                f"{entry['id']}: source_value is null, so the note must say {NO_NUMBER!r}")
+        else:
+            quote = entry.get("quote")
+            assert isinstance(quote, str) and quote.strip(), f"{entry['id']}: a source_value needs a quote"
+
+
+def test_quotes_are_verbatim_in_their_seed(tmp_path):
+    """Each quote occurs in the seeds' text (whitespace aside), and in the seed its entry names."""
+    if not SEEDS_DIR.is_dir():
+        pytest.skip(f"no seeds folder at {SEEDS_DIR}")
+    text = claims.seed_text(SEEDS_DIR)
+    per_seed = {}
+    for seed in SEEDS:
+        files = sorted(SEEDS_DIR.glob(f"{seed}_*.txt"))
+        assert len(files) == 1, f"seed {seed}: expected one {seed}_*.txt in {SEEDS_DIR}, found {files}"
+        folder = tmp_path / seed
+        folder.mkdir()
+        (folder / files[0].name).write_bytes(files[0].read_bytes())
+        per_seed[seed] = claims.seed_text(folder)
+    quoted = [e for e in load_manifest() if e["source_value"] is not None]
+    assert quoted
+    missing = [e["id"] for e in quoted if not claims.quote_found(e.get("quote") or "", text)]
+    assert not missing, "quotes not found verbatim in the seeds:\n" + "\n".join(missing)
+    elsewhere = [e["id"] for e in quoted if not claims.quote_found(e["quote"], per_seed[e["seed"]])]
+    assert not elsewhere, "quotes not found in their own seed:\n" + "\n".join(elsewhere)
