@@ -29,9 +29,19 @@ def test_first_token(chars):
         linear_fn.first_token(chars, "(4, ", "")
 
 
-def test_classify():
+def test_classify_tells_2x_from_2x_plus_3():
+    p = linear_fn.Problem(np.array([1]), 10, 2, 3)  # 2x = 20, the exact answer 23
+    values = (23, 21, 20, 15, 22, 28, 14, 40, None)
+    assert [linear_fn.classify(v, p) for v in values] == [
+        "exact", "≈2x", "≈2x", "≈2x", "≈exact", "≈exact", "other", "other", "unparseable"]
+
+
+def test_settled_kind_is_where_the_answer_stays_on_task():
     p = linear_fn.Problem(np.array([1]), 10, 2, 3)
-    assert [linear_fn.classify(v, p) for v in (23, 21, 40, None)] == ["exact", "≈2x", "other", "unparseable"]
+    answers = np.array([[21, 0, 21, 23, 23],  # a chance hit at stage 0 does not count: settles at 2 on ≈2x
+                        [0, 0, 23, 22, 23],   # settles at 2 on the exact answer
+                        [21, 21, 21, 0, 0]], dtype=object)  # never stays on task
+    assert linear_fn.settled_kinds(answers, [p] * 3) == ["≈2x", "exact", "never on task"]
 
 
 def test_additive_fit_recovers_a_line():
@@ -62,6 +72,25 @@ def test_head_effects_match_transformer_lens(tiny_bridge, chars):
         out = out - out.mean(-1, keepdim=True)
         expected[l] = ((out / scale) @ direction).detach().numpy()
     np.testing.assert_allclose(activity[..., 1], expected, atol=1e-4)
+
+
+def bayes_rows(log_odds_rows):
+    log_p = -np.log1p(np.exp(-np.asarray(log_odds_rows, dtype=float)))  # log sigmoid
+    fit = linear_fn.BayesFit(linear_fn.curve_of(log_p, log_p > np.log(0.5)), "by hand",
+                             linear_fn.Recording("linear_fn", "smoke"), log_p)
+    return {r.id: r for r in fit.claims()}
+
+
+def test_bayes_fit_by_hand():
+    i = np.arange(6)
+    rows = bayes_rows([-2 + b * i for b in (0.4, 0.5, 0.6, 0.5)])  # every prompt linear: the mean is too
+    additive = rows["linear_fn.bayes.additive"]
+    assert additive.measured == pytest.approx(1) and additive.verdict == "reproduced" and additive.n == 4
+    slope = rows["linear_fn.bayes.slope"]
+    assert slope.measured == pytest.approx(0.5) and slope.interval[0] < 0.5 < slope.interval[1]
+    assert slope.verdict == "measured" and slope.interval_kind.endswith("4 prompts")
+    falling = bayes_rows([2 - b * i for b in (0.4, 0.5, 0.6, 0.5)])["linear_fn.bayes.additive"]
+    assert falling.measured == pytest.approx(-1) and falling.verdict == "not_reproduced"
 
 
 def test_encode_answers_matches_the_text_and_marks_every_answer(chars):
@@ -117,6 +146,9 @@ def test_chapter_experiments_run_and_have_their_shapes(tiny_bridge, chars):
     assert len(sweep.curves) == 3 * 4 and sweep.best in (linear_fn.Setting(), linear_fn.Setting(order="increasing"))
     assert [r.id for r in sweep.claims()] == ["linear_fn.top1_accuracy", "linear_fn.best_setting"]
     assert all(r.profile == "smoke" and r.model == "tiny" for r in sweep.claims())
+    top1 = sweep.claims()[0]
+    assert sweep.late_accuracy.mean() == pytest.approx(sweep.accuracy) and top1.n == 2 and top1.interval is not None
+    assert sweep.bayes_fit().claims()[-1].interval_kind.endswith("2 prompts")
     assert {r.id for r in sweep.bayes_fit().claims()} == {f"linear_fn.bayes.{k}" for k in
                                                           ("slope", "intercept", "log_p_slope", "additive")}
     study = linear_fn.patch_study(tiny_bridge, chars, linear_fn.Setting(), cfg, name="tiny")
@@ -146,36 +178,116 @@ def test_answer_enrichment_matches_the_attention_pattern(tiny_bridge, chars):
         np.testing.assert_allclose(m.heads[0, l, :, 2], expected, atol=1e-5)
 
 
+def fake_measurement(answers, clean_exact, first_stage, n_layers, heads=None):
+    """Per-prompt values by hand: patched P(correct) 0.1 (B's) before `first_stage` (one per prompt, or
+    one for all), A's 0.8 from it on; patched read-outs `answers` [prompt, stage]."""
+    n = len(answers)
+    first = np.broadcast_to(first_stage, (n,))
+    last = np.log(np.where(np.arange(n_layers + 1)[None] >= first[:, None], 0.8, 0.1))
+    heads = np.zeros((n, n_layers, 4, 3)) if heads is None else heads
+    return linear_fn.Measurement(np.log(np.full(n, 0.8)), np.asarray(clean_exact, dtype=bool),
+                                 np.log(np.full(n, 0.1)), last, heads, None, np.asarray(answers, dtype=object))
+
+
+def read_outs(problems, n_stages, near_from, exact_from):
+    """Per prompt: junk (0) before `near_from`, then 2x + 1 (≈2x) until `exact_from`, then 2x + 3."""
+    rows = []
+    for p, near, exact in zip(problems, np.broadcast_to(near_from, (len(problems),)),
+                              np.broadcast_to(exact_from, (len(problems),))):
+        rows.append([0 if s < near else 2 * p.x + 1 if s < exact else p.answer for s in range(n_stages)])
+    return np.array(rows, dtype=object)
+
+
+PROBLEMS = [linear_fn.Problem(np.array([1]), x, 2, 3) for x in (10, 11, 12, 13, 14, 15, 16, 17)]
+
+
+def patch_rows(answers, clean_exact, first_stage=2, n_layers=4):
+    m = fake_measurement(answers, clean_exact, first_stage, n_layers)
+    study = linear_fn.PatchStudy(linear_fn.Setting(), tuple(PROBLEMS[: len(answers)]), m, n_layers, ())
+    return {r.id: r for r in study.claims()}
+
+
+def test_about_2x_claim_distinguishes_2x_from_2x_plus_3():
+    n = len(PROBLEMS)
+    about = "linear_fn.first_patch_gives_about_2x"
+    # every prompt passes through 2x + 1 before the exact answer: reproduced, over all 8 prompts
+    row = patch_rows(read_outs(PROBLEMS, 5, 1, 3), [True] * n)[about]
+    assert (row.measured, row.verdict, row.n) == (1.0, "reproduced", n) and "share of the 8 prompts" in row.claim
+    # the patch goes straight to 2x + 3: the old band (within 5 of 2x) held it, the claim now fails
+    row = patch_rows(read_outs(PROBLEMS, 5, 1, 1), [True] * n)[about]
+    assert (row.measured, row.verdict) == (0.0, "not_reproduced")
+    # half and half: the interval over prompts straddles a majority, inconclusive
+    row = patch_rows(read_outs(PROBLEMS, 5, 1, [3, 1] * 4), [True] * n)[about]
+    assert row.verdict == "inconclusive" and row.interval[0] < 0.5 < row.interval[1]
+    # only prompts run A answers exactly are units; none of them: nothing passes
+    row = patch_rows(read_outs(PROBLEMS, 5, 1, 3), [True, False] * 4)[about]
+    assert row.n == 4 and row.measured == 1.0
+    row = patch_rows(read_outs(PROBLEMS, 5, 1, 3), [False] * n)[about]
+    assert row.verdict == "measured" and row.measured.startswith("no prompt to test")
+
+
+def test_first_stage_has_an_interval_over_prompts():
+    answers = read_outs(PROBLEMS, 5, 1, 3)
+    row = patch_rows(answers, [True] * 8, first_stage=2)["linear_fn.first_patch_stage"]
+    assert row.measured == 0.5 and row.interval == [0.5, 0.5] and row.verdict == "not_reproduced"
+    # the mean curve's first stage wanders with the prompts drawn: 3 prompts transfer from stage 1, 5 from
+    # stage 3; the mean recovers half at stage 3, but at stage 1 in resamples with 4 or more early prompts
+    early = [1, 3, 3, 1, 3, 3, 1, 3]
+    m = fake_measurement(answers, [True] * 8, early, 4)
+    assert linear_fn.first_depths(m, np.arange(8), 4) == m.first_stage / 4 == 0.75
+    row = patch_rows(answers, [True] * 8, first_stage=early)["linear_fn.first_patch_stage"]
+    assert row.measured == 0.75 and row.interval == [0.25, 0.75] and row.interval_kind.endswith("8 prompts")
+    assert row.verdict == "inconclusive"  # the interval runs across the region [0.275, 0.475]
+
+
+def redundancy(table, *, late_near, late_exact, still_exact=(True,) * 4, n_layers=32):
+    problems = tuple(PROBLEMS[:4])
+    heads = np.zeros((4, n_layers, 4, 3))
+    heads[:, 11, 0, 2] = [2.5, 3.0, 3.5, 4.0]
+    stages = [linear_fn._stage(s) for s in table["first stage index"]]
+    ms = [fake_measurement(read_outs(problems, n_layers + 1, 0, n_layers), [True] * 4, stages[0], n_layers, heads)]
+    ms.append(fake_measurement(read_outs(problems, n_layers + 1, late_near, late_exact), still_exact,
+                               stages[1] if stages[1] is not None else n_layers + 1, n_layers, heads))
+    top = pd.DataFrame({"layer": [11], "head": ["L11H0"], "direct effect": [0.4], "enrichment": [3.25]})
+    result = linear_fn.Redundancy(table, pd.DataFrame(), n_layers, 4, top, measurements=tuple(ms), problems=problems)
+    return {r.id: r for r in result.claims()}
+
+
 def test_redundancy_claims_by_hand():
-    """The new claims' verdicts from a hand-made round table."""
+    """The claims' verdicts from a hand-made round table and per-prompt measurements."""
     table = pd.DataFrame([
         {"round": 0, "ablated layers": [], "heads ablated": 0, "A exact": 1.0, "first stage": "before L12",
          "first stage index": 12, "first ≈2x stage": 12, "first exact stage": 14, "top backup head": "",
          "its direct effect rise": np.nan},
-        {"round": 1, "ablated layers": [11], "heads ablated": 4, "A exact": 0.9, "first stage": "before L14",
-         "first stage index": 14, "first ≈2x stage": 15, "first exact stage": 15, "top backup head": "L13H2",
+        {"round": 1, "ablated layers": [11], "heads ablated": 4, "A exact": 0.75, "first stage": "before L14",
+         "first stage index": 14, "first ≈2x stage": None, "first exact stage": 15, "top backup head": "L13H2",
          "its direct effect rise": 1.5},
     ])
-    top = pd.DataFrame({"layer": [11], "head": ["L11H0"], "direct effect": [0.4], "enrichment": [3.0]})
-    rows = {r.id: r for r in linear_fn.Redundancy(table, pd.DataFrame(), 32, 4, top).claims()}
+    rows = redundancy(table, late_near=15, late_exact=15, still_exact=(True, True, True, False))
     backup = rows["linear_fn.backup_head_below_new_stage"]
     assert backup.measured == 13 and backup.verdict == "reproduced" and "L13H2, +1.50 logits" in backup.claim
-    late = rows["linear_fn.late_patch_copies_exact_answer"]
-    assert late.measured == 0 and late.verdict == "reproduced"
-    assert rows["linear_fn.top_heads_attend_to_answers"].verdict == "reproduced"
+    assert backup.interval is None and "argmax" in backup.why_no_interval
+    late = rows["linear_fn.late_patch_copies_exact_answer"]  # straight to 2x + 3 on the 3 prompts still exact
+    assert (late.measured, late.verdict, late.n) == (0.0, "reproduced", 3)
+    pattern = rows["linear_fn.top_heads_attend_to_answers"]
+    assert pattern.measured == 3.25 and pattern.verdict == "reproduced" and pattern.interval[0] >= 2
     deeper = rows["linear_fn.first_patch_moves_deeper"]
-    assert deeper.measured == 14 / 32 and deeper.verdict == "reproduced" and "before L12 → before L14" in deeper.claim
+    assert deeper.measured == 2 / 32 and deeper.verdict == "reproduced" and "before L12 → before L14" in deeper.claim
+    assert deeper.interval == [2 / 32, 2 / 32]
     assert rows["linear_fn.second_ablation_moves_deeper"].verdict == "measured"
-    assert rows["linear_fn.answer_survives_layer_ablation"].verdict == "reproduced"
-    # a backup head outside (ablated, first stage) fails, and a ≈2x stage before the exact one fails
-    table.loc[1, "top backup head"], table.loc[1, "first ≈2x stage"] = "L14H0", 13
-    rows = {r.id: r for r in linear_fn.Redundancy(table, pd.DataFrame(), 32, 4, top).claims()}
+    survives = rows["linear_fn.answer_survives_layer_ablation"]  # 3 of the 4 prompts stay exact: 0.75 < 0.8
+    assert survives.measured == 0.75 and survives.n == 4 and survives.verdict == "inconclusive"
+    assert survives.interval[0] < 0.8 <= survives.interval[1]
+    assert redundancy(table, late_near=15, late_exact=15)["linear_fn.answer_survives_layer_ablation"].verdict \
+        == "reproduced"
+    # a backup head outside (ablated, first stage) fails; ≈2x before the exact answer fails the late claim
+    table.loc[1, "top backup head"] = "L14H0"
+    rows = redundancy(table, late_near=13, late_exact=15)
     assert rows["linear_fn.backup_head_below_new_stage"].verdict == "not_reproduced"
-    assert rows["linear_fn.late_patch_copies_exact_answer"].measured == 2
+    assert rows["linear_fn.late_patch_copies_exact_answer"].verdict == "not_reproduced"
     # pandas turns a missing stage into NaN (and the column into floats)
     table.loc[1, ["first exact stage", "first stage index"]] = np.nan
-    rows = {r.id: r for r in linear_fn.Redundancy(table, pd.DataFrame(), 32, 4, top).claims()}
-    assert rows["linear_fn.late_patch_copies_exact_answer"].measured == "no stage answers exactly"
+    rows = redundancy(table, late_near=15, late_exact=15)
     assert rows["linear_fn.first_patch_moves_deeper"].measured == "no stage transfers"
 
 

@@ -136,21 +136,44 @@ def test_readout_claims_by_hand():
         "seeds": ["low error"] * 3 + ["high error"] * 3 + ["low error"] * 3,
     })
     rows = rows_by_id(regression.Readouts(np.zeros((2, 3, 1)), values, 2, AT))
-    assert rows["inside.logit_diff.true_vs_average_final"].measured == 3.0  # mean of 4 and 2
-    assert rows["inside.logit_diff.deciding_stage"].measured == 1.0  # mean 2.0 >= half of 3
+    true = rows["inside.logit_diff.true_vs_average_final"]
+    assert true.measured == 3.0 and true.interval == [2.0, 4.0] and true.verdict == "measured"  # mean of 4 and 2
+    deciding = rows["inside.logit_diff.deciding_stage"]
+    # mean 2.0 >= half of 3 at stage 1; prompt 0 alone decides at stage 2 ([0, 1, 4]), prompt 1 alone at 1
+    assert deciding.measured == 1.0 and deciding.interval == [1.0, 2.0] and deciding.interval_kind.endswith("2 prompts")
     low = rows["inside.logit_diff.llm_vs_average_low_error"]
     assert low.measured == 5.0 and "(n = 1)" in low.claim and "inside.logit_diff.llm_vs_average_high_error" not in rows
+    assert low.interval == [5.0, 5.0]
+
+
+def mlp_rows(errors):
+    table = pd.DataFrame({"layers": ["none", "0–2", "3–5", "6–8"], "last layer": [-1, 2, 5, 8]})
+    return regression.MLPAblation(table, np.array(errors, dtype=float).T, 9, AT).claims()
 
 
 def test_mlp_ablation_claim_by_hand():
-    table = pd.DataFrame({"layers": ["none", "0–2", "3–5", "6–8"], "last layer": [-1, 2, 5, 8],
-                          "mae": [10.0, 12.0, np.nan, 11.0], "failed": [0, 0, 3, 0]})
-    (row,) = regression.MLPAblation(table, 9, AT).claims()
-    # the all-unparseable group counts as the most damaging; the last third starts at layer 6
-    assert row.measured == 5.0 and row.verdict == "not_reproduced" and row.criterion == "last layer of the group >= 6"
-    table.loc[1, "mae"], table.loc[2, "mae"] = 10.5, 1.0
-    (row,) = regression.MLPAblation(table, 9, AT).claims()
-    assert row.measured == 8.0 and row.verdict == "reproduced" and "(layers 6–8 of 9)" in row.claim
+    clean, failed = [10.0] * 4, [np.nan] * 4
+    (row,) = mlp_rows([clean, [12.0] * 4, failed, [11.0] * 4])
+    # the all-unparseable group counts as the most damaging; the last third starts at 2/3 of the depth
+    assert row.measured == 5 / 9 and row.verdict == "not_reproduced" and "(layers 3–5 of 9)" in row.claim
+    assert row.interval == [5 / 9, 5 / 9] and row.interval_kind.endswith("4 prompts")
+    (row,) = mlp_rows([clean, [10.5] * 4, [1.0] * 4, [11.0] * 4])
+    assert row.measured == 8 / 9 and row.verdict == "reproduced" and "(layers 6–8 of 9)" in row.claim
+    # layers 3–5 hurt two prompts badly and two not at all: their MAE (10) just under 6–8's (11), so which group
+    # is worst depends on the prompts drawn: inconclusive
+    (row,) = mlp_rows([clean, [10.5] * 4, [20.0, 0.0, 20.0, 0.0], [11.0] * 4])
+    assert row.measured == 8 / 9 and row.verdict == "inconclusive" and row.interval == [5 / 9, 8 / 9]
+    # a failure is counted apart, never as a number: a group with one parsed answer has that answer's MAE
+    (row,) = mlp_rows([clean, [10.5] * 4, [30.0, np.nan, np.nan, np.nan], [11.0] * 4])
+    assert row.measured == 5 / 9
+
+
+def test_largest_direct_mlp_is_measured_only():
+    table = pd.DataFrame({"label": ["0_mlp_out", "1_mlp_out", "1_attn_out"], "mean": [0.1, -2.0, 5.0],
+                          "sem": 0.0, "n": 3})
+    (row,) = regression.Components(table, (), 2, AT).claims()
+    assert (row.measured, row.verdict, row.criterion) == (1.0, "measured", "") and "cannot tell" in row.claim
+    assert row.source_quote == regression.QUOTES["late_mlps"]
 
 
 def test_probe_claims_are_the_best_stage():
@@ -175,7 +198,9 @@ def test_chapter_sections_run_on_a_tiny_model(tiny_bridge, chars):
     assert attention.knn.shape == attention.induction.shape == (2, 4)
     assert attention.patterns.shape[0] == len(attention.shown) and len(attention.tokens) == attention.patterns.shape[-1]
     rows = rows_by_id(attention)
-    assert rows["inside.attention.induction_overlap"].measured == regression.top_overlap(
-        attention.output_mass, attention.induction)[0]
+    overlap = rows["inside.attention.induction_overlap"]
+    assert overlap.measured == regression.top_overlap(attention.output_mass, attention.induction)[0]
+    assert overlap.interval is None and "heads of one model" in overlap.why_no_interval
     mlps = regression.mlp_ablation(tiny_bridge, chars, "friedman2", n_prompts=1, n_examples=1, recording=AT)
-    assert list(mlps.table["layers"]) == ["none", "0–0", "1–1"]
+    assert list(mlps.table["layers"]) == ["none", "0–0", "1–1"] and mlps.errors.shape == (1, 3)
+    assert rows_by_id(mlps)["inside.mlp.most_important_layer_is_late"].n == 1

@@ -114,14 +114,22 @@ def candidates(problem: Problem) -> dict[str, int]:
 
 
 def classify(answer: float | None, problem: Problem) -> str:
-    """What a greedy answer is: the exact value, ≈2x (within 5 of 2x, not exact), or other."""
+    """What an answer is, against the rule's exact answer a x + b and its slope part a x ("2x"):
+    "exact"; "≈2x": within 5 of 2x and nearer 2x than the exact answer (so 2x + 3 is never ≈2x);
+    "≈exact": within 5 of the exact answer, nearer it than 2x, not exact; "other"; "unparseable"."""
     if answer is None or not np.isfinite(answer):
         return "unparseable"
     if answer == problem.answer:
         return "exact"
-    if abs(answer - 2 * problem.x) <= 5:
+    to_2x, to_exact = abs(answer - problem.a * problem.x), abs(answer - problem.answer)
+    if to_2x <= 5 and to_2x < to_exact:
         return "≈2x"
+    if to_exact <= 5:
+        return "≈exact"
     return "other"
+
+
+ON_TASK = ("exact", "≈2x", "≈exact")  # kinds within 5 of 2x or of the exact answer
 
 
 def token_value(tokenizer: Any, token: int) -> float | None:
@@ -338,17 +346,48 @@ def log_odds(log_p: Float[np.ndarray, "..."]) -> Float[np.ndarray, "..."]:
     return np.log(p) - np.log1p(-p)
 
 
-def icl_curve(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Config, *, seed: int = 0
-              ) -> pd.DataFrame:
-    """Accuracy and P(correct) against the number of examples seen, in one forward per prompt:
-    example i of a prompt is scored (teacher-forced) with the i examples before it. Columns:
-    examples, accuracy (greedy answer exact), p_correct, log_p (mean log P), log_odds (mean)."""
+def icl_scores(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Config, *, seed: int = 0
+               ) -> tuple[Float[np.ndarray, "prompt example"], np.ndarray]:
+    """Per prompt and example i: log P of example i's answer given the i examples before it
+    (teacher-forced), and whether greedy decoding writes it exactly; one forward per prompt."""
     probs = setting_problems(setting, cfg.n_prompts, cfg.n_examples, x_max=cfg.x_max, seed=seed)
-    log_p, exact = forced(model, [encode_answers(tokenizer, p, with_query=False) for p in probs])
+    return forced(model, [encode_answers(tokenizer, p, with_query=False) for p in probs])
+
+
+def curve_of(log_p: Float[np.ndarray, "prompt example"], exact: np.ndarray) -> pd.DataFrame:
+    """Means over prompts of `icl_scores`: examples, accuracy (greedy answer exact), p_correct,
+    log_p (mean log P), log_odds (mean)."""
     return pd.DataFrame({
         "examples": np.arange(log_p.shape[1]), "accuracy": exact.mean(0),
         "p_correct": np.exp(log_p).mean(0), "log_p": log_p.mean(0), "log_odds": log_odds(log_p).mean(0),
     })
+
+
+def icl_curve(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Config, *, seed: int = 0
+              ) -> pd.DataFrame:
+    """Accuracy and P(correct) against the number of examples seen (`curve_of` of `icl_scores`):
+    example i of a prompt is scored (teacher-forced) with the i examples before it."""
+    return curve_of(*icl_scores(model, tokenizer, setting, cfg, seed=seed))
+
+
+def over_prompts(n: int, statistic: Any, units: str = "prompts") -> claims.Interval:
+    """95% bootstrap interval over `n` prompts of `statistic(idx)`, where `idx` is an integer array
+    (..., n) of resampled prompt indices and the statistic returns one value per resample (...):
+    a number computed from per-prompt arrays (a mean curve's first stage, a fit) resampled whole
+    prompts at a time. Several arrays indexed by the same `idx` make a paired bootstrap."""
+    return claims.bootstrap(np.arange(n, dtype=float), units=units,
+                            statistic=lambda idx, axis=-1: np.asarray(statistic(idx.astype(int)), dtype=float))
+
+
+def line_fits(x: Float[np.ndarray, " m"], y: Float[np.ndarray, "... m"]) -> dict[str, Any]:
+    """Least-squares lines of each row of `y` on `x`: slope, intercept and r (0 for a flat row)."""
+    x = np.asarray(x, dtype=float)
+    dx, dy = x - x.mean(), y - y.mean(-1, keepdims=True)
+    sxx, syy, sxy = (dx**2).sum(), (dy**2).sum(-1), (dy * dx).sum(-1)
+    slope = sxy / sxx
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(syy > 0, sxy / np.sqrt(sxx * np.where(syy > 0, syy, 1.0)), 0.0)
+    return {"slope": np.asarray(slope), "intercept": np.asarray(y.mean(-1) - slope * x.mean()), "r": r}
 
 
 def _fit(x: pd.Series, y: pd.Series) -> dict[str, float]:
@@ -365,13 +404,37 @@ DEPTH_TOLERANCE = 0.1  # ±3 layers of 30, ±3.2 of 32
 R2_ADDITIVE = 0.9
 ENRICHMENT = 2.0  # attention on earlier answers' tokens, over their share of the context
 
+# The source's sentences that state its values (verbatim, seed 002).
+QUOTES = {
+    "correct": "Ablating layer 15 still results in the model coming to the correct answer.",
+    "format": "the task I'm going to be modelling is the task such that we give a pair of (x,y) in the following "
+              "format",
+    "log_c": "log(Ai+1)=log(Ai)+log(c)−norm",
+    "additive": "In context learning works through addition of features, which are learnt through Bayesian updates",
+    "first": "the hook point that first works to patch over some semblance of the original task was layer 12",
+    "about_2x": "the hook point that first works to patch over some semblance of the original task was layer 12. "
+                "At this layer, it seems like the model learns that y≈2x.",
+    "survives": "Ablating all attention heads on layers 10 and 11 of the model given context (which I will now "
+                "reference as Model A, and let the other be model B) does not change the model's answer significantly.",
+    "deeper1": "However, when repeating patching, the first point that works is the portion of the residual stream "
+               "before layer 14.",
+    "deeper2": "Ablating layer 13 does something similar, except this time the first layer that works shifts from 14 "
+               "to 16",
+    "backup": "backup heads on layer 13 activate very strongly after the initial ablation",
+    "late": "From patching, on no layer of patching does this behavior where the output should be ≈2x form. "
+            "Instead, almost the exact answer is copied over from model A.",
+    "pattern": "another attention head attends from the yi token to the token before yj, with j>i",
+}
+
 TOP1 = claims.declare(
     "linear_fn.top1_accuracy",
-    "Greedy answer exactly 2x + 3, best setting ({setting}), mean over {late_from}+ examples (query x unseen)",
-    source_seed="002", source_value="correct answer", unit="accuracy",
-    criterion="accuracy >= 0.5", test=lambda accuracy: accuracy >= 0.5)
+    "Greedy answer exactly 2x + 3, best setting ({setting}), mean over {late_from}+ examples (query x unseen); "
+    "the best of the settings on the same prompts, so biased upwards",
+    source_seed="002", source_value="correct answer", source_quote=QUOTES["correct"], unit="accuracy",
+    test=claims.at_least(0.5), criterion="accuracy >= 0.5 (our threshold)")
 BEST_SETTING = claims.declare("linear_fn.best_setting", "Setting (format · order) with the best accuracy",
-                              source_seed="002", source_value="(x, y) lines", unit="setting")
+                              source_seed="002", source_value="(x, y) lines",
+                              source_quote=QUOTES["format"], unit="setting")
 BAYES_SLOPE = claims.declare(
     "linear_fn.bayes.slope",
     "Linear fit of the mean log-odds of the correct answer against the number of examples: slope",
@@ -379,66 +442,88 @@ BAYES_SLOPE = claims.declare(
 BAYES_INTERCEPT = claims.declare("linear_fn.bayes.intercept", "Same fit: intercept", source_seed="002", unit="nats")
 BAYES_LOG_P_SLOPE = claims.declare(
     "linear_fn.bayes.log_p_slope", "Linear fit of mean log P(correct) against the number of examples: slope",
-    source_seed="002", source_value="log c per example", unit="nats per example")
+    source_seed="002", source_value="log c per example", source_quote=QUOTES["log_c"], unit="nats per example")
 BAYES_ADDITIVE = claims.declare(
-    "linear_fn.bayes.additive", "Evidence adds up: the log-odds grow linearly with the number of examples",
-    source_seed="002", source_value="additive (Bayesian) updates", unit="R²",
-    criterion=f"R² >= {R2_ADDITIVE} with a positive slope",
-    test=lambda fit: fit[0] >= R2_ADDITIVE and fit[1] > 0)  # (R², slope)
+    "linear_fn.bayes.additive",
+    "Evidence adds up: the mean log-odds grow linearly with the number of examples (R² of the line, signed by "
+    "its slope: r·|r|)",
+    source_seed="002", source_value="additive (Bayesian) updates", source_quote=QUOTES["additive"], unit="R²",
+    test=claims.at_least(R2_ADDITIVE),
+    criterion=f"R² >= {R2_ADDITIVE} with a positive slope (r·|r| >= {R2_ADDITIVE}; our threshold)")
 FIRST_STAGE = claims.declare(
     "linear_fn.first_patch_stage",
     "First stage whose patch (where B reads the answer) recovers half of P(correct), as a fraction of the depth",
-    source_seed="002", source_value=SOURCE_DEPTHS["first"], unit="of depth ({stage})",
-    criterion=f"within ±{DEPTH_TOLERANCE} of 12/32 = 0.375",
-    test=lambda depth: abs(depth - SOURCE_DEPTHS["first"]) <= DEPTH_TOLERANCE)
+    source_seed="002", source_value="layer 12", source_quote=QUOTES["first"],
+    unit="of depth ({stage})",
+    test=claims.between(SOURCE_DEPTHS["first"] - DEPTH_TOLERANCE, SOURCE_DEPTHS["first"] + DEPTH_TOLERANCE),
+    criterion=f"within ±{DEPTH_TOLERANCE} of 12/32 = 0.375 (llama-3-8b has 32 layers; our tolerance)")
+# Where a prompt's patch first carries the task for good (`settled_kinds`), is its answer ≈2x (nearer 2x than
+# 2x + 3) or the exact one? Over the prompts run A answers exactly: for those the last stage reads A's exact
+# answer, so every one has such a stage; a prompt A gets wrong has no task to transfer.
+_SETTLED = ("where the patch first carries the task for good (the first stage from which every later stage's "
+            "patched answer is within 5 of 2x or of 2x + 3)")
 ABOUT_2X_FIRST = claims.declare(
     "linear_fn.first_patch_gives_about_2x",
-    "Patched answers are ≈2x (within 5 of 2x) from an earlier stage than they are exact "
-    "(≈2x from {near}, exact from {exact}); depth of the first ≈2x stage",
-    source_seed="002", source_value="≈2x first (layer 12 of 32)", unit="of depth (majority of prompts)",
-    criterion="first ≈2x stage earlier than the first exact stage",
-    test=lambda depths: depths[1] is None or depths[0] < depths[1])  # (≈2x, exact)
+    f"Per prompt, {_SETTLED}, the answer is ≈2x (within 5 of 2x and nearer 2x than 2x + 3), not the exact answer: "
+    "share of the {n} prompts run A answers exactly (stages where most prompts answer ≈2x: from {near}; exactly: "
+    "from {exact})",
+    source_seed="002", source_value="y≈2x at the first working layer (12)", source_quote=QUOTES["about_2x"],
+    unit="share of prompts", test=claims.above(0.5), criterion="> 0.5: most prompts (our threshold)",
+    first_criterion="the first stage where most patched answers are within 5 of 2x (the exact answer included) "
+                    "comes before the first where most are exact, passing when no stage is exact; changed in "
+                    "review, not after a result: that band holds 2x + 3 and a missing stage passed")
 SURVIVES = claims.declare(
     "linear_fn.answer_survives_layer_ablation",
-    "Accuracy of A after ablating every head of the layer below the first stage (unablated {unablated})",
-    source_seed="002", source_value="answer unchanged", unit="accuracy",
-    criterion="at least 80% of the unablated accuracy",
-    test=lambda accuracies: accuracies[0] >= 0.8 * accuracies[1])  # (ablated, unablated)
-_DEEPER = dict(source_seed="002", unit="of depth", criterion="a later stage than in the round before",
-               test=lambda depths: depths[1] is not None and depths[0] > depths[1])  # (after, before)
+    "Of the {n} prompts run A answers exactly, the share still exact after ablating every head of the layer below "
+    "the first stage (A's accuracy {unablated} → {ablated})",
+    source_seed="002", source_value="answer unchanged", source_quote=QUOTES["survives"], unit="share of prompts",
+    test=claims.at_least(0.8), criterion="at least 0.8 of them (our threshold for 'not significantly')")
+_DEEPER = dict(source_seed="002", unit="of depth", test=claims.above(0.0),
+               criterion="> 0: a later stage than in the round before")
 MOVES_DEEPER = {
     1: claims.declare("linear_fn.first_patch_moves_deeper",
                       "After ablation round 1, the first stage recovering half of P(correct) moves deeper "
-                      "({stages}); depth of the new first stage", source_value="layer 12 → 14 of 32", **_DEEPER),
+                      "({stages}): change in its depth", source_value="before layer 14",
+                      source_quote=QUOTES["deeper1"], **_DEEPER),
     2: claims.declare("linear_fn.second_ablation_moves_deeper",
                       "After ablation round 2, the first stage recovering half of P(correct) moves deeper "
-                      "({stages}); depth of the new first stage", source_value="layer 14 → 16 of 32", **_DEEPER),
+                      "({stages}): change in its depth", source_value="from 14 to 16",
+                      source_quote=QUOTES["deeper2"], **_DEEPER),
 }
 HEADS_BEFORE_FAILURE = claims.declare(
     "linear_fn.heads_before_failure",
     "Heads ablated (whole layers, in the order of the rounds) before A's accuracy falls below 0.5",
-    source_seed="002", source_value="still correct after 4 layers (128 heads)", unit="heads")
+    source_seed="002", source_value="still correct after the last round (layer 15 ablated too)",
+    source_quote=QUOTES["correct"], unit="heads")
 BACKUP_HEAD = claims.declare(
     "linear_fn.backup_head_below_new_stage",
     "After ablation round 1 (layer {ablated}), the head whose direct effect on the answer rose most ({head}, "
     "{rise} logits) lies above the ablated layer and below the new first stage ({stage}): its layer",
-    source_seed="002", source_value="layer 13 (ablated 10-11, new first stage 14)", unit="layer",
-    criterion="ablated layer < its layer < the new first stage's layer",
-    test=lambda t: t[2] is not None and t[1] < t[0] < t[2])  # (its layer, ablated layer, first stage)
+    source_seed="002", source_value="layer 13 (after the initial ablation)", source_quote=QUOTES["backup"],
+    unit="layer", criterion="ablated layer < its layer < the new first stage's layer",
+    test=lambda t: t[2] is not None and t[1] < t[0] < t[2],  # (its layer, ablated layer, first stage)
+    examples=((13, 11, 14), (14, 11, 14)),
+    why_no_interval="the head is an argmax over the heads of one model (of their mean rise over the round's "
+                    "prompts): a choice of one head, not a mean with an interval")
 LATE_EXACT = claims.declare(
     "linear_fn.late_patch_copies_exact_answer",
-    "After the last ablation round ({round}, layers {layers}), stages whose patched answers are ≈2x before "
-    "any is exact (≈2x from {near}, exact from {exact})",
-    source_seed="002", source_value="no ≈2x stage; the exact answer is copied", unit="stages",
-    criterion="no such stage (0)", test=lambda stages: stages == 0)
+    f"After the last ablation round ({{round}}, layers {{layers}}): per prompt, {_SETTLED}, the answer is ≈2x "
+    "(nearer 2x than 2x + 3): share of the {n} prompts ablated A answers exactly (stages where most prompts "
+    "answer ≈2x: from {near}; exactly: from {exact})",
+    source_seed="002", source_value="no ≈2x stage; the exact answer is copied", source_quote=QUOTES["late"],
+    unit="share of prompts", test=claims.below(0.5),
+    criterion="< 0.5: most prompts go straight to the exact side (our threshold)",
+    first_criterion="no stage where most patched answers are within 5 of 2x (the exact answer included) before "
+                    "the first where most are exact; changed in review, not after a result: that band holds "
+                    "2x + 3, so it could not tell ≈2x from the exact answer")
 TOP_HEADS_PATTERN = claims.declare(
     "linear_fn.top_heads_attend_to_answers",
     "The top head (direct effect, no ablation) of each ablated layer ({heads}) attends from the position "
     "before the answer to earlier answers' tokens: that attention over those tokens' share of the context "
-    "(median over the heads)",
-    source_seed="002", source_value="y_i -> token before y_j (j > i)", unit="x uniform",
-    criterion=f"median >= {ENRICHMENT:g} (at least twice the uniform share)",
-    test=lambda enrichment: enrichment >= ENRICHMENT)
+    "(mean over prompts, median over the heads)",
+    source_seed="002", source_value="y_i → token before y_j (j > i)", source_quote=QUOTES["pattern"],
+    unit="x uniform", test=claims.at_least(ENRICHMENT),
+    criterion=f"median >= {ENRICHMENT:g} (at least twice the uniform share; our threshold)")
 
 
 def _stage(value: Any) -> int | None:
@@ -454,11 +539,13 @@ def _depth_label(stage: int | None, n_layers: int) -> str:
 @dataclasses.dataclass(frozen=True)
 class BayesFit:
     """Lines through the best setting's mean log-odds and mean log P(correct) from one example on
-    (zero examples is the prior, not an update)."""
+    (zero examples is the prior, not an update); `log_p` holds the per-prompt values the means
+    average, so every fitted number has a bootstrap interval over prompts."""
 
     curve: pd.DataFrame  # the best setting's `icl_curve` rows
     label: str
     recording: Recording
+    log_p: Float[np.ndarray, "prompt example"] | None = None  # per prompt: log P(correct) of example i
 
     @property
     def fit(self) -> dict[str, float]:
@@ -478,23 +565,48 @@ class BayesFit:
                            title=f"{self.label}: mean log-odds of the correct answer, and the line "
                                  f"fitted from 1 example (R² = {fit['r2']:.2f})")
 
+    def intervals(self) -> dict[str, claims.Interval]:
+        """Bootstrap intervals over prompts of the fits of the resampled prompts' mean curves:
+        slope, intercept, log P slope and r·|r| (R² signed by the slope)."""
+        if self.log_p is None:
+            return {}
+        examples = np.arange(self.log_p.shape[1], dtype=float)
+        x, odds, logp = examples[1:], log_odds(self.log_p)[:, 1:], self.log_p[:, 1:]
+
+        def fitted(key: str, values: np.ndarray) -> Any:
+            def statistic(idx: np.ndarray) -> Any:
+                fit = line_fits(x, values[idx].mean(-2))
+                return fit["r"] * np.abs(fit["r"]) if key == "signed_r2" else fit[key]
+            return statistic
+
+        n = len(self.log_p)
+        return {"slope": over_prompts(n, fitted("slope", odds)),
+                "intercept": over_prompts(n, fitted("intercept", odds)),
+                "log_p_slope": over_prompts(n, fitted("slope", logp)),
+                "signed_r2": over_prompts(n, fitted("signed_r2", odds))}
+
     def claims(self) -> list[claims.Claim]:
-        fit, at = self.fit, self.recording
-        return [at.measure(BAYES_SLOPE, fit["slope"]), at.measure(BAYES_INTERCEPT, fit["intercept"]),
-                at.measure(BAYES_LOG_P_SLOPE, fit["log_p_slope"]),
-                at.measure(BAYES_ADDITIVE, fit["r2"], tested=(fit["r2"], fit["slope"]))]
+        fit, at, ci = self.fit, self.recording, self.intervals()
+        signed_r2 = float(np.sign(fit["slope"]) * fit["r2"])
+        why = "" if ci else "no per-prompt values kept"
+        return [at.measure(BAYES_SLOPE, fit["slope"], interval=ci.get("slope")),
+                at.measure(BAYES_INTERCEPT, fit["intercept"], interval=ci.get("intercept")),
+                at.measure(BAYES_LOG_P_SLOPE, fit["log_p_slope"], interval=ci.get("log_p_slope")),
+                at.measure(BAYES_ADDITIVE, signed_r2, interval=ci.get("signed_r2"), why_no_interval=why)]
 
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     """Accuracy and P(correct) against the number of examples for every setting (and contrast
     models); `best` is the setting with the highest accuracy over the second half of the curve
-    (ties: higher mean P(correct) there)."""
+    (ties: higher mean P(correct) there). `scores` keeps the per-prompt values the curves average:
+    (model, setting label) -> (log P [prompt, example], greedy exact [prompt, example])."""
 
     curves: pd.DataFrame  # model, setting, examples, accuracy, p_correct, log_p, log_odds
     model: str
     late_from: int
     profile: str = "full"
+    scores: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -518,9 +630,17 @@ class Sweep:
         """The best setting's accuracy over the second half of the curve."""
         return float(self.summary.loc[(self.model, self.best.label), "accuracy"])
 
+    @property
+    def late_accuracy(self) -> Float[np.ndarray, " prompt"]:
+        """Per prompt of the best setting: the share of its examples from `late_from` on answered exactly
+        (their mean is `accuracy`)."""
+        _, exact = self.scores[(self.model, self.best.label)]
+        return exact[:, self.late_from :].mean(1)
+
     def bayes_fit(self) -> BayesFit:
         """The additive-evidence fit of the best setting's curve."""
-        return BayesFit(self.best_curve, self.best.label, Recording(CHAPTER, self.profile, self.model))
+        log_p = self.scores.get((self.model, self.best.label), (None, None))[0]
+        return BayesFit(self.best_curve, self.best.label, Recording(CHAPTER, self.profile, self.model), log_p)
 
     def figure(self, y: str = "accuracy") -> Any:
         table = self.curves.assign(curve=self.curves["model"] + ": " + self.curves["setting"])
@@ -529,7 +649,8 @@ class Sweep:
 
     def claims(self) -> list[claims.Claim]:
         at = Recording(CHAPTER, self.profile, self.model)
-        return [at.measure(TOP1, self.accuracy, setting=self.best.label, late_from=self.late_from),
+        return [at.measure(TOP1, self.accuracy, interval=claims.bootstrap(self.late_accuracy, units="prompts"),
+                           setting=self.best.label, late_from=self.late_from),
                 at.measure(BEST_SETTING, self.best.label)]
 
 
@@ -537,14 +658,15 @@ def format_sweep(model: HookedModel, tokenizer: Any, cfg: Config, *, name: str =
                  contrasts: dict[str, Any] | None = None, settings: Sequence[Setting] | None = None,
                  seed: int = 0) -> Sweep:
     """`icl_curve` for every format and order (or `settings`) on `model`, and in the default
-    setting on each contrast model (name -> model with `.tokenizer`)."""
+    setting on each contrast model (name -> model with `.tokenizer`); the per-prompt scores kept."""
     settings = [Setting(f, o) for f in FORMATS for o in ORDERS] if settings is None else settings
-    tables = [icl_curve(model, tokenizer, s, cfg, seed=seed).assign(model=name, setting=s.label)
-              for s in settings]
-    for other, m in (contrasts or {}).items():
-        tables.append(icl_curve(m, m.tokenizer, Setting(), cfg, seed=seed).assign(
-            model=other, setting=Setting().label))
-    return Sweep(pd.concat(tables, ignore_index=True), name, cfg.n_examples // 2, cfg.profile)
+    runs = [(name, s, model, tokenizer) for s in settings]
+    runs += [(other, Setting(), m, m.tokenizer) for other, m in (contrasts or {}).items()]
+    scores, tables = {}, []
+    for who, setting, m, tok in runs:
+        scores[(who, setting.label)] = icl_scores(m, tok, setting, cfg, seed=seed)
+        tables.append(curve_of(*scores[(who, setting.label)]).assign(model=who, setting=setting.label))
+    return Sweep(pd.concat(tables, ignore_index=True), name, cfg.n_examples // 2, cfg.profile, scores)
 
 
 # --- patching the context in, and the redundancy loop ---------------------------------------------
@@ -725,21 +847,65 @@ def _first_share(share: pd.Series, at_least: float = 0.5) -> int | None:
 
 
 def answer_kinds(answers: Any, problems: Sequence[Problem], n_layers: int) -> pd.DataFrame:
-    """Per stage, the share of prompts whose patched B reads out exactly 2x + 3, or ≈2x (within 5
-    of 2x, the exact answer included); `answers` is [n, stage] (`Measurement.answers`)."""
+    """Per stage, the share of prompts whose patched B reads out exactly 2x + 3, ≈2x (within 5 of 2x
+    and nearer 2x than 2x + 3) or ≈exact (within 5 of 2x + 3, nearer it, not exact): `classify`;
+    `answers` is [n, stage] (`Measurement.answers`)."""
     rows = []
     for s, name in enumerate(stage_names(n_layers)):
         kinds = [classify(answers[i, s], p) for i, p in enumerate(problems)]
-        exact = np.mean([k == "exact" for k in kinds])
-        rows.append({"stage": name, "exact": exact,
-                     "≈2x (exact included)": exact + np.mean([k == "≈2x" for k in kinds])})
+        rows.append({"stage": name, **{kind: np.mean([k == kind for k in kinds]) for kind in ON_TASK}})
     return pd.DataFrame(rows).set_index("stage")
 
 
 def first_kinds(answers: Any, problems: Sequence[Problem], n_layers: int) -> tuple[int | None, int | None]:
-    """The first stage where most patched answers are ≈2x (exact included), and exact."""
+    """The first stage where most patched answers are ≈2x, and where most are exact."""
     kinds = answer_kinds(answers, problems, n_layers)
-    return _first_share(kinds["≈2x (exact included)"]), _first_share(kinds["exact"])
+    return _first_share(kinds["≈2x"]), _first_share(kinds["exact"])
+
+
+def settled_kinds(answers: Any, problems: Sequence[Problem]) -> list[str]:
+    """Per prompt, what its patched answer is (`classify`) where the patch first carries the task for
+    good: at the first stage from which every later stage's answer is on task (within 5 of 2x or of
+    2x + 3); "never on task" when the last stage's answer is not."""
+    out = []
+    for i, problem in enumerate(problems):
+        kinds = [classify(answers[i, s], problem) for s in range(answers.shape[1])]
+        settled = len(kinds)
+        while settled > 0 and kinds[settled - 1] in ON_TASK:
+            settled -= 1
+        out.append(kinds[settled] if settled < len(kinds) else "never on task")
+    return out
+
+
+def settles_about_2x(m: Measurement, problems: Sequence[Problem]) -> Float[np.ndarray, " n"]:
+    """Over the prompts run A answers exactly (their last stage reads A's exact answer, so each has a
+    settling stage): 1 where the settled answer is ≈2x, else 0 (`settled_kinds`)."""
+    kinds = settled_kinds(m.answers, problems)
+    return np.array([kind == "≈2x" for kind, ok in zip(kinds, m.clean_exact) if ok], dtype=float)
+
+
+def first_depths(m: Measurement, idx: np.ndarray, n_layers: int) -> Any:
+    """`Measurement.first_stage` as a depth (stage / n_layers) of the prompts `idx` (an integer array
+    (..., n), one row per bootstrap resample): the first stage whose mean patched P(correct) recovers
+    half of the way from B's to A's mean. A resample where none does (A's and B's means equal) counts
+    as the last stage, depth 1."""
+    clean, corrupt = np.exp(m.clean_log_p)[idx].mean(-1), np.exp(m.corrupt_log_p)[idx].mean(-1)
+    curve = np.exp(m.last)[idx].mean(-2)
+    span = clean - corrupt
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recovered = (curve - corrupt[..., None]) / np.where(span == 0, np.nan, span)[..., None]
+    hits = recovered >= 0.5
+    return np.where(hits.any(-1), hits.argmax(-1), curve.shape[-1] - 1) / n_layers
+
+
+def _settled_row(at: Recording, spec: claims.ClaimSpec, m: Measurement, problems: Sequence[Problem],
+                 **fields: Any) -> claims.Claim:
+    """`spec` measured on `settles_about_2x`: its share, with a bootstrap interval over the prompts."""
+    values = settles_about_2x(m, problems)
+    if not len(values):
+        return at.measure(spec, "no prompt to test: run A answers none exactly", n=0, **fields)
+    return at.measure(spec, float(values.mean()), interval=claims.bootstrap(values, units="prompts"),
+                      n=len(values), **fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -759,13 +925,13 @@ class PatchStudy:
 
     @property
     def answer_kinds(self) -> pd.DataFrame:
-        """Per stage, the share of prompts whose patched B reads out exactly 2x + 3, or ≈2x
-        (within 5 of 2x, the exact answer included)."""
+        """Per stage, the share of prompts whose patched B reads out exactly 2x + 3, ≈2x, or ≈exact
+        (`answer_kinds`)."""
         return answer_kinds(self.measurement.answers, self.problems, self.n_layers)
 
     @property
     def first_about_2x(self) -> int | None:
-        return _first_share(self.answer_kinds["≈2x (exact included)"])
+        return _first_share(self.answer_kinds["≈2x"])
 
     @property
     def first_exact(self) -> int | None:
@@ -778,8 +944,8 @@ class PatchStudy:
             "P(correct) in A": float(np.exp(m.clean_log_p).mean()), "A exact": float(m.clean_exact.mean()),
             "P(correct) in B": float(np.exp(m.corrupt_log_p).mean()),
             "first stage recovering half of P": name(m.first_stage),
-            "first stage answering ≈2x": name(self.first_about_2x),
-            "first stage answering exactly": name(self.first_exact)}]).T.rename(columns={0: "value"})
+            "first stage where most answer ≈2x": name(self.first_about_2x),
+            "first stage where most answer exactly": name(self.first_exact)}]).T.rename(columns={0: "value"})
 
     def figure(self) -> Any:
         grid = np.exp(self.measurement.grid).mean(0)
@@ -796,16 +962,16 @@ class PatchStudy:
                            title="Run B patched where it reads the answer: its read-out answers, and P(correct)")
 
     def claims(self) -> list[claims.Claim]:
-        first, n = self.measurement.first_stage, self.n_layers
-        near, exact = self.first_about_2x, self.first_exact
+        m, n, at = self.measurement, self.n_layers, self.recording
+        first = m.first_stage
         label = lambda s: _depth_label(s, n)  # noqa: E731
-        return [
-            self.recording.measure(FIRST_STAGE, _depth(first, n) if first is not None else "none",
-                                   stage=label(first)),
-            self.recording.measure(ABOUT_2X_FIRST, _depth(near, n) if near is not None else "no stage answers ≈2x",
-                                   tested=(_depth(near, n), _depth(exact, n)) if near is not None else None,
-                                   near=label(near), exact=label(exact)),
-        ]
+        if first is None:
+            first_row = at.measure(FIRST_STAGE, "none", stage="none")
+        else:
+            first_row = at.measure(FIRST_STAGE, _depth(first, n), stage=label(first),
+                                   interval=over_prompts(len(m.last), lambda idx: first_depths(m, idx, n)))
+        return [first_row, _settled_row(at, ABOUT_2X_FIRST, m, self.problems, near=label(self.first_about_2x),
+                                        exact=label(self.first_exact))]
 
 
 def patch_study(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Config, *, name: str = "model",
@@ -821,7 +987,9 @@ def patch_study(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Confi
 
 @dataclasses.dataclass(frozen=True)
 class Redundancy:
-    """Seed 002's loop: rounds of ablating every head of one more layer in run A."""
+    """Seed 002's loop: rounds of ablating every head of one more layer in run A. `measurements`
+    keeps each round's per-prompt values (one per row of `table`, on `problems`), so the claims
+    have bootstrap intervals over prompts."""
 
     table: pd.DataFrame  # one row per round, round 0 without ablation
     curves: pd.DataFrame  # round, stage index, recovered share of P(correct)
@@ -829,41 +997,68 @@ class Redundancy:
     n_heads: int
     top_heads: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # per ablated layer
     recording: Recording = Recording(CHAPTER, "full")
+    measurements: tuple[Measurement, ...] = ()
+    problems: tuple[Problem, ...] = ()
 
     def figure(self) -> Any:
         return plots.lines(self.curves, x="stage index", y="recovered", group="round",
                            title="Share of P(correct) recovered by patching where B reads the answer, per round")
 
     def claims(self) -> list[claims.Claim]:
-        rows, at, n = self.table.to_dict("records"), self.recording, self.n_layers
+        rows, at, n, ms = self.table.to_dict("records"), self.recording, self.n_layers, self.measurements
+        if len(ms) != len(rows):
+            raise ValueError(f"{len(rows)} rounds in the table but {len(ms)} measurements")
         missing = f"not run ({len(rows) - 1} rounds)"
-        base = rows[0]
         first = rows[1] if len(rows) > 1 else None
-        unablated = f"{base['A exact']:.2f}"
-        out = [at.measure(SURVIVES, first["A exact"] if first else missing,
-                          tested=(first["A exact"], base["A exact"]) if first else None, unablated=unablated)]
+        out = [self._survives_claim(first)]
         for i, spec in MOVES_DEEPER.items():
             if len(rows) <= i:
                 out.append(at.measure(spec, missing, stages="not run"))
                 continue
             before, after = _stage(rows[i - 1]["first stage index"]), _stage(rows[i]["first stage index"])
             stages = f"{rows[i - 1]['first stage']} → {rows[i]['first stage']}"
-            out.append(at.measure(spec, _depth(after, n) if after is not None else "no stage transfers",
-                                  tested=(_depth(after, n), _depth(before, n)) if after is not None else None,
-                                  stages=stages))
+            if after is None or before is None:
+                out.append(at.measure(spec, "no stage transfers", stages=stages))
+                continue
+            change = over_prompts(len(ms[i].last), lambda idx, i=i: first_depths(ms[i], idx, n)
+                                  - first_depths(ms[i - 1], idx, n))
+            out.append(at.measure(spec, _depth(after, n) - _depth(before, n), interval=change, stages=stages))
         failed = [r for r in rows[1:] if r["A exact"] < 0.5]
         out.append(at.measure(HEADS_BEFORE_FAILURE, float(failed[0]["heads ablated"]) if failed
                               else f"still ≥ 0.5 after {len(rows) - 1} rounds ({rows[-1]['heads ablated']} heads)"))
         out.append(self._backup_claim(first))
         last = rows[-1]
         near, exact = _stage(last["first ≈2x stage"]), _stage(last["first exact stage"])
-        gap = missing if first is None else "no stage answers exactly" if exact is None else float(exact - near)
-        out.append(at.measure(LATE_EXACT, gap, round=f"round {last['round']}", layers=str(last["ablated layers"]),
-                              near=_depth_label(near, n), exact=_depth_label(exact, n)))
-        heads = ", ".join(self.top_heads["head"]) if len(self.top_heads) else "none"
-        enrichment = float(self.top_heads["enrichment"].median()) if len(self.top_heads) else missing
-        out.append(at.measure(TOP_HEADS_PATTERN, enrichment, heads=heads))
+        where = dict(round=f"round {last['round']}", layers=str(last["ablated layers"]),
+                     near=_depth_label(near, n), exact=_depth_label(exact, n))
+        if first is None:
+            out.append(at.measure(LATE_EXACT, missing, n=0, **where))
+        else:
+            out.append(_settled_row(at, LATE_EXACT, ms[-1], self.problems, **where))
+        out.append(self._pattern_claim(missing))
         return out
+
+    def _survives_claim(self, first: dict | None) -> claims.Claim:
+        base = self.table.iloc[0]
+        words = dict(unablated=f"{base['A exact']:.2f}")
+        if first is None:
+            return self.recording.measure(SURVIVES, "not run (0 rounds)", n=0, ablated="not run", **words)
+        words["ablated"] = f"{first['A exact']:.2f}"
+        kept = self.measurements[1].clean_exact[self.measurements[0].clean_exact].astype(float)
+        if not len(kept):
+            return self.recording.measure(SURVIVES, "no prompt to test: run A answers none exactly", n=0, **words)
+        return self.recording.measure(SURVIVES, float(kept.mean()), interval=claims.bootstrap(kept, units="prompts"),
+                                      n=len(kept), **words)
+
+    def _pattern_claim(self, missing: str) -> claims.Claim:
+        if not len(self.top_heads):
+            return self.recording.measure(TOP_HEADS_PATTERN, missing, heads="none")
+        where = [(int(h[1 : h.index("H")]), int(h[h.index("H") + 1 :])) for h in self.top_heads["head"]]
+        enrichment = np.stack([self.measurements[0].heads[:, l, h, 2] for l, h in where], 1)  # [prompt, head]
+        median = lambda idx: np.median(enrichment[idx].mean(-2), -1)  # noqa: E731
+        return self.recording.measure(TOP_HEADS_PATTERN, float(np.median(enrichment.mean(0))),
+                                      interval=over_prompts(len(enrichment), median),
+                                      heads=", ".join(self.top_heads["head"]))
 
     def _backup_claim(self, first: dict | None) -> claims.Claim:
         if first is None:
@@ -879,15 +1074,15 @@ class Redundancy:
 def redundancy_rounds(model: HookedModel, tokenizer: Any, study: PatchStudy, cfg: Config) -> Redundancy:
     """Each round zero-ablates (hook_z) every head of the highest layer not yet ablated below the
     current first transferring stage, in run A only, on the first `cfg.n_ablate` prompts of
-    `study`; measures A's accuracy, the new first stage, the first stages whose patched answers are
-    ≈2x and exact, and the top backup head (the remaining head whose direct effect on the answer
+    `study`; measures A's accuracy, the new first stage, the first stages where most patched answers
+    are ≈2x and exact, and the top backup head (the remaining head whose direct effect on the answer
     rose most from round 0). Stops when no stage transfers. `top_heads`: the head of each ablated
     layer with the largest direct effect in round 0, and its attention on earlier answers' tokens."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     probs = list(study.problems[: cfg.n_ablate])
     names = stage_names(n_layers)
     base = study.measurement.subset(cfg.n_ablate)
-    rounds, curves, layers = [], [], []
+    rounds, curves, layers, measured = [], [], [], []
     m: Measurement | None = base
     for r in range(cfg.rounds + 1):
         if r > 0:
@@ -896,6 +1091,7 @@ def redundancy_rounds(model: HookedModel, tokenizer: Any, study: PatchStudy, cfg
                 break
             layers = layers + [below[0]]
             m = measure(model, tokenizer, probs, ablate_layers=layers)
+        measured.append(m)
         clean, corrupt = float(np.exp(m.clean_log_p).mean()), float(np.exp(m.corrupt_log_p).mean())
         recovered = (m.curve - corrupt) / (clean - corrupt) if clean != corrupt else m.curve * np.nan
         curves.append(pd.DataFrame({"round": f"round {r}: ablated {layers}", "stage index": np.arange(n_layers + 1),
@@ -923,7 +1119,7 @@ def redundancy_rounds(model: HookedModel, tokenizer: Any, study: PatchStudy, cfg
                               "direct effect": [float(effect[l, h]) for l, h in top],
                               "enrichment": [float(base.heads[:, l, h, 2].mean()) for l, h in top]})
     return Redundancy(pd.DataFrame(rounds), pd.concat(curves, ignore_index=True), n_layers, n_heads, top_heads,
-                      study.recording)
+                      study.recording, tuple(measured), tuple(probs))
 
 
 @torch.no_grad()

@@ -200,6 +200,12 @@ PAIRS = (("true", "average"), ("true", "last"), ("true", "knn"), ("linear_regres
 TOP_SHARE = 0.1  # the "top heads" of a score: its highest tenth
 OVERLAP = 0.5
 
+# The source's sentences that state its values (verbatim, seed 004).
+QUOTES = {
+    "late_mlps": "That the important work is happening in the last few MLP layers 27 - 31.",
+    "induction": "A lot of over lap with induction heads which is expected.",
+}
+
 LLM_VS_AVERAGE = claims.declare(
     "inside.logit_diff.llm_vs_average_{split}_error",
     "Final logit difference, the model's answer vs the mean of outputs, {split} error seeds (n = {n})",
@@ -212,12 +218,14 @@ DECIDING_STAGE = claims.declare(
     "inside.logit_diff.deciding_stage",
     "First residual stage holding half of the final true-vs-average logit difference",
     source_seed="004", unit="stage of {stages}")
+# Measured only: in almost any language model the last MLPs write closest to the logits, so the largest
+# direct effect lands late whatever the model computes; no control computed here could make it fail.
 LARGEST_DIRECT_MLP = claims.declare(
     "inside.mlp.largest_direct_effect_is_late",
-    "The MLP with the largest direct effect on the model-vs-average decision (layer {layer} of {n_layers}) "
-    "is among the last 5/32 of layers",
-    source_seed="004", source_value="MLP layers 27–31 of 32", unit="layer",
-    criterion="layer >= {late_from}", test=lambda t: t[0] >= t[1])  # (layer, late_from)
+    "The MLP with the largest direct effect on the model-vs-average decision (the source's layers 27–31 of 32 "
+    "are its last 5/32): its layer, of {n_layers}. Measured only: the last MLPs write nearest the logits in "
+    "almost any language model, so a late layer here cannot tell the source's account from any other",
+    source_seed="004", source_value="MLP layers 27–31 of 32", source_quote=QUOTES["late_mlps"], unit="layer")
 MAX_KNN = claims.declare(
     "inside.attention.max_knn_alignment",
     "Most kNN-like head ({head}): Spearman alignment of attention with example nearness",
@@ -226,18 +234,30 @@ INDUCTION_OVERLAP = claims.declare(
     "inside.attention.induction_overlap",
     "Of the top tenth of heads by attention from the answer position to the examples' outputs ({k} heads), "
     "the share also in the top tenth by prefix-matching (induction) score",
-    source_seed="004", source_value="a lot of overlap", unit="share",
-    criterion=f"share >= {OVERLAP} (chance: {TOP_SHARE})", test=lambda share: share >= OVERLAP)
+    source_seed="004", source_value="a lot of overlap", source_quote=QUOTES["induction"], unit="share",
+    criterion=f"share >= {OVERLAP} (our threshold; chance: {TOP_SHARE})", test=claims.at_least(OVERLAP),
+    why_no_interval="the overlap of two top-tenth sets over the heads of one model (a count of heads); the "
+                    "induction scores come from one draw of random tokens, so no unit here is resampled")
+MLP_LATE_FROM = 2 / 3  # the last third of the layers
 MLP_ABLATION_LATE = claims.declare(
     "inside.mlp.most_important_layer_is_late",
-    "The MLP layers whose zero-ablation hurts MAE most (layers {layers} of {n_layers}) are in the last third",
-    source_seed="004", source_value="last MLP layers (27–31 of 32)", unit="last layer of the group",
-    criterion="last layer of the group >= {last_from}",
-    test=lambda t: t[0] >= t[1])  # (last layer, last_from)
+    "The MLP layers whose zero-ablation hurts MAE most (layers {layers} of {n_layers}) are in the last third: "
+    "the group's last layer over the number of layers",
+    source_seed="004", source_value="last MLP layers (27–31 of 32)", source_quote=QUOTES["late_mlps"],
+    unit="of depth", test=claims.at_least(MLP_LATE_FROM),
+    criterion="last layer of the group / layers >= 2/3 (in the last third; our reading of 'last few')")
 PROBE_BEST = claims.declare(
     "inside.probe.{target}_best_r2",
     "Best held-out R² of a linear probe for the {target} prediction (at {stage})",
     source_seed="004", unit="R²")
+
+
+def over_prompts(n: int, statistic: Any, units: str = "prompts") -> claims.Interval:
+    """95% bootstrap interval over `n` prompts of `statistic(idx)`, `idx` an integer array (..., n) of
+    resampled prompt indices, one value per resample (...): a number computed from per-prompt arrays
+    resampled whole prompts at a time (the same `idx` for every array: paired)."""
+    return claims.bootstrap(np.arange(n, dtype=float), units=units,
+                            statistic=lambda idx, axis=-1: np.asarray(statistic(idx.astype(int)), dtype=float))
 
 
 def prompt_text(split: Any, round_to: int) -> str:
@@ -305,16 +325,38 @@ class Readouts:
                            title=f"Logit difference after each layer ({seeds} seeds; "
                                  "stage i = before layer i, last = final)")
 
+    def per_prompt(self, pair: str) -> pd.DataFrame:
+        """One pair's logit difference per prompt (rows) and stage (columns); prompts without it left out."""
+        part = self.values[self.values.pair == pair]
+        return part.pivot(index="prompt", columns="stage", values="value").sort_index(axis=1)
+
     def claims(self) -> list[claims.Claim]:
-        b, at = self.by_layer, self.recording
-        last = b[(b.pair == "llm vs average") & (b.stage == b.stage.max())]
-        rows = [at.measure(LLM_VS_AVERAGE, float(r["mean"]), split=r["seeds"].split()[0], n=int(r["count"]))
-                for _, r in last.iterrows()]
-        final = self.values[self.values.pair == "true vs average"].groupby("stage")["value"].mean()
-        decided = int(np.argmax(np.abs(final.to_numpy()) >= 0.5 * abs(final.iloc[-1]))) if len(final) else -1
-        rows.append(at.measure(TRUE_VS_AVERAGE, float(final.iloc[-1])))
-        rows.append(at.measure(DECIDING_STAGE, float(decided), stages=self.n_layers + 1))
+        """Measured only (the source gives no number); each mean with a bootstrap interval over its prompts."""
+        at, rows = self.recording, []
+        llm = self.per_prompt("llm vs average") if len(self.values) else pd.DataFrame()
+        if len(llm):
+            split = self.values.drop_duplicates("prompt").set_index("prompt")["seeds"]
+            for seeds in ("low error", "high error"):
+                final = llm.loc[split.loc[llm.index] == seeds].iloc[:, -1].to_numpy()
+                if len(final):
+                    rows.append(at.measure(LLM_VS_AVERAGE, float(final.mean()), split=seeds.split()[0], n=len(final),
+                                           interval=claims.bootstrap(final, units="prompts")))
+        true = self.per_prompt("true vs average") if len(self.values) else pd.DataFrame()
+        if not len(true):
+            return rows
+        values = true.to_numpy()  # [prompt, stage]
+        rows.append(at.measure(TRUE_VS_AVERAGE, float(values[:, -1].mean()),
+                               interval=claims.bootstrap(values[:, -1], units="prompts")))
+        rows.append(at.measure(DECIDING_STAGE, float(deciding_stage(values, np.arange(len(values)))),
+                               interval=over_prompts(len(values), lambda idx: deciding_stage(values, idx)),
+                               stages=self.n_layers + 1))
         return rows
+
+
+def deciding_stage(values: Float[np.ndarray, "prompt stage"], idx: np.ndarray) -> Any:
+    """The first stage whose mean (over the prompts `idx`, (..., n)) holds half of the final mean in size."""
+    mean = values[idx].mean(-2)
+    return np.argmax(np.abs(mean) >= 0.5 * np.abs(mean[..., -1:]), axis=-1)
 
 
 def logit_readouts(model: HookedModel, tokenizer: Any, problems: Problems, pairs: Sequence[tuple[str, str]] = PAIRS,
@@ -350,9 +392,7 @@ class Components:
     def claims(self) -> list[claims.Claim]:
         mlps, n = self.mlps, self.n_layers
         layer = int(mlps.loc[mlps["mean"].abs().idxmax(), "layer"])
-        late_from = n - int(np.ceil(5 * n / 32))  # the source's layers 27-31 are the last 5 of 32
-        return [self.recording.measure(LARGEST_DIRECT_MLP, float(layer), tested=(layer, late_from), layer=layer,
-                                       n_layers=n, late_from=late_from)]
+        return [self.recording.measure(LARGEST_DIRECT_MLP, float(layer), n_layers=n)]
 
 
 def component_attribution(model: HookedModel, tokenizer: Any, problems: Problems, *, recording: Recording) -> Components:
@@ -470,21 +510,34 @@ def attention_study(model: HookedModel, tokenizer: Any, dataset: str, *, n_promp
 
 @dataclasses.dataclass(frozen=True)
 class MLPAblation:
-    """The model's MAE with the MLPs of consecutive layers zeroed, group by group."""
+    """The model's MAE with the MLPs of consecutive layers zeroed, group by group; `errors` keeps
+    the per-prompt absolute errors behind each MAE (NaN where the answer failed to parse)."""
 
     table: pd.DataFrame  # layers, last layer, mae, failed; the first row unablated
+    errors: Float[np.ndarray, "prompt row"]  # one column per row of `table`
     n_layers: int
     recording: Recording
 
+    def worst_group(self, idx: np.ndarray) -> Any:
+        """Over the prompts `idx` ((..., n), one row per resample): the index (among the ablated rows
+        of `table`) of the group whose ablation gives the highest MAE. Failures are counted apart: a
+        group whose every answer fails counts as the most damaging (the first such group on ties)."""
+        errors = self.errors[idx][..., 1:]  # [..., prompt, group]
+        answered = np.isfinite(errors).sum(-2)
+        total = np.where(np.isfinite(errors), errors, 0.0).sum(-2)
+        mae = np.where(answered > 0, total / np.maximum(answered, 1), np.inf)
+        return np.argmax(mae, axis=-1)
+
+    def worst_depth(self, idx: np.ndarray) -> Any:
+        """The worst group's (`worst_group`) last layer over the number of layers."""
+        return self.table["last layer"].to_numpy()[1:][self.worst_group(idx)] / self.n_layers
+
     def claims(self) -> list[claims.Claim]:
-        ablated = self.table.iloc[1:].copy()
-        # a group whose ablation makes every answer unparseable counts as the most damaging
-        ablated["damage"] = ablated["mae"].fillna(np.inf) - self.table.loc[0, "mae"]
-        worst = ablated.sort_values("damage", ascending=False).iloc[0]
-        last_from = self.n_layers - max(1, self.n_layers // 3)
-        return [self.recording.measure(MLP_ABLATION_LATE, float(worst["last layer"]),
-                                       tested=(worst["last layer"], last_from), layers=worst["layers"],
-                                       n_layers=self.n_layers, last_from=last_from)]
+        n = len(self.errors)
+        worst = self.table.iloc[1 + int(self.worst_group(np.arange(n)))]
+        return [self.recording.measure(MLP_ABLATION_LATE, float(self.worst_depth(np.arange(n))),
+                                       interval=over_prompts(n, self.worst_depth), layers=worst["layers"],
+                                       n_layers=self.n_layers)]
 
 
 def mlp_ablation(model: HookedModel, tokenizer: Any, dataset: str, *, n_prompts: int, n_examples: int,
@@ -503,14 +556,19 @@ def mlp_ablation(model: HookedModel, tokenizer: Any, dataset: str, *, n_prompts:
         return llm_regressor.evaluate(regressor, name, dataset, n_examples=n_examples, seeds=range(n_prompts),
                                       round_to=round_to, progress=False)
 
+    def per_prompt(result: pd.DataFrame) -> np.ndarray:
+        return result.groupby("seed")["abs_error"].mean().reindex(range(n_prompts)).to_numpy(dtype=float)
+
     clean = run("clean")
     rows = [{"layers": "none", "last layer": -1, "mae": clean.abs_error.mean(), "failed": int(clean.failed.sum())}]
+    errors = [per_prompt(clean)]
     for layers in [list(range(start, min(start + group, n_layers))) for start in range(0, n_layers, group)]:
         with ablation.mlps_zeroed(model, layers):
             ablated = run(f"L{layers[0]}")
         rows.append({"layers": f"{layers[0]}–{layers[-1]}", "last layer": layers[-1],
                      "mae": ablated.abs_error.mean(), "failed": int(ablated.failed.sum())})
-    return MLPAblation(pd.DataFrame(rows), n_layers, recording)
+        errors.append(per_prompt(ablated))
+    return MLPAblation(pd.DataFrame(rows), np.stack(errors, 1), n_layers, recording)
 
 
 @dataclasses.dataclass(frozen=True)
