@@ -100,6 +100,11 @@ def test_regimes_by_hand():
     assert row["beats_all"] == 0.25  # only seed 0; the failed seed 3 is not a win
     assert row["within_10pct"] == 0.5  # seeds 0 and 2
     assert row["mse_reduction_when_best"] == pytest.approx(1 - 1.0 / 4.0)
+    # the per-problem outcomes it averages (the units its intervals resample)
+    problems = evaluation.regime_problems(pd.DataFrame(rows), "llm")
+    assert problems["wins"].tolist() == [True, False, False, False]
+    assert problems["close"].tolist() == [True, False, True, False]
+    assert problems["best_other"].tolist() == [2.0, 1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="not in the results"):
         evaluation.regimes(pd.DataFrame(rows), "gpt")
 
@@ -129,7 +134,7 @@ def test_summary_numbers_by_hand():
     errors = {"a": [1.0, 2.0, 6.0, np.nan], "b": [2.0, 2.0, 1.0, 4.0]}  # a fails on seed 3
     rows = [{"dataset": "d", "n_examples": 5, "seed": s, "query": 0, "method": m, "abs_error": e[s],
              "sq_error": e[s] ** 2, "failed": bool(np.isnan(e[s]))} for m, e in errors.items() for s in range(4)]
-    table = evaluation.summarize(pd.DataFrame(rows), n_boot=4000).set_index("method")
+    table = evaluation.summarize(pd.DataFrame(rows)).set_index("method")
     assert table.loc["a", "mae"] == pytest.approx(3.0) and table.loc["b", "mae"] == pytest.approx(2.25)
     assert table.loc["a", "mse"] == pytest.approx(41 / 3) and table.loc["b", "mse"] == pytest.approx(25 / 4)
     assert (table.loc["a", "n"], table.loc["a", "n_failed"], table.loc["b", "n_failed"]) == (4, 1, 0)
@@ -144,3 +149,15 @@ def test_summary_numbers_by_hand():
     assert table.loc["b", "mae_low"] == pytest.approx(low, abs=0.15)
     assert table.loc["b", "mae_high"] == pytest.approx(high, abs=0.15)
     assert list(evaluation.summarize(pd.DataFrame(rows)).method) == ["b", "a"]  # sorted by MAE
+
+
+def test_summary_intervals_are_the_package_bootstrap():
+    """One bootstrap in the package: summarize's interval is `verdicts.bootstrap` of the errors;
+    no value (every answer failed) gives NaN bounds, never a number."""
+    from optim_hunter import verdicts
+
+    errors = np.array([1.0, 2.0, 6.0, 3.0, 0.5])
+    interval = verdicts.bootstrap(errors)
+    assert evaluation.mean_interval(errors) == (interval.low, interval.high)
+    assert all(np.isnan(evaluation.mean_interval(np.array([]))))
+    assert evaluation.mean_interval(np.array([2.0])) == (2.0, 2.0)

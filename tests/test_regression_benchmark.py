@@ -29,6 +29,11 @@ def test_baselines_name_the_best_method_and_the_average():
     best = rows["regressor.friedman2.best_baseline_mae"]
     assert best.measured == base.table["mae"].min() and f"({base.best['method']})" in best.claim
     assert "Friedman #2 with 6 examples" in best.claim and best.verdict == "measured"
+    # measured rows carry the table's interval over the problems
+    average = base.table.set_index("method").loc["average"]
+    assert rows["regressor.friedman2.average_baseline_mae"].interval == pytest.approx(
+        [average["mae_low"], average["mae_high"]])
+    assert best.n == 4 and "over 4 problems" in best.interval_kind
     assert base.figure("mse", log_x=True).layout.xaxis.type == "log"
 
 
@@ -46,8 +51,10 @@ def test_published_verdict_is_the_interval_test():
         value = regression_benchmark.LLM4REGRESSION_FRIEDMAN2[method]
         inside = table["mae_low"] <= value <= table["mae_high"]
         assert row.verdict == ("reproduced" if inside else "not_reproduced") and bool(table["inside_ci"]) == inside
-        assert row.source_value == value and row.measured == pytest.approx(table["mae"])
-        assert f"[{table['mae_low']:.3g}, {table['mae_high']:.3g}] over 6 seeds" in row.criterion
+        assert row.source_value is None and f"{value:g}" in row.claim and row.measured == pytest.approx(table["mae"])
+        # the row carries our interval (the table's), and the verdict is decided on it
+        assert row.interval == pytest.approx([table["mae_low"], table["mae_high"]])
+        assert row.n == 6 and "over 6 seeds" in row.interval_kind and "interval" in row.criterion
     # the baseline's own mean is inside its interval; lr_poly's 3.84 is far below its 10-example MAE
     assert rows["regressor.friedman2.llm4regression.lr_poly_mae"].verdict == "not_reproduced"
 
@@ -73,6 +80,10 @@ def test_comparison_scores_the_model_like_the_average_baseline(comparison):
     assert "place" in rows["regressor.friedman2.llm_mae"].claim and rows["regressor.llm.parse_failures"].measured == 0
     contrast = rows["regressor.linear_2_3.contrast_mae"]
     assert contrast.model == "small" and contrast.measured == pytest.approx(table.loc[("linear_2_3", "small"), "mae"])
+    assert contrast.decides_source is False  # a contrast never decides a source claim
+    assert contrast.interval == pytest.approx(list(table.loc[("linear_2_3", "small"), ["mae_low", "mae_high"]]))
+    # "oracle" is no pretrained model: its rows are shown, never deciding; a pretrained one's decide
+    assert not any(row.decides_source for row in rows.values()) and not comparison.decides
     assert len(comparison.figures()) == 2 and set(comparison.standing.index.get_level_values(1)) == {
         "oracle", "small", "average"}
 
@@ -83,10 +94,34 @@ def test_regimes_claims_apply_the_declared_tests(comparison):
     f2 = evaluation.regimes(comparison.results, "oracle").set_index("dataset").loc["friedman2"]
     share = rows["regressor.friedman2.beats_all_share"]
     assert share.measured == f2["beats_all"] == regimes.share("friedman2")
-    assert share.verdict == ("reproduced" if 0.4 <= f2["beats_all"] <= 0.6 else "not_reproduced")
+    assert share.interval[0] <= share.measured <= share.interval[1] and share.n == 3
+    assert share.verdict == regression_benchmark.BEATS_ALL.test.decide(regimes.interval("friedman2"))
+    assert share.source_value is None and "our band" in share.criterion  # the 004 text states no share
     reduction = rows["regressor.friedman2.mse_reduction_when_best"]
     expected = f2["mse_reduction_when_best"]
     assert reduction.measured == ("no problem won" if np.isnan(expected) else pytest.approx(expected))
+    assert reduction.source_value is None and rows["regressor.friedman2.within_10pct_share"].interval is not None
+
+
+def test_regime_shares_are_decided_on_their_interval_over_problems():
+    """Hand-made problems: the model wins 5 of 10. The share 0.5 is inside the [0.4, 0.6] band,
+    but 10 problems cannot tell it from 0.3 or 0.7: inconclusive. On the 5 won problems its squared
+    error is a quarter of the best other's (reduction 0.75, every resample alike): not reproduced."""
+    rows = []
+    for seed in range(10):
+        mine, other = (1.0, 2.0) if seed < 5 else (3.0, 1.0)
+        rows += [{"dataset": "friedman2", "n_examples": 5, "seed": seed, "query": 0, "method": m, "abs_error": e,
+                  "failed": False} for m, e in (("lm", mine), ("ridge", other))]
+    results = pd.DataFrame(rows)
+    regimes = regression_benchmark.Regimes(evaluation.regimes(results, "lm"), AT,
+                                           evaluation.regime_problems(results, "lm"), decides=True)
+    got = by_id(regimes)
+    share = got["regressor.friedman2.beats_all_share"]
+    assert share.measured == 0.5 and share.interval[0] < 0.4 and share.interval[1] > 0.6
+    assert share.verdict == "inconclusive" and share.decides_source
+    reduction = got["regressor.friedman2.mse_reduction_when_best"]
+    assert reduction.measured == pytest.approx(0.75) and reduction.interval == pytest.approx([0.75, 0.75])
+    assert reduction.verdict == "not_reproduced" and reduction.n == 5
 
 
 def test_llm_curve_reuses_the_comparison_at_its_size(comparison):

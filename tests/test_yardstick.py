@@ -133,3 +133,65 @@ def test_the_baseline_is_scored_on_the_problems_the_model_answered(monkeypatch):
     assert result.mae["friedman2"][1] == pytest.approx(np.mean([abs(10.0 - s.y_query[0]) for s in answered]))
     assert result.average_mae["friedman2"][1] == pytest.approx(
         np.mean([abs(s.y_train.mean() - s.y_query[0]) for s in answered]))
+
+
+def with_problems(mine: dict[str, list[float]], average: dict[str, list[float]], hits: tuple[bool, ...]):
+    """A one-size result built from per-problem errors (its MAEs their means), as evaluate_icl keeps them."""
+    return yardstick.ICLResult(
+        examples=(25,), mae={d: {25: float(np.mean(v))} for d, v in mine.items()},
+        average_mae={d: {25: float(np.mean(v))} for d, v in average.items()}, failures={}, n_problems=len(mine["friedman2"]),
+        affine_examples=10, affine_top1=float(np.mean(hits)), affine_failures=0, affine_prompts=len(hits),
+        errors={d: {25: list(v)} for d, v in mine.items()}, average_errors={d: {25: list(v)} for d, v in average.items()},
+        affine_hits=hits)
+
+
+def test_a_tie_with_the_average_baseline_is_inconclusive():
+    """384 against 386 (the margin once passed by a strict <): the paired interval of the
+    difference over the problems straddles 0, so the bar is neither met nor missed."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(100, 700, size=40)
+    f2_mine = base + rng.normal(0, 60, size=40)
+    f2_mine += 384 - f2_mine.mean()
+    f2_base = base + (386 - base.mean())
+    linear = {d: [1.0, 2.0, 3.0] for d in datasets.LINEAR_FAMILIES}
+    result = with_problems({"friedman2": f2_mine, **linear}, {"friedman2": f2_base, **{d: [9.0, 12.0, 9.0] for d in linear}},
+                           (True,) * 17 + (False,) * 3)
+    rows = {row.id: row for row in yardstick.claims_of(result, profile="smoke")}
+    f2 = rows["zoo.numeric.friedman2_vs_average"]
+    assert f2.measured == pytest.approx(-2.0) and f2.verdict == "inconclusive"
+    assert f2.interval[0] < 0 < f2.interval[1] and f2.n == 40 and "paired" in f2.interval_kind
+    assert result.bars()["friedman2_beats_average"] is False  # inconclusive is not met
+    # 0.85 accuracy over 20 prompts: above the 0.8 bar, but the interval reaches below it
+    affine = rows["zoo.numeric.affine_top1"]
+    assert affine.measured == pytest.approx(0.85) and affine.interval[0] < 0.8 and affine.verdict == "inconclusive"
+    # the linear ratio 2 / 10, its interval over the 18 linear problems wholly <= 1/3
+    linear_row = rows["zoo.numeric.linear_vs_average"]
+    assert linear_row.measured == pytest.approx(0.2) and linear_row.interval[1] <= 1 / 3
+    assert linear_row.verdict == "reproduced" and linear_row.n == 18
+    # numeric-icl is a task-trained model: its rows never decide a source claim; a pretrained one's do
+    assert not any(row.decides_source for row in rows.values())
+    assert all(row.decides_source for row in yardstick.claims_of(result, profile="smoke", model="smollm2-135m"))
+
+
+def test_the_linear_ratio_interval_is_around_the_mean_of_family_means():
+    """Families answered on different numbers of problems: the interval's point is linear_ratio."""
+    mine = {d: [1.0, 3.0] for d in datasets.LINEAR_FAMILIES}
+    mine["linear_1_1"] = [2.0, 2.0, 8.0, 0.0]
+    average = {d: [10.0] * len(v) for d, v in mine.items()}
+    result = with_problems({"friedman2": [1.0, 2.0], **mine}, {"friedman2": [3.0, 4.0], **average}, (True, False))
+    interval = result.linear_ratio_interval()
+    assert interval.low <= result.linear_ratio <= interval.high and interval.n == 14
+    assert result.linear_ratio == pytest.approx(np.mean([np.mean(v) for v in mine.values()]) / 10)
+
+
+def test_evaluate_icl_keeps_the_units_of_its_intervals():
+    result = yardstick.evaluate_icl(
+        ScriptedModel(), TOK, seeds=range(3), examples=(1,), datasets_=("friedman2",), affine_count=4, progress=False
+    )
+    assert result.affine_hits == (False,) * 4
+    for name in ("friedman2", *datasets.LINEAR_FAMILIES):
+        assert len(result.errors[name][1]) == len(result.average_errors[name][1]) == 3
+        assert np.mean(result.errors[name][1]) == pytest.approx(result.mae[name][1])
+    assert result.friedman2_interval().n == 3 and result.affine_interval().as_list() == [0.0, 0.0]
+    assert yardstick.pretrained("smollm2-135m") and yardstick.pretrained("hf:gpt2")
+    assert not yardstick.pretrained("numeric-icl")

@@ -220,7 +220,7 @@ def regime_problems(results: pd.DataFrame, method: str, *, within: float = 0.10)
     return joined
 
 
-def mse_reduction(mine: np.ndarray, best_other: np.ndarray, axis: int = -1) -> np.ndarray:
+def mse_reduction(mine: np.ndarray, best_other: np.ndarray, axis: int = -1) -> np.ndarray | float:
     """1 - mean(mine²) / mean(best_other²) along `axis` (vectorised, for `verdicts.bootstrap`)."""
     return 1 - np.mean(np.square(mine), axis=axis) / np.mean(np.square(best_other), axis=axis)
 

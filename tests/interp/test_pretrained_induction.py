@@ -30,9 +30,8 @@ def proxy(model, W_U):
 
 
 def verdict(r, id):
-    """Claim `id`'s measured value and its declared test's verdict on what `measured` gives it."""
-    measured, tested = r.measured(id)
-    return measured, bool(pi.CLAIMS[id].test(tested))
+    """Claim `id`'s measured value and whether its declared test holds on the point."""
+    return r.measured(id)[0], r.holds(id)
 
 
 def cached(model, tokens):
@@ -155,7 +154,7 @@ def test_log_index_fit_and_icl_on_a_synthetic_curve():
     assert a == pytest.approx(3.0) and b == pytest.approx(-0.2)
     losses = np.stack([curve + 0.1 * k for k in range(4)])  # sequences differ by a constant
     r = pi.PretrainedInduction(
-        config=pi.Config(half_width=0, bootstrap=50), prefix_matching=np.zeros((2, 2)), copying=np.zeros((2, 2)),
+        config=pi.Config(half_width=0), prefix_matching=np.zeros((2, 2)), copying=np.zeros((2, 2)),
         copying_first_copy=np.zeros((2, 2)), repeat_losses=np.zeros((1, 100)), losses=losses, topics=("t",) * 4,
         bos="<s>", seconds={},
     )
@@ -164,6 +163,30 @@ def test_log_index_fit_and_icl_on_a_synthetic_curve():
     lo, hi = r.icl_interval  # constant offsets cancel in the difference: a zero-width interval
     assert lo == pytest.approx(expected) and hi == pytest.approx(expected)
     assert verdict(r, "induction.pretrained.loss_falls_past_50") == (pytest.approx(-0.2), True)
+    np.testing.assert_allclose(pi.log_index_slopes(losses, 50), -0.2)
+
+
+def test_intervals_resample_the_per_sequence_values():
+    """The ICL score and the slope are linear in the loss curve: the score of the mean curve is the
+    mean of the sequences' scores, and the interval is `claims.bootstrap` of those; a slope whose
+    interval straddles 0 is inconclusive, not reproduced or not."""
+    index = np.log(np.arange(511) + 1.0)
+    slopes = np.array([-0.3, 0.25, -0.2, 0.3, -0.1, 0.05])  # mean 0: sequences disagree
+    losses = np.stack([3.0 + b * index + 0.01 * np.sin(np.arange(511) + k) for k, b in enumerate(slopes)])
+    r = pi.PretrainedInduction(
+        config=pi.Config(), prefix_matching=np.eye(2), copying=np.eye(2),
+        copying_first_copy=np.eye(2), repeat_losses=np.zeros((1, 100)), losses=losses, topics=("t",) * 6,
+        bos="<s>", seconds={},
+    )
+    c = r.config
+    per_sequence = icl.icl_score(losses, c.early, c.late, c.half_width)
+    assert r.icl_score == pytest.approx(per_sequence.mean())
+    assert r.icl_bootstrap == claims.bootstrap(per_sequence, units="text sequences")
+    assert r.log_slope == pytest.approx(pi.log_index_slopes(losses, c.early).mean())
+    rows = {row.id: row for row in r.claims()}
+    falls = rows["induction.pretrained.loss_falls_past_50"]
+    assert falls.interval[0] < 0 < falls.interval[1] and falls.verdict == "inconclusive" and falls.n == 6
+    assert rows["induction.pretrained.icl_score"].interval_kind == "bootstrap 95% over 6 text sequences"
 
 
 def test_claim_verdicts_on_constructed_scores():
@@ -171,7 +194,7 @@ def test_claim_verdicts_on_constructed_scores():
     copying = np.array([[-0.9, -0.8], [0.9, 0.4], [-0.5, -0.9], [-0.85, -0.9]])
     losses = np.tile(3.0 - 0.17 * np.log(np.arange(511) + 1.0), (2, 1))
     r = pi.PretrainedInduction(
-        config=pi.Config(bootstrap=20), prefix_matching=prefix, copying=copying, copying_first_copy=copying,
+        config=pi.Config(), prefix_matching=prefix, copying=copying, copying_first_copy=copying,
         repeat_losses=np.zeros((1, 100)), losses=losses, topics=("a", "b"), bos="<s>", seconds={},
     )
     assert r.prefix_heads.sum() == 3 and r.induction_heads.sum() == 2 and r.anti_copying_heads.sum() == 1
@@ -183,16 +206,28 @@ def test_claim_verdicts_on_constructed_scores():
     assert r.holds("induction.pretrained.icl_score")  # -0.17 * log(501/51) ≈ -0.39
     rows = r.claims()
     assert [row.id for row in rows] == list(pi.CLAIMS) and set(pi.CLAIMS) <= set(claims.declared())
+    pattern_share = "induction.pretrained.pattern_head_attention_share"
     for row in rows:
+        if row.id == pattern_share:
+            continue  # no pattern task: measured only (below)
         assert row.verdict == ("reproduced" if r.holds(row.id) else "not_reproduced")
         assert row.criterion == pi.CLAIMS[row.id].criterion and row.chapter == "induction_heads"
-    # the row's context after the model name: a zero-width interval (identical sequences)
-    assert rows[0].claim.endswith(f"smollm2-135m (10 sequences of the Python Language Reference, ±10 indices; "
-                                  f"95% interval {r.icl_score:.3f} to {r.icl_score:.3f})")
-    # no pattern task run: its claims say so, and are not reproduced
-    for id in ("induction.pretrained.pattern_head_attention_share", "induction.pretrained.pattern_matching_induction_head"):
+        # decided on an interval over the sequences, or saying why there is none
+        assert (row.interval is not None) != bool(row.why_no_interval)
+        assert row.source_quote  # every source value with the seed's sentence (checked verbatim below)
+    by_id = {row.id: row for row in rows}
+    # identical sequences: a zero-width interval at the score
+    assert by_id["induction.pretrained.icl_score"].interval == pytest.approx([r.icl_score, r.icl_score])
+    assert rows[0].claim.endswith("smollm2-135m (10 sequences of the Python Language Reference, ±10 indices)")
+    # the two criteria changed after the first run keep their first form on the row
+    for id in ("induction.pretrained.heads_before_half_depth", "induction.pretrained.copying_follows_prefix"):
+        assert "changed after the first run" in by_id[id].first_criterion
+    # no pattern task run: its claims say so; the share is measured only, the head count not reproduced
+    for id in (pattern_share, "induction.pretrained.pattern_matching_induction_head"):
         measured, holds = verdict(r, id)
         assert isinstance(measured, str) and "no pattern task" in measured and holds is False
+    assert by_id[pattern_share].verdict == "measured"
+    assert by_id["induction.pretrained.pattern_matching_induction_head"].verdict == "not_reproduced"
     # no prefix-matching head: the depth claim is not reproduced
     none = dataclasses.replace(r, prefix_matching=prefix * 0.2)  # every score below 0.3
     assert verdict(none, "induction.pretrained.heads_before_half_depth") == ("no prefix-matching head", False)
@@ -204,7 +239,7 @@ def test_claim_verdicts_on_constructed_scores():
 
 def test_measure_end_to_end_on_the_tiny_gqa_llama(llama):
     config = pi.Config(model="tiny-llama", length=8, repeats=2, batch=2, n_text=2, text_length=64, early=5,
-                       late=50, half_width=2, bootstrap=20, threads=1)
+                       late=50, half_width=2, threads=1)
     r = pi.measure(llama, config)
     shape = (llama.cfg.n_layers, llama.cfg.n_heads)
     assert r.prefix_matching.shape == r.copying.shape == r.copying_first_copy.shape == shape
@@ -220,7 +255,7 @@ def test_measure_end_to_end_on_the_tiny_gqa_llama(llama):
 def test_measure_keeps_the_process_thread_count_unless_told(llama, monkeypatch):
     # Beside another task in `optim-hunter execute`, taking every core made the section 8.6x slower.
     config = pi.Config(model="tiny-llama", length=8, repeats=2, batch=1, n_text=1, text_length=32, early=5,
-                       late=20, half_width=2, bootstrap=5, pattern_prompts=2, pattern_lines=4)
+                       late=20, half_width=2, pattern_prompts=2, pattern_lines=4)
     seen = []
 
     def spy(*args):  # the work itself is tested above; stop once the thread count is known
@@ -290,7 +325,7 @@ def test_pattern_head_is_picked_on_half_and_measured_on_the_other():
         np.array([[0.9, 0.7], [0.2, 0.9]]),  # measuring
     ])
     r = pi.PretrainedInduction(
-        config=pi.Config(bootstrap=5, profile="smoke"), prefix_matching=prefix, copying=copying, copying_first_copy=copying,
+        config=pi.Config(profile="smoke"), prefix_matching=prefix, copying=copying, copying_first_copy=copying,
         repeat_losses=np.zeros((1, 100)), losses=np.ones((2, 511)), topics=("a", "b"), bos="<s>", seconds={},
         pattern_shares=shares,
     )
@@ -299,5 +334,19 @@ def test_pattern_head_is_picked_on_half_and_measured_on_the_other():
     # L0H1: an induction head (prefix 0.9, copying 0.2) with 0.7 of its colon attention right
     assert verdict(r, "induction.pretrained.pattern_matching_induction_head") == (1.0, True)
     rows = {row.id: row for row in r.claims()}
-    assert "L1H0, picked on 1 of 2 prompts" in rows["induction.pretrained.pattern_head_attention_share"].claim
+    share = rows["induction.pretrained.pattern_head_attention_share"]
+    assert "L1H0, picked on 1 of 2 prompts" in share.claim
+    # one measuring prompt: an interval of one unit, at the share, wholly below 0.5
+    assert share.interval == pytest.approx([0.2, 0.2]) and share.n == 1 and share.verdict == "not_reproduced"
     assert rows["induction.pretrained.pattern_matching_induction_head"].profile == "smoke"
+
+
+def test_source_quotes_are_verbatim_in_the_seed():
+    seeds = Path(__file__).resolve().parents[3] / "shared" / "seeds"
+    if not seeds.is_dir():
+        pytest.skip(f"no source studies beside the checkout ({seeds})")
+    text = claims.seed_text(seeds)
+    for spec in pi.CLAIMS.values():
+        assert claims.quote_found(spec.source_quote, text), spec.id
+        passing, failing = spec.test_examples()
+        assert spec.test(passing) and not spec.test(failing), spec.id

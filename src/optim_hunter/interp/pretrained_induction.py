@@ -13,7 +13,9 @@ claims about large models), measured in one call: `measure(model, config)`.
                   scale of the norm cancels in the ratio, its gain does not
   ICL score       loss at token index 500 minus loss at index 50 on natural text, each averaged
                   over +- `half_width` indices; the loss against log(index + 1), fitted by least
-                  squares from index 50 on; 95% intervals by resampling the text sequences
+                  squares from index 50 on; 95% intervals by resampling the text sequences (both
+                  are linear in the loss curve, so each is the mean of its per-sequence values and
+                  `claims.bootstrap` resamples those)
   natural text    the Python Language Reference topics shipped with every CPython
                   (`pydoc_data.topics`): each sequence is [BOS] + the start of one topic long
                   enough to fill it, topics drawn with a fixed seed
@@ -23,10 +25,12 @@ claims about large models), measured in one call: `measure(model, config)`.
                   among the prefix-matching heads on half the prompts, measured on the others)
 
 The claims the measurement decides (ids `induction.pretrained.*`, declared below with the source's
-value and criterion; two criteria were revised after a first run, as noted there) are the rows of
-`PretrainedInduction.claims()`. The copying score's chance level is not 0: a head that raises its
-attended token no more than the row's other distinct tokens scores 4 / (n + 1) - 1 (n = 26 with
-BOS and 25 random tokens, about -0.85).
+value, the sentence that states it, and the criterion; two criteria were revised after a first run,
+and their rows show the first form and why) are the rows of `PretrainedInduction.claims()`. Where a
+number averages sequences or prompts, its verdict is decided on its 95% interval over them; the
+counts and maxima over one model's heads have none, and say so. The copying score's chance level
+is not 0: a head that raises its attended token no more than the row's other distinct tokens
+scores 4 / (n + 1) - 1 (n = 26 with BOS and 25 random tokens, about -0.85).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import claims, hooks, kv_decoding, settings
+from optim_hunter import claims, hooks, kv_decoding, settings, verdicts
 from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import heads, icl
 
@@ -74,7 +78,6 @@ class Config:
     late: int = 500
     half_width: int = 10  # the ICL score averages the loss over index +- this at each end
     final_norm: bool = True  # copying through the final norm's gain (and centring)
-    bootstrap: int = 1000
     seed: int = 0
     # torch threads while measuring (restored after). None: the process's own count, which
     # `optim-hunter execute` sets per lane; taking every core beside another lane's task made this
@@ -258,15 +261,12 @@ def log_index_fit(loss_by_index: Float[np.ndarray, " index"], start: int) -> tup
     return float(a), float(b)
 
 
-def bootstrap(
-    losses: Float[np.ndarray, "n index"], statistic: Any, *, draws: int, seed: int = 0
-) -> tuple[float, float]:
-    """95% interval of `statistic(mean loss by index)` over sequences resampled with replacement."""
-    rng = np.random.default_rng(seed)
-    n = losses.shape[0]
-    values = [statistic(losses[rng.integers(0, n, n)].mean(0)) for _ in range(draws)]
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
+def log_index_slopes(losses: Float[np.ndarray, "n index"], start: int) -> Float[np.ndarray, " n"]:
+    """`log_index_fit`'s slope of each sequence's loss curve. A least-squares slope is linear in
+    the curve, so their mean is the slope of the mean curve (what `claims.bootstrap` resamples)."""
+    y = np.asarray(losses, dtype=np.float64)[:, start:]
+    x = np.log(np.arange(start, start + y.shape[1]) + 1.0)
+    return np.polyfit(x, y.T, 1)[0]
 
 
 # --- the pattern-matching task (the seed's "Behavior 3") --------------------------------------------
@@ -347,10 +347,13 @@ def pattern_shares(model: HookedModel, prompts: Sequence[PatternPrompt]) -> Floa
 # --- the measurement ------------------------------------------------------------------------------
 
 
-def _declare(id: str, claim: str, source_value: Any, unit: str, criterion: str,
-             test: Callable[[Any], bool]) -> claims.ClaimSpec:
+def _declare(id: str, claim: str, source_value: Any, unit: str, criterion: str, test: Callable[[Any], bool], *,
+             quote: str, examples: tuple[Any, Any] | None = None, why_no_interval: str = "",
+             first_criterion: str = "") -> claims.ClaimSpec:
     return claims.declare(id, claim, source_seed=SOURCE, source_value=source_value, unit=unit, criterion=criterion,
-                          test=test)  # reads what `PretrainedInduction.measured` gives it
+                          test=test,  # reads what `PretrainedInduction.measured` gives it
+                          source_quote=quote, examples=examples, why_no_interval=why_no_interval,
+                          first_criterion=first_criterion)
 
 
 def _before_half_depth(t: dict[str, Any]) -> bool:
@@ -359,52 +362,83 @@ def _before_half_depth(t: dict[str, Any]) -> bool:
     return len(layers) > 0 and float(np.mean(layers < t["n_layers"] / 2)) > 0.5
 
 
+HEAD_COUNT = "a count over the heads of one model (its heads are not a sample); the noise of the scores over " \
+             "the random sequences is not propagated"
+
 CLAIMS: dict[str, claims.ClaimSpec] = {spec.id: spec for spec in (
     _declare("induction.pretrained.icl_score",
              "ICL score of a pretrained model on natural text (loss at index 500 minus at 50){detail}",
-             ICL_SOURCE, "nats (late minus early)", f"within {ICL_TOLERANCE} nats of {ICL_SOURCE}",
-             lambda icl_score: abs(icl_score - ICL_SOURCE) <= ICL_TOLERANCE),
+             ICL_SOURCE, "nats (late minus early)", f"within {ICL_TOLERANCE} nats of {ICL_SOURCE} (our tolerance)",
+             claims.between(ICL_SOURCE - ICL_TOLERANCE, ICL_SOURCE + ICL_TOLERANCE),
+             quote="Before this window there is less than 0.15 nats of in-context learning, after it there is "
+                   "roughly 0.4 nats"),
     _declare("induction.pretrained.loss_falls_past_50",
              "Past token 50 the loss keeps falling with log(token index){detail}", "keeps improving",
-             "nats per unit log(index)",
-             "slope of loss on log(index + 1) from index 50 on, and its 95% interval's upper end, below 0",
-             lambda t: t["slope"] < 0 and t["upper"] < 0),
+             "nats per unit log(index)", "slope of loss on log(index + 1) from index 50 on below 0",
+             claims.below(0),
+             quote="after the phase change, loss continues to improve past that point."),
     # The seed's location plots show prefix matching only; a first version of this criterion also
     # asked for copying > 0, which no head of smollm2-135m has (see the chapter).
     _declare("induction.pretrained.heads_before_half_depth",
              "Induction (prefix-matching) heads of a deep model sit before half its depth{detail}",
              "majority before half depth", "fraction of prefix-matching heads",
              f"more than half of the heads with prefix matching >= {PREFIX_MIN} are in layers < n_layers / 2",
-             _before_half_depth),
+             _before_half_depth,
+             quote="In fact, in 24L and 40L models the majority of induction heads form before the halfway point "
+                   "in model depth.",
+             examples=({"layers": [3, 5, 20], "n_layers": 30}, {"layers": [3, 20, 25], "n_layers": 30}),
+             why_no_interval=HEAD_COUNT,
+             first_criterion=f"more than half of the induction heads (prefix matching >= {PREFIX_MIN} and copying > "
+                             f"{COPYING_MIN}) are in layers < n_layers / 2; changed after the first run on "
+                             "smollm2-135m, where no head had copying > 0, to prefix matching alone (the score the "
+                             "seed's location plots show)"),
     _declare("induction.pretrained.anti_copying_heads",
              "A few prefix-matching heads copy negatively (anti-copying){detail}", "a small number", "heads",
              f"at least one head with prefix matching >= {PREFIX_MIN} and copying < {COPYING_MIN}, "
              "and fewer of them than prefix-matching heads that copy",
-             lambda t: 1 <= t["anti_copying"] < t["copying"]),
+             lambda t: 1 <= t["anti_copying"] < t["copying"],
+             quote='Full-scale models above 16 layers start to show a small number of heads that score well on '
+                   '"prefix search", but get a *negative* score on copying, which means they are not induction heads.',
+             examples=({"anti_copying": 2, "copying": 10}, {"anti_copying": 12, "copying": 3}),
+             why_no_interval=HEAD_COUNT),
     # A first version compared the fractions of heads with copying > 0, uninformative when no head
     # has a positive copying score (the chapter says so); the rank correlation uses every head.
     _declare("induction.pretrained.copying_follows_prefix",
              "Heads that match prefixes more also copy more{detail}", "positive correlation",
              "Spearman correlation over all heads",
              "Spearman correlation of prefix matching and copying over all heads > 0 with p < 0.05",
-             lambda t: t["rho"] > 0 and t["p"] < 0.05),
+             lambda t: t["rho"] > 0 and t["p"] < 0.05,
+             quote="In both cases, heads with a positive prefix matching score are more likely to have a positive "
+                   "copying score, and this correlation is even stronger for the highest prefix matching scores.",
+             examples=({"rho": 0.4, "p": 0.001}, {"rho": -0.1, "p": 0.2}),
+             why_no_interval="a rank correlation over the heads of one model, decided by its p-value (< 0.05)",
+             first_criterion=f"the share of heads with copying > {COPYING_MIN} is larger among the heads with prefix "
+                             f"matching >= {PREFIX_MIN} than among the others; changed after the first run on "
+                             "smollm2-135m, where no head had a positive copying score (both shares 0, the comparison "
+                             "uninformative), to the rank correlation over every head"),
     _declare("induction.pretrained.literal_copying_head",
              "A literal-copying induction head: high prefix matching and high copying in one head{detail}",
              "copying 0.89, prefix matching 0.75 (layer 21 of 40)", "min(prefix, copying) of the best head",
-             f"some head has both scores >= {LITERAL_MIN}", lambda both: both >= LITERAL_MIN),
+             f"some head has both scores >= {LITERAL_MIN}", claims.at_least(LITERAL_MIN),
+             quote="Literal copying head 21/40 0.89 0.75",
+             why_no_interval="the best head of one model: a maximum over its heads, which a bootstrap over heads "
+                             "cannot bound"),
     _declare("induction.pretrained.pattern_head_attention_share",
              "A prefix-matching head attends from the colons of \"(month|colour) (animal|fruit): label\" lines to "
              "the labels of earlier lines of the same template more often than not{detail}", "≈65%",
              "share of the colon's attention",
              f"more than {PATTERN_MIN} for the prefix-matching head picked on the other half of the prompts",
-             lambda t: t["share"] is not None and t["share"] > PATTERN_MIN),  # share None: no head picked
+             claims.above(PATTERN_MIN),
+             quote="empirically it allocates about 65% of its attention from the colons to the correct positions"),
     _declare("induction.pretrained.pattern_matching_induction_head",
              "An induction head (prefix matching and copying) that also matches the abstract pattern of "
              "\"(month|colour) (animal|fruit): label\" lines{detail}", "copying 0.69, prefix matching 0.94 "
              "(layer 8 of 40)", "heads",
              f"at least one head with prefix matching >= {PREFIX_MIN}, copying > {COPYING_MIN} and more than "
              f"{PATTERN_MIN} of its colon attention on the right labels (measurement prompts)",
-             lambda t: t["heads"] is not None and t["heads"] >= 1),  # heads None: no pattern task
+             lambda t: t["heads"] is not None and t["heads"] >= 1,  # heads None: no pattern task
+             quote="Pattern-matching head 8 / 40 0.69 0.94",
+             examples=({"heads": 1}, {"heads": 0}), why_no_interval=HEAD_COUNT),
 )}
 
 
@@ -444,16 +478,31 @@ class PretrainedInduction:
         return self._icl(self.loss_by_index)
 
     @functools.cached_property
+    def icl_bootstrap(self) -> claims.Interval:
+        """95% bootstrap interval of the ICL score over the text sequences (the mean of the
+        per-sequence scores: the score is linear in the loss curve)."""
+        c = self.config
+        return claims.bootstrap(icl.icl_score(self.losses, c.early, c.late, c.half_width), units="text sequences",
+                                seed=c.seed)
+
+    @property
     def icl_interval(self) -> tuple[float, float]:
-        return bootstrap(self.losses, self._icl, draws=self.config.bootstrap, seed=self.config.seed)
+        return self.icl_bootstrap.low, self.icl_bootstrap.high
 
     @property
     def log_slope(self) -> float:
         return self._slope(self.loss_by_index)
 
     @functools.cached_property
+    def log_slope_bootstrap(self) -> claims.Interval:
+        """95% bootstrap interval of the log-index slope over the text sequences (the mean of the
+        per-sequence slopes: a least-squares slope is linear in the curve)."""
+        return claims.bootstrap(log_index_slopes(self.losses, self.config.early), units="text sequences",
+                                seed=self.config.seed)
+
+    @property
     def log_slope_interval(self) -> tuple[float, float]:
-        return bootstrap(self.losses, self._slope, draws=self.config.bootstrap, seed=self.config.seed)
+        return self.log_slope_bootstrap.low, self.log_slope_bootstrap.high
 
     @property
     def fitted_icl(self) -> float:
@@ -539,7 +588,7 @@ class PretrainedInduction:
         if id == "induction.pretrained.icl_score":
             return self.icl_score, self.icl_score
         if id == "induction.pretrained.loss_falls_past_50":
-            return self.log_slope, {"slope": self.log_slope, "upper": self.log_slope_interval[1]}
+            return self.log_slope, self.log_slope
         if id == "induction.pretrained.heads_before_half_depth":
             layers = np.nonzero(self.prefix_heads)[0]
             share = float(np.mean(layers < self.n_layers / 2)) if len(layers) else "no prefix-matching head"
@@ -549,15 +598,19 @@ class PretrainedInduction:
             return float(n_anti), {"anti_copying": n_anti, "copying": n_ind}
         if id == "induction.pretrained.copying_follows_prefix":
             rho, p = self.prefix_copying_correlation
+            if not np.isfinite(rho):  # a constant score over the heads: no rank correlation, none shown
+                return "undefined (a score is constant over the heads)", {"rho": rho, "p": p}
             return rho, {"rho": rho, "p": p}
         if id == "induction.pretrained.literal_copying_head":
             both = float(np.minimum(self.prefix_matching, self.copying).max())
             return both, both
         if id == "induction.pretrained.pattern_head_attention_share":
             if self.pattern_head is None:
-                return "no prefix-matching head or no pattern task", {"share": None}
+                return "no prefix-matching head or no pattern task", None
             share = float(self.pattern_test_shares[self.pattern_head])
-            return share, {"share": share}
+            if not np.isfinite(share):
+                return "no measuring prompt with an earlier line of the same template", None
+            return share, share
         if id == "induction.pretrained.pattern_matching_induction_head":
             if self.pattern_shares is None:
                 return "no pattern task", {"heads": None}
@@ -566,8 +619,23 @@ class PretrainedInduction:
         raise KeyError(id)
 
     def holds(self, id: str) -> bool:
-        """Whether claim `id`'s declared criterion holds (its test on what `measured` gives it)."""
-        return bool(CLAIMS[id].test(self.measured(id)[1]))
+        """Whether claim `id`'s declared criterion holds on the point (its test on what `measured`
+        gives it; nothing to test: False). A claim with an `interval` is decided on that instead."""
+        tested = self.measured(id)[1]
+        return tested is not None and bool(CLAIMS[id].test(tested))
+
+    def interval(self, id: str) -> claims.Interval | None:
+        """The 95% interval claim `id` is decided on: over the text sequences, or over the measuring
+        prompts of the pattern task; None for the counts and maxima over the heads."""
+        if id == "induction.pretrained.icl_score":
+            return self.icl_bootstrap
+        if id == "induction.pretrained.loss_falls_past_50":
+            return self.log_slope_bootstrap
+        if id == "induction.pretrained.pattern_head_attention_share" and self.pattern_head is not None:
+            per_prompt = self.pattern_shares[self.pattern_split :][(slice(None), *self.pattern_head)]
+            per_prompt = per_prompt[np.isfinite(per_prompt)]  # a prompt without a target line has no share
+            return claims.bootstrap(per_prompt, units="measuring prompts", seed=self.config.seed) if per_prompt.size else None
+        return None
 
     # the pattern task
     @property
@@ -600,9 +668,7 @@ class PretrainedInduction:
                    f"{n_pick + n_measure} prompts of {c.pattern_lines} lines, measured on the others)")
         context = {
             "induction.pretrained.icl_score": f" ({c.n_text} sequences of the Python Language Reference, "
-            f"±{c.half_width} indices; 95% interval {self.icl_interval[0]:.3f} to {self.icl_interval[1]:.3f})",
-            "induction.pretrained.loss_falls_past_50": f" (95% interval {self.log_slope_interval[0]:.3f} to "
-            f"{self.log_slope_interval[1]:.3f})",
+            f"±{c.half_width} indices)",
             "induction.pretrained.heads_before_half_depth": f" ({int(self.prefix_heads.sum())} prefix-matching "
             f"heads in layers {self._layer_span()} of {self.n_layers})",
             "induction.pretrained.anti_copying_heads": f" ({int(self.prefix_heads.sum())} prefix-matching "
@@ -611,11 +677,15 @@ class PretrainedInduction:
             "induction.pretrained.pattern_matching_induction_head": f" (measured on {n_measure} of "
             f"{n_pick + n_measure} prompts)",
         }
+        from optim_hunter import yardstick
+
+        decides = yardstick.pretrained(c.model)  # the seed's claims are about large pretrained models
         rows = []
         for id, spec in CLAIMS.items():
             measured, tested = self.measured(id)
             rows.append(spec.measure(measured, chapter=CHAPTER, profile=settings.profile(c.profile), model=c.model,
-                                     tested=tested, detail=f": {c.model}{context.get(id, '')}"))
+                                     tested=tested, interval=self.interval(id), decides_source=decides,
+                                     detail=f": {c.model}{context.get(id, '')}"))
         return rows
 
     def numbers(self) -> dict[str, Any]:
@@ -631,7 +701,7 @@ class PretrainedInduction:
             "lm_batch": c.batch, "lm_bos": self.bos, "lm_length": c.length, "lm_repeats": c.repeats,
             "lm_middle": 1 - 2 * c.vocab_trim, "lm_n_text": c.n_text, "lm_text_length": c.text_length,
             "lm_topics": ", ".join(self.topics), "lm_early": c.early, "lm_late": c.late, "lm_half_width": c.half_width,
-            "lm_bootstrap": c.bootstrap, "lm_n_prefix": len(prefix), "lm_n_heads": self.prefix_matching.size,
+            "lm_bootstrap": verdicts.RESAMPLES, "lm_n_prefix": len(prefix), "lm_n_heads": self.prefix_matching.size,
             "lm_prefix_min": PREFIX_MIN, "lm_n_layers": self.n_layers,
             "lm_first_layer": int(prefix["layer"].min()) if len(prefix) else none,
             "lm_last_layer": int(prefix["layer"].max()) if len(prefix) else none,
