@@ -5,6 +5,7 @@ criteria worked by hand."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,14 +16,20 @@ from optim_hunter import claims
 from optim_hunter.interp import affine as ia
 from optim_hunter.zoo import affine
 
+SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"
+
 
 def test_mse_and_mse_by_position(setup):
     cfg, native, model, groups = setup
-    by_hand = []
+    by_hand, per_sequence = [], []
     for g in groups:
         pred = affine.predict(native, g.inputs).detach()
         by_hand.append(float(((pred[:, 2:] - g.targets[:, 2:]) ** 2).mean()))
+        per_sequence += [float(((pred[i, 2:] - g.targets[i, 2:]) ** 2).mean()) for i in range(len(g))]
     assert ia.mse(model, groups) == pytest.approx(np.mean(by_hand), rel=1e-5)
+    errors = ia.squared_errors(model, groups)
+    np.testing.assert_allclose(errors, per_sequence, rtol=1e-5)
+    assert errors.mean() == pytest.approx(ia.mse(model, groups), rel=1e-5)  # groups of equal size
     g = groups[-1]
     pred = affine.predict(native, g.inputs).detach()
     np.testing.assert_allclose(ia.mse_by_position(model, g), ((pred - g.targets) ** 2).mean((0, 2)), rtol=1e-5)
@@ -76,8 +83,9 @@ def test_task_result(tiny_study):
     assert len(result.figure().data) == 3
     (row,) = result.claims()
     assert row.id == "affine.data.growth_factor" and row.measured == pytest.approx(result.growth.max())
-    assert row.verdict == ("reproduced" if result.growth.max() >= 500 else "not_reproduced")
-    assert "10,000 sampled" in row.claim
+    # a property of our data generator: a check, never a reproduction
+    assert row.verdict == "check" and row.holds == (result.growth.max() >= 500) and not row.decides_source
+    assert "among 10,000 sequences" in row.claim
     assert set(result.numbers()) == {"growth_max", "growth_median", "growth_n"}
 
 
@@ -92,8 +100,12 @@ def test_training_result(tiny_study):
     assert glued["mse_drop_last"] == pytest.approx((2 / 20) / (2 / 40))
     assert list(result.table().columns) == ["loss", "mse"] and list(result.table().index) == [10, 20, 40]
     assert result.position_table().shape == (2, 14)
+    np.testing.assert_allclose(result.errors, ia.squared_errors(tiny_study.model, tiny_study.analysis))
     rows = {r.id: r for r in result.claims()}
-    assert rows["affine.train.mse"].verdict == ("reproduced" if result.clean_mse <= 1.5e-4 else "not_reproduced")
+    interval = claims.bootstrap(result.errors, units="held-out sequences")
+    assert rows["affine.train.mse"].interval == interval.as_list()
+    assert rows["affine.train.mse"].verdict == claims.at_most(1.5e-4).decide(interval)
+    assert "mean over 24 sequences" in rows["affine.train.mse"].claim and "one training run" in rows["affine.train.mse"].claim
     assert rows["affine.train.budget"].measured == 40 and rows["affine.train.budget"].verdict == "measured"
     assert rows["affine.train.seconds"].measured == 90.0
     assert len(result.figure().data) == 2
@@ -110,6 +122,7 @@ def test_the_loss_comparison_uses_the_evaluations_both_runs_share():
     assert result.last_step == 1000 and result.ratio == pytest.approx(1.5)
     (row,) = result.claims()
     assert row.id == "affine.training.every_position_worse" and row.verdict == "reproduced"
+    assert row.interval is None and "no snapshot" in row.why_no_interval  # two single runs: said, not hidden
     assert "1,000 steps" in row.claim and "2.00 at 500" in row.claim
     assert result.numbers()["every_position_mse"] == pytest.approx(0.3)
     better = ia.LossPositionsResult("full", ia.shared_evaluations(seed_loss, {"history": [{"step": 500, "mse": 0.2}]}))
@@ -119,18 +132,31 @@ def test_the_loss_comparison_uses_the_evaluations_both_runs_share():
         ia.shared_evaluations(seed_loss, {"history": [{"step": 250, "mse": 0.2}]})
 
 
-def test_the_late_mlp_claim_compares_with_the_early_positions():
-    spec = ia.MLP_LATE
-    kw = ia.filed("smoke")
+def _mlp_result(late, early, spread=0.05, n=40, seed=0):
+    """An MLPResult of `n` sequences whose summed attribution averages `late` over the last three
+    positions and `early` over positions 2-10 (per-sequence noise of sd `spread`)."""
+    gen = np.random.default_rng(seed)
+    values = np.zeros((n, 3, 14))
+    values[:, 0, 11:] = late + spread * gen.normal(size=(n, 1))
+    values[:, 0, 2:11] = early + spread * gen.normal(size=(n, 1))
+    values[:, 0, 11:] += late - values[:, 0, 11:].mean()  # exact means
+    values[:, 0, 2:11] += early - values[:, 0, 2:11].mean()
+    return ia.MLPResult("smoke", values)
 
-    def verdict(late, early):
-        return spec.measure(late, tested={"late": late, "early": early}, early=str(early), **kw).verdict
+
+def test_the_late_mlp_claim_compares_with_the_early_positions():
+    def verdict(late, early, **kw):
+        (row,) = _mlp_result(late, early, **kw).claims()
+        return row.verdict
 
     assert verdict(2.0, 1.0) == "reproduced"
-    assert verdict(0.5, 1.0) == "not_reproduced"
-    assert verdict(-0.1, -1.0) == "not_reproduced"
+    assert verdict(0.5, 1.0) == "not_reproduced"  # positive, but larger earlier
+    assert verdict(-0.1, -1.0) == "not_reproduced"  # larger than earlier, but negative
+    assert verdict(1.01, 1.0, spread=1.0) == "inconclusive"  # a margin inside the spread over sequences
+    (row,) = _mlp_result(2.0, 1.0).claims()
+    assert row.measured == pytest.approx(1.0) and row.interval_kind.endswith("over 40 14-vector sequences")
     with pytest.raises(TypeError):
-        spec.measure(2.0, early="1", **kw)  # the test needs its reference: never decided without it
+        ia.MLP_LATE.measure(2.0, late="2", **ia.filed("smoke"))  # the claim text needs both numbers
 
 
 def test_mlp_attribution_by_position(setup):
@@ -143,6 +169,7 @@ def test_mlp_attribution_by_position(setup):
     w_f, W_U = native.ln_out.weight.double(), native.head.weight.double().T
     ours = ia.mlp_attribution_by_position(model, g)
     assert ours.shape == (model.cfg.n_layers, g.inputs.shape[1])
+    np.testing.assert_allclose(ia.mlp_attribution(model, g).mean(0), ours)
     for layer in range(model.cfg.n_layers):
         blk = native.layers[layer]
         mid = cache[f"blocks.{layer}.hook_resid_mid"]
@@ -152,18 +179,19 @@ def test_mlp_attribution_by_position(setup):
 
 
 def test_mlp_result_late_and_early_by_hand(tiny_study):
-    values = np.zeros((3, 14))
-    values[0, 11:] = [1.0, 2.0, 3.0]  # last three positions: mean 2 (summed over MLPs)
-    values[1, 2:11] = 0.5  # positions 2..10: mean 0.5
+    values = np.zeros((2, 3, 14))
+    values[:, 0, 11:] = [[1.0, 2.0, 3.0], [1.5, 2.0, 2.5]]  # last three positions: mean 2 (summed over MLPs)
+    values[:, 1, 2:11] = [[0.4], [0.6]]  # positions 2..10: mean 0.5
     result = ia.MLPResult("smoke", values)
     assert result.late == pytest.approx(2.0) and result.early == pytest.approx(0.5)
+    assert result.margin == pytest.approx(1.5) and result.attribution.shape == (3, 14)
     (row,) = result.claims()
-    assert row.verdict == "reproduced" and "(positions 2-10: 0.5)" in row.claim
+    assert row.verdict == "reproduced" and "last 3 positions (2)" in row.claim and "positions 2-10 (1.5)" in row.claim
     (row,) = ia.MLPResult("smoke", -values).claims()
     assert row.verdict == "not_reproduced"
     real = ia.mlps(tiny_study)
     np.testing.assert_allclose(real.attribution, ia.mlp_attribution_by_position(tiny_study.model, tiny_study.longest))
-    assert real.figure().data[0].z.shape == (3, 14)
+    assert real.per_sequence.shape == (2, 3, 14) and real.figure().data[0].z.shape == (3, 14)
 
 
 def test_two_term_fit_and_alpha(setup):
@@ -209,15 +237,19 @@ def test_conjecture_result(tiny_study):
     assert "a_n + 2.30 a_(n-1) (seed)" in set(result.curves.series)
     rows = result.claims()
     assert [r.id for r in rows] == ["affine.conjecture.alpha_after_l0", "affine.conjecture.alpha_next_term"]
-    for row, alpha in zip(rows, (result.alpha_after_l0, result.alpha_next)):
-        assert row.verdict == ("reproduced" if 2.1 <= alpha <= 2.5 else "not_reproduced")
+    for row, alpha, key in zip(rows, (result.alpha_after_l0, result.alpha_next), ("after_l0", "a_next")):
+        numerator, denominator = result.parts[key]
+        assert len(numerator) == tiny_study.n_analysis and numerator.sum() / denominator.sum() == pytest.approx(alpha)
+        assert row.interval[0] <= alpha <= row.interval[1]
+        assert row.verdict == claims.between(2.1, 2.5).decide(claims.Interval(*row.interval, row.interval_kind, row.n))
     assert f"(R^2 {expected.R2[0]:.2f})" in rows[0].claim
     assert result.table().index.name == "fitted to"
 
 
 def test_verdicts_table():
+    errors = np.array([0.9e-4, 1.0e-4, 1.1e-4, 1.0e-4])
     rows = [
-        ia.TRAIN_MSE.measure(1e-4, **ia.filed("smoke")),
+        ia.TRAIN_MSE.measure(1e-4, interval=claims.bootstrap(errors), n="4", **ia.filed("smoke")),
         ia.TRAIN_SECONDS.measure(12.0, **ia.filed("smoke")),
     ]
 
@@ -230,6 +262,7 @@ def test_verdicts_table():
     assert list(table.index) == ["train.mse", "train.seconds"]
     assert table.loc["train.mse", "verdict"] == "reproduced" and table.loc["train.seconds", "verdict"] == "measured"
     assert table.loc["train.mse", "seed"] == 1e-4 and isinstance(table, pd.DataFrame)
+    assert table.loc["train.mse", "95% interval"].startswith("[") and table.loc["train.seconds", "95% interval"] == ""
 
 
 def test_every_declared_affine_claim_is_from_seed_001():
@@ -252,3 +285,74 @@ def test_study_loads_the_zoo_model_and_draws_the_held_out_sets(monkeypatch):
     assert [len(g) for g in s.analysis] == [20] * 12 and [g.inputs.shape[1] for g in s.analysis] == list(range(3, 15))
     np.testing.assert_array_equal(s.analysis[0].terms, affine.held_out(20, cfg.data, seed=20_001)[0].terms)
     np.testing.assert_array_equal(s.population[-1].terms, affine.held_out(20, cfg.data, seed=20_002)[-1].terms)
+
+
+def test_train_mse_is_inconclusive_when_its_interval_straddles_the_criterion():
+    kw = ia.filed("smoke")
+    near = np.random.default_rng(0).normal(1.5e-4, 0.5e-4, 200)  # mean about the criterion's edge
+    row = ia.TRAIN_MSE.measure(float(near.mean()), interval=claims.bootstrap(near), n="200", **kw)
+    assert row.verdict == "inconclusive"
+    below = ia.TRAIN_MSE.measure(1e-4, interval=claims.bootstrap(near - 0.5e-4), n="200", **kw)
+    assert below.verdict == "reproduced"
+    far = ia.TRAIN_MSE.measure(3e-4, interval=claims.bootstrap(near + 1.5e-4), n="200", **kw)
+    assert far.verdict == "not_reproduced"
+
+
+def test_sequence_interval_resamples_whole_sequences():
+    gen = np.random.default_rng(3)
+    sums, counts = gen.normal(size=50) + 5, gen.integers(1, 12, 50).astype(float)
+    interval = ia.ratio_interval(sums, counts)
+    point = sums.sum() / counts.sum()
+    assert interval.low <= point <= interval.high and interval.n == 50 and "50 held-out sequences" in interval.kind
+    # the weights of a resample count how often each sequence is drawn: a row of ones is the data
+    seen = []
+    ia.sequence_interval(lambda w: seen.append(w.copy()) or w.sum(1), 7)
+    assert np.array_equal(seen[0], np.ones((1, 7))) and all(np.allclose(w.sum(1), 7) for w in seen)
+    # strata keep their sizes in every resample
+    a, b = np.arange(0, 30), np.arange(30, 50)
+    checked = []
+    ia.sequence_interval(lambda w: checked.append((w[:, a].sum(1), w[:, b].sum(1))) or w.sum(1), 50, strata=[a, b])
+    assert all(np.allclose(x, 30) and np.allclose(y, 20) for x, y in checked)
+    strat = ia.sequence_interval(lambda w: w @ sums / w.sum(1), 50, strata=[a, b])
+    assert strat.n == 50 and "2 strata of 30, 20" in strat.kind
+
+
+def test_weighted_median_counts_each_value_by_its_weight():
+    values = np.array([3.0, 1.0, 2.0, 10.0])
+    assert ia.weighted_median(values, np.ones(4)) == pytest.approx(np.median(values))
+    assert ia.weighted_median(values[:3], np.ones(3)) == pytest.approx(2.0)
+    weights = np.array([0.0, 2.0, 1.0, 3.0])
+    assert ia.weighted_median(values, weights) == pytest.approx(np.median(np.repeat(values, weights.astype(int))))
+    gen = np.random.default_rng(0)
+    for _ in range(20):
+        v, w = gen.normal(size=15), gen.integers(0, 4, 15)
+        if w.sum():
+            assert ia.weighted_median(v, w) == pytest.approx(np.median(np.repeat(v, w)))
+
+
+def test_row_sequences_label_the_rows_of_layer0_terms(setup):
+    _, _, model, groups = setup
+    ids = ia.row_sequences(groups)
+    terms = ia.layer0_terms(model, groups)
+    assert len(ids) == len(terms["a_n"])
+    np.testing.assert_array_equal(np.bincount(ids), np.concatenate([[g.inputs.shape[1] - 2] * len(g) for g in groups]))
+    first = groups[0]
+    np.testing.assert_allclose(terms["a_n"][ids == 1], first.inputs[1, 2:].double().numpy())
+    num, den = ia.alpha_parts(terms["a_next"], terms["a_n"], terms["a_prev"], ids, sum(len(g) for g in groups))
+    alpha, _ = ia.alpha_fit(terms["a_next"], terms["a_n"], terms["a_prev"])
+    assert num.sum() / den.sum() == pytest.approx(alpha)
+
+
+def test_every_affine_claim_with_a_verdict_says_where_its_number_comes_from():
+    declared = {k: v for k, v in claims.declared().items() if k.startswith("affine.")}
+    text = claims.seed_text(SEEDS) if SEEDS.exists() else None
+    for spec in declared.values():
+        if spec.test is not None:
+            passing, failing = spec.test_examples()
+            assert spec.test(passing) and not spec.test(failing), spec.id
+            if not isinstance(spec.test, claims.Region) and spec.role == "claim":
+                assert spec.why_no_interval, f"{spec.id}: a function test cannot have an interval: say why"
+        if spec.source_value is not None:
+            assert spec.source_quote, f"{spec.id}: a source value needs the source's sentence"
+            if text is not None:
+                assert claims.quote_found(spec.source_quote, text), spec.id

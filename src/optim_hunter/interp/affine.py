@@ -15,10 +15,16 @@ The chapter's analyses live in three modules:
 Every section of the chapter calls one function that returns a frozen result: its numbers, with
 `.figure()` / `.table()` where it has them, `.claims()` (the rows of the claims declared beside
 the measuring code, each with the criterion fixed before any number is known) and `.numbers()`
-(the numbers the prose quotes, for `glue`). Functions below the results are the measurements
-themselves: they take any hooked model with the `VectorModel` interface (`model(vectors)`,
-`run_with_cache(vectors)`, the weight properties) and held-out `Sequences` groups (one per
-length); weight-based quantities fold the LayerNorms and value biases in (`interp.circuits`).
+(the numbers the prose quotes, for `glue`). A number that averages over the held-out sequences is
+decided on its 95% bootstrap interval over them (`sequence_interval`: whole sequences resampled,
+so the positions and vectors of one sequence stay together); counts over heads and properties of
+the weights say why they have none. Every interval is over held-out sequences of one trained
+model: the spread between training runs is not measured.
+
+Functions below the results are the measurements themselves: they take any hooked model with the
+`VectorModel` interface (`model(vectors)`, `run_with_cache(vectors)`, the weight properties) and
+held-out `Sequences` groups (one per length); weight-based quantities fold the LayerNorms and
+value biases in (`interp.circuits`).
 
 Positions: the model reads a_0 .. a_{L-1}; position m predicts a_{m+1}. "Scored" positions are
 m >= 2 (the training loss).
@@ -35,12 +41,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from optim_hunter import claims, hooks, plots, settings, zoo
 from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import circuits
+from optim_hunter.verdicts import CONFIDENCE
 from optim_hunter.zoo.affine import EVERY_POSITION, AffineData, Sequences, held_out, sample_sequences, scored_mse
 
 CHAPTER = "affine_recurrences"
@@ -79,6 +86,11 @@ class Study:
     def clean_mse(self) -> float:
         return mse(self.model, self.analysis)
 
+    @functools.cached_property
+    def clean_errors(self) -> Float[np.ndarray, " n"]:
+        """The clean model's MSE on every analysis sequence (`squared_errors`)."""
+        return squared_errors(self.model, self.analysis)
+
     def edited(self, edit: Callable[[dict[str, Tensor]], dict[str, Tensor]]) -> Any:
         """A hooked copy of the model whose weights are `edit(state dict)` (the model is untouched).
         The only place the analyses reach into the zoo family's model core."""
@@ -108,6 +120,62 @@ def filed(profile: str) -> dict[str, str]:
     return {"chapter": CHAPTER, "profile": profile, "model": NAME}
 
 
+UNITS = "held-out sequences"
+
+
+def sequence_interval(
+    statistic: Callable[[np.ndarray], np.ndarray], n: int, *, units: str = UNITS,
+    strata: Sequence[np.ndarray] | None = None,
+) -> claims.Interval:
+    """95% bootstrap interval over `n` held-out sequences of `statistic(weights)`: weights is
+    [resample, n], weights[r, i] how often sequence i is drawn into resample r (a row of ones: the
+    data as measured), and the statistic returns one value per row.
+
+    A number pooled over the positions or vectors of the sequences (a ratio of sums, a median)
+    resamples whole sequences this way, so that the correlated rows of one sequence stay together:
+    the statistic weights every row by its sequence's weight. `strata` (index arrays that
+    partition the sequences, e.g. alternating and monotone ones) resamples each apart, so that
+    every resample keeps each stratum's size (a difference between two kinds of sequences)."""
+    groups = [np.arange(n)] if strata is None else [np.asarray(g, dtype=int) for g in strata if len(g)]
+
+    def resampled(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        flat = [np.asarray(i).astype(int).reshape(-1, np.shape(i)[-1]) for i in indices]
+        rows = flat[0].shape[0]
+        offsets = n * np.arange(rows)[:, None]
+        weights = sum(np.bincount((f + offsets).ravel(), minlength=rows * n) for f in flat).reshape(rows, n)
+        return np.asarray(statistic(weights.astype(float)), dtype=float).reshape(np.shape(indices[0])[:-1])
+
+    interval = claims.bootstrap(*(g.astype(float) for g in groups), statistic=resampled, units=units)
+    if len(groups) == 1:
+        return interval
+    total = sum(len(g) for g in groups)
+    return claims.Interval(interval.low, interval.high, f"bootstrap {CONFIDENCE:.0%} over {total} {units}, "
+                           f"{len(groups)} strata of {', '.join(str(len(g)) for g in groups)} resampled apart", total)
+
+
+def ratio_interval(numerator: np.ndarray, denominator: np.ndarray, *, units: str = UNITS) -> claims.Interval:
+    """95% bootstrap interval over sequences of sum(numerator) / sum(denominator), one entry of
+    each per sequence (a mean pooled over a sequence's positions: its sum and its count)."""
+    num, den = np.asarray(numerator, float), np.asarray(denominator, float)
+    return sequence_interval(lambda w: w @ num / (w @ den), len(num), units=units)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray, *, presorted: bool = False) -> float:
+    """The median of `values`, each counted `weights` times (np.median for equal weights: the mean
+    of the middle pair when the total weight is even). `presorted`: `values` already ascending."""
+    v, w = np.asarray(values, float), np.asarray(weights, float)
+    if not presorted:
+        order = np.argsort(v, kind="stable")
+        v, w = v[order], w[order]
+    v, w = v[w > 0], w[w > 0]
+    cum = np.cumsum(w)
+    half = cum[-1] / 2
+    k = int(np.searchsorted(cum, half * (1 - 1e-12)))  # the first value whose cumulative weight reaches half
+    if np.isclose(cum[k], half) and k + 1 < len(v):
+        return float((v[k] + v[k + 1]) / 2)
+    return float(v[k])
+
+
 def example_sequences(data: AffineData) -> tuple[Sequences, Sequences]:
     """The chapter's two single examples of 14 vectors: an alternating (c = -0.8) and a monotone
     (c = 0.8) recurrence, the same every time."""
@@ -121,9 +189,13 @@ def example_sequences(data: AffineData) -> tuple[Sequences, Sequences]:
 
 DATA_GROWTH = claims.declare(
     "affine.data.growth_factor",
-    "largest growth |a_10| / |a_0| over 10 steps of the unscaled recurrence, among {n} sampled sequences",
-    source_seed=SEED, source_value="about 1,000 over about 10 terms", unit="factor",
-    criterion="largest factor >= 500 (the order of the seed's 1,000)", test=lambda v: v >= 500,
+    "largest growth |a_10| / |a_0| over 10 steps of the unscaled recurrence, among {n} sequences drawn by our "
+    "data generator (a property of the data, before rescaling: why the seed rescales)",
+    source_seed=SEED, source_value="a factor of 1,000 over about 10 terms", unit="factor",
+    source_quote="Even with this bounding, a relatively small number of terms (e.g., 10) can result in the sequence "
+                 "growing by a factor of 1,000.",
+    role="check",
+    criterion="largest factor >= 500 (the order of the seed's 1,000)", test=claims.at_least(500),
 )
 
 
@@ -171,13 +243,18 @@ def task(s: Study) -> TaskResult:
 # --- training and the model's error --------------------------------------------------------------
 
 TRAIN_MSE = claims.declare(
-    "affine.train.mse", "held-out MSE of the trained model (scored positions, mean over lengths 3..14)",
+    "affine.train.mse",
+    "held-out MSE of the trained model (scored positions, mean over {n} sequences of lengths 3..14); one training "
+    "run, so the interval covers the held-out sequences, not the spread between training runs (not measured)",
     source_seed=SEED, source_value=1e-4, unit="MSE",
-    criterion="MSE <= 1.5e-4 (the seed's 1e-4 to one significant figure)", test=lambda v: v <= 1.5e-4,
+    source_quote="The transformer model successfully achieved a mean squared error of 0.0001.",
+    criterion="MSE <= 1.5e-4 (our reading of the seed's 0.0001, given to one significant figure)",
+    test=claims.at_most(1.5e-4),
 )
 TRAIN_BUDGET = claims.declare(
     "affine.train.budget", "training steps at batch 16 (the seed: 100,000)",
     source_seed=SEED, source_value=100_000, unit="steps",
+    source_quote="The model was trained for 100,000 steps using a batch size of 16.",
 )
 TRAIN_SECONDS = claims.declare(
     "affine.train.seconds", "training time on the book's CPU budget", source_seed=SEED, unit="seconds",
@@ -189,6 +266,17 @@ def mse(model: HookedModel, groups: Sequence[Sequences], loss_from: int = LOSS_F
     """Held-out MSE of a hooked model (hooks and edits in effect): mean over the groups (lengths)
     of the MSE over scored positions and coordinates, as the training loss."""
     return float(np.mean([float(scored_mse(model(g.inputs), g.targets, loss_from)) for g in groups]))
+
+
+@torch.no_grad()
+def squared_errors(
+    model: HookedModel, groups: Sequence[Sequences], loss_from: int = LOSS_FROM
+) -> Float[np.ndarray, " n"]:
+    """Per held-out sequence (the groups one after the other), the MSE over its scored positions
+    and coordinates: the units the held-out MSE averages. With groups of equal size (every
+    `Study` set) their mean is `mse`."""
+    parts = [((model(g.inputs) - g.targets)[:, loss_from:].double() ** 2).mean((1, 2)).numpy() for g in groups]
+    return np.concatenate(parts)
 
 
 @torch.no_grad()
@@ -217,6 +305,7 @@ class TrainingResult:
 
     profile: str
     clean_mse: float
+    errors: Float[np.ndarray, " n"]  # the MSE of every analysis sequence (clean_mse is their mean)
     by_position: Float[np.ndarray, " pos"]
     curve: pd.DataFrame
     history: pd.DataFrame  # held-out loss and MSE at every evaluation, by step
@@ -240,8 +329,9 @@ class TrainingResult:
 
     def claims(self) -> list[claims.Claim]:
         kw = filed(self.profile)
-        return [TRAIN_MSE.measure(self.clean_mse, **kw), TRAIN_BUDGET.measure(self.steps, **kw),
-                TRAIN_SECONDS.measure(self.seconds, **kw)]
+        interval = claims.bootstrap(self.errors, units=UNITS)
+        return [TRAIN_MSE.measure(self.clean_mse, interval=interval, n=f"{len(self.errors):,}", **kw),
+                TRAIN_BUDGET.measure(self.steps, **kw), TRAIN_SECONDS.measure(self.seconds, **kw)]
 
     def numbers(self) -> dict[str, Any]:
         mse_curve = self.history["mse"].to_numpy()
@@ -258,7 +348,8 @@ def training(s: Study) -> TrainingResult:
     """The learning curves, the budget spent, the held-out MSE and the MSE by position on the
     14-vector sequences."""
     return TrainingResult(
-        profile=s.profile, clean_mse=s.clean_mse, by_position=mse_by_position(s.model, s.longest),
+        profile=s.profile, clean_mse=s.clean_mse, errors=s.clean_errors,
+        by_position=mse_by_position(s.model, s.longest),
         curve=loss_curve(s.meta), history=pd.DataFrame(s.meta["history"]).set_index("step")[["loss", "mse"]],
         steps=int(s.meta["steps"]), seconds=float(s.meta["train_seconds"]), batch_size=int(s.cfg.batch_size),
         n_analysis=s.n_analysis,
@@ -273,7 +364,13 @@ EVERY_POSITION_WORSE = claims.declare(
     "after {step} steps of the same schedule from the same weights and batches (at every shared evaluation: "
     "{ratios})",
     source_seed=SEED, source_value="worse", unit="MSE ratio",
-    criterion="ratio > 1 at the last shared evaluation", test=lambda v: v > 1,
+    source_quote="Empirically, we observed that applying MSE to all vector pairs yielded worse results than starting "
+                 "from the prediction of the vector following  $\\vec{a}_2$ .",
+    criterion="ratio > 1 at the last shared evaluation", test=claims.above(1),
+    why_no_interval="two single training runs (one seed each) compared at one evaluation: the trainer's evaluation "
+                    "keeps only the mean over its held-out sequences and the chapter's model keeps no snapshot at that "
+                    "step, so neither a bootstrap over sequences nor a spread over seeds is available; the ratios at "
+                    "the other shared evaluations show how far it moves",
 )
 
 
@@ -335,39 +432,67 @@ def loss_positions(s: Study) -> LossPositionsResult:
 
 MLP_LATE = claims.declare(
     "affine.mlp.late_positions",
-    "summed MLP direct attribution to a_(m+1), mean over the last 3 positions (positions 2-10: {early})",
+    "summed MLP direct attribution to a_(m+1) on the 14-vector sequences: the smaller of its mean over the last "
+    "3 positions ({late}) and that mean's excess over positions 2-10 ({excess})",
     source_seed=SEED, source_value="positive, mainly at the final positions", unit="dot product",
-    criterion="last-3 mean > 0 and > mean over positions 2..10",
-    test=lambda t: t["late"] > 0 and t["late"] > t["early"],
+    source_quote="found that they primarily contribute in the correct direction for the final few sequence positions",
+    criterion="> 0: positive at the last 3 positions and larger there than at positions 2-10", test=claims.above(0),
 )
 
 
 @torch.no_grad()
-def mlp_attribution_by_position(model: HookedModel, seqs: Sequences) -> Float[np.ndarray, "layer pos"]:
-    """Mean direct attribution of each MLP's output to a_{m+1} at every position m of one group."""
+def mlp_attribution(model: HookedModel, seqs: Sequences) -> Float[np.ndarray, "seq layer pos"]:
+    """Direct attribution of each MLP's output to a_{m+1} at every position m of every sequence of one group."""
     n_layers = model.cfg.n_layers
     names = {hooks.mlp_out(l) for l in range(n_layers)} | {"ln_final.hook_scale"}
     _, cache = model.run_with_cache(seqs.inputs, names_filter=lambda n: n in names)
     outs = torch.stack([cache[hooks.mlp_out(l)] for l in range(n_layers)], 2)  # [b, p, l, d]
-    return circuits.direct_attribution(model, cache, outs, seqs.targets).mean(0).T.numpy()
+    return circuits.direct_attribution(model, cache, outs, seqs.targets).transpose(1, 2).numpy()
+
+
+def mlp_attribution_by_position(model: HookedModel, seqs: Sequences) -> Float[np.ndarray, "layer pos"]:
+    """Mean direct attribution of each MLP's output to a_{m+1} at every position m of one group."""
+    return mlp_attribution(model, seqs).mean(0)
+
+
+def late_and_early(attribution: Float[np.ndarray, "... layer pos"]) -> tuple[Any, Any]:
+    """The MLPs' summed attribution, mean over the last three positions and over positions 2 .. L-4."""
+    summed = np.asarray(attribution).sum(-2)
+    return summed[..., -3:].mean(-1), summed[..., 2:-3].mean(-1)
+
+
+def _late_margin(late: np.ndarray, early: np.ndarray, axis: int = -1) -> Any:
+    """min(late, late - early) of the means: > 0 exactly when late > 0 and late > early."""
+    late_mean = np.mean(late, axis=axis)
+    return np.minimum(late_mean, late_mean - np.mean(early, axis=axis))
 
 
 @dataclasses.dataclass(frozen=True)
 class MLPResult:
-    """Direct attribution of each MLP to a_{m+1}, by position, on the 14-vector sequences."""
+    """Direct attribution of each MLP to a_{m+1}, by position, on every 14-vector sequence."""
 
     profile: str
-    attribution: Float[np.ndarray, "layer pos"]
+    per_sequence: Float[np.ndarray, "seq layer pos"]
+
+    @property
+    def attribution(self) -> Float[np.ndarray, "layer pos"]:
+        """The mean over the sequences."""
+        return self.per_sequence.mean(0)
 
     @property
     def late(self) -> float:
         """The MLPs' summed attribution, mean over the last three positions."""
-        return float(self.attribution.sum(0)[-3:].mean())
+        return float(late_and_early(self.attribution)[0])
 
     @property
     def early(self) -> float:
         """The same over positions 2 .. L-4."""
-        return float(self.attribution.sum(0)[2:-3].mean())
+        return float(late_and_early(self.attribution)[1])
+
+    @property
+    def margin(self) -> float:
+        """min(late, late - early): what the claim tests."""
+        return float(min(self.late, self.late - self.early))
 
     def figure(self) -> go.Figure:
         a = self.attribution
@@ -375,29 +500,32 @@ class MLPResult:
                              zmid=0, title=f"Direct attribution of each MLP to a_(m+1), by position (L = {a.shape[1]})")
 
     def claims(self) -> list[claims.Claim]:
-        return [MLP_LATE.measure(self.late, tested={"late": self.late, "early": self.early}, early=f"{self.early:.3g}",
-                                **filed(self.profile))]
+        late, early = late_and_early(self.per_sequence)
+        interval = claims.bootstrap(late, early, statistic=_late_margin, paired=True, units="14-vector sequences")
+        return [MLP_LATE.measure(self.margin, interval=interval, late=f"{self.late:.3g}",
+                                 excess=f"{self.late - self.early:.3g}", **filed(self.profile))]
 
     def numbers(self) -> dict[str, Any]:
         return {"mlp_late": self.late, "mlp_early": self.early}
 
 
 def mlps(s: Study) -> MLPResult:
-    return MLPResult(s.profile, mlp_attribution_by_position(s.model, s.longest))
+    return MLPResult(s.profile, mlp_attribution(s.model, s.longest))
 
 
 # --- the conjecture: layer 0 writes a crude a_n + alpha a_{n-1} -----------------------------------
 
+ALPHA_QUOTE = "with the transformation  $\\vec{a}_n \\rightarrow \\vec{a}_n + 2.3\\vec{a}_{n-1}$  (green)"
 ALPHA_AFTER_L0 = claims.declare(
     "affine.conjecture.alpha_after_l0",
     "alpha in a_n + alpha a_(n-1) fitted to the read-out of the residual stream after layer 0 (R^2 {r2})",
-    source_seed=SEED, source_value=2.3, unit="alpha",
-    criterion="alpha in [2.1, 2.5] (the seed's slope range)", test=lambda v: 2.1 <= v <= 2.5,
+    source_seed=SEED, source_value=2.3, unit="alpha", source_quote=ALPHA_QUOTE,
+    criterion="alpha in [2.1, 2.5] (the seed's slope range)", test=claims.between(2.1, 2.5),
 )
 ALPHA_NEXT = claims.declare(
     "affine.conjecture.alpha_next_term", "alpha in a_n + alpha a_(n-1) fitted to a_(n+1) (R^2 {r2})",
-    source_seed=SEED, source_value=2.3, unit="alpha",
-    criterion="alpha in [2.1, 2.5] (the seed's slope range)", test=lambda v: 2.1 <= v <= 2.5,
+    source_seed=SEED, source_value=2.3, unit="alpha", source_quote=ALPHA_QUOTE,
+    criterion="alpha in [2.1, 2.5] (the seed's slope range)", test=claims.between(2.1, 2.5),
 )
 SEED_ALPHA = 2.3
 
@@ -439,6 +567,32 @@ def layer0_terms(model: HookedModel, groups: Sequence[Sequences], loss_from: int
         parts["a_next"].append(g.targets.double()[:, loss_from:])
         parts["after_l0"].append(readout(model, cache, name)[:, loss_from:])
     return {k: torch.cat([p.reshape(-1, p.shape[-1]) for p in v]).numpy() for k, v in parts.items()}
+
+
+def row_sequences(groups: Sequence[Sequences], loss_from: int = LOSS_FROM) -> Int[np.ndarray, " row"]:
+    """For every row of `layer0_terms` (a scored position of a sequence), the index of its sequence
+    among all sequences of `groups` (the groups one after the other)."""
+    ids, offset = [], 0
+    for g in groups:
+        L = g.inputs.shape[1]
+        if L > loss_from:
+            ids.append(np.repeat(offset + np.arange(len(g)), L - loss_from))
+        offset += len(g)
+    return np.concatenate(ids) if ids else np.zeros(0, dtype=int)
+
+
+def alpha_parts(
+    y: Float[np.ndarray, "n d_vector"], a_n: Float[np.ndarray, "n d_vector"], a_prev: Float[np.ndarray, "n d_vector"],
+    sequence: Int[np.ndarray, " n"], n_sequences: int,
+) -> tuple[Float[np.ndarray, " seq"], Float[np.ndarray, " seq"]]:
+    """`alpha_fit`'s numerator and denominator summed per sequence: alpha = sum(numerator) /
+    sum(denominator), so resampling sequences resamples alpha (the per-coordinate constant held at
+    its fit on all rows)."""
+    y, a_n, a_prev = (np.asarray(t, float) for t in (y, a_n, a_prev))
+    y, a_n, a_prev = (t - t.mean(0, keepdims=True) for t in (y, a_n, a_prev))
+    numerator = np.bincount(sequence, ((y - a_n) * a_prev).sum(1), minlength=n_sequences)
+    denominator = np.bincount(sequence, (a_prev * a_prev).sum(1), minlength=n_sequences)
+    return numerator, denominator
 
 
 def alpha_fit(
@@ -486,12 +640,14 @@ def conjecture_curves(
 
 @dataclasses.dataclass(frozen=True)
 class ConjectureResult:
-    """The alpha fits (a row for the read-out after layer 0, one for a_{n+1}) and the seed's
+    """The alpha fits (a row for the read-out after layer 0, one for a_{n+1}), their numerators
+    and denominators per held-out sequence (`alpha_parts`, for the intervals) and the seed's
     Figure 17 redrawn for coordinate 0 of the alternating example."""
 
     profile: str
     alphas: pd.DataFrame
     curves: pd.DataFrame
+    parts: Mapping[str, tuple[np.ndarray, np.ndarray]]  # "after_l0", "a_next" -> (numerator, denominator)
 
     @property
     def alpha_after_l0(self) -> float:
@@ -511,8 +667,9 @@ class ConjectureResult:
     def claims(self) -> list[claims.Claim]:
         kw = filed(self.profile)
         r2 = self.alphas["R2"]
-        return [ALPHA_AFTER_L0.measure(self.alpha_after_l0, r2=f"{r2.iloc[0]:.2f}", **kw),
-                ALPHA_NEXT.measure(self.alpha_next, r2=f"{r2.iloc[1]:.2f}", **kw)]
+        after, following = (ratio_interval(*self.parts[k]) for k in ("after_l0", "a_next"))
+        return [ALPHA_AFTER_L0.measure(self.alpha_after_l0, interval=after, r2=f"{r2.iloc[0]:.2f}", **kw),
+                ALPHA_NEXT.measure(self.alpha_next, interval=following, r2=f"{r2.iloc[1]:.2f}", **kw)]
 
     def numbers(self) -> dict[str, Any]:
         return {"alpha_after_l0": self.alpha_after_l0, "alpha_next": self.alpha_next,
@@ -522,21 +679,27 @@ class ConjectureResult:
 def conjecture(s: Study) -> ConjectureResult:
     """alpha fitted over every scored position of the analysis set, and the curves of the
     alternating example with the fitted alpha and the seed's."""
-    alphas = alpha_fits(layer0_terms(s.model, s.analysis))
+    terms = layer0_terms(s.model, s.analysis)
+    alphas = alpha_fits(terms)
+    sequence = row_sequences(s.analysis)
+    parts = {k: alpha_parts(terms[k], terms["a_n"], terms["a_prev"], sequence, s.n_analysis)
+             for k in ("after_l0", "a_next")}
     alternating, _ = example_sequences(s.cfg.data)
     fitted = float(alphas["alpha"].iloc[0])
     curves = conjecture_curves(s.model, alternating, 0, 0, {"fitted": fitted, "seed": SEED_ALPHA})
-    return ConjectureResult(s.profile, alphas, curves)
+    return ConjectureResult(s.profile, alphas, curves, parts)
 
 
 # --- what holds up -------------------------------------------------------------------------------
 
 
 def verdicts(*results: Any) -> pd.DataFrame:
-    """Every claim row of `results` as one table: the seed's value, ours and the verdict."""
+    """Every claim row of `results` as one table: the seed's value, ours, its 95% interval (where it
+    has one) and the verdict."""
     rows = claims.rows_of(*results)
     return pd.DataFrame(
         {"claim": [r.claim for r in rows], "seed": [r.source_value for r in rows], "ours": [r.measured for r in rows],
-         "unit": [r.unit for r in rows], "verdict": [r.verdict.replace("_", " ") for r in rows]},
+         "95% interval": [f"[{r.interval[0]:.4g}, {r.interval[1]:.4g}]" if r.interval else "" for r in rows],
+         "unit": [r.unit for r in rows], "verdict": [claims.verdict_words(r.to_json()) for r in rows]},
         index=pd.Index([r.id.removeprefix("affine.") for r in rows], name="claim id"),
     )
