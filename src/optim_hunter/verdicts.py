@@ -92,8 +92,9 @@ def bootstrap(
                     f"{label} {CONFIDENCE:.0%} over {n} {units}", n)
 
 
-def seed_range(values: Sequence[float], units: str = "training seeds") -> Interval:
-    """The range of a value over independent runs (training seeds): the smallest and the largest."""
+def seed_range(values: Sequence[float] | np.ndarray, units: str = "training seeds") -> Interval:
+    """The range of a value over independent runs (training seeds), or over repeated evaluations of
+    the same runs when that is all there is (say so in `units`): the smallest and the largest."""
     array = np.asarray(values, dtype=float)
     if array.size == 0 or not np.isfinite(array).all():
         raise ValueError("a seed range needs one or more finite values")

@@ -122,7 +122,10 @@ def test_the_loss_comparison_uses_the_evaluations_both_runs_share():
     assert result.last_step == 1000 and result.ratio == pytest.approx(1.5)
     (row,) = result.claims()
     assert row.id == "affine.training.every_position_worse" and row.verdict == "reproduced"
-    assert row.interval is None and "no snapshot" in row.why_no_interval  # two single runs: said, not hidden
+    assert row.interval == [1.5, 2.0] and "2 shared evaluations" in row.interval_kind  # two single runs: said
+    tie = ia.LossPositionsResult("full", ia.shared_evaluations(
+        seed_loss, {"history": [{"step": 500, "mse": 0.39}, {"step": 1000, "mse": 0.22}]}))
+    assert tie.claims()[0].verdict == "inconclusive"  # 0.97 then 1.10: a tie, not "worse"
     assert "1,000 steps" in row.claim and "2.00 at 500" in row.claim
     assert result.numbers()["every_position_mse"] == pytest.approx(0.3)
     better = ia.LossPositionsResult("full", ia.shared_evaluations(seed_loss, {"history": [{"step": 500, "mse": 0.2}]}))

@@ -366,11 +366,9 @@ EVERY_POSITION_WORSE = claims.declare(
     source_seed=SEED, source_value="worse", unit="MSE ratio",
     source_quote="Empirically, we observed that applying MSE to all vector pairs yielded worse results than starting "
                  "from the prediction of the vector following  $\\vec{a}_2$ .",
-    criterion="ratio > 1 at the last shared evaluation", test=claims.above(1),
-    why_no_interval="two single training runs (one seed each) compared at one evaluation: the trainer's evaluation "
-                    "keeps only the mean over its held-out sequences and the chapter's model keeps no snapshot at that "
-                    "step, so neither a bootstrap over sequences nor a spread over seeds is available; the ratios at "
-                    "the other shared evaluations show how far it moves",
+    criterion="ratio > 1 over the whole range of the shared evaluations", test=claims.above(1),
+    first_criterion="ratio > 1 at the last shared evaluation (a point; changed because the ratio moved between 0.96 "
+                    "and 1.17 across evaluations and machines, so one evaluation cannot tell a tie from worse)",
 )
 
 
@@ -401,7 +399,12 @@ class LossPositionsResult:
 
     def claims(self) -> list[claims.Claim]:
         ratios = ", ".join(f"{r:.2f} at {s}" for s, r in self.compared["ratio"].items())
-        return [EVERY_POSITION_WORSE.measure(self.ratio, step=f"{self.last_step:,}", ratios=ratios,
+        # Two single runs: the trainer keeps only the mean held-out error of each evaluation, so the
+        # uncertainty available is how far the ratio moves between the shared evaluations.
+        steps = self.compared.index
+        interval = claims.seed_range(self.compared["ratio"].to_numpy(),
+                                     units=f"shared evaluations (steps {steps[0]:,}-{steps[-1]:,}) of two single runs")
+        return [EVERY_POSITION_WORSE.measure(self.ratio, step=f"{self.last_step:,}", ratios=ratios, interval=interval,
                                              **{**filed(self.profile), "model": f"{NAME}, {EVERY_POSITION}"})]
 
     def numbers(self) -> dict[str, Any]:
