@@ -122,7 +122,7 @@ def test_the_loss_comparison_uses_the_evaluations_both_runs_share():
     assert result.last_step == 1000 and result.ratio == pytest.approx(1.5)
     (row,) = result.claims()
     assert row.id == "affine.training.every_position_worse" and row.verdict == "reproduced"
-    assert row.interval == [1.5, 2.0] and "2 shared evaluations" in row.interval_kind  # two single runs: said
+    assert row.interval == pytest.approx([1.5, 2.0]) and "2 shared evaluations" in row.interval_kind  # two single runs: said
     tie = ia.LossPositionsResult("full", ia.shared_evaluations(
         seed_loss, {"history": [{"step": 500, "mse": 0.39}, {"step": 1000, "mse": 0.22}]}))
     assert tie.claims()[0].verdict == "inconclusive"  # 0.97 then 1.10: a tie, not "worse"
