@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,40 +306,90 @@ def test_patched_patterns_and_recovery_match_a_manual_forward():
     assert icl.pattern_recovery(bridge, tokens, 1, 0, patterns[1][:, 0]) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_declared_tests_decide_the_verdicts():
-    spec = icl.ONE_LAYER_NO_CHANGE
-    quiet = {"drop": 0.01, "final": -0.2, "unigram": -0.1234}  # fell too little: no phase change
-    row = spec.measure(0.01, chapter="c", profile="smoke", model="m", tested=quiet, unigram="-0.123", final="-0.002")
-    assert row.verdict == "reproduced" and row.criterion.endswith("(-0.123))") and "-0.002" in row.claim
-    changed = {"drop": 0.06, "final": -0.2, "unigram": -0.1}
-    assert spec.measure(0.06, chapter="c", profile="smoke", tested=changed, unigram="-0.1", final="0").verdict \
-        == "not_reproduced"
-    assert not icl.is_phase_change({"drop": 0.06, "final": -0.1, "unigram": -0.1})  # must end below the unigram's
-    assert spec.measure("no window", chapter="c", profile="smoke", unigram="0", final="0").verdict == "measured"
-    with pytest.raises(TypeError, match="fields"):
-        spec.measure(0.01, chapter="c", profile="smoke", tested=quiet)
-    plain = {**changed, "peak": 40}
-    assert icl.SMEARED_EARLIER.test({"smeared": {**changed, "peak": 20}, "plain": plain})
-    assert not icl.SMEARED_EARLIER.test({"smeared": {**quiet, "peak": 20}, "plain": plain})
-    assert not icl.SMEARED_EARLIER.test({"smeared": {**changed, "peak": 40}, "plain": plain})
-    inside, late = {"step": 30, "start": 20, "end": 40}, {"step": 50, "start": 20, "end": 40}
-    assert icl.HEADS_IN_WINDOW.test([inside]) and not icl.HEADS_IN_WINDOW.test([inside, late])
-    assert not icl.HEADS_IN_WINDOW.test([]) and not icl.HEADS_IN_WINDOW.test([{**inside, "step": None}])
-    assert icl.LOSS_BUMP.test(2.0) and icl.LOSS_BUMP.test(float("inf")) and not icl.LOSS_BUMP.test(1.9)
-    assert icl.DIVERGES_AT_CHANGE.test(1.0) and not icl.DIVERGES_AT_CHANGE.test(0.5)
-    turned = [{**inside, "angle": 90.0}, {**inside, "angle": 45.0}]
-    assert icl.PCA_PIVOT.test({"pivots": turned, "one_layer": 30.0})
-    assert not icl.PCA_PIVOT.test({"pivots": turned, "one_layer": 50.0})
-    assert not icl.PCA_PIVOT.test({"pivots": [{**late, "angle": 90.0}], "one_layer": 30.0})
-    for spec in (icl.PREFIX_VS_KCOMP, icl.COPYING_VS_OV):
-        assert spec.test({"rho": 0.5, "p": 0.01}) and not spec.test({"rho": 0.49, "p": 0.01})
-        assert not spec.test({"rho": 0.9, "p": 0.05})
-    assert icl.NON_CONVEX.test({"inside": [30], "outside": []})
-    assert not icl.NON_CONVEX.test({"inside": [], "outside": []})
-    assert not icl.NON_CONVEX.test({"inside": [30], "outside": [90]})
-    assert icl.TEXT_CHANGE.test({"best": 0.3, "drop": 0.05}) and not icl.TEXT_CHANGE.test({"best": 0.29, "drop": 1})
-    assert not icl.TEXT_CHANGE.test({"best": 0.9, "drop": 0.04})
+SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seeds"
+
+
+def _specs() -> dict[str, claims.ClaimSpec]:
+    return {v.id: v for v in vars(icl).values() if isinstance(v, claims.ClaimSpec)}
+
+
+def test_declared_criteria_pass_and_fail_their_examples_and_say_why_without_an_interval():
+    specs = _specs()
+    assert len(specs) == 32
+    for spec in specs.values():
+        if spec.test is None:
+            continue
+        passing, failing = spec.test_examples()
+        assert spec.test(passing) and not spec.test(failing), spec.id
+        if not isinstance(spec.test, claims.Region) and spec.role != "check":
+            assert spec.why_no_interval, f"{spec.id}: a function test cannot take an interval: say why"
+    assert icl.NOT_SCHEDULE.role == "check" and "True by our schedule" in icl.NOT_SCHEDULE.claim
+    # the phase-change rows: the margin's sign is the criterion
+    for t in ({"drop": 0.3, "final": -0.8, "unigram": -0.2}, {"drop": 0.01, "final": -0.8, "unigram": -0.2},
+              {"drop": 0.3, "final": -0.1, "unigram": -0.2}):
+        assert (icl.change_margin(**t) > 0) == icl.is_phase_change(t)
+    assert icl.change_margin(0.3, -0.8, -0.2) == pytest.approx(0.25)
+    plain = {"drop": 0.06, "final": -0.2, "unigram": -0.1, "peak": 40}
+    assert not icl.SMEARED_EARLIER.test({"smeared": {**plain, "drop": 0.01, "peak": 20}, "plain": plain})
+    assert not icl.HEADS_IN_WINDOW.test([]) and not icl.HEADS_IN_WINDOW.test([{"step": None, "start": 1, "end": 2}])
+    assert icl.LOSS_BUMP.test(float("inf"))
+    assert not icl.TEXT_CHANGE.test({"best": 0.9, "drop": 0.04}) and not icl.TEXT_CHANGE.test({"best": 0.29, "drop": 1})
     assert not hasattr(icl, "judged") and not hasattr(icl, "glue")
+
+
+def test_every_source_value_is_quoted_from_the_seed():
+    if not SEEDS.is_dir():
+        pytest.skip(f"the source studies are not beside this checkout ({SEEDS})")
+    text = claims.seed_text(SEEDS)
+    for spec in _specs().values():
+        if spec.source_value is not None:
+            assert claims.quote_found(spec.source_quote, text), spec.id
+
+
+def test_bootstrap_helpers_resample_units():
+    rng = np.random.default_rng(0)
+    a = rng.normal(1.0, 1.0, 50)
+    ours = icl.bootstrap_means(a, lambda m: m[0], "chains")
+    direct = claims.bootstrap(a, units="chains")
+    assert (ours.low, ours.high) == pytest.approx((direct.low, direct.high), abs=0.05) and ours.n == 50
+    # paired rows: a ratio of means, every quantity of a unit drawn together
+    rows = np.stack([a, 2 * a])
+    paired = icl.bootstrap_means(rows, lambda m: m[1] / m[0], "chains")
+    assert paired.low == pytest.approx(2.0) and paired.high == pytest.approx(2.0)
+    assert icl.ratio(1.0, 2.0) == 0.5 and icl.ratio(1.0, 0.0) == -1.0 and icl.ratio(1.0, -1.0, undefined=-5) == -5
+    # a resample of heads: the statistic sees unit indices
+    seen = icl.resampled(4, lambda i: float(len(set(i.tolist()))), "heads")
+    assert 1 <= seen.low <= seen.high <= 4
+
+
+def test_window_drops_average_to_the_window_drop():
+    steps = np.unique(np.geomspace(1, 10_000, 60).astype(int))
+    rng = np.random.default_rng(1)
+    units = -0.5 / (1 + np.exp(-(np.log10(steps)[:, None] - 3.0) * 8)) + rng.normal(0, 0.05, (len(steps), 30))
+    window = icl.phase_change_window(steps, units.mean(1))
+    drops = icl.window_drops(steps, units, window)
+    assert drops.shape == (30,) and drops.mean() == pytest.approx(window.drop)
+
+
+def _margin_rows(drop: float, noise: float, n: int = 256) -> np.ndarray:
+    rng = np.random.default_rng(2)
+    drops = drop + rng.normal(0, noise, n)
+    return np.stack([drops - drops.mean() + drop, np.full(n, -0.5), np.full(n, -0.2)])  # fall, final, unigram
+
+
+@pytest.mark.parametrize("drop, noise, verdict", [(0.0514, 0.05, "inconclusive"), (0.3, 0.05, "reproduced"),
+                                                  (0.01, 0.01, "not_reproduced")])
+def test_a_phase_change_within_the_held_out_noise_is_inconclusive(drop, noise, verdict):
+    rows = _margin_rows(drop, noise)
+    margin = lambda m: icl.change_margin(*m)  # noqa: E731
+    interval = icl.bootstrap_means(rows, margin, "held-out chains")
+    row = icl.MULTI_LAYER_CHANGE.measure(margin(rows.mean(1)), chapter="c", profile="smoke", interval=interval,
+                                         detail="x")
+    assert row.measured == pytest.approx(min(drop - icl.DROP, 0.3)) and row.verdict == verdict
+    opposite = {"inconclusive": "inconclusive", "reproduced": "not_reproduced", "not_reproduced": "reproduced"}
+    none = icl.ONE_LAYER_NO_CHANGE.measure(margin(rows.mean(1)), chapter="c", profile="smoke", interval=interval,
+                                           drop="x", final="x", unigram="x")
+    assert none.verdict == opposite[verdict] and none.interval_kind.endswith("held-out chains")
 
 
 # --- the chapter's studies on tiny models --------------------------------------------------------
@@ -382,6 +433,9 @@ def test_phase_change_study_matches_direct_computation(studies):
     assert set(study.numbers()) >= {"ih_early", "ih_bayes", "ih_snapshots"}
 
 
+DECIDED = ("reproduced", "not_reproduced", "inconclusive")
+
+
 def test_phase_change_claims(studies):
     study, _ = studies
     rows = claims.rows_of(study)
@@ -393,18 +447,44 @@ def test_phase_change_claims(studies):
     one = study.runs["attn-only-1l"]
     row = by_id["induction.one_layer_no_induction_heads"]
     assert row.measured == pytest.approx(float(np.nanmax(one.scores["prefix_matching"])))
-    assert row.verdict == ("reproduced" if row.measured < 0.3 else "not_reproduced")
+    assert row.verdict == ("reproduced" if row.measured < 0.3 else "not_reproduced") and row.why_no_interval
+    for name, run in study.runs.items():  # the per-chain values average to the numbers of the curves
+        np.testing.assert_allclose(run.icl_chains.mean(1), run.icl, atol=1e-9)
+        np.testing.assert_allclose(run.loss_chains.mean(1), run.loss, atol=1e-6)
+        np.testing.assert_allclose(study.change_rows(name).mean(1), list(study.change_numbers(name).values()),
+                                   atol=1e-9)
+        margin, interval = study.change_margin(name)
+        assert (margin > 0) == study.has_change(name) and interval.low <= margin <= interval.high
     for name, id in (("attn-only-1l", "induction.one_layer_no_phase_change"),
                      ("smeared-1l", "induction.smeared_one_layer_phase_change")):
-        changed = study.has_change(name) == (id == "induction.smeared_one_layer_phase_change")
-        assert by_id[id].verdict == ("reproduced" if changed else "not_reproduced")
-        assert f"({study.reference['unigram']:.3f})" in by_id[id].criterion
+        row, spec = by_id[id], icl.SMEARED_ONE_LAYER if "smeared" in id else icl.ONE_LAYER_NO_CHANGE
+        assert row.measured == pytest.approx(study.change_margin(name)[0])
+        assert row.interval is not None and row.verdict == spec.test.decide(claims.Interval(*row.interval, "", 1))
+        assert f"{study.reference['unigram']:.3f}" in row.claim
     multi = by_id["induction.multi_layer_all_change"]
-    assert multi.measured == pytest.approx(np.mean([study.has_change(n) for n in
-                                                    ("attn-only-2l", "attn-only-3l", "smeared-2l")]))
+    margins = [study.change_margin(n)[0] for n in ("attn-only-2l", "attn-only-3l", "smeared-2l")]
+    assert multi.measured == pytest.approx(min(margins)) and multi.interval is not None
     w = study.runs[icl.FOCUS].window
     assert by_id["induction.window_fraction_of_training"].measured == pytest.approx(w.end / 30)
     assert by_id["induction.window_fraction_of_training"].verdict == "measured"
+    assert by_id["induction.not_schedule_driven"].verdict in ("check", "measured")
+    assert not by_id["induction.not_schedule_driven"].decides_source
+    post = by_id["induction.post_change_icl_score"]
+    assert post.verdict == "measured" and post.interval[0] <= post.measured <= post.interval[1]
+    for id in ("induction.prefix_vs_k_composition", "induction.copying_vs_ov_eigenvalues",
+               "induction.size.mid_context_catch_up", "induction.icl_index_choice"):
+        assert by_id[id].verdict in DECIDED and by_id[id].interval is not None, id
+    for row in rows:  # every verdict has an interval or says why not
+        assert row.verdict not in DECIDED or row.interval is not None or row.why_no_interval, row.id
+    for id in ("induction.icl_share_in_window", "induction.icl_constant_after_change"):
+        assert (by_id[id].verdict == "measured") == (not study.has_change(icl.FOCUS))
+    small, large = study.runs["attn-only-2l"], study.runs["attn-only-3l"]
+    gap = small.by_index[-1] - large.by_index[-1]
+    late = float(icl.window_mean(gap, study.late, 2))
+    early = by_id["induction.size.early_advantage"]
+    if late > 0:
+        first = max(1, round(10 / 512 * study.n_ctx))
+        assert early.measured == pytest.approx(float(icl.window_mean(gap, first, 2)) / late)
 
 
 def test_ablation_study(studies):
@@ -415,6 +495,14 @@ def test_ablation_study(studies):
     assert all(l == 1 for l, _ in abl.induction_heads)
     assert set(abl.recovery) == {"previous", "induction", "induction2"}
     assert np.isfinite(list(abl.recovery.values())).all()
+    # the per-chain values average to the numbers
+    assert abl.chain_icl().mean() == pytest.approx(abl.ablation.clean_icl)
+    assert abl.without_chains.mean() == pytest.approx(abl.icl_without)
+    assert abl.chain_icl((1, 0)).mean() == pytest.approx(abl.ablation.icl_full[1, 0])
+    assert abl.across_chains[:, 0].mean(-1) == pytest.approx(abl.across_clean)
+    for kind, parts in abl.recovery_chains.items():
+        c, a, i = parts.mean(1)
+        assert (a - i) / (a - c) == pytest.approx(abl.recovery[kind])
     rows = {r.id: r for r in claims.rows_of(abl)}
     assert len(rows) == 7
     two = rows["induction.idealised.two_token_prefix"]
@@ -422,7 +510,22 @@ def test_ablation_study(studies):
     others = [(0, 0), (0, 1)] + [h for h in [(1, 0), (1, 1)] if h not in abl.induction_heads]
     increase = np.mean([abl.ablation.icl_full[h] < abl.ablation.clean_icl for h in others])
     assert rows["induction.other_ablations_increase_icl"].measured == pytest.approx(increase)
+    before = rows["induction.before_after_negative"]
+    assert before.measured == pytest.approx(min(abl.attribution["full"][h] for h in abl.induction_heads))
+    for row in rows.values():
+        assert row.verdict not in DECIDED or row.interval is not None, row.id
     assert len(abl.across_figures()) == 2
+
+
+@pytest.mark.parametrize("heads, decided", [(((1, 0), (1, 1)), False), (((1, 0),), True)])
+def test_ablating_every_head_of_a_layer_is_measured_only(studies, heads, decided):
+    _, abl = studies
+    rows = {r.id: r for r in claims.rows_of(dataclasses.replace(abl, induction_heads=heads))}
+    for id in ("induction.ablation_removes_icl", "induction.ablation_through_training"):
+        row = rows[id]
+        assert (row.verdict in DECIDED) == (decided and isinstance(row.measured, float)), id
+        assert ("cannot tell the induction heads from it" in row.claim) != decided
+    assert rows["induction.ablation_removes_icl"].interval is not None
 
 
 def test_text_study_on_a_tiny_code_model(tmp_path, monkeypatch):
@@ -439,6 +542,16 @@ def test_text_study_on_a_tiny_code_model(tmp_path, monkeypatch):
     rows = {r.id: r for r in claims.rows_of(text)}
     assert set(rows) == {"induction.text.phase_change", "induction.text.icl_before_change",
                          "induction.text.post_change_icl_score"}
-    assert rows["induction.text.post_change_icl_score"].measured == pytest.approx(float(text.final["icl"][-1]))
+    post = rows["induction.text.post_change_icl_score"]
+    assert post.measured == pytest.approx(float(text.final["icl"][-1])) and post.interval is not None
+    np.testing.assert_allclose(text.curves["icl_units"].mean(1), text.curves["icl"], atol=1e-6)
+    before = rows["induction.text.icl_before_change"]
+    assert before.measured == pytest.approx(text.icl_before) and before.interval is not None
+    assert (before.verdict in ("reproduced", "not_reproduced", "inconclusive")) == text.changed
+    for changed in (True, False):  # before a phase change only when there is one
+        monkeypatch.setattr(icl.TextStudy, "changed", property(lambda self, c=changed: c))
+        row = {r.id: r for r in claims.rows_of(text)}["induction.text.icl_before_change"]
+        assert (row.verdict != "measured") == changed
+        assert ("no change to be before" in row.claim) != changed
     assert len(text.figures()) == 5 and text.heads_table().shape == (4, 4)
     assert "|" in text.sample and set(text.numbers()) >= {"ih_text_loss", "ih_text_budget"}

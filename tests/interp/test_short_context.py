@@ -88,22 +88,44 @@ def test_next_token_loss_reads_four_tokens_and_scores_all_four_predictions():
     assert float(loss) == pytest.approx(math.log(CFG.n_tokens))
 
 
-def _result(one: float, two: float) -> sc.ShortContextResult:
+def _result(one: float, two: float, per_position: int = 200) -> sc.ShortContextResult:
+    """A result whose per-sequence answers give the 1-layer model accuracy `one` after a match at x0
+    and the 2-layer model `two` after a match at x2 (every other match right)."""
+    match_at = np.repeat([0, 1, 2, -1], per_position)
+    correct = {}
+    for model, position, accuracy in (("1 layer", 0, one), ("2 layers", 2, two)):
+        right = np.ones(len(match_at), dtype=bool)
+        where = np.nonzero(match_at == position)[0]
+        right[where[round(accuracy * per_position):]] = False
+        correct[model] = right
     columns = {"loss on x4": [1.5, 1.0], "p(answer) after a match": [0.5, 0.9]}
     for i in range(3):
-        columns[f"accuracy, x3 = x{i}"] = [one if i == 0 else 1.0, two if i == 2 else 1.0]
+        columns[f"accuracy, x3 = x{i}"] = [float(correct[m][match_at == i].mean()) for m in ("1 layer", "2 layers")]
     scores = pd.DataFrame(columns, index=pd.Index(["1 layer", "2 layers"], name="model"))
     attention = pd.DataFrame({"layer 1: x3 -> after the match": [0.2, 0.7], "layer 0: previous token": [0.9, 0.1]})
-    return sc.ShortContextResult("full", CFG, scores, attention, 12.0)
+    return sc.ShortContextResult("full", CFG, scores, attention, 12.0, pd.DataFrame(correct), match_at)
 
 
-def test_claim_needs_the_two_layer_model_everywhere_and_the_one_layer_model_not():
-    (row,) = _result(one=0.6, two=0.97).claims()
-    assert row.id == "induction.short_context.learned" and row.verdict == "reproduced"
-    assert row.measured == pytest.approx(0.97) and "0.600" in row.claim
-    assert _result(one=0.6, two=0.9).claims()[0].verdict == "not_reproduced"
-    assert _result(one=0.96, two=0.99).claims()[0].verdict == "not_reproduced"  # the control did it too
-    numbers = _result(one=0.6, two=0.97).numbers()
+@pytest.mark.parametrize("one, two, verdict", [
+    (0.6, 1.0, "reproduced"),
+    (0.6, 0.97, "inconclusive"),  # 0.97 on 200 matches: within sampling noise of 0.95
+    (0.6, 0.9, "not_reproduced"),
+    (0.99, 1.0, "not_reproduced"),  # the control did it too
+])
+def test_claim_needs_the_two_layer_model_everywhere_and_the_one_layer_model_not(one, two, verdict):
+    (row,) = _result(one, two).claims()
+    assert row.id == "induction.short_context.learned" and row.verdict == verdict
+    assert row.measured == pytest.approx(min(two - sc.THRESHOLD, sc.THRESHOLD - one))
+    assert row.interval[0] <= row.measured <= row.interval[1] and row.interval_kind.endswith("held-out sequences")
+    assert f"{one:.3f}" in row.claim and f"{two:.3f}" in row.claim
+
+
+def test_margin_and_numbers():
+    result = _result(one=0.6, two=0.97)
+    assert sc.learned_margin(result.correct["2 layers"].to_numpy(), result.correct["1 layer"].to_numpy(),
+                             result.match_at) == pytest.approx(0.02)
+    assert sc.LEARNED.test(0.0) and not sc.LEARNED.test(-0.01)
+    numbers = result.numbers()
     assert numbers["short_gap_two"] == pytest.approx(1.0 - CFG.bayes_loss)
     assert numbers["short_induction_attention"] == pytest.approx(0.7)
     assert numbers["short_previous_token"] == pytest.approx(0.9)
@@ -116,5 +138,9 @@ def test_study_trains_both_models_and_measures_them(monkeypatch):
     assert result.attention.shape == (CFG.n_heads, 2)
     assert ((result.attention >= 0) & (result.attention <= 1)).all().all()
     assert result.seconds > 0 and len(result.claims()) == 1
+    for model in ("1 layer", "2 layers"):  # the per-sequence answers give the accuracies of the table
+        for at in range(3):
+            assert result.correct[model][result.match_at == at].mean() == pytest.approx(
+                result.scores.loc[model, f"accuracy, x3 = x{at}"])
     again = sc.study("smoke", progress=False)  # deterministic
     pd.testing.assert_frame_equal(result.scores, again.scores)

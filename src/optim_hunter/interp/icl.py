@@ -27,8 +27,12 @@ returns a result object with its tables, figures and claim rows (`claims()`):
   text_study           the 2-layer model trained on Python source
 
 The claims are declared below (`claims.declare`), each with its criterion in words and the test
-that implements it; a test that needs more than the measured value (a window fall *and* a final
-score) reads the numbers the analysis passes as `tested=` (`ClaimSpec.measure`).
+that implements it. A number that averages held-out chains (windows, sequences) or heads is decided
+on a 95% bootstrap interval over them (`bootstrap_means`, `resampled`: the per-unit values are kept
+on the result objects); a criterion with two conditions becomes one number where it can (the
+phase-change margin, `change_margin`). A property of one training run (a window, a peak step, a
+turn, a count of heads) is tested on its value, with the reason it has no interval; such a test
+reads the numbers the analysis passes as `tested=` (`ClaimSpec.measure`).
 """
 
 from __future__ import annotations
@@ -112,13 +116,14 @@ def log_index_derivative(loss_by_index: Float[np.ndarray, "... index"]) -> Float
     return np.gradient(loss, x, axis=-1)
 
 
-def smooth(values: Sequence[float] | Float[np.ndarray, " _"], width: int) -> np.ndarray:
-    """Centred moving average (shrinking at the ends); width 1 returns the values."""
+def smooth(values: Sequence[float] | Float[np.ndarray, "_ ..."], width: int) -> np.ndarray:
+    """Centred moving average along the first axis (shrinking at the ends); width 1 returns the
+    values. Linear: the smoothed mean of several curves is the mean of their smoothed curves."""
     v = np.asarray(values, dtype=np.float64)
-    if width <= 1:
+    if width <= 1 or len(v) == 0:
         return v.copy()
     half = width // 2
-    return np.array([v[max(0, i - half) : i + half + 1].mean() for i in range(len(v))])
+    return np.stack([v[max(0, i - half) : i + half + 1].mean(0) for i in range(len(v))])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +165,51 @@ def phase_change_window(
         start=int(s[lo]), end=int(s[hi]), peak=int(s[peak]), peak_rate=float(rate[peak]),
         drop=float(v[lo] - v[hi]), total_drop=float(raw[0] - raw[-1]),
     )
+
+
+def window_drops(
+    steps: Steps, unit_scores: Float[np.ndarray, "snapshot unit"], window: PhaseWindow, *, smoothing: int = 5,
+    min_step: int = 10,
+) -> Float[np.ndarray, " unit"]:
+    """The fall of each unit's (held-out chain's) ICL score across `window`, smoothed as
+    `phase_change_window` smooths the mean score: their mean is `window.drop` (smoothing is linear).
+    The window is the one found on the mean curve, held fixed."""
+    s = np.asarray(steps)
+    keep = s >= min_step
+    kept = s[keep]
+    v = smooth(np.asarray(unit_scores, dtype=np.float64)[keep], smoothing)
+    lo, hi = int(np.searchsorted(kept, window.start)), int(np.searchsorted(kept, window.end))
+    return v[lo] - v[hi]
+
+
+def resampled(n: int, statistic: Callable[[Int[np.ndarray, " unit"]], float], units: str) -> claims.Interval:
+    """95% bootstrap interval of `statistic(index)` over `n` units: `index` is a resample of the unit
+    indices 0..n-1 (drawn with replacement, all quantities of one unit together), so a statistic of
+    anything measured per unit (several curves on the same held-out chains, the heads of a model
+    with their whole trajectories) is resampled by units. `statistic(np.arange(n))` is the point."""
+
+    def vectorised(index: np.ndarray, axis: int = -1) -> np.ndarray:
+        index = np.asarray(index)
+        flat = index.reshape(-1, index.shape[-1]).astype(int)
+        return np.array([statistic(i) for i in flat]).reshape(index.shape[:-1])
+
+    return claims.bootstrap(np.arange(n), statistic=vectorised, units=units)
+
+
+def bootstrap_means(
+    rows: Float[np.ndarray, "*quantity unit"], statistic: Callable[[Float[np.ndarray, " quantity"]], float], units: str,
+) -> claims.Interval:
+    """95% bootstrap interval of `statistic(means)`, `means` the mean over units of each row of
+    `rows` [quantity, unit] (paired: the units are resampled together for every row). A ratio of
+    means, a difference, the smallest of several margins: any function of the means."""
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    return resampled(rows.shape[1], lambda i: statistic(rows[:, i].mean(1)), units)
+
+
+def ratio(num: float, den: float, *, undefined: float = -1.0) -> float:
+    """num / den where den > 0, else `undefined`: a share whose denominator has the wrong sign has
+    no meaning, and a resample where that happens counts as a value the claim's region excludes."""
+    return float(num / den) if den > 0 else undefined
 
 
 def crossing_step(steps: Steps, values: Curve, fraction: float = 0.5) -> int | None:
@@ -337,12 +387,23 @@ class HeadAblation:
     loss_preserved: np.ndarray
     delta_full: np.ndarray  # [layer, head, batch * (pos-1)] per-token loss change, full
     delta_preserved: np.ndarray
+    clean_losses: np.ndarray  # [batch, pos-1] per-token losses of the model itself
+
+    def chain_icl(self, early: int, late: int, half_width: int = 0, *, head: tuple[int, int] | None = None,
+                  kind: str = "full") -> np.ndarray:
+        """ICL score per sequence [batch], clean or with `head` = (layer, head) ablated (`kind`):
+        the per-unit values whose mean is `clean_icl` / `icl_{kind}[head]`."""
+        losses = self.clean_losses
+        if head is not None:
+            losses = losses + getattr(self, f"delta_{kind}")[head].reshape(losses.shape)
+        return np.asarray(icl_score(losses, early, late, half_width))
 
 
 @torch.no_grad()
 def head_ablations(model: HookedModel, tokens: Tensor, early: int, late: int, half_width: int = 0) -> HeadAblation:
-    """Full and pattern-preserving zero ablation of every head, one at a time."""
-    clean = token_losses(model(tokens), tokens)
+    """Full and pattern-preserving zero ablation of every head, one at a time (losses in float64, so
+    that the per-sequence values average to the numbers to rounding)."""
+    clean = token_losses(model(tokens), tokens).astype(np.float64)
     patterns = clean_patterns(model, tokens)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     shape = (n_layers, n_heads)
@@ -352,12 +413,13 @@ def head_ablations(model: HookedModel, tokens: Tensor, early: int, late: int, ha
         for h in range(n_heads):
             for kind, preserve in (("full", False), ("preserved", True)):
                 losses = ablated_losses(model, tokens, l, h, preserve_patterns=preserve, patterns=patterns)
+                losses = losses.astype(np.float64)
                 out[f"icl_{kind}"][l, h] = float(icl_score(losses.mean(0), early, late, half_width))
                 out[f"loss_{kind}"][l, h] = float(losses.mean() - clean.mean())
                 deltas[kind][l, h] = (losses - clean).reshape(-1)
     return HeadAblation(
         clean_icl=float(icl_score(clean.mean(0), early, late, half_width)),
-        delta_full=deltas["full"], delta_preserved=deltas["preserved"], **out,
+        delta_full=deltas["full"], delta_preserved=deltas["preserved"], clean_losses=clean, **out,
     )
 
 
@@ -421,15 +483,24 @@ def patched_pattern_losses(
 
 
 @torch.no_grad()
+def recovery_losses(
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch query_pos key_pos"]
+) -> Float[np.ndarray, "3 batch"]:
+    """Mean loss of each sequence [clean / head zero-ablated (`hook_z`) / head's pattern idealised,
+    batch]: what `pattern_recovery` compares, per sequence."""
+    clean = token_losses(model(tokens), tokens).astype(np.float64).mean(1)
+    ablated = ablated_losses(model, tokens, layer, head, preserve_patterns=False).astype(np.float64).mean(1)
+    ideal = patched_pattern_losses(model, tokens, layer, head, pattern).astype(np.float64).mean(1)
+    return np.stack([clean, ablated, ideal])
+
+
 def pattern_recovery(
     model: HookedModel, tokens: Int[Tensor, "batch pos"], layer: int, head: int, pattern: Float[Tensor, "batch query_pos key_pos"]
 ) -> float:
     """The share of the head's ablation loss that an idealised pattern recovers:
     (L_ablated - L_idealised) / (L_ablated - L_clean), mean losses, zero ablation of `hook_z`
     (1: the ideal pattern does everything the head's own does; 0: no better than no head)."""
-    clean = token_losses(model(tokens), tokens).mean()
-    ablated = ablated_losses(model, tokens, layer, head, preserve_patterns=False).mean()
-    ideal = patched_pattern_losses(model, tokens, layer, head, pattern).mean()
+    clean, ablated, ideal = recovery_losses(model, tokens, layer, head, pattern).mean(1)
     return float((ablated - ideal) / (ablated - clean))
 
 
@@ -496,9 +567,9 @@ def snapshot_measurements(
     half_width: int = 0, steps: Sequence[int] | None = None, head_steps: Sequence[int] | None = None,
     head_data: Tensor | None = None, bos: int | None = None,
 ) -> dict[str, Any]:
-    """Loss by index, mean loss, ICL score and repeated-sequence loss drop (64 sequences of 25
-    tokens, twice) of the snapshots of zoo model `name` at `steps` (default: every snapshot;
-    fused forward on `tokens`), and
+    """Loss by index, mean loss, ICL score (and per sequence of `tokens`, "icl_units" [snapshot,
+    sequence]) and repeated-sequence loss drop (64 sequences of 25 tokens, twice) of the snapshots
+    of zoo model `name` at `steps` (default: every snapshot; fused forward on `tokens`), and
     `head_scores` [layer, head] at `head_steps` (default: `steps`; previous-token scores on
     `head_data`, default the first 16 of `tokens`). Works for any family built on
     `zoo.induction`'s model (`load_module`, `hooked`); the models come from `_snapshot_models`."""
@@ -512,12 +583,13 @@ def snapshot_measurements(
     if missing:
         raise ValueError(f"{name}: steps {missing} are not among the snapshots measured (kept: {kept})")
     head_data = tokens[:16] if head_data is None else head_data
-    by_index, repeat, scores = [], [], {}
+    by_index, units, repeat, scores = [], [], [], {}
     for step in steps:
         fused, bridge = _snapshot_models(name, step, profile, hooked=step in head_steps)
         with torch.no_grad():  # in chunks: logits of many long windows are large
-            losses = [_per_token_loss(fused, part) for part in tokens.split(128)]
-        by_index.append(torch.cat(losses).mean(0).numpy())
+            losses = torch.cat([_per_token_loss(fused, part) for part in tokens.split(128)]).numpy().astype(np.float64)
+        by_index.append(losses.mean(0))
+        units.append(icl_score(losses, early, late, half_width))
         length = min(25, cfg.arch.d_vocab - (bos is not None))
         repeat.append(repeat_loss_drop(fused, cfg.arch.d_vocab, length=length, batch=64, bos=bos))
         if bridge is not None:
@@ -526,7 +598,8 @@ def snapshot_measurements(
     by_index = np.stack(by_index)
     return {
         "steps": np.asarray(steps), "by_index": by_index, "loss": by_index.mean(1),
-        "icl": icl_score(by_index, early, late, half_width), "repeat_drop": np.asarray(repeat),
+        "icl": icl_score(by_index, early, late, half_width), "icl_units": np.stack(units),
+        "repeat_drop": np.asarray(repeat),
         "head_steps": np.asarray(sorted(head_steps)), **{k: np.stack(v) for k, v in scores.items()},
     }
 
@@ -539,6 +612,14 @@ def is_phase_change(t: Mapping[str, float]) -> bool:
     final ICL score, "unigram": the unigram predictor's ICL score}: a fall of at least `DROP` nats
     that ends below what order-blind counting reaches."""
     return bool(t["drop"] >= DROP and t["final"] < t["unigram"])
+
+
+def change_margin(drop: float, final: float, unigram: float) -> float:
+    """The phase-change criterion as one number (nats): the smaller of (the window's fall - `DROP`)
+    and (the unigram predictor's ICL score - the final ICL score). Positive: a phase change
+    (`is_phase_change`); negative: none. A mean over held-out chains of each of the three, so it
+    has a bootstrap interval over the chains."""
+    return float(min(drop - DROP, unigram - final))
 
 
 def _in_window(t: Mapping[str, Any]) -> bool:
@@ -557,183 +638,276 @@ def _pivots(t: Mapping[str, Any]) -> bool:
     return all(_in_window(p) for p in t["pivots"]) and all(p["angle"] > t["one_layer"] for p in t["pivots"])
 
 
-def _correlates(t: Mapping[str, float]) -> bool:
-    """{"rho": a Spearman correlation, "p": its p-value}."""
-    return t["rho"] >= 0.5 and t["p"] < 0.05
-
-
 def _text_change(t: Mapping[str, float]) -> bool:
     """{"best": the best layer >= 1 prefix-matching score, "drop": the ICL score's fall in the window}."""
     return t["best"] >= PREFIX_MIN and t["drop"] >= DROP
 
 
-def _declare(id: str, claim: str, source_value: Any, unit: str, criterion: str = "",
-             test: Callable[[Any], bool] | None = None) -> claims.ClaimSpec:
-    return claims.declare(id, claim, source_seed=SOURCE, source_value=source_value, unit=unit,
-                          criterion=criterion, test=test)
+def _declare(id: str, claim: str, *, value: Any, unit: str, quote: str = "", test: Callable[[Any], bool] | None = None,
+             criterion: str = "", role: claims.Role = "claim", why: str = "",
+             examples: tuple[Any, Any] | None = None) -> claims.ClaimSpec:
+    return claims.declare(id, claim, source_seed=SOURCE, source_value=value, unit=unit, criterion=criterion, test=test,
+                          source_quote=quote, role=role, why_no_interval=why, examples=examples)
 
 
-_CHANGE = f"window drop >= {DROP} nats and final ICL score below the unigram predictor's"
-_CHANGE_AT = _CHANGE + " ({unigram})"  # the unigram predictor's score (3 decimals), measured with the claim
+def _measured_only(spec: claims.ClaimSpec) -> claims.ClaimSpec:
+    """`spec` without its test: the row shows the number, no verdict (the caller's claim text says
+    why). Not declared: the declared spec keeps its test."""
+    return dataclasses.replace(spec, test=None, criterion="", why_no_interval="", examples=None)
+
+
+ONE_RUN = "one training seed; the spread over seeds is not measured yet (issue [2/6])"
+_MARGIN = f"nats: the smaller of (window fall - {DROP}) and (unigram ICL score - final ICL score)"
+_CHANGE = (f"a phase change is a fall of the ICL score of at least {DROP} nats in its window (our threshold) "
+           "ending below the unigram predictor's ICL score")
+_CHANGE_EXAMPLE = {"drop": 0.3, "final": -0.8, "unigram": -0.2}  # a clear phase change
 
 ONE_LAYER_NO_CHANGE = _declare(
     "induction.one_layer_no_phase_change",
-    "A one-layer attention-only model shows no phase change (ICL score fall in its window; final ICL score "
-    "{final} nats)", "no phase change", "nats fall in window", f"not ({_CHANGE_AT})",
-    lambda t: not is_phase_change(t))
+    "A one-layer attention-only model shows no phase change (ICL-score fall in its window {drop} nats; final ICL "
+    "score {final} nats, the unigram predictor's {unigram})",
+    value="no phase change", unit=_MARGIN, test=claims.below(0), criterion=f"< 0: no phase change ({_CHANGE})",
+    quote="a one-layer smeared-key model experiences the phase change, while a regular one-layer model does not")
 SMEARED_ONE_LAYER = _declare(
     "induction.smeared_one_layer_phase_change",
-    "A one-layer model with smeared keys has a phase change (window {start}-{end} steps; final ICL score "
-    "{final} nats)", "phase change", "nats fall in window", _CHANGE_AT, is_phase_change)
+    "A one-layer model with smeared keys has a phase change (window {start}-{end} steps, fall {drop} nats; final ICL "
+    "score {final} nats, the unigram predictor's {unigram})",
+    value="phase change", unit=_MARGIN, test=claims.above(0), criterion=f"> 0: a phase change ({_CHANGE})",
+    quote="a one-layer smeared-key model experiences the phase change, while a regular one-layer model does not")
 SMEARED_EARLIER = _declare(
     "induction.smeared_two_layer_earlier",
     "Smeared keys move the 2-layer phase change earlier (peak step {smeared} vs {plain} without smearing)",
-    "earlier", "peak step ratio smeared / plain",
-    "both have a phase change and the smeared model's peak step is smaller", _earlier_change)
+    value="earlier", unit="peak step ratio smeared / plain",
+    quote="the two-layer smeared-key model experiences a phase change earlier than a baseline model",
+    test=_earlier_change, criterion="both have a phase change and the smeared model's peak step is smaller",
+    why="the peak steps are found on one ICL-score curve each, of one training run per model (" + ONE_RUN + ")",
+    examples=({"smeared": {**_CHANGE_EXAMPLE, "peak": 200}, "plain": {**_CHANGE_EXAMPLE, "peak": 400}},
+              {"smeared": {**_CHANGE_EXAMPLE, "peak": 400}, "plain": {**_CHANGE_EXAMPLE, "peak": 200}}))
 HEADS_IN_WINDOW = _declare(
     "induction.heads_form_in_window",
     "Induction heads (max prefix-matching score reaching half its rise) form inside the phase-change window: "
-    "{detail}", "inside the window", "fraction of models with a phase change",
-    "for every model with a phase change, the crossing step lies in its window",
-    lambda t: bool(t) and all(_in_window(c) for c in t))  # no model with a phase change: not reproduced
+    "{detail}", value="inside the window", unit="fraction of models with a phase change",
+    quote="we find that induction heads form abruptly during exactly the same window where in-context learning "
+          "develops",
+    test=lambda t: bool(t) and all(_in_window(c) for c in t),  # no model with a phase change: not reproduced
+    criterion="for every model with a phase change, the crossing step lies in its window",
+    why="crossing steps and windows are found on the curves of one training run per model (" + ONE_RUN + ")",
+    examples=([{"step": 300, "start": 200, "end": 500}], [{"step": 700, "start": 200, "end": 500}]))
 LOSS_BUMP = _declare(
     "induction.loss_bump",
     "The training loss of {name} steepens during the phase change ({inside} nats/decade inside the window vs "
-    "{before} just before)", "visible bump", "ratio of fall rates", "fall rate in window >= 2x the rate before it",
-    lambda ratio: ratio >= 2)  # inf when nothing falls before the window
+    "{before} just before)", value="visible bump", unit="ratio of fall rates",
+    quote="whatever's occurring is visible as a bump on the training curve (figure below)",
+    test=claims.at_least(2), criterion="fall rate in window >= 2x the rate before it (our threshold)",
+    why="a ratio of fall rates on the training-loss curve (the training batches) of one run (" + ONE_RUN + ")")
 POST_CHANGE_ICL = _declare(
     "induction.post_change_icl_score",
     "ICL score after the phase change ({name}, Markov chains, indices {early}/{late} of {n_ctx}; Bayes-optimal "
-    "{bayes}, unigram {unigram}); the seed's value is on natural text", -0.4, "nats (late minus early)")
+    "{bayes}, unigram {unigram}); the seed's value is on natural text (its roughly 0.4 nats of in-context learning, "
+    "early minus late, is -0.4 in this late-minus-early sign)", value=-0.4, unit="nats (late minus early)",
+    quote="after it there is roughly 0.4 nats")
 ICL_SHARE_IN_WINDOW = _declare(
     "induction.icl_share_in_window",
     "Most of the final in-context learning of {name} forms inside the phase-change window (fall of the ICL "
-    "score in the window {drop} nats, final ICL score {final} nats)", ">75%",
-    "fraction of the final ICL score", "fraction > 0.75", lambda v: v > 0.75)
+    "score in the window {drop} nats, final ICL score {final} nats)", value=">75%",
+    unit="fraction of the final ICL score", quote="Since over 75% of final in-context learning forms in this window",
+    test=claims.above(0.75))
 ICL_CONSTANT = _declare(
     "induction.icl_constant_after_change",
     "The ICL score of {name} stays constant after the phase change (range of the 5-snapshot-smoothed score "
-    "from step {end} on, over the final score {final} nats)", "constant",
-    "range / |final ICL score|", "range <= 0.1 of the final score", lambda v: v <= 0.1)
+    "from step {end} on, over the final score {final} nats)", value="constant",
+    unit="range / |final ICL score|", quote="an amount that remains constant for the rest of training",
+    test=claims.at_most(0.1), criterion="<= 0.1: the range at most a tenth of the final score (our threshold)")
 MULTI_LAYER_CHANGE = _declare(
     "induction.multi_layer_all_change",
-    "Every model with more than one layer goes through the phase change: {detail}", "all models with >1 layer",
-    "fraction of models with >1 layer", f"all of them: {_CHANGE}", lambda v: v == 1)
+    "Every model with more than one layer goes through the phase change (the smallest margin of the models "
+    "with >1 layer: {detail})", value="all models with >1 layer", unit=_MARGIN + ", smallest over the models",
+    quote="Provided there's more than one layer, all of them go through a phase change.",
+    test=claims.above(0), criterion=f"> 0: every one has a phase change ({_CHANGE})")
 ONE_LAYER_NO_HEADS = _declare(
     "induction.one_layer_no_induction_heads",
     "Induction heads never form in the one-layer attention-only model (largest prefix-matching score of any "
-    "head at any snapshot)", "never form", "prefix-matching score",
-    f"below {PREFIX_MIN} (an induction head's threshold)", lambda v: v < PREFIX_MIN)
+    "head at any snapshot)", value="never form", unit="prefix-matching score",
+    quote="The exception is the one-layer model, where induction heads never form",
+    test=claims.below(PREFIX_MIN), criterion=f"< {PREFIX_MIN} (our induction-head threshold)",
+    why="the largest score over every head and snapshot of one training run (" + ONE_RUN + "); each score "
+        "averages 10 random sequences inside heads.prefix_matching, whose per-sequence values are not kept")
 DIVERGES_AT_CHANGE = _declare(
     "induction.diverges_at_change",
     "The held-out loss of the 2- and 3-layer models first falls below the one-layer model's (by 0.02 nats) "
-    "inside their phase-change windows: {detail}", "first divergence in the window", "fraction of models",
-    "for both models the first divergence step lies in the window", lambda fraction: fraction == 1)
+    "inside their phase-change windows: {detail}", value="first divergence in the window", unit="fraction of models",
+    quote="This shift also appears to be the first point where, at least for small models, the loss curve diverges "
+          "from a one-layer model",
+    test=lambda fraction: fraction == 1, criterion="for both models the first divergence step lies in the window",
+    why="divergence steps and windows are found on the curves of one training run per model (" + ONE_RUN + ")",
+    examples=(1.0, 0.5))
 PCA_PIVOT = _declare(
     "induction.pca_pivot",
     "Per-token-loss PCA trajectories pivot in the window for models with more than one layer, not for the "
-    "one-layer model (largest turn: {detail})", "pivot in window", "fraction of models with >1 layer",
-    "every model with >1 layer turns most inside its window, and more than the one-layer model ever does",
-    _pivots)
+    "one-layer model (largest turn: {detail})", value="pivot in window", unit="fraction of models with >1 layer",
+    quote="Note how it abruptly pivots for models with more than one layer.", test=_pivots,
+    criterion="every model with >1 layer turns most inside its window, and more than the one-layer model ever does",
+    why="the turns of trajectories over the snapshots of one training run per model (" + ONE_RUN + ")",
+    examples=({"pivots": [{"step": 300, "start": 200, "end": 500, "angle": 90.0}], "one_layer": 30.0},
+              {"pivots": [{"step": 50, "start": 200, "end": 500, "angle": 90.0}], "one_layer": 30.0}))
 HEADS_LAST_LAYER = _declare(
     "induction.heads_in_last_layer",
-    "In the 3-layer attention-only model the induction heads are in the last layer ({detail})", "last layer",
-    f"fraction of heads with prefix matching >= {PREFIX_MIN}", "more than half in the last layer",
-    lambda v: v > 0.5)
+    "In the 3-layer attention-only model the induction heads are in the last layer ({detail})", value="last layer",
+    unit=f"fraction of heads with prefix matching >= {PREFIX_MIN}",
+    quote="In our attention-only models, induction heads form in the last layer.",
+    test=claims.above(0.5), criterion="> 0.5: more than half in the last layer",
+    why="a count over the heads of one trained model (" + ONE_RUN + ")")
 PREFIX_VS_KCOMP = _declare(
     "induction.prefix_vs_k_composition",
     "Prefix matching correlates with the previous-token K-composition trace (heads of layers >= 1 at every "
-    "snapshot of the 2- and 3-layer attention-only models; p = {p})", "correlates well", "Spearman correlation",
-    "Spearman correlation >= 0.5 with p < 0.05", _correlates)
+    "snapshot of the 2- and 3-layer attention-only models; p = {p})", value="correlates well",
+    unit="Spearman correlation",
+    quote="Our prefix matching evaluator correlates well with the trace of QK eigenvalues for the previous-token "
+          "QK-circuit term.",
+    test=claims.at_least(0.5), criterion=">= 0.5 (our threshold for 'correlates well')")
 COPYING_VS_OV = _declare(
     "induction.copying_vs_ov_eigenvalues",
     "The copying score correlates with the OV eigenvalue score sum(lambda)/sum(|lambda|) (every head of the "
-    "five final Markov-chain models; p = {p})", "correlates well", "Spearman correlation",
-    "Spearman correlation >= 0.5 with p < 0.05", _correlates)
+    "five final Markov-chain models; p = {p})", value="correlates well", unit="Spearman correlation",
+    quote="Our copying evaluator correlates well with the OV matrix of each head.",
+    test=claims.at_least(0.5), criterion=">= 0.5 (our threshold for 'correlates well')")
 NON_CONVEX = _declare(
     "induction.only_non_convex_point",
     "The phase change is the only place where the held-out loss of {name} is not convex in log step (steps "
-    "where the fall steepens: {inside} inside the window, {outside} outside)", "only non-convex place",
-    "non-convex steps outside the window",
-    "at least one step where the fall steepens (by > 10% of the largest fall rate) inside the window, none outside",
-    lambda t: bool(t["inside"]) and not t["outside"])
+    "where the fall steepens: {inside} inside the window, {outside} outside)", value="only non-convex place",
+    unit="non-convex steps outside the window",
+    quote="It is in fact the only place in training where the loss is not convex (monotonically decreasing in "
+          "slope).",
+    test=lambda t: bool(t["inside"]) and not t["outside"],
+    criterion="at least one step where the fall steepens (by > 10% of the largest fall rate; our threshold) inside "
+              "the window, none outside",
+    why="steps found on the held-out loss curve of one training run (" + ONE_RUN + ")",
+    examples=({"inside": [300], "outside": []}, {"inside": [300], "outside": [40]}))
 NOT_SCHEDULE = _declare(
     "induction.not_schedule_driven",
-    "The phase change does not coincide with a scheduled hyperparameter change (the end of warm-up at step "
-    "{warmup}, the only one; windows: {detail})", "not schedule-driven", "models whose window holds the change",
-    "no model with a phase change has the end of warm-up inside its window", lambda v: v == 0)
+    "The phase change does not coincide with a scheduled hyperparameter change. True by our schedule, so a check "
+    "of our set-up and not a reproduction: its only change is the end of warm-up at step {warmup}, early in "
+    "training, and the learning rate is constant after it with no weight decay (windows: {detail})",
+    value="not schedule-driven", unit="models whose window holds the change",
+    quote="the window where the phase change happens doesn't appear to correspond to a scheduled change in learning "
+          "rate, warmup, or weight decay",
+    role="check", test=lambda v: v == 0, criterion="no model with a phase change has the end of warm-up inside its "
+                                                   "window", examples=(0.0, 1.0))
 WINDOW_FRACTION = _declare(
     "induction.window_fraction_of_training",
     "How far through training the phase change of {name} ends (window end step {end} of {steps}); the seed's "
-    "1-2% is for large models trained on far more tokens", "1-2%", "fraction of training steps")
+    "1-2% is for large models trained on far more tokens", value="1-2%", unit="fraction of training steps",
+    quote="for large models this is maybe 1-2% of the way through training")
 EARLY_ADVANTAGE = _declare(
     "induction.size.early_advantage",
     "The larger model (attn-only-3l) gains most of its advantage over the smaller (attn-only-2l) in the first "
-    "tokens (index {first} against index {late})", "first 10 tokens", "advantage at the first index / at the late index",
-    "fraction > 0.5", lambda v: v > 0.5)
+    "tokens (index {first} against index {late}; a resample where the larger model is not better at the late index "
+    "counts as -1)", value="first 10 tokens", unit="advantage at the first index / at the late index",
+    quote="In fact, the majority of the difference forms in the first ten tokens",
+    test=claims.above(0.5), criterion="> 0.5: the majority")
 MID_CONTEXT = _declare(
     "induction.size.mid_context_catch_up",
     "Around index {index} (the seed's token 100 scaled) the smaller model reduces its loss more per log index "
-    "than the larger (attn-only-2l against attn-only-3l)", "token ≈100",
-    "d loss / d log index, larger minus smaller", "> 0", lambda v: v > 0)
+    "than the larger (attn-only-2l against attn-only-3l)", value="token ≈100",
+    unit="d loss / d log index, larger minus smaller",
+    quote="Around token 100, there's a regime where small models reduce their loss very slightly more per token "
+          "than large models.",
+    test=claims.above(0))
 DERIVATIVE_ORDER = _declare(
     "induction.size.derivative_order_inverts",
     "The held-out loss of the smaller model (attn-only-2l) falls more slowly per decade of steps than the "
     "larger's (attn-only-3l) before the phase change and faster after it ({detail})",
-    "order inverts at the phase change", "orderings as the seed's (of 2)", "both", lambda v: v == 2)
+    value="order inverts at the phase change",
+    unit="nats per decade: the smaller of (larger minus smaller model's fall rate before both windows) and "
+         "(smaller minus larger after both)",
+    quote="The key observation is that the loss decreases more slowly for small models than large models before "
+          "the phase change, but the opposite is true after.",
+    test=claims.above(0), criterion="> 0: both orderings as the seed's")
+_UNDEFINED = " (a resample where the ablation does not raise the loss counts as -1)"
 IDEAL_PREVIOUS = _declare(
     "induction.idealised.previous_token",
     "Replacing the previous-token head's pattern ({head} of {name}) by exact previous-token attention recovers "
-    "its ablation's loss", "99%", "fraction of the ablation loss recovered", ">= 0.9", lambda v: v >= 0.9)
+    "its ablation's loss" + _UNDEFINED, value="99%", unit="fraction of the ablation loss recovered",
+    quote="Replacing the previous-token head's scores with exact previous-token attention recovered 99% of the loss "
+          "difference.",
+    test=claims.at_least(0.9), criterion=">= 0.9 (our threshold; the seed's 99%)")
 IDEAL_INDUCTION = _declare(
     "induction.idealised.induction",
     "Replacing the induction head's pattern ({head} of {name}) by uniform attention on the tokens after earlier "
-    "occurrences of the current token recovers part of its ablation's loss", "≈65%",
-    "fraction of the ablation loss recovered", "within 0.2 of 0.65", lambda v: abs(v - 0.65) <= 0.2)
+    "occurrences of the current token recovers part of its ablation's loss" + _UNDEFINED, value="≈65%",
+    unit="fraction of the ablation loss recovered",
+    quote="Replacing the induction head's scores with a simple approximation (attending to the first token and to "
+          "exact [A][B]...[A] matches) recovered about 65% of the loss difference.",
+    test=claims.between(0.45, 0.85), criterion="within 0.2 of 0.65 (our tolerance): in [0.45, 0.85]")
 IDEAL_TWO_TOKEN = _declare(
     "induction.idealised.two_token_prefix",
     "Weighting two-token prefix matches ([A][B][C] ... [A][B] -> [C]) twice in the idealised pattern of {head} "
-    "of {name} recovers more ({one} -> {two})", "+10%", "additional fraction recovered",
-    ">= 0.05 (half the seed's)", lambda v: v >= 0.05)
+    "of {name} recovers more ({one} -> {two})" + _UNDEFINED, value="+10%", unit="additional fraction recovered",
+    quote="including this in the substituted attention scores recovered an additional 10% of loss difference",
+    test=claims.at_least(0.05), criterion=">= 0.05 (our threshold: half the seed's)")
 ABLATION_REMOVES = _declare(
     "induction.ablation_removes_icl",
-    "Ablating the induction heads of {name} ({heads}) removes most of the ICL score", "most",
-    "fraction of ICL score removed", "fraction >= 0.5", lambda v: v >= 0.5)
+    "Ablating the induction heads of {name} ({heads}) removes most of the ICL score{note}", value="almost all",
+    unit="fraction of ICL score removed",
+    quote="In fact, *almost all* the in-context learning in small attention-only models appears to come from these "
+          "induction heads!",
+    test=claims.at_least(0.5), criterion=">= 0.5 (our threshold for 'most'; the seed says almost all)")
 ABLATION_THROUGH = _declare(
     "induction.ablation_through_training",
     "Ablating the final induction heads of {name} ({heads}) removes most of the ICL score at every measured "
-    "snapshot from the window's start (step {start}) on: {detail}", "from window start to end",
-    "smallest fraction of ICL score removed", "fraction >= 0.5 at every one", lambda v: v >= 0.5)
+    "snapshot from the window's start (step {start}) on: {detail}{note}", value="from window start to end",
+    unit="smallest fraction of ICL score removed",
+    quote="This begins at the start of the phase change, and remains true through the end of training.",
+    test=claims.at_least(0.5), criterion=">= 0.5 at every one (our threshold for 'most')")
 OTHER_ABLATIONS = _declare(
     "induction.other_ablations_increase_icl",
     "Ablating most other heads of {name} ({heads}) increases in-context learning (a more negative ICL score)",
-    "increase", "fraction of the other heads", "more than half", lambda v: v > 0.5)
+    value="increase", unit="fraction of the other heads",
+    quote="In fact, ablating most other attention heads appears to *increase* in-context learning.",
+    test=claims.above(0.5), criterion="> 0.5: more than half")
 BEFORE_AFTER = _declare(
     "induction.before_after_negative",
     "Ablating an induction head of {name} undoes the phase change along the before-and-after vector "
-    "(attributions {detail}; +1 undoes it, the seed's sign is the opposite)", "negative (undoes the change)",
-    "smallest attribution of an induction head", "> 0 for every induction head", lambda v: v > 0)
+    "(attributions {detail}; +1 undoes it, the seed's sign is the opposite)", value="negative (undoes the change)",
+    unit="smallest attribution of an induction head",
+    quote="For induction heads, this dot product is negative, indicating that removing induction heads is like "
+          "*un*doing the changes to model behavior that happened during the phase change.",
+    test=claims.above(0), criterion="> 0 for every induction head")
 ICL_INDEX_CHOICE = _declare(
     "induction.icl_index_choice",
     "Under other choices of the early and late indices the final ICL score varies only slightly between the "
-    "models with more than one layer ({detail})", "insensitive", "largest (max - min) / |mean| over index pairs",
-    "<= 0.25 for every pair", lambda v: v <= 0.25)
+    "models with more than one layer ({detail})", value="insensitive",
+    unit="largest (max - min) / |mean| over index pairs",
+    quote="all definitions appear to show that the amount of in-context learning varies only slightly between "
+          "models",
+    test=claims.at_most(0.25), criterion="<= 0.25 for every pair (our threshold)")
 TEXT_CHANGE = _declare(
     "induction.text.phase_change",
     "A 2-layer attention-only model on natural text (Python source) goes through the phase change within "
     "{budget}: best layer-1 prefix-matching score {best} ({head}); steepest ICL-score fall {drop} nats "
-    "(steps {start}-{end})", "phase change", "best prefix-matching score, layer >= 1",
-    f"a layer >= 1 head with prefix matching >= {PREFIX_MIN} and an ICL-score fall >= {DROP} nats in the window",
-    _text_change)
+    "(steps {start}-{end})", value="phase change", unit="best prefix-matching score, layer >= 1",
+    quote="Second, we tried out training some of the small models on a different dataset, and we observed the "
+          "phase change develop in the same way",
+    test=_text_change,
+    criterion=f"a layer >= 1 head with prefix matching >= {PREFIX_MIN} and an ICL-score fall >= {DROP} nats in the "
+              "window (our thresholds)",
+    why="two conditions in different units: the largest prefix-matching score over the heads of one model (each "
+        "averaging 10 random sequences whose values are not kept) and the fall in a window found on the ICL-score "
+        "curve of one training run (" + ONE_RUN + ")",
+    examples=({"best": 0.5, "drop": 0.2}, {"best": 0.05, "drop": 0.01}))
 TEXT_BEFORE = _declare(
     "induction.text.icl_before_change",
-    "In-context learning on natural text before the window of steepest ICL-score fall (ICL score at step "
-    "{start}, where the window starts)", "< 0.15 nats", "nats (late minus early)",
-    "ICL score above -0.15 nats (less than 0.15 nats of ICL)", lambda v: v > -0.15)
+    "In-context learning on natural text before the phase change (ICL score at step {start}, where the window of "
+    "steepest ICL-score fall starts{note})", value="< 0.15 nats", unit="nats (late minus early)",
+    quote="Before this window there is less than 0.15 nats of in-context learning",
+    test=claims.above(-0.15),
+    criterion="> -0.15 nats (less than 0.15 nats of ICL), decided only when the model has a phase change by "
+              "induction.text.phase_change's criterion (measured only without one)")
 TEXT_POST = _declare(
     "induction.text.post_change_icl_score",
     "Final ICL score on held-out Python source (indices {early}/{late} of {n_ctx}, {n} windows; {status}); "
-    "the seed's value is after one", -0.4, "nats (late minus early)")
+    "the seed's value is after one (its roughly 0.4 nats of in-context learning is -0.4 in this sign)", value=-0.4,
+    unit="nats (late minus early)", quote="after it there is roughly 0.4 nats")
 
 
 def _f(value: float, digits: int = 3) -> str:
@@ -745,11 +919,38 @@ def _head(layer: int, head: int) -> str:
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Spearman correlation and its p-value over the pairs where both are finite; (0, 1) where a
+    sample has no variation (a bootstrap resample of one repeated unit)."""
+    import warnings
+
     from scipy.stats import spearmanr
 
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     keep = np.isfinite(x) & np.isfinite(y)
-    result = spearmanr(x[keep], y[keep])
+    if keep.sum() < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
+        return 0.0, 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = spearmanr(x[keep], y[keep])
     return float(result.statistic), float(result.pvalue)
+
+
+def _correlation_over(
+    xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], units: str
+) -> tuple[float, float, claims.Interval]:
+    """Spearman correlation of the pairs of all units (each unit: a head, with one value or its
+    whole trajectory), its p-value, and a bootstrap interval that resamples the units."""
+    from scipy.stats import rankdata
+
+    def rho_of(x: np.ndarray, y: np.ndarray) -> float:  # Spearman's rho without its p-value (fast)
+        keep = np.isfinite(x) & np.isfinite(y)
+        x, y = rankdata(x[keep]), rankdata(y[keep])
+        return float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0 else 0.0
+
+    rho, p = _spearman(np.concatenate(xs), np.concatenate(ys))
+    interval = resampled(len(xs), lambda i: rho_of(np.concatenate([xs[k] for k in i]),
+                                                   np.concatenate([ys[k] for k in i])), units)
+    return rho, p, interval
 
 
 def _head_lines(steps: np.ndarray, values: np.ndarray, key: str) -> pd.DataFrame:
@@ -787,6 +988,9 @@ class MarkovRun:
     icl: np.ndarray  # [snapshot]
     window: PhaseWindow
     train_losses: np.ndarray  # [step]: the training loss of every step
+    icl_chains: np.ndarray  # [snapshot, chain]: the ICL score of each held-out chain (mean: `icl`)
+    loss_chains: np.ndarray  # [snapshot, chain]: each chain's mean loss over its indices (mean: `loss`)
+    final_losses: np.ndarray  # [chain, index]: the last snapshot's per-token losses (mean: `by_index[-1]`)
 
     @property
     def loss(self) -> np.ndarray:
@@ -803,11 +1007,14 @@ def _markov_run(name: str, profile: str, tokens: Tensor, n_pca: int, early: int,
     cfg = zoo.config(name, profile)
     steps = zoo.snapshots(name, profile)
     by_index, pca_rows, scores, bridge = [], [], {k: [] for k in SCORES}, None
+    chains, chain_loss = [], []
     for step in steps:
         fused, bridge = _snapshot_models(name, step, profile)
         with torch.no_grad():
-            losses = _per_token_loss(fused, tokens).numpy()
-        by_index.append(losses.mean(0))
+            losses = _per_token_loss(fused, tokens).numpy().astype(np.float64)  # float64: the per-chain values
+        by_index.append(losses.mean(0))  # ... average to these to rounding
+        chains.append(icl_score(losses, early, late, HALF_WIDTH))
+        chain_loss.append(losses.mean(1))
         pca_rows.append(losses[:n_pca].reshape(-1))
         for key, value in head_scores(bridge, tokens[:16]).items():
             scores[key].append(value)
@@ -818,6 +1025,7 @@ def _markov_run(name: str, profile: str, tokens: Tensor, n_pca: int, early: int,
         pca_vectors=np.stack(pca_rows), scores={k: np.stack(v) for k, v in scores.items()},
         ov_eigenvalues=heads.ov_eigenvalue_score(bridge), icl=icl, window=phase_change_window(steps, icl),
         train_losses=np.asarray(zoo.metadata(name, profile)["losses"], dtype=np.float64),
+        icl_chains=np.stack(chains), loss_chains=np.stack(chain_loss), final_losses=losses,
     )
 
 
@@ -836,6 +1044,7 @@ class PhaseChangeStudy:
     warmup_steps: int
     train_steps: int
     reference: Mapping[str, float]  # ICL scores of the Bayes-optimal and unigram predictors
+    reference_chains: Mapping[str, np.ndarray]  # ... per held-out chain [chain] (mean: `reference`)
     runs: Mapping[str, MarkovRun]
     demo: Mapping[str, Any]  # the focus model's strongest induction head on a repeated sequence
     seconds: float  # measuring every snapshot
@@ -846,6 +1055,21 @@ class PhaseChangeStudy:
         the unigram predictor's."""
         r = self.runs[name]
         return {"drop": r.window.drop, "final": float(r.icl[-1]), "unigram": self.reference["unigram"]}
+
+    def change_rows(self, name: str) -> np.ndarray:
+        """`change_numbers` per held-out chain [3, chain]: the fall of the chain's ICL score across
+        the model's window (`window_drops`), its final ICL score, the unigram predictor's; the row
+        means are `change_numbers`."""
+        r = self.runs[name]
+        return np.stack([window_drops(r.steps, r.icl_chains, r.window), r.icl_chains[-1],
+                         self.reference_chains["unigram"]])
+
+    def change_margin(self, *names: str) -> tuple[float, claims.Interval]:
+        """The smallest `change_margin` of the models `names` and its bootstrap interval over the
+        held-out chains (all models are measured on the same chains: resampled together)."""
+        rows = np.concatenate([self.change_rows(n) for n in names])
+        smallest = lambda m: min(change_margin(*m[3 * k : 3 * k + 3]) for k in range(len(names)))  # noqa: E731
+        return smallest(rows.mean(1)), bootstrap_means(rows, smallest, "held-out chains")
 
     def has_change(self, name: str) -> bool:
         """A phase change (`is_phase_change`): the ICL score falls by >= DROP in the window and ends
@@ -983,11 +1207,13 @@ class PhaseChangeStudy:
         rows = []
         one, sm1 = runs["attn-only-1l"], runs["smeared-1l"]
         unigram = _f(self.reference["unigram"])
+        margin, interval = self.change_margin("attn-only-1l")
         rows.append(ONE_LAYER_NO_CHANGE.measure(
-            one.window.drop, chapter=CHAPTER, profile=p, model="attn-only-1l",
-            tested=self.change_numbers("attn-only-1l"), unigram=unigram, final=_f(one.icl[-1])))
+            margin, chapter=CHAPTER, profile=p, model="attn-only-1l", interval=interval, drop=_f(one.window.drop),
+            unigram=unigram, final=_f(one.icl[-1])))
+        margin, interval = self.change_margin("smeared-1l")
         rows.append(SMEARED_ONE_LAYER.measure(
-            sm1.window.drop, chapter=CHAPTER, profile=p, model="smeared-1l", tested=self.change_numbers("smeared-1l"),
+            margin, chapter=CHAPTER, profile=p, model="smeared-1l", interval=interval, drop=_f(sm1.window.drop),
             unigram=unigram, start=sm1.window.start, end=sm1.window.end, final=_f(sm1.icl[-1])))
         p2, ps2 = runs["attn-only-2l"].window.peak, runs["smeared-2l"].window.peak
         rows.append(SMEARED_EARLIER.measure(
@@ -1007,7 +1233,8 @@ class PhaseChangeStudy:
             bump if np.isfinite(bump) else "no fall before the window", chapter=CHAPTER, profile=p, model=FOCUS,
             tested=bump, name=FOCUS, inside=_f(rate_in), before=_f(rate_before)))
         rows.append(POST_CHANGE_ICL.measure(
-            float(focus.icl[-1]), chapter=CHAPTER, profile=p, model=FOCUS, name=FOCUS, early=self.early,
+            float(focus.icl[-1]), chapter=CHAPTER, profile=p, model=FOCUS,
+            interval=claims.bootstrap(focus.icl_chains[-1], units="held-out chains"), name=FOCUS, early=self.early,
             late=self.late, n_ctx=self.n_ctx, bayes=_f(self.reference["bayes"]), unigram=_f(self.reference["unigram"])))
         rows += self._new_claims()
         return rows
@@ -1017,19 +1244,33 @@ class PhaseChangeStudy:
         w, final = focus.window, float(focus.icl[-1])
         # both presuppose a phase change (a share of ICL formed in a window without one means nothing)
         changed = self.has_change(FOCUS)
-        rows = [ICL_SHARE_IN_WINDOW.measure(
-            w.drop / -final if changed else f"{FOCUS} has no phase change", chapter=CHAPTER, profile=p,
-            model=FOCUS, name=FOCUS, drop=_f(w.drop), final=_f(final))]
-        keep = focus.steps >= 10
-        after = smooth(focus.icl[keep], 5)[focus.steps[keep] >= w.end]
-        rows.append(ICL_CONSTANT.measure(
-            float((after.max() - after.min()) / abs(final)) if changed else f"{FOCUS} has no phase change",
-            chapter=CHAPTER, profile=p, model=FOCUS, name=FOCUS, end=w.end, final=_f(final)))
+        if changed:
+            share = lambda m: ratio(m[0], -m[1])  # noqa: E731  (the window's fall over the final ICL, per chain)
+            share_rows = self.change_rows(FOCUS)[:2]
+            rows = [ICL_SHARE_IN_WINDOW.measure(
+                share(share_rows.mean(1)), chapter=CHAPTER, profile=p, model=FOCUS,
+                interval=bootstrap_means(share_rows, share, "held-out chains"), name=FOCUS, drop=_f(w.drop),
+                final=_f(final))]
+            keep = focus.steps >= 10
+            after = smooth(focus.icl_chains[keep], 5)[focus.steps[keep] >= w.end]  # [snapshot, chain]
+            spread_rows = np.concatenate([after, focus.icl_chains[-1:]])
+            spread = lambda m: float((m[:-1].max() - m[:-1].min()) / abs(m[-1]))  # noqa: E731
+            rows.append(ICL_CONSTANT.measure(
+                spread(spread_rows.mean(1)), chapter=CHAPTER, profile=p, model=FOCUS,
+                interval=bootstrap_means(spread_rows, spread, "held-out chains"), name=FOCUS, end=w.end,
+                final=_f(final)))
+        else:
+            rows = [spec.measure(f"{FOCUS} has no phase change", chapter=CHAPTER, profile=p, model=FOCUS, name=FOCUS,
+                                 **fields)
+                    for spec, fields in ((ICL_SHARE_IN_WINDOW, {"drop": _f(w.drop), "final": _f(final)}),
+                                         (ICL_CONSTANT, {"end": w.end, "final": _f(final)}))]
         multi = self.multi_layer
+        margin, interval = self.change_margin(*multi)
         rows.append(MULTI_LAYER_CHANGE.measure(
-            float(np.mean([self.has_change(n) for n in multi])), chapter=CHAPTER, profile=p, model=", ".join(multi),
+            margin, chapter=CHAPTER, profile=p, model=", ".join(multi), interval=interval,
             detail="; ".join(f"{n}: {'yes' if self.has_change(n) else 'no'} (fall {_f(runs[n].window.drop)} nats, "
-                             f"final {_f(runs[n].icl[-1])})" for n in multi)))
+                             f"final {_f(runs[n].icl[-1])}, margin {_f(change_margin(**self.change_numbers(n)), 4)})"
+                             for n in multi)))
         rows.append(ONE_LAYER_NO_HEADS.measure(
             float(np.nanmax(runs["attn-only-1l"].scores["prefix_matching"])), chapter=CHAPTER, profile=p,
             model="attn-only-1l"))
@@ -1061,15 +1302,18 @@ class PhaseChangeStudy:
             chapter=CHAPTER, profile=p, model="attn-only-3l",
             detail=f"heads with prefix matching >= {PREFIX_MIN} by layer: "
                    + ", ".join(str(int((layers == l).sum())) for l in range(three.shape[0]))))
-        pm = np.concatenate([runs[n].scores["prefix_matching"][:, 1:].ravel() for n in ("attn-only-2l", "attn-only-3l")])
-        kc = np.concatenate([runs[n].scores["k_composition"][:, 1:].ravel() for n in ("attn-only-2l", "attn-only-3l")])
-        rho, pval = _spearman(pm, kc)
+        # each head of layers >= 1 with its whole trajectory is one unit of the bootstrap
+        pm, kc = ([runs[n].scores[key][:, 1:].reshape(len(runs[n].steps), -1).T
+                   for n in ("attn-only-2l", "attn-only-3l")] for key in ("prefix_matching", "k_composition"))
+        rho, pval, interval = _correlation_over([h for m in pm for h in m], [h for m in kc for h in m],
+                                                "heads (each with every snapshot)")
         rows.append(PREFIX_VS_KCOMP.measure(rho, chapter=CHAPTER, profile=p, model="attn-only-2l, attn-only-3l",
-                                            tested={"rho": rho, "p": pval}, p=f"{pval:.2g}"))
+                                            interval=interval, p=f"{pval:.2g}"))
         cp = np.concatenate([r.scores["copying"][-1].ravel() for r in runs.values()])
         ov = np.concatenate([r.ov_eigenvalues.ravel() for r in runs.values()])
-        rho, pval = _spearman(cp, ov)
-        rows.append(COPYING_VS_OV.measure(rho, chapter=CHAPTER, profile=p, model="all", tested={"rho": rho, "p": pval},
+        keep = np.isfinite(cp) & np.isfinite(ov)
+        rho, pval, interval = _correlation_over(list(cp[keep, None]), list(ov[keep, None]), "heads")
+        rows.append(COPYING_VS_OV.measure(rho, chapter=CHAPTER, profile=p, model="all", interval=interval,
                                           p=f"{pval:.2g}"))
         steeper = nonconvex_steps(focus.steps, focus.loss)
         inside = [s for s in steeper if w.contains(s)]
@@ -1077,38 +1321,48 @@ class PhaseChangeStudy:
         rows.append(NON_CONVEX.measure(float(len(outside)), chapter=CHAPTER, profile=p, model=FOCUS,
                                        tested={"inside": inside, "outside": outside}, name=FOCUS,
                                        inside=inside or "none", outside=outside or "none"))
-        changed = [n for n in runs if self.has_change(n)]
+        with_change = [n for n in runs if self.has_change(n)]
         rows.append(NOT_SCHEDULE.measure(
-            float(sum(runs[n].window.contains(self.warmup_steps) for n in changed)) if changed
+            float(sum(runs[n].window.contains(self.warmup_steps) for n in with_change)) if with_change
             else "no model had a phase change", chapter=CHAPTER, profile=p, model="all", warmup=self.warmup_steps,
-            detail="; ".join(f"{n} {runs[n].window.start}-{runs[n].window.end}" for n in changed) or "none"))
+            detail="; ".join(f"{n} {runs[n].window.start}-{runs[n].window.end}" for n in with_change) or "none"))
         rows.append(WINDOW_FRACTION.measure(w.end / self.train_steps, chapter=CHAPTER, profile=p, model=FOCUS,
                                             name=FOCUS, end=w.end, steps=self.train_steps))
         rows += self._size_claims()
-        spreads = []
-        for a, b in self.index_pairs():
-            values = np.array([float(icl_score(runs[n].by_index[-1], a, b, HALF_WIDTH)) for n in multi])
-            spreads.append(((a, b), float((values.max() - values.min()) / abs(values.mean()))))
+        pairs = self.index_pairs()
+        scores = np.stack([icl_score(runs[n].final_losses, a, b, HALF_WIDTH) for a, b in pairs for n in multi])
+
+        def spreads(means: np.ndarray) -> np.ndarray:  # (max - min) / |mean| over the models, per pair
+            m = means.reshape(len(pairs), len(multi))
+            return (m.max(1) - m.min(1)) / np.abs(m.mean(1))
+
+        point = spreads(scores.mean(1))
         rows.append(ICL_INDEX_CHOICE.measure(
-            max(s for _, s in spreads), chapter=CHAPTER, profile=p, model=", ".join(multi),
-            detail="; ".join(f"({a}, {b}): {s:.2f}" for (a, b), s in spreads)))
+            float(point.max()), chapter=CHAPTER, profile=p, model=", ".join(multi),
+            interval=bootstrap_means(scores, lambda m: float(spreads(m).max()), "held-out chains"),
+            detail="; ".join(f"({a}, {b}): {s:.2f}" for (a, b), s in zip(pairs, point))))
         return rows
 
     def _size_claims(self) -> list[claims.Claim]:
         p, small, large = self.profile, self.runs["attn-only-2l"], self.runs["attn-only-3l"]
-        gap = small.by_index[-1] - large.by_index[-1]  # the larger model's advantage at each index
+        gap = small.final_losses - large.final_losses  # [chain, index]: the larger model's advantage
         first = max(1, int(round(10 / SEED_CONTEXT * self.n_ctx)))
-        late_gap = float(window_mean(gap, self.late, HALF_WIDTH))
+        gaps = np.stack([window_mean(gap, first, HALF_WIDTH), window_mean(gap, self.late, HALF_WIDTH)])
+        late_gap = float(gaps[1].mean())
+        share = lambda m: ratio(m[0], m[1])  # noqa: E731
         rows = [EARLY_ADVANTAGE.measure(
-            float(window_mean(gap, first, HALF_WIDTH)) / late_gap if late_gap > 0
-            else "the larger model is not better at the late index", chapter=CHAPTER, profile=p,
-            model="attn-only-2l, attn-only-3l", first=first, late=self.late)]
+            share(gaps.mean(1)) if late_gap > 0 else "the larger model is not better at the late index",
+            chapter=CHAPTER, profile=p, model="attn-only-2l, attn-only-3l",
+            interval=bootstrap_means(gaps, share, "held-out chains") if late_gap > 0 else None,
+            first=first, late=self.late)]
         index = int(round(100 / SEED_CONTEXT * self.n_ctx))
         lo, hi = int(round(index / np.sqrt(2))), int(round(index * np.sqrt(2)))
-        slope = {n: float(log_index_derivative(r.by_index[-1])[lo : hi + 1].mean()) for n, r in
-                 (("small", small), ("large", large))}
-        rows.append(MID_CONTEXT.measure(slope["large"] - slope["small"], chapter=CHAPTER, profile=p,
-                                        model="attn-only-2l, attn-only-3l", index=index))
+        slope = {n: log_index_derivative(r.final_losses)[:, lo : hi + 1].mean(1) for n, r in
+                 (("small", small), ("large", large))}  # [chain]
+        catch_up = slope["large"] - slope["small"]
+        rows.append(MID_CONTEXT.measure(float(catch_up.mean()), chapter=CHAPTER, profile=p,
+                                        model="attn-only-2l, attn-only-3l",
+                                        interval=claims.bootstrap(catch_up, units="held-out chains"), index=index))
         steps = small.steps
         a, d = int(steps[steps >= 10][0]), int(steps[-1])
         b = min(small.window.start, large.window.start)
@@ -1117,13 +1371,16 @@ class PhaseChangeStudy:
             rows.append(DERIVATIVE_ORDER.measure("no stretch before or after both windows", chapter=CHAPTER, profile=p,
                                                  model="attn-only-2l, attn-only-3l", detail=f"windows end at {c}"))
             return rows
-        rate = {(n, span): fall_rate(r.steps, r.loss, *span) for n, r in (("small", small), ("large", large))
-                for span in ((a, b), (c, d))}
-        matches = int(rate["small", (a, b)] < rate["large", (a, b)]) + int(rate["small", (c, d)] > rate["large", (c, d)])
+        # fall per decade of each chain's loss (linear in the loss: the mean over chains is the mean curve's)
+        rates = np.stack([[fall_rate(r.steps, curve, *span) for curve in r.loss_chains.T]
+                          for span in ((a, b), (c, d)) for r in (small, large)])  # small, large before; after
+        order = lambda m: float(min(m[1] - m[0], m[2] - m[3]))  # noqa: E731
+        mean = rates.mean(1)
         rows.append(DERIVATIVE_ORDER.measure(
-            float(matches), chapter=CHAPTER, profile=p, model="attn-only-2l, attn-only-3l",
-            detail=f"nats per decade, steps {a}-{b}: {_f(rate['small', (a, b)])} vs {_f(rate['large', (a, b)])}; "
-                   f"steps {c}-{d}: {_f(rate['small', (c, d)])} vs {_f(rate['large', (c, d)])}"))
+            order(mean), chapter=CHAPTER, profile=p, model="attn-only-2l, attn-only-3l",
+            interval=bootstrap_means(rates, order, "held-out chains"),
+            detail=f"nats per decade, steps {a}-{b}: {_f(mean[0])} vs {_f(mean[1])}; "
+                   f"steps {c}-{d}: {_f(mean[2])} vs {_f(mean[3])}"))
         return rows
 
 
@@ -1153,11 +1410,12 @@ def phase_change_study(
     cfg = zoo.config(FOCUS, profile)
     early, late = scaled_indices(cfg.n_ctx)
     tokens = induction.eval_tokens(cfg, n_eval)
-    reference = {
-        "bayes": float(icl_score(induction.bayes_loss_by_index(tokens, cfg.n_states).mean(0), early, late, HALF_WIDTH)),
-        "unigram": float(icl_score(induction.unigram_loss_by_index(tokens, cfg.n_states).mean(0), early, late,
-                                   HALF_WIDTH)),
+    reference_chains = {
+        "bayes": np.asarray(icl_score(induction.bayes_loss_by_index(tokens, cfg.n_states), early, late, HALF_WIDTH)),
+        "unigram": np.asarray(icl_score(induction.unigram_loss_by_index(tokens, cfg.n_states), early, late,
+                                        HALF_WIDTH)),
     }
+    reference = {key: float(values.mean()) for key, values in reference_chains.items()}
     started = time.perf_counter()
     runs = {name: _markov_run(name, profile, tokens, n_pca, early, late) for name in models}
     seconds = time.perf_counter() - started
@@ -1170,7 +1428,8 @@ def phase_change_study(
     return PhaseChangeStudy(
         profile=profile, models=pd.DataFrame(rows).set_index("model"), n_ctx=cfg.n_ctx, n_states=cfg.n_states,
         n_eval=n_eval, n_pca=n_pca, early=early, late=late, warmup_steps=cfg.train.warmup_steps,
-        train_steps=cfg.train.steps, reference=reference, runs=runs, seconds=seconds,
+        train_steps=cfg.train.steps, reference=reference, reference_chains=reference_chains, runs=runs,
+        seconds=seconds,
         demo={"pattern": cache[hooks.pattern(int(layer))][0].numpy(), "tokens": [str(t) for t in demo[0].tolist()],
               "names": [_head(int(layer), h) for h in range(cfg.arch.n_heads)], "head": _head(int(layer), int(head))},
     )
@@ -1203,10 +1462,26 @@ class AblationStudy:
     across_removed: np.ndarray  # [step] share of the ICL score removed by the induction heads (NaN: no ICL)
     idealised_heads: Mapping[str, tuple[int, int]]  # previous / induction -> (layer, head)
     recovery: Mapping[str, float]  # previous / induction / induction2 -> fraction of ablation loss recovered
+    # per held-out chain, the values the numbers above average (for their bootstrap intervals)
+    without_chains: np.ndarray  # [chain] ICL score with the induction heads ablated together (mean: icl_without)
+    across_chains: np.ndarray  # [step, clean / induction heads ablated, chain] ICL scores on the first half
+    recovery_chains: Mapping[str, np.ndarray]  # previous / induction / induction2 -> `recovery_losses` [3, chain]
+    before_after: np.ndarray  # [chain, index] per-token loss at the window's start minus at the end of training
 
     @property
     def removed_fraction(self) -> float:
         return 1 - self.icl_without / self.ablation.clean_icl
+
+    @property
+    def whole_layers(self) -> list[int]:
+        """The layers all of whose heads are induction heads: there, ablating the induction heads
+        together is ablating the layer, and cannot tell the induction heads from it."""
+        L, H = self.prefix.shape
+        return [l for l in range(L) if sum(layer == l for layer, _ in self.induction_heads) == H]
+
+    def chain_icl(self, head: tuple[int, int] | None = None) -> np.ndarray:
+        """The final model's ICL score per held-out chain, clean or with `head` ablated (full)."""
+        return self.ablation.chain_icl(self.early, self.late, HALF_WIDTH, head=head)
 
     @property
     def head_names(self) -> list[str]:
@@ -1244,29 +1519,68 @@ class AblationStudy:
     def claims(self) -> list[claims.Claim]:
         p, name, a = self.profile, self.name, self.ablation
         names = ", ".join(_head(*h) for h in self.induction_heads)
-        rows = [ABLATION_REMOVES.measure(self.removed_fraction, chapter=CHAPTER, profile=p, model=name, name=name,
-                                         heads=names)]
-        from_start = [(s, f) for s, f in zip(self.across_steps, self.across_removed)
+        removed = lambda m: ratio(m[0] - m[1], -m[1])  # noqa: E731  (ICL without minus clean, over -clean)
+        removes, through, note = ABLATION_REMOVES, ABLATION_THROUGH, ""
+        if self.whole_layers:  # the induction heads are the whole layer: the rows cannot tell them from it
+            removes, through = _measured_only(removes), _measured_only(through)
+            note = (f"; every head of layer {', '.join(map(str, self.whole_layers))} is an induction head here, so "
+                    "this ablates the whole layer and cannot tell the induction heads from it: measured only, "
+                    "not a reproduction")
+        both = np.stack([self.without_chains, self.chain_icl()])
+        rows = [removes.measure(self.removed_fraction, chapter=CHAPTER, profile=p, model=name,
+                                interval=bootstrap_means(both, removed, "held-out chains"), name=name, heads=names,
+                                note=note)]
+        from_start = [k for k, (s, f) in enumerate(zip(self.across_steps, self.across_removed))
                       if s >= self.window.start and np.isfinite(f)]
-        rows.append(ABLATION_THROUGH.measure(
-            min(f for _, f in from_start) if from_start else "no snapshot with in-context learning from the window on",
-            chapter=CHAPTER, profile=p, model=name, name=name, heads=names, start=self.window.start,
-            detail=", ".join(f"step {s} {f:.0%}" for s, f in from_start) or "none"))
+        detail = ", ".join(f"step {self.across_steps[k]} {self.across_removed[k]:.0%}" for k in from_start) or "none"
+        if from_start:
+            across = self.across_chains[from_start][:, ::-1].reshape(2 * len(from_start), -1)  # ablated, clean pairs
+            smallest = lambda m: min(removed(m[2 * k : 2 * k + 2]) for k in range(len(from_start)))  # noqa: E731
+            rows.append(through.measure(
+                smallest(across.mean(1)), chapter=CHAPTER, profile=p, model=name,
+                interval=bootstrap_means(across, smallest, "held-out chains"), name=name, heads=names,
+                start=self.window.start, detail=detail, note=note))
+        else:
+            rows.append(through.measure("no snapshot with in-context learning from the window on", chapter=CHAPTER,
+                                        profile=p, model=name, name=name, heads=names, start=self.window.start,
+                                        detail=detail, note=note))
         L, H = self.prefix.shape
         others = [(l, h) for l in range(L) for h in range(H) if (l, h) not in self.induction_heads]
-        rows.append(OTHER_ABLATIONS.measure(
-            float(np.mean([a.icl_full[l, h] < a.clean_icl for l, h in others])) if others else "no other heads",
-            chapter=CHAPTER, profile=p, model=name, name=name, heads=", ".join(_head(*h) for h in others) or "none"))
+        if others:
+            icl_rows = np.stack([self.chain_icl()] + [self.chain_icl(h) for h in others])
+            lower = lambda m: float(np.mean(m[1:] < m[0]))  # noqa: E731  (share of heads whose ablation lowers it)
+            rows.append(OTHER_ABLATIONS.measure(
+                lower(icl_rows.mean(1)), chapter=CHAPTER, profile=p, model=name,
+                interval=bootstrap_means(icl_rows, lower, "held-out chains"), name=name,
+                heads=", ".join(_head(*h) for h in others)))
+        else:
+            rows.append(OTHER_ABLATIONS.measure("no other heads", chapter=CHAPTER, profile=p, model=name, name=name,
+                                                heads="none"))
+        # attribution = sum over tokens of delta * direction / sum of direction^2: per chain, a numerator and a
+        # denominator whose means give it
+        direction = self.before_after
+        n = direction.shape[0]
+        attribution_rows = np.stack([(a.delta_full[h].reshape(n, -1) * direction).sum(1) for h in self.induction_heads]
+                                    + [(direction**2).sum(1)])
+        smallest_attribution = lambda m: float(m[:-1].min() / m[-1])  # noqa: E731
         attribution = {h: float(self.attribution["full"][h]) for h in self.induction_heads}
         rows.append(BEFORE_AFTER.measure(
-            min(attribution.values()), chapter=CHAPTER, profile=p, model=name, name=name,
+            smallest_attribution(attribution_rows.mean(1)), chapter=CHAPTER, profile=p, model=name,
+            interval=bootstrap_means(attribution_rows, smallest_attribution, "held-out chains"), name=name,
             detail=", ".join(f"{_head(*h)} {v:.2f}" for h, v in attribution.items())))
         prev, ind = (_head(*self.idealised_heads[k]) for k in ("previous", "induction"))
-        r = self.recovery
-        rows.append(IDEAL_PREVIOUS.measure(r["previous"], chapter=CHAPTER, profile=p, model=name, name=name, head=prev))
-        rows.append(IDEAL_INDUCTION.measure(r["induction"], chapter=CHAPTER, profile=p, model=name, name=name, head=ind))
-        rows.append(IDEAL_TWO_TOKEN.measure(r["induction2"] - r["induction"], chapter=CHAPTER, profile=p, model=name,
-                                            name=name, head=ind, one=f"{r['induction']:.3f}", two=f"{r['induction2']:.3f}"))
+        r, parts = self.recovery, self.recovery_chains
+        recovered = lambda m: ratio(m[1] - m[2], m[1] - m[0])  # noqa: E731  (clean, ablated, idealised)
+        for spec, kind, head in ((IDEAL_PREVIOUS, "previous", prev), (IDEAL_INDUCTION, "induction", ind)):
+            rows.append(spec.measure(r[kind], chapter=CHAPTER, profile=p, model=name,
+                                     interval=bootstrap_means(parts[kind], recovered, "held-out chains"), name=name,
+                                     head=head))
+        two_rows = np.concatenate([parts["induction"], parts["induction2"][2:]])  # clean, ablated, one, two
+        more = lambda m: ratio(m[2] - m[3], m[1] - m[0])  # noqa: E731
+        rows.append(IDEAL_TWO_TOKEN.measure(
+            r["induction2"] - r["induction"], chapter=CHAPTER, profile=p, model=name,
+            interval=bootstrap_means(two_rows, more, "held-out chains"), name=name, head=ind,
+            one=f"{r['induction']:.3f}", two=f"{r['induction2']:.3f}"))
         return rows
 
 
@@ -1296,33 +1610,39 @@ def ablation_study(study: PhaseChangeStudy, *, name: str = FOCUS, n_tokens: int 
     prefix = run.final_prefix
     L, H = prefix.shape
     chosen_heads = tuple((l, h) for l in range(1, L) for h in range(H) if prefix[l, h] >= 0.5 * np.nanmax(prefix[1:]))
-    both = ablate_heads(final, tokens, chosen_heads, preserve_patterns=False)
+    both = ablate_heads(final, tokens, chosen_heads, preserve_patterns=False).astype(np.float64)
+    without_chains = np.asarray(icl_score(both, early, late, HALF_WIDTH))
     icl_without = float(icl_score(both.mean(0), early, late, HALF_WIDTH))
     inside = steps[(steps >= w.start // 2) & (steps <= min(steps[-1], 2 * w.end))]
     across_steps = inside[np.unique(np.linspace(0, len(inside) - 1, min(8, len(inside))).astype(int))]
     half = tokens[: n_tokens // 2]
-    across, clean, removed = {"full": [], "preserved": []}, [], []
+    across, clean, removed, across_chains = {"full": [], "preserved": []}, [], [], []
     for step in across_steps:
         _, bridge = _snapshot_models(name, int(step), profile)
         a = head_ablations(bridge, half, early, late, HALF_WIDTH)
         across["full"].append((a.icl_full - a.clean_icl).reshape(-1))
         across["preserved"].append((a.icl_preserved - a.clean_icl).reshape(-1))
-        joint = float(icl_score(ablate_heads(bridge, half, chosen_heads, preserve_patterns=False).mean(0), early, late,
-                                HALF_WIDTH))
+        joint_losses = ablate_heads(bridge, half, chosen_heads, preserve_patterns=False).astype(np.float64)
+        joint = float(icl_score(joint_losses.mean(0), early, late, HALF_WIDTH))
+        across_chains.append([a.chain_icl(early, late, HALF_WIDTH), icl_score(joint_losses, early, late, HALF_WIDTH)])
         clean.append(a.clean_icl)
         removed.append(1 - joint / a.clean_icl if a.clean_icl < 0 else np.nan)
     previous = run.scores["previous_token"][-1]
     top = int(np.nanargmax(prefix[1:]))
     ideal_heads = {"previous": (0, int(np.argmax(previous[0]))), "induction": (1 + top // H, top % H)}
-    recovery = {kind: pattern_recovery(final, tokens, *ideal_heads["previous" if kind == "previous" else "induction"],
-                                       idealised_pattern(tokens, kind))
-                for kind in ("previous", "induction", "induction2")}
+    parts = {kind: recovery_losses(final, tokens, *ideal_heads["previous" if kind == "previous" else "induction"],
+                                   idealised_pattern(tokens, kind))
+             for kind in ("previous", "induction", "induction2")}
+    recovery = {kind: float((m[1] - m[2]) / (m[1] - m[0])) for kind, m in ((k, v.mean(1)) for k, v in parts.items())}
     return AblationStudy(
         profile=profile, name=name, n_tokens=n_tokens, early=early, late=late, window=w, ablation=abl,
         attribution=attribution, prefix=prefix, previous=previous, before_step=before_step, last_step=int(steps[-1]),
         induction_heads=chosen_heads, icl_without=icl_without, across_steps=across_steps,
         across={k: np.stack(v) for k, v in across.items()}, across_clean=np.asarray(clean),
         across_removed=np.asarray(removed), idealised_heads=ideal_heads, recovery=recovery,
+        without_chains=without_chains, across_chains=np.asarray(across_chains, dtype=np.float64),
+        recovery_chains=parts,
+        before_after=(before_vec.astype(np.float64) - after_vec.astype(np.float64)).reshape(n_tokens, -1),
     )
 
 
@@ -1421,12 +1741,19 @@ class TextStudy:
     def claims(self) -> list[claims.Claim]:
         p, w = self.profile, self.window
         best, layer, head = self.best
+        before = self.curves["icl_units"][np.searchsorted(self.curves["steps"], w.start)]  # [window]
+        # "before the phase change" presupposes one: without it the row is measured only
+        spec, note = (TEXT_BEFORE, "") if self.changed else (
+            _measured_only(TEXT_BEFORE), "; the model has no phase change by the chapter's criterion, so there is "
+                                         "no change to be before: measured only, not a reproduction")
         return [
             TEXT_CHANGE.measure(best, chapter=CHAPTER, profile=p, model=self.name, tested=self.change_numbers,
                                 budget=self.budget, best=_f(best), head=_head(layer, head), drop=_f(w.drop),
                                 start=w.start, end=w.end),
-            TEXT_BEFORE.measure(self.icl_before, chapter=CHAPTER, profile=p, model=self.name, start=w.start),
+            spec.measure(self.icl_before, chapter=CHAPTER, profile=p, model=self.name,
+                         interval=claims.bootstrap(before, units="held-out windows"), start=w.start, note=note),
             TEXT_POST.measure(float(self.final["icl"][-1]), chapter=CHAPTER, profile=p, model=self.name,
+                              interval=claims.bootstrap(self.final["icl_units"][-1], units="held-out windows"),
                               early=self.early, late=self.late, n_ctx=self.n_ctx, n=self.n_final,
                               status="after a phase change" if self.changed else "no phase change by our criterion"),
         ]

@@ -151,6 +151,14 @@ def train(cfg: ShortContextConfig, n_layers: int, *, progress: bool = True) -> t
 
 
 @torch.no_grad()
+def correct_answers(lm: torch.nn.Module, seqs: Sequences) -> Bool[np.ndarray, " batch"]:
+    """Whether the model's most likely x4 is the right one, per sequence (as `last_token_scores`
+    decides it: the accuracies there are its means over the match positions)."""
+    logp = torch.log_softmax(lm(seqs.inputs)[:, -1].double(), -1)
+    return (logp.argmax(-1) == seqs.tokens[:, -1]).numpy()
+
+
+@torch.no_grad()
 def last_token_scores(lm: torch.nn.Module, seqs: Sequences) -> dict[str, float]:
     """Loss on x4, the probability of the right answer after a match, and the accuracy after a
     match at each earlier position (x3 repeating x0, x1 or x2)."""
@@ -162,6 +170,19 @@ def last_token_scores(lm: torch.nn.Module, seqs: Sequences) -> dict[str, float]:
     for at in range(N_CTX - 1):
         scores[f"accuracy, x3 = x{at}"] = float(correct[seqs.match_at == at].double().mean())
     return scores
+
+
+THRESHOLD = 0.95  # the accuracy after a match that counts as learned (ours: the source gives none)
+
+
+def learned_margin(correct_two: np.ndarray, correct_one: np.ndarray, match_at: np.ndarray) -> float:
+    """The claim's criterion as one number: the smaller of (the 2-layer model's worst accuracy over
+    the match positions - THRESHOLD) and (THRESHOLD - the 1-layer model's worst); at least 0 when
+    the 2-layer model learned the task everywhere and the 1-layer control did not."""
+    def worst(correct: np.ndarray) -> float:
+        return min(float(correct[match_at == at].mean()) for at in range(N_CTX - 1))
+
+    return min(worst(correct_two) - THRESHOLD, THRESHOLD - worst(correct_one))
 
 
 @torch.no_grad()
@@ -183,11 +204,15 @@ def induction_attention(bridge: Any, seqs: Sequences) -> pd.DataFrame:
 LEARNED = claims.declare(
     "induction.short_context.learned",
     "With a context of 4 tokens, a 2-layer attention-only model learns induction on a synthetic task that needs "
-    "it: its lowest accuracy after a match, over the three places the match can be, after {steps} steps (the "
-    "1-layer model's: {one}; loss above the Bayes-optimal {bayes} nats: {gap_two} and {gap_one})",
-    source_seed=SEED, source_value="easily learned", unit="accuracy",
-    criterion="the 2-layer model >= 0.95 at every match position, the 1-layer model below 0.95 at one",
-    test=lambda t: t["two"] >= 0.95 and t["one"] < 0.95,
+    "it: its lowest accuracy after a match, over the three places the match can be, is {two} after {steps} steps, "
+    "the 1-layer control's {one} (loss above the Bayes-optimal {bayes} nats: {gap_two} and {gap_one})",
+    source_seed=SEED, source_value="easily learned", unit=f"accuracy: the smaller of (2-layer worst - {THRESHOLD}) "
+                                                         f"and ({THRESHOLD} - 1-layer worst)",
+    source_quote="On a synthetic dataset, I have already found induction to be easily learned with a context length "
+                 "of 4.",
+    test=claims.at_least(0),
+    criterion=f">= 0: the 2-layer model >= {THRESHOLD} at every match position, the 1-layer model below {THRESHOLD} "
+              "at one (our threshold)",
 )
 
 
@@ -200,6 +225,8 @@ class ShortContextResult:
     scores: pd.DataFrame  # a row per model ("1 layer", "2 layers")
     attention: pd.DataFrame  # the two-layer model's heads
     seconds: float
+    correct: pd.DataFrame  # a column per model: whether its x4 is right, per held-out sequence
+    match_at: np.ndarray  # [sequence] where x3 occurred before (-1: nowhere)
 
     def gap(self, model: str) -> float:
         return float(self.scores.loc[model, "loss on x4"] - self.cfg.bayes_loss)
@@ -211,12 +238,28 @@ class ShortContextResult:
     def table(self) -> pd.DataFrame:
         return self.scores.assign(**{"above Bayes (nats)": self.scores["loss on x4"] - self.cfg.bayes_loss})
 
+    def margin(self) -> tuple[float, claims.Interval]:
+        """`learned_margin` and its 95% bootstrap interval over the held-out sequences (both models
+        scored on the same ones: resampled together)."""
+        from optim_hunter.interp.icl import resampled
+
+        two, one = (self.correct[m].to_numpy(dtype=float) for m in ("2 layers", "1 layer"))
+        at = np.asarray(self.match_at)
+
+        def statistic(i: np.ndarray) -> float:
+            if not all((at[i] == k).any() for k in range(N_CTX - 1)):  # a resample without some match position
+                return -1.0  # the accuracy there is unknown: counts against the claim
+            return learned_margin(two[i], one[i], at[i])
+
+        return learned_margin(two, one, at), resampled(len(at), statistic, "held-out sequences")
+
     def claims(self) -> list[claims.Claim]:
         two, one = self.worst_accuracy("2 layers"), self.worst_accuracy("1 layer")
+        margin, interval = self.margin()
         return [LEARNED.measure(
-            two, tested={"two": two, "one": one}, chapter=CHAPTER, profile=self.profile,
-            model="attention-only, 1 and 2 layers, context 4", steps=f"{self.cfg.steps:,}", one=f"{one:.3f}",
-            bayes=f"{self.cfg.bayes_loss:.3f}", gap_two=f"{self.gap('2 layers'):.3f}",
+            margin, interval=interval, chapter=CHAPTER, profile=self.profile,
+            model="attention-only, 1 and 2 layers, context 4", steps=f"{self.cfg.steps:,}", two=f"{two:.3f}",
+            one=f"{one:.3f}", bayes=f"{self.cfg.bayes_loss:.3f}", gap_two=f"{self.gap('2 layers'):.3f}",
             gap_one=f"{self.gap('1 layer'):.3f}")]
 
     def numbers(self) -> dict[str, Any]:
@@ -238,13 +281,16 @@ def study(profile: str | None = None, *, progress: bool = True) -> ShortContextR
     profile = settings.profile(profile)
     cfg = config(profile)
     seqs = held_out(cfg)
-    rows, seconds = {}, 0.0
+    rows, correct, seconds = {}, {}, 0.0
     for n_layers in (1, 2):
         result = train(cfg, n_layers, progress=progress)
         seconds += result.seconds
-        rows["1 layer" if n_layers == 1 else "2 layers"] = last_token_scores(result.model.eval(), seqs)
+        label = "1 layer" if n_layers == 1 else "2 layers"
+        rows[label] = last_token_scores(result.model.eval(), seqs)
+        correct[label] = correct_answers(result.model, seqs)
     bridge = transformer.lm_bridge(result.model.state_dict(), cfg.arch(2), induction.build_tokenizer(cfg.n_tokens),
                                    "context-4-2l")
     scores = pd.DataFrame.from_dict(rows, orient="index")
     scores.index.name = "model"
-    return ShortContextResult(profile, cfg, scores, induction_attention(bridge, seqs), seconds)
+    return ShortContextResult(profile, cfg, scores, induction_attention(bridge, seqs), seconds,
+                              pd.DataFrame(correct), seqs.match_at.numpy())
