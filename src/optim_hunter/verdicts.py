@@ -85,8 +85,9 @@ def bootstrap(
             confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed),
         )
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-        if not (math.isfinite(low) and math.isfinite(high)):  # a degenerate resample distribution
-            low = high = float(point)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"the statistic is not finite on some resamples of the {n} {units} (interval "
+                             f"[{low}, {high}]): make it finite on every resample, or record why there is no interval")
     label = "paired bootstrap" if paired else "bootstrap"
     return Interval(min(low, float(point)), max(high, float(point)),
                     f"{label} {CONFIDENCE:.0%} over {n} {units}", n)
