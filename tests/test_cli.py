@@ -15,7 +15,7 @@ EXE = Path(sys.executable).parent / "optim-hunter"
 @pytest.mark.parametrize("name, message", [
     ("no-such-model", "unknown model 'no-such-model': the models the package trains are"),
     ("smollm2-135m", "is pretrained (shipped in a package): it is loaded, not trained; a chapter uses it with"),
-    ("hf:someone/model", "is a Hugging Face model: it is loaded from a local copy, not trained"),
+    ("hf:someone/model", "is a Hugging Face model: it is loaded, not trained (from a local copy)"),
 ])
 def test_train_lists_only_the_models_it_can_train(name, message, capsys):
     assert cli.main(["train", name]) == 2

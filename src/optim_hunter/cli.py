@@ -110,7 +110,7 @@ def _trainable(name: str) -> None:
                          f"with OPTIM_HUNTER_MODEL={name} (`optim-hunter models` shows whether it is installed). "
                          f"The models the package trains: {trained}")
     if name.startswith(zoo.HF_PREFIX):
-        raise ValueError(f"{name!r} is a Hugging Face model: it is loaded from a local copy, not trained; a chapter "
+        raise ValueError(f"{name!r} is a Hugging Face model: it is loaded, not trained (from a local copy); a chapter "
                          f"uses it with OPTIM_HUNTER_MODEL={name}. The models the package trains: {trained}")
     if name not in zoo.names():
         raise ValueError(f"unknown model {name!r}: the models the package trains are {trained} (or `all`)")

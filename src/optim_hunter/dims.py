@@ -35,6 +35,10 @@ DIMS: dict[str, str] = {
     "index": "in-context token index (the loss-against-log-index curves)",
     # data
     "n": "independent items: problems, samples, seeds, prompts",
+    "unit": "the units a bootstrap resamples (held-out chains, sequences, prompts, heads)",
+    "quantity": "several statistics measured on the same bootstrap units",
+    "draw": "random draws of an intervention (e.g. one random matrix per draw)",
+    "example": "in-context examples of a prompt",
     "query": "query points of a regression problem, predicted from its n in-context examples",
     "feature": "input features of a regression problem or a probe",
     "term": "terms a_0 .. a_L of an affine recurrence",

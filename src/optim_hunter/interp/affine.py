@@ -444,7 +444,7 @@ MLP_LATE = claims.declare(
 
 
 @torch.no_grad()
-def mlp_attribution(model: HookedModel, seqs: Sequences) -> Float[np.ndarray, "seq layer pos"]:
+def mlp_attribution(model: HookedModel, seqs: Sequences) -> Float[np.ndarray, "batch layer pos"]:
     """Direct attribution of each MLP's output to a_{m+1} at every position m of every sequence of one group."""
     n_layers = model.cfg.n_layers
     names = {hooks.mlp_out(l) for l in range(n_layers)} | {"ln_final.hook_scale"}
@@ -475,7 +475,7 @@ class MLPResult:
     """Direct attribution of each MLP to a_{m+1}, by position, on every 14-vector sequence."""
 
     profile: str
-    per_sequence: Float[np.ndarray, "seq layer pos"]
+    per_sequence: Float[np.ndarray, "batch layer pos"]
 
     @property
     def attribution(self) -> Float[np.ndarray, "layer pos"]:
@@ -587,7 +587,7 @@ def row_sequences(groups: Sequence[Sequences], loss_from: int = LOSS_FROM) -> In
 def alpha_parts(
     y: Float[np.ndarray, "n d_vector"], a_n: Float[np.ndarray, "n d_vector"], a_prev: Float[np.ndarray, "n d_vector"],
     sequence: Int[np.ndarray, " n"], n_sequences: int,
-) -> tuple[Float[np.ndarray, " seq"], Float[np.ndarray, " seq"]]:
+) -> tuple[Float[np.ndarray, " batch"], Float[np.ndarray, " batch"]]:
     """`alpha_fit`'s numerator and denominator summed per sequence: alpha = sum(numerator) /
     sum(denominator), so resampling sequences resamples alpha (the per-coordinate constant held at
     its fit on all rows)."""

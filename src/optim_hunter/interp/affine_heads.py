@@ -103,7 +103,7 @@ def previous_token_scores(model: HookedModel, groups: Sequence[Sequences]) -> Fl
 
 def previous_token_by_sequence(
     model: HookedModel, groups: Sequence[Sequences], layer: int = L0
-) -> tuple[Float[np.ndarray, "seq head"], Float[np.ndarray, " seq"]]:
+) -> tuple[Float[np.ndarray, "batch head"], Float[np.ndarray, " batch"]]:
     """Per sequence (the groups one after the other): each head's attention to the previous
     position summed over the sequence's positions 1 .. L-1, and that number of positions. The
     sums over all sequences, divided by the summed counts, give `previous_token_scores(...)[layer]`."""
@@ -142,9 +142,9 @@ class ParityShares:
     number of queries, the same sum for uniform causal attention, and whether the sequence
     alternates (c < 0). Means pool over (sequence, query) pairs."""
 
-    share: Float[np.ndarray, "seq head"]
-    queries: Float[np.ndarray, " seq"]
-    uniform: Float[np.ndarray, " seq"]
+    share: Float[np.ndarray, "batch head"]
+    queries: Float[np.ndarray, " batch"]
+    uniform: Float[np.ndarray, " batch"]
     alternating: np.ndarray  # bool [seq]
 
     def mask(self, kind: str) -> np.ndarray:
@@ -359,8 +359,8 @@ class HeadAttribution:
     """Direct attribution of every head, per held-out sequence: summed over the sequence's scored
     positions (`sums`), with their number (`positions`). The mean pools (sequence, position) pairs."""
 
-    sums: Float[np.ndarray, "seq layer head"]
-    positions: Float[np.ndarray, " seq"]
+    sums: Float[np.ndarray, "batch layer head"]
+    positions: Float[np.ndarray, " batch"]
 
     @property
     def mean(self) -> Float[np.ndarray, "layer head"]:

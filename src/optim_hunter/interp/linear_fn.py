@@ -347,14 +347,14 @@ def log_odds(log_p: Float[np.ndarray, "..."]) -> Float[np.ndarray, "..."]:
 
 
 def icl_scores(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Config, *, seed: int = 0
-               ) -> tuple[Float[np.ndarray, "prompt example"], np.ndarray]:
+               ) -> tuple[Float[np.ndarray, "batch example"], np.ndarray]:
     """Per prompt and example i: log P of example i's answer given the i examples before it
     (teacher-forced), and whether greedy decoding writes it exactly; one forward per prompt."""
     probs = setting_problems(setting, cfg.n_prompts, cfg.n_examples, x_max=cfg.x_max, seed=seed)
     return forced(model, [encode_answers(tokenizer, p, with_query=False) for p in probs])
 
 
-def curve_of(log_p: Float[np.ndarray, "prompt example"], exact: np.ndarray) -> pd.DataFrame:
+def curve_of(log_p: Float[np.ndarray, "batch example"], exact: np.ndarray) -> pd.DataFrame:
     """Means over prompts of `icl_scores`: examples, accuracy (greedy answer exact), p_correct,
     log_p (mean log P), log_odds (mean)."""
     return pd.DataFrame({
@@ -379,7 +379,7 @@ def over_prompts(n: int, statistic: Any, units: str = "prompts") -> claims.Inter
                             statistic=lambda idx, axis=-1: np.asarray(statistic(idx.astype(int)), dtype=float))
 
 
-def line_fits(x: Float[np.ndarray, " m"], y: Float[np.ndarray, "... m"]) -> dict[str, Any]:
+def line_fits(x: Float[np.ndarray, " n"], y: Float[np.ndarray, "... n"]) -> dict[str, Any]:
     """Least-squares lines of each row of `y` on `x`: slope, intercept and r (0 for a flat row)."""
     x = np.asarray(x, dtype=float)
     dx, dy = x - x.mean(), y - y.mean(-1, keepdims=True)
@@ -545,7 +545,7 @@ class BayesFit:
     curve: pd.DataFrame  # the best setting's `icl_curve` rows
     label: str
     recording: Recording
-    log_p: Float[np.ndarray, "prompt example"] | None = None  # per prompt: log P(correct) of example i
+    log_p: Float[np.ndarray, "batch example"] | None = None  # per prompt: log P(correct) of example i
 
     @property
     def fit(self) -> dict[str, float]:
@@ -631,7 +631,7 @@ class Sweep:
         return float(self.summary.loc[(self.model, self.best.label), "accuracy"])
 
     @property
-    def late_accuracy(self) -> Float[np.ndarray, " prompt"]:
+    def late_accuracy(self) -> Float[np.ndarray, " batch"]:
         """Per prompt of the best setting: the share of its examples from `late_from` on answered exactly
         (their mean is `accuracy`)."""
         _, exact = self.scores[(self.model, self.best.label)]

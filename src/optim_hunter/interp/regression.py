@@ -353,7 +353,7 @@ class Readouts:
         return rows
 
 
-def deciding_stage(values: Float[np.ndarray, "prompt stage"], idx: np.ndarray) -> Any:
+def deciding_stage(values: Float[np.ndarray, "batch stage"], idx: np.ndarray) -> Any:
     """The first stage whose mean (over the prompts `idx`, (..., n)) holds half of the final mean in size."""
     mean = values[idx].mean(-2)
     return np.argmax(np.abs(mean) >= 0.5 * np.abs(mean[..., -1:]), axis=-1)
@@ -514,7 +514,7 @@ class MLPAblation:
     the per-prompt absolute errors behind each MAE (NaN where the answer failed to parse)."""
 
     table: pd.DataFrame  # layers, last layer, mae, failed; the first row unablated
-    errors: Float[np.ndarray, "prompt row"]  # one column per row of `table`
+    errors: Float[np.ndarray, "batch row"]  # one column per row of `table`
     n_layers: int
     recording: Recording
 
