@@ -170,7 +170,7 @@ def test_finished_flags_must_match_the_answers():
 
 def test_zero_features_are_refused_at_fit():
     reg = llm_regressor.LLMRegressor(OracleModel(), CharTokenizer())
-    with pytest.raises(ValueError, match="feature >= 1"):
+    with pytest.raises(ValueError, match="0 feature\(s\).*minimum of 1 is required"):
         reg.fit(np.zeros((3, 0)), np.zeros(3))
 
 

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -236,28 +237,40 @@ class LLMRegressor(RegressorMixin, BaseEstimator):
         self.instruction = instruction
         self.precision = precision
 
+    # scikit-learn copies an estimator's parameters when it clones one (cross-validation, grid
+    # search, pipelines). A language model is not an estimator: deep-copying it would copy its
+    # weights for every fold, and a TransformerBridge's own `get_params` takes no `deep`. So the
+    # model and the tokenizer are held by reference: a clone shares them, every other parameter is
+    # cloned as scikit-learn does.
+    _SHARED = ("model", "tokenizer")
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return super().get_params(deep=False)  # no parameter is an estimator with parameters of its own
+
+    def __sklearn_clone__(self) -> LLMRegressor:
+        params = self.get_params()
+        return type(self)(**{k: v if k in self._SHARED else clone(v, safe=False) for k, v in params.items()})
+
     def _tok(self) -> Any:
         tokenizer = self.tokenizer if self.tokenizer is not None else getattr(self.model, "tokenizer", None)
         if tokenizer is None:
             raise ValueError("LLMRegressor needs a tokenizer (pass one, or a model with .tokenizer)")
         return tokenizer
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.regressor_tags.poor_score = True  # an in-context learner need not fit its examples well
+        return tags
+
     def fit(self, X, y):
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        if X.ndim != 2 or y.shape != (len(X),) or len(X) == 0 or X.shape[1] == 0:
-            raise ValueError(f"fit needs X [n, feature] and y [n] with n >= 1 and feature >= 1, got {X.shape} and {y.shape}")
-        self.X_train_, self.y_train_ = X, y
-        self.n_features_in_ = X.shape[1]
+        """Store the in-context examples (validated as scikit-learn validates: 2-d finite X, 1-d y)."""
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+        self.X_train_, self.y_train_ = X, np.asarray(y, dtype=np.float64)
         return self
 
     def prompts_for(self, X) -> list[str]:
-        from sklearn.utils.validation import check_is_fitted
-
         check_is_fitted(self, "n_features_in_")  # sklearn's NotFittedError: "call fit first"
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"predict needs X [n, {self.n_features_in_}], got {X.shape}")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
         return [
             prompts.format_prompt(self.X_train_, self.y_train_, x, self.round_to, self.instruction)
             for x in X
