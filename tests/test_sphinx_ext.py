@@ -120,7 +120,10 @@ def book(tmp_path_factory) -> Path:
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("chromium is not installed: run `make browser` (Debian package `chromium`)")
+        message = "chromium is not installed: `make browser` installs it (Debian package `chromium`, needs root)"
+        if os.environ.get("CI") == "true":  # CI runs as root and installs it: there it must run
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 
