@@ -235,8 +235,11 @@ def test_the_source_claims_are_counted_by_seed_and_status():
     page = sphinx_ext.render_sources(app, "claims", entries, rows)
     assert "3 quantitative claims in the sources</b>: 1 reproduced, 1 not reproduced" in page
     # per seed: reproduced, not reproduced, inconclusive, measured, not measured
-    assert "<tr><td>002</td><td>0</td><td>0</td><td>0</td><td>0</td><td>1</td></tr>" in page
-    assert "<tr><td>004</td><td>1</td><td>1</td><td>0</td><td>0</td><td>0</td></tr>" in page
+    # sources named by their short citation, not their number
+    assert ('<tr><td><span title="source 002">the y = 2x + 3 post</span></td><td>0</td><td>0</td><td>0</td><td>0</td>'
+            "<td>1</td></tr>") in page
+    assert ('<tr><td><span title="source 004">the regression post (2024)</span></td><td>1</td><td>1</td><td>0</td>'
+            "<td>0</td><td>0</td></tr>") in page
 
 
 def _row(id, verdict, **extra):

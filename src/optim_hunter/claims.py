@@ -58,6 +58,17 @@ VERDICTS: tuple[Verdict, ...] = ("reproduced", "not_reproduced", "inconclusive",
 Role = Literal["claim", "check", "contrast"]
 ROLES: tuple[Role, ...] = ("claim", "check", "contrast")
 SEEDS = ("001", "002", "003", "004", "llm4regression", "von-oswald-2023", "olsson-2022", "issue")
+# How pages name each source: a short citation (book/references.bib holds the entries).
+SOURCE_NAMES = {
+    "001": "Bhargav & Gu (2024)",
+    "002": "the y = 2x + 3 post",
+    "003": "Olsson et al. (2022)",
+    "004": "the regression post (2024)",
+    "llm4regression": "Vacareanu et al. (2024)",
+    "von-oswald-2023": "von Oswald et al. (2023)",
+    "olsson-2022": "Olsson et al. (2022)",
+    "issue": "our own bar",
+}
 
 _ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 # a declared id may hold str.format fields, each standing for one id word: "lsa.depth{k}.gd_loss"

@@ -251,7 +251,7 @@ def _counts_by_seed(entries: list[dict[str, Any]], statuses: list[tuple[str, Any
     """A table: one row per source study, the number of its claims with each status."""
     seeds = sorted({str(entry["seed"]) for entry in entries})
     body = "".join(
-        f"<tr><td>{html.escape(seed)}</td>" + "".join(
+        f"<tr><td>{_source(seed)}</td>" + "".join(
             f"<td>{sum(1 for e, (s, _) in zip(entries, statuses) if str(e['seed']) == seed and s == k)}</td>"
             for k in kinds) + "</tr>"
         for seed in seeds
@@ -284,7 +284,7 @@ def render_sources(app: Sphinx, fromdocname: str, entries: list[dict[str, Any]],
         ) or html.escape(entry.get("note") or "")
         cells.append(
             "<tr>"
-            f"<td>{html.escape(str(entry['seed']))}</td>"
+            f"<td>{_source(str(entry['seed']))}</td>"
             f"<td>{html.escape(entry['claim'])}</td>"
             f"<td>{html.escape(_value(entry.get('source_value')))}"
             + (f"<br><q>{html.escape(entry['quote'])}</q>" if entry.get("quote") else "") + "</td>"
@@ -301,6 +301,12 @@ def render_sources(app: Sphinx, fromdocname: str, entries: list[dict[str, Any]],
     )
 
 
+def _source(seed: str) -> str:
+    """A source as its short citation (the id kept as a tooltip)."""
+    name = claims.SOURCE_NAMES.get(seed, seed)
+    return f'<span title="source {html.escape(seed)}">{html.escape(name)}</span>'
+
+
 def _interval(row: dict[str, Any]) -> str:
     interval = row.get("interval")
     return "" if interval is None else f" [{_value(float(interval[0]))}, {_value(float(interval[1]))}]"
@@ -311,7 +317,7 @@ def _rows_by_source(rows: list[dict[str, Any]]) -> str:
     kinds = claims.VERDICTS
     sources = sorted({row["source_seed"] for row in rows})
     body = "".join(
-        f"<tr><td>{html.escape(source)}</td>" + "".join(
+        f"<tr><td>{_source(source)}</td>" + "".join(
             f"<td>{sum(1 for r in rows if r['source_seed'] == source and r['verdict'] == k)}</td>" for k in kinds)
         + f"<td>{sum(1 for r in rows if r['source_seed'] == source and not deciding(r) and r['verdict'] != 'check')}</td>"
         + "</tr>"
@@ -347,7 +353,7 @@ def render_table(app: Sphinx, fromdocname: str, rows: list[dict[str, Any]]) -> s
             "<tr>"
             f"<td><code>{html.escape(row['id'])}</code></td>"
             f"<td>{html.escape(row['claim'])}</td>"
-            f"<td>{html.escape(row['source_seed'])}</td>"
+            f"<td>{_source(row['source_seed'])}</td>"
             f"<td>{html.escape(_value(row['source_value']))}"
             + (f"<br><q>{html.escape(row['source_quote'])}</q>" if row.get("source_quote") else "") + "</td>"
             f"<td>{html.escape(_value(row['measured']))} {html.escape(row['unit'])}</td>"
