@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import settings, training, transformer, yardstick
+from optim_hunter import precision, settings, training, transformer, yardstick
 from optim_hunter.zoo import numeric_tasks, numeric_tokenizer
 from optim_hunter.zoo.registry import Family
 
@@ -124,7 +124,7 @@ def config(profile: str | None = None) -> NumericConfig:
                 # contrast model (the pretrained model carries their claims), and they report what
                 # this budget buys.
                 steps=600, lr=2e-3, warmup_steps=100, eval_every=300, snapshots=8, threads=1,
-                precision="bf16",
+                precision=precision.training_precision("bf16"),
             ),
             block_rows=6,  # 8 blocks + 16 pair rows: y = 2x + 3 top-1 0.40; this mix: 0.73
             pair_rows=28,
@@ -139,7 +139,7 @@ def config(profile: str | None = None) -> NumericConfig:
             ),
             train=training.TrainConfig(
                 steps=300, lr=3e-3, warmup_steps=30, eval_every=150, snapshots=3, threads=1,
-                precision="bf16",
+                precision=precision.training_precision("bf16"),
             ),
             block_rows=4,
             pair_rows=6,
