@@ -99,3 +99,12 @@ def test_seed_range_is_the_smallest_and_largest_run():
     assert (interval.low, interval.high, interval.n, interval.kind) == (0.1, 0.3, 3, "range over 3 training seeds")
     with pytest.raises(ValueError):
         verdicts.seed_range([])
+
+
+def test_bootstrap_units_resamples_whole_units_for_every_array():
+    a = np.arange(10.0)
+    b = 2 * a + 1  # paired with a, unit by unit
+    interval = verdicts.bootstrap_units(10, lambda idx: (b[idx] - 2 * a[idx]).mean(-1), "prompts")
+    assert (interval.low, interval.high) == (1.0, 1.0)  # the pairing survives every resample
+    plain = verdicts.bootstrap_units(10, lambda idx: a[idx].mean(-1), "prompts")
+    assert plain == verdicts.bootstrap(a, units="prompts")  # the same draws as the plain bootstrap

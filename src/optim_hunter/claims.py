@@ -49,6 +49,7 @@ from optim_hunter.verdicts import (  # noqa: F401  (re-exported: a declaration r
     below,
     between,
     bootstrap,
+    bootstrap_units,
     covers,
     seed_range,
 )

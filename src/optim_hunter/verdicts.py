@@ -93,6 +93,15 @@ def bootstrap(
                     f"{label} {CONFIDENCE:.0%} over {n} {units}", n)
 
 
+def bootstrap_units(n: int, statistic: Callable[[np.ndarray], Any], units: str = "units") -> Interval:
+    """95% bootstrap interval of `statistic(idx)` over `n` units, `idx` an integer array (..., n) of
+    resampled unit indices and the statistic one value per resample (...): a number computed from
+    per-unit arrays (a fit, a first stage, a correlation) resampled whole units at a time. Every array
+    indexed by the same `idx` is resampled together (paired). `statistic(np.arange(n))` is the point."""
+    return bootstrap(np.arange(n, dtype=float), units=units,
+                     statistic=lambda idx, axis=-1: np.asarray(statistic(idx.astype(int)), dtype=float))
+
+
 def seed_range(values: Sequence[float] | np.ndarray, units: str = "training seeds") -> Interval:
     """The range of a value over independent runs (training seeds), or over repeated evaluations of
     the same runs when that is all there is (say so in `units`): the smallest and the largest."""

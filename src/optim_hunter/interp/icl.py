@@ -183,17 +183,11 @@ def window_drops(
 
 
 def resampled(n: int, statistic: Callable[[Int[np.ndarray, " unit"]], float], units: str) -> claims.Interval:
-    """95% bootstrap interval of `statistic(index)` over `n` units: `index` is a resample of the unit
-    indices 0..n-1 (drawn with replacement, all quantities of one unit together), so a statistic of
-    anything measured per unit (several curves on the same held-out chains, the heads of a model
-    with their whole trajectories) is resampled by units. `statistic(np.arange(n))` is the point."""
-
-    def vectorised(index: np.ndarray, axis: int = -1) -> np.ndarray:
-        index = np.asarray(index)
-        flat = index.reshape(-1, index.shape[-1]).astype(int)
-        return np.array([statistic(i) for i in flat]).reshape(index.shape[:-1])
-
-    return claims.bootstrap(np.arange(n), statistic=vectorised, units=units)
+    """`claims.bootstrap_units` for a statistic of one resample's unit indices at a time (`index`:
+    a resample of 0..n-1, all quantities of one unit drawn together, e.g. a head with its whole
+    trajectory). `statistic(np.arange(n))` is the point."""
+    return claims.bootstrap_units(
+        n, lambda idx: np.array([statistic(i) for i in idx.reshape(-1, n)]).reshape(idx.shape[:-1]), units)
 
 
 def bootstrap_means(

@@ -370,15 +370,6 @@ def icl_curve(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Config,
     return curve_of(*icl_scores(model, tokenizer, setting, cfg, seed=seed))
 
 
-def over_prompts(n: int, statistic: Any, units: str = "prompts") -> claims.Interval:
-    """95% bootstrap interval over `n` prompts of `statistic(idx)`, where `idx` is an integer array
-    (..., n) of resampled prompt indices and the statistic returns one value per resample (...):
-    a number computed from per-prompt arrays (a mean curve's first stage, a fit) resampled whole
-    prompts at a time. Several arrays indexed by the same `idx` make a paired bootstrap."""
-    return claims.bootstrap(np.arange(n, dtype=float), units=units,
-                            statistic=lambda idx, axis=-1: np.asarray(statistic(idx.astype(int)), dtype=float))
-
-
 def line_fits(x: Float[np.ndarray, " n"], y: Float[np.ndarray, "... n"]) -> dict[str, Any]:
     """Least-squares lines of each row of `y` on `x`: slope, intercept and r (0 for a flat row)."""
     x = np.asarray(x, dtype=float)
@@ -580,10 +571,10 @@ class BayesFit:
             return statistic
 
         n = len(self.log_p)
-        return {"slope": over_prompts(n, fitted("slope", odds)),
-                "intercept": over_prompts(n, fitted("intercept", odds)),
-                "log_p_slope": over_prompts(n, fitted("slope", logp)),
-                "signed_r2": over_prompts(n, fitted("signed_r2", odds))}
+        return {"slope": claims.bootstrap_units(n, fitted("slope", odds), "prompts"),
+                "intercept": claims.bootstrap_units(n, fitted("intercept", odds), "prompts"),
+                "log_p_slope": claims.bootstrap_units(n, fitted("slope", logp), "prompts"),
+                "signed_r2": claims.bootstrap_units(n, fitted("signed_r2", odds), "prompts")}
 
     def claims(self) -> list[claims.Claim]:
         fit, at, ci = self.fit, self.recording, self.intervals()
@@ -969,7 +960,7 @@ class PatchStudy:
             first_row = at.measure(FIRST_STAGE, "none", stage="none")
         else:
             first_row = at.measure(FIRST_STAGE, _depth(first, n), stage=label(first),
-                                   interval=over_prompts(len(m.last), lambda idx: first_depths(m, idx, n)))
+                                   interval=claims.bootstrap_units(len(m.last), lambda idx: first_depths(m, idx, n), "prompts"))
         return [first_row, _settled_row(at, ABOUT_2X_FIRST, m, self.problems, near=label(self.first_about_2x),
                                         exact=label(self.first_exact))]
 
@@ -1020,8 +1011,8 @@ class Redundancy:
             if after is None or before is None:
                 out.append(at.measure(spec, "no stage transfers", stages=stages))
                 continue
-            change = over_prompts(len(ms[i].last), lambda idx, i=i: first_depths(ms[i], idx, n)
-                                  - first_depths(ms[i - 1], idx, n))
+            change = claims.bootstrap_units(len(ms[i].last), lambda idx, i=i: first_depths(ms[i], idx, n)
+                                            - first_depths(ms[i - 1], idx, n), "prompts")
             out.append(at.measure(spec, _depth(after, n) - _depth(before, n), interval=change, stages=stages))
         failed = [r for r in rows[1:] if r["A exact"] < 0.5]
         out.append(at.measure(HEADS_BEFORE_FAILURE, float(failed[0]["heads ablated"]) if failed
@@ -1057,7 +1048,7 @@ class Redundancy:
         enrichment = np.stack([self.measurements[0].heads[:, l, h, 2] for l, h in where], 1)  # [prompt, head]
         median = lambda idx: np.median(enrichment[idx].mean(-2), -1)  # noqa: E731
         return self.recording.measure(TOP_HEADS_PATTERN, float(np.median(enrichment.mean(0))),
-                                      interval=over_prompts(len(enrichment), median),
+                                      interval=claims.bootstrap_units(len(enrichment), median, "prompts"),
                                       heads=", ".join(self.top_heads["head"]))
 
     def _backup_claim(self, first: dict | None) -> claims.Claim:

@@ -252,14 +252,6 @@ PROBE_BEST = claims.declare(
     source_seed="004", unit="R²")
 
 
-def over_prompts(n: int, statistic: Any, units: str = "prompts") -> claims.Interval:
-    """95% bootstrap interval over `n` prompts of `statistic(idx)`, `idx` an integer array (..., n) of
-    resampled prompt indices, one value per resample (...): a number computed from per-prompt arrays
-    resampled whole prompts at a time (the same `idx` for every array: paired)."""
-    return claims.bootstrap(np.arange(n, dtype=float), units=units,
-                            statistic=lambda idx, axis=-1: np.asarray(statistic(idx.astype(int)), dtype=float))
-
-
 def prompt_text(split: Any, round_to: int) -> str:
     from optim_hunter.prompts import format_prompt
 
@@ -348,7 +340,7 @@ class Readouts:
         rows.append(at.measure(TRUE_VS_AVERAGE, float(values[:, -1].mean()),
                                interval=claims.bootstrap(values[:, -1], units="prompts")))
         rows.append(at.measure(DECIDING_STAGE, float(deciding_stage(values, np.arange(len(values)))),
-                               interval=over_prompts(len(values), lambda idx: deciding_stage(values, idx)),
+                               interval=claims.bootstrap_units(len(values), lambda idx: deciding_stage(values, idx), "prompts"),
                                stages=self.n_layers + 1))
         return rows
 
@@ -536,7 +528,7 @@ class MLPAblation:
         n = len(self.errors)
         worst = self.table.iloc[1 + int(self.worst_group(np.arange(n)))]
         return [self.recording.measure(MLP_ABLATION_LATE, float(self.worst_depth(np.arange(n))),
-                                       interval=over_prompts(n, self.worst_depth), layers=worst["layers"],
+                                       interval=claims.bootstrap_units(n, self.worst_depth, "prompts"), layers=worst["layers"],
                                        n_layers=self.n_layers)]
 
 
