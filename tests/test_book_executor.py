@@ -46,13 +46,31 @@ def test_the_book_s_chapters_are_the_toc_s_files_with_code():
 
 def test_plan_trains_what_is_missing_and_chapters_wait_only_for_those(tmp_path, monkeypatch):
     root = _book(tmp_path, {"intro": "# intro\n", "book/a": CHAPTER, "book/z": CHAPTER})
-    monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {"book/a": ("attn-only-1l", "attn-only-2l"), "book/z": ("*",)})
-    tasks = {t.name: t for t in book_executor.plan(root, "smoke", trained=["attn-only-1l"], cached=[])}
-    assert "train attn-only-1l" not in tasks and "train attn-only-2l" in tasks
-    assert tasks["execute book/a"].needs == ("train attn-only-2l",)  # the cached one is not waited for
-    assert set(tasks["execute book/z"].needs) == {f"train {n}" for n in zoo.names() if n != "attn-only-1l"}
+    monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {"book/a": ("attn-only-2l-code", "numeric-icl"),
+                                                         "book/z": ("*",)})
+    tasks = {t.name: t for t in book_executor.plan(root, "smoke", trained=["attn-only-2l-code"], cached=[])}
+    assert "train attn-only-2l-code" not in tasks and "train numeric-icl" in tasks
+    assert tasks["execute book/a"].needs == ("train numeric-icl",)  # the cached one is not waited for
+    # "*" is every model some chapter uses, not every model the zoo could train
+    assert tasks["execute book/z"].needs == ("train numeric-icl",)
+    assert "train affine-recurrence" not in tasks
     cached = book_executor.plan(root, "smoke", trained=zoo.names(), cached=["book/a"])
     assert [t.name for t in cached] == ["execute book/z"] and cached[0].needs == ()
+
+
+def test_a_chapter_needs_every_training_seed_and_the_chosen_contrasts(tmp_path, monkeypatch):
+    root = _book(tmp_path, {"intro": "# intro\n", "book/llm_regressor": CHAPTER, "book/b": CHAPTER})
+    monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {"book/b": ("attn-only-2l",)})
+    monkeypatch.delenv("OPTIM_HUNTER_CONTRASTS", raising=False)
+    monkeypatch.setenv("OPTIM_HUNTER_MODEL", "smollm2-135m")
+    tasks = {t.name: t for t in book_executor.plan(root, "smoke")}
+    assert set(tasks["execute book/b"].needs) == {f"train {n}" for n in zoo.seed_names("attn-only-2l")}
+    assert len(zoo.seed_names("attn-only-2l")) == zoo.SEEDS["attn-only-2l"] >= 3
+    assert tasks["execute book/llm_regressor"].needs == ()  # a pretrained model: nothing to train
+    assert "train numeric-icl" not in tasks  # out of the default build
+    monkeypatch.setenv("OPTIM_HUNTER_CONTRASTS", "numeric-icl")
+    tasks = {t.name: t for t in book_executor.plan(root, "smoke")}
+    assert tasks["execute book/llm_regressor"].needs == ("train numeric-icl",)
 
 
 def test_plan_names_an_unknown_model_before_any_work(tmp_path, monkeypatch):

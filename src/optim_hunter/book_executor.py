@@ -36,16 +36,33 @@ from typing import Any
 ROOT_CONFIG = "_config.yml"
 TOC = "_toc.yml"
 
-# Zoo models each chapter loads (pretrained models ship installed: nothing to train). The model
-# zoo chapter lists every model's state, so it comes after them all.
+# Zoo models each chapter loads (pretrained models ship installed: nothing to train), with their
+# other training seeds (`zoo.seed_names`). The language-model chapters load the chosen model and
+# the contrasts (`LLM_CHAPTERS`: trained here only when one of them is a zoo model). The model zoo
+# chapter lists every model the book uses, so it comes after them all. Only what some chapter needs
+# is trained.
 CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
     "book/model_zoo": ("*",),
-    "book/llm_regressor": ("numeric-icl",),
-    "book/linear_fn": ("numeric-icl",),
     "book/induction_heads": ("attn-only-1l", "attn-only-2l", "attn-only-3l", "smeared-1l", "smeared-2l",
                              "attn-only-2l-code"),
     "book/affine_recurrences": ("affine-recurrence", "affine-every-position"),
 }
+LLM_CHAPTERS = ("book/llm_regressor", "book/linear_fn", "book/inside_regressor")
+
+
+def chapter_needs(doc: str) -> tuple[str, ...]:
+    """The zoo models chapter `doc` loads under the current settings (`*`: all the book's)."""
+    from optim_hunter import settings, zoo
+
+    needs = list(CHAPTER_NEEDS.get(doc, ()))
+    if doc in LLM_CHAPTERS:
+        needs += [m for m in (settings.model(), *settings.contrasts()) if m in zoo.names()]
+    out: list[str] = []
+    for name in needs:
+        out += zoo.seed_names(name) if name in zoo.names() else [name]
+    return tuple(dict.fromkeys(out))
+
+
 # Seconds on one thread of the book's 2-core machine, full profile, beside another task (the
 # cold build of `make bench`, 2026-11-30, then the cuts and fixes measured after it): only the
 # order of the work depends on them. Unknown tasks count as a minute.
@@ -149,18 +166,21 @@ def plan(root: Path, profile: str, *, trained: Sequence[str] = (), cached: Seque
     from optim_hunter import zoo
 
     names = zoo.names()
-    train = [Task("train", name) for name in names if name not in trained]
-    waiting = {task.target for task in train}
-    tasks = list(train)
+    needs = {}
     for path in chapters(root):
         doc = path.relative_to(root).with_suffix("").as_posix()
-        if doc in cached:
-            continue
-        needs = CHAPTER_NEEDS.get(doc, ())
-        models = names if "*" in needs else needs
-        unknown = [m for m in models if m not in names]
+        needs[doc] = chapter_needs(doc)
+        unknown = [m for m in needs[doc] if m != "*" and m not in names]
         if unknown:
             raise ValueError(f"CHAPTER_NEEDS[{doc!r}] names {unknown}, not zoo models (see `optim-hunter models`)")
+    used = list(dict.fromkeys(m for models in needs.values() for m in models if m != "*"))
+    train = [Task("train", name) for name in used if name not in trained]
+    waiting = {task.target for task in train}
+    tasks = list(train)
+    for doc, models in needs.items():
+        if doc in cached:
+            continue
+        models = used if "*" in models else models
         tasks.append(Task("execute", doc, tuple(f"train {m}" for m in models if m in waiting)))
     return tasks
 

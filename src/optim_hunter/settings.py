@@ -3,6 +3,9 @@
 A chapter's `parameters` cell reads two environment variables:
   OPTIM_HUNTER_PROFILE  `full` (default) or `smoke` (tiny budgets, the whole book in minutes)
   OPTIM_HUNTER_MODEL    the zoo model the LLM chapters use (default `smollm2-135m`), or `hf:<name>`
+  OPTIM_HUNTER_CONTRASTS  trained zoo models shown beside it as contrasts (comma-separated; none by
+                        default: `numeric-icl` left the default build, as it does not learn the
+                        tasks in context - see the language-model chapter)
 """
 
 from __future__ import annotations
@@ -44,6 +47,21 @@ def model(value: str | None = None) -> str:
         source = "OPTIM_HUNTER_MODEL" if value is None else "model"
         raise ValueError(f"unknown {source} {name!r}: choose one of {', '.join(known)}, or hf:<name-or-path>")
     return name
+
+
+def contrasts(value: str | None = None) -> tuple[str, ...]:
+    """The contrast models of the LLM chapters: `value` (comma-separated) if given, else
+    $OPTIM_HUNTER_CONTRASTS, else none. Each must be a model the package trains."""
+    text = value if value is not None else os.environ.get("OPTIM_HUNTER_CONTRASTS", "")
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    from optim_hunter import zoo
+
+    unknown = [n for n in names if n not in zoo.names()]
+    if unknown:
+        source = "OPTIM_HUNTER_CONTRASTS" if value is None else "contrasts"
+        raise ValueError(f"{source} names {', '.join(map(repr, unknown))}, not a model the package trains: "
+                         f"choose among {', '.join(zoo.names())} (comma-separated), or leave it empty")
+    return names
 
 
 def pick(profile_name: str, *, full: T, smoke: T) -> T:

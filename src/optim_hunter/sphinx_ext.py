@@ -63,13 +63,14 @@ def package_fingerprint() -> str:
 
 
 def build_context() -> dict[str, str]:
-    return {"profile": settings.profile(), "model": settings.model(), "code": package_fingerprint()}
+    return {"profile": settings.profile(), "model": settings.model(),
+            "contrasts": ",".join(settings.contrasts()), "code": package_fingerprint()}
 
 
 def cache_path(outdir: Path, context: dict[str, str]) -> Path:
     """One jupyter-cache per profile and model; a new package fingerprint replaces the old cache."""
     base = Path(outdir).parent / ".jupyter_cache"
-    name = settings.slug(f"{context['profile']}__{context['model']}")
+    name = settings.slug("__".join(filter(None, (context["profile"], context["model"], context.get("contrasts")))))
     for stale in base.glob(f"{name}__*"):
         if stale.name != f"{name}__{context['code']}":
             shutil.rmtree(stale, ignore_errors=True)

@@ -52,7 +52,33 @@ DEFINED_IN: dict[str, str] = {
 }
 
 
+# Training seeds per model: claims about what training produces report the spread over them (the
+# induction and affine chapters). Seed 0 is the model under its own name; seed s > 0 is the same
+# configuration with `train.seed = s` (initialisation and data order), named `<name>-seed<s>`.
+SEEDS: dict[str, int] = {
+    "attn-only-1l": 3, "attn-only-2l": 3, "attn-only-3l": 3, "smeared-1l": 3, "smeared-2l": 3,
+    "affine-recurrence": 2, "affine-every-position": 2,
+}
+SEED_MARK = "-seed"
+for _base, _n in SEEDS.items():
+    for _seed in range(1, _n):
+        DEFINED_IN[f"{_base}{SEED_MARK}{_seed}"] = DEFINED_IN[_base]
+
 _FAMILIES: dict[str, Family] = {}  # the declared families, as their modules are imported
+
+
+def seed_names(name: str) -> list[str]:
+    """`name` and its other training seeds' models (`<name>-seed1`, ...), seed 0 first."""
+    family(name)  # a clear error for an unknown name
+    return [name] + [f"{name}{SEED_MARK}{seed}" for seed in range(1, SEEDS.get(name, 1))]
+
+
+def split_seed(name: str) -> tuple[str, int]:
+    """(base model, training seed) of a zoo name: `attn-only-2l-seed2` -> (`attn-only-2l`, 2)."""
+    base, mark, seed = name.rpartition(SEED_MARK)
+    if mark and seed.isdigit() and base in SEEDS and 0 < int(seed) < SEEDS[base]:
+        return base, int(seed)
+    return name, 0
 
 
 def names() -> list[str]:
@@ -80,6 +106,9 @@ def family(name: str) -> Family:
     if name not in _FAMILIES:
         for declared in importlib.import_module(DEFINED_IN[name]).FAMILIES:
             _FAMILIES.setdefault(declared.name, declared)
+        base, seed = split_seed(name)
+        if seed:
+            _FAMILIES[name] = family(base).with_seed(seed, name)
     return _FAMILIES[name]
 
 

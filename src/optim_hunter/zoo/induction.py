@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from optim_hunter import settings, training, transformer
 from optim_hunter.zoo.registry import Family
 
-VERSION = "1"
+VERSION = "2"  # 2: training batches drawn per training seed
 DESCRIPTION = "attention-only transformers (optionally smeared keys) on in-context Markov chains"
 
 VARIANTS: dict[str, tuple[int, bool]] = {  # name -> (layers, smeared keys)
@@ -205,7 +205,9 @@ def per_token_loss(lm: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Ten
 
 def train_spec(cfg: InductionConfig) -> training.TrainSpec:
     def batch(step: int) -> Tensor:
-        return markov_batch(cfg.batch_size, cfg.n_ctx, cfg.n_states, (cfg.data_seed, step), cfg.concentration)
+        # the training seed draws its own chains (seed 0 as well), the held-out set stays shared
+        return markov_batch(cfg.batch_size, cfg.n_ctx, cfg.n_states, (cfg.data_seed, cfg.train.seed, step),
+                            cfg.concentration)
 
     held_out = eval_tokens(cfg, n=128)
 

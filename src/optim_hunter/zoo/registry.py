@@ -40,6 +40,17 @@ class Family:
     example_input: Callable[[Any], Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_vocab"]]
     reads: str = "tokens"  # or "vectors": read in before the bridge, so there is no hook_embed
 
+    def with_seed(self, seed: int, name: str) -> Family:
+        """The same model trained from training seed `seed` (`cfg.train.seed`: the initialisation
+        and, for every family here, the order and draw of the training batches), called `name`."""
+
+        def config(profile: str | None = None) -> Any:
+            cfg = self.config(profile)
+            return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+
+        return dataclasses.replace(self, name=name, description=f"{self.description} (training seed {seed})",
+                                   config=config)
+
     def cache_key(self, cfg: Any) -> str:
         """16 hex digits of the hash of (name, configuration, family and trainer code versions)."""
         return training.fingerprint(
