@@ -29,6 +29,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -374,29 +376,68 @@ class _StopRequests:
         raise KeyboardInterrupt
 
 
+LOCK_NAME = ".lock"
+OWNER_NAME = ".lock.owner"  # who holds the lock: read by a writer that has to wait
+
+
+def _owner_text(path: Path) -> str:
+    """'pid 123 on host (train affine-recurrence, since 12:01:02)' from an owner file, or ''."""
+    try:
+        owner = json.loads(path.read_text())
+        return (f"pid {owner['pid']} on {owner['host']} ({owner['purpose'] or 'no purpose given'}, "
+                f"since {owner['since']})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
-def exclusive(directory: Path | str) -> Iterator[None]:
+def exclusive(directory: Path | str, purpose: str = "") -> Iterator[None]:
     """Hold `directory/.lock` (created with the folder) while writing into it: a second writer, in
-    this process or another, waits. A folder that cannot be created gets an error naming the fix."""
+    this process or another, waits, with one line on stderr saying for whom.
+
+    The lock is the operating system's (`filelock`), so a killed holder never leaves it held; the
+    `.lock.owner` note it leaves behind names a dead process, which the next writer says it replaces.
+    A folder that cannot be created gets an error naming the fix."""
+    from filelock import FileLock, Timeout
+
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        handle = open(directory / ".lock", "a")  # noqa: SIM115 - closed below
+        (directory / LOCK_NAME).touch()
     except OSError as err:
         raise OSError(f"cannot write into the cache {directory} ({err.strerror or err}); set "
                       "OPTIM_HUNTER_CACHE to a writable folder") from err
+    lock, owner = FileLock(directory / LOCK_NAME), directory / OWNER_NAME
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-        with handle:
-            yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"{directory}: waiting for {_owner_text(owner) or 'another writer'} to finish",
+              file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            stale = json.loads(owner.read_text())
+            if stale["host"] == socket.gethostname() and not _alive(int(stale["pid"])):
+                print(f"{directory}: the previous writer (pid {stale['pid']}, {stale['purpose']}) died "
+                      "without finishing; its lock was released with it, its work resumes here",
+                      file=sys.stderr, flush=True)
+        _atomic_write(owner, lambda tmp: tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
+                                        "since": time.strftime("%H:%M:%S")})))
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            owner.unlink()
+        lock.release()
 
 
 def remove_checkpoint(path: Path | str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -159,7 +160,7 @@ def status(name: str, profile: str | None = None, *, verify: bool = True) -> Mod
     fam = family(name)
     directory = fam.run_dir(profile)
     # the lock file and a killed writer's temporary file say nothing about the model
-    files = [f for f in directory.rglob("*") if f.is_file() and f.name != ".lock" and not training.is_temporary(f)] \
+    files = [f for f in directory.rglob("*") if f.is_file() and f.name not in (training.LOCK_NAME, training.OWNER_NAME) and not training.is_temporary(f)] \
         if directory.exists() else []
     size = sum(f.stat().st_size for f in files)
     final = fam.final_path(profile)
@@ -197,10 +198,10 @@ def _trained(name: str, profile: str, *, force: bool = False, progress: bool = T
             return (final, *_read_final(final))
         except training.CheckpointError:
             pass  # damaged: retrained below, under the lock
-    with fam.lock(profile):
+    with fam.lock(profile, purpose=f"train {name} ({profile}), pid {os.getpid()}"):
         if force:
             for child in directory.iterdir():
-                if child.name != ".lock":
+                if child.name not in (training.LOCK_NAME, training.OWNER_NAME):
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         if training.checkpoint_exists(final):
             try:

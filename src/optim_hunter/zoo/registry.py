@@ -71,8 +71,8 @@ class Family:
         return tensors
 
     @contextlib.contextmanager
-    def lock(self, profile: str | None = None) -> Iterator[Path]:
+    def lock(self, profile: str | None = None, purpose: str = "") -> Iterator[Path]:
         """One trainer per model at a time (e.g. two notebooks executing at once): the second waits."""
         directory = self.run_dir(profile)
-        with training.exclusive(directory):
+        with training.exclusive(directory, purpose or f"write {self.name}"):
             yield directory
