@@ -8,6 +8,12 @@ measures bf16 autocast against fp32: speed, and how often the greedy next token 
 answer position (bf16 is used nowhere its answers differ). Prints one JSON object;
 `pretrained_forward_ratio` = tokens/s of (2) / tokens/s of (1), goal >= 0.9.
 
+Against the machine's limit: `prefill_matmul_ratio` = the package's prefill FLOP/s (FLOPs of one
+prompt's pass counted by `torch.utils.flop_counter`, times its tokens/s) / a 2048x2048 fp32 matmul's
+FLOP/s on the same threads (goal >= 0.8). Decoding: `batched_vs_one_at_a_time` = seconds of
+`greedy_answers` one prompt at a time / seconds in batches of 8 on the same prompts (goal >= 1:
+batching is never slower).
+
     python bench/pretrained_forward.py [--prompts 4] [--repeats 2]
 """
 
@@ -66,6 +72,40 @@ def main() -> None:
                 bf16_s += time.perf_counter() - start
             agree += int(full.argmax() == half.argmax())
     rate = {name: args.repeats * n_tokens / s for name, s in seconds.items()}
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from optim_hunter import llm_regressor
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        kv_decoding.logits(model, batches[0])
+    flops_per_token = counter.get_total_flops() / batches[0].shape[1]
+    size = 2048
+    a, b = torch.randn(size, size), torch.randn(size, size)
+
+    def matmul_rate() -> float:
+        for _ in range(3):
+            a @ b
+        began = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        return 2 * size**3 * 10 / (time.perf_counter() - began)
+
+    # the best of three tries around a prefill timed again: both at their quietest
+    prefill = []
+    rates = []
+    with torch.inference_mode():
+        for _ in range(3):
+            rates.append(matmul_rate())
+            began = time.perf_counter()
+            kv_decoding.logits(model, batches[0])
+            prefill.append(batches[0].shape[1] / (time.perf_counter() - began))
+    matmul = max(rates)
+    texts = [tok.decode(b[0]) for b in batches] * 2  # 8 prompts by default
+    timing = {}
+    for label, size_ in (("one_at_a_time", 1), ("batched", 8)):
+        began = time.perf_counter()
+        said = llm_regressor.greedy_answers(model, tok, texts, batch_size=size_, max_new_tokens=8)
+        timing[label] = (time.perf_counter() - began, said.texts)
     print(json.dumps({
         "model": args.model, "prompts": args.prompts, "tokens": n_tokens,
         "threads": torch.get_num_threads(),
@@ -74,6 +114,13 @@ def main() -> None:
         "hooked_bridge_ratio": rate["hooked_bridge"] / rate["bare_hf"],
         "bf16_next_token_agreement": agree / len(batches),
         "bf16_speedup": fp32_s / bf16_s,
+        "flops_per_token": flops_per_token,
+        "matmul_flops": matmul,
+        "prefill_tokens_per_s": max(prefill),
+        "prefill_matmul_ratio": max(prefill) * flops_per_token / matmul,
+        "decoding_seconds": {k: v[0] for k, v in timing.items()},
+        "batched_vs_one_at_a_time": timing["one_at_a_time"][0] / timing["batched"][0],
+        "batched_identical_answers": timing["one_at_a_time"][1] == timing["batched"][1],
     }))
 
 

@@ -16,10 +16,14 @@ Writes `_build/bench.json` (shown on the book's Performance page at the next bui
                                                                              (goal >= 10)
   pretrained_forward_ratio tokens/s of the package's hook-free forward / the bare HF model's
                                                                              (goal >= 0.9)
+  prefill_matmul_ratio     the package's prefill FLOP/s / a 2048^2 fp32 matmul's, same threads
+                                                                             (goal >= 0.8)
+  batched_vs_one_at_a_time greedy decoding one prompt at a time / in batches of 8 (seconds)
+                                                                             (goal >= 1)
   cold_build_s             `make book` in a fresh clone (_build/bench-clone) with an empty model
                            cache and a new venv (`costs`: the install, every training and chapter
                            with its lane and start, the render)
-                                                                             (goal <= 1800)
+                                                                             (goal <= 2400)
   warm_build_s             `make book` again, nothing changed              (goal <= 60)
   max_page_mb              largest page of the built site                  (goal <= 3)
 
@@ -44,7 +48,9 @@ GOALS = {
     "batched_eval_speedup": (">=", 10.0),
     "batched_eval_speedup_short_prompts": (">=", 10.0),
     "pretrained_forward_ratio": (">=", 0.9),
-    "cold_build_s": ("<=", 1800.0),
+    "prefill_matmul_ratio": (">=", 0.8),  # the package's prefill FLOP/s / a matmul's, same threads
+    "batched_vs_one_at_a_time": (">=", 1.0),  # batched decoding never slower than one at a time
+    "cold_build_s": ("<=", 2400.0),  # issue #25: 40 minutes on the 2-core machine
     "warm_build_s": ("<=", 60.0),
     "max_page_mb": ("<=", 3.0),
 }
@@ -147,13 +153,17 @@ def main() -> None:
     forward = run_json(["bench/pretrained_forward.py"], env)
     report["pretrained_forward_ratio"] = forward["pretrained_forward_ratio"]
     report["pretrained_forward_detail"] = forward
+    report["prefill_matmul_ratio"] = forward["prefill_matmul_ratio"]
+    report["batched_vs_one_at_a_time"] = forward["batched_vs_one_at_a_time"]
 
     report["goals"] = {
         key: {"goal": f"{op} {value:g}", "met": (report[key] >= value) if op == ">=" else (report[key] <= value)}
         for key, (op, value) in GOALS.items() if key in report
     }
     target.parent.mkdir(exist_ok=True)
-    target.write_text(json.dumps(report, indent=1) + "\n")
+    partial = target.with_name(f".{target.name}.tmp-{os.getpid()}")  # never a half-written bench.json
+    partial.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(partial, target)
     print(json.dumps(report, indent=1))
 
 

@@ -40,3 +40,19 @@ def test_goals_training_side_by_side_and_costs(tmp_path):
     assert "<td>execute book/a</td><td>2</td><td>20</td><td>100</td><td>50%</td>" in page
     assert "on 2 lanes side by side" in page
     assert "1.50× faster" in page and "only 38% of its answers" in page
+
+
+def test_the_page_says_which_precision_each_cached_model_trained_in_and_why(tmp_path, monkeypatch):
+    from optim_hunter import bench_page, precision, zoo
+
+    monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(tmp_path))
+    assert "No trained model" in bench_page.precisions("smoke")
+    final = zoo.family("attn-only-1l").final_path("smoke").with_suffix(".json")
+    final.parent.mkdir(parents=True)
+    final.write_text(json.dumps({"meta": {"config": {"train": {"precision": "fp32"}}}}))
+    monkeypatch.setattr(precision, "fast_bf16_cpu", lambda: False)
+    page = bench_page.precisions("smoke")
+    assert "attn-only-1l" in page and "fp32" in page and "not fast on this machine" in page
+    assert "attn-only-2l" not in page  # not trained: not listed
+    monkeypatch.setenv("OPTIM_HUNTER_DTYPE", "bfloat16")
+    assert "forced by OPTIM_HUNTER_DTYPE=bf16" in bench_page.precisions("smoke")

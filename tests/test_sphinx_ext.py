@@ -81,7 +81,11 @@ SOURCES = """\
 PLAIN = HEADER + """
 # Plain
 
-No figures here.
+No figures here; what the book found (a front page's summary):
+
+```{claims-summary}
+:sources: sources.yml
+```
 
 ```{code-cell} ipython3
 print("plain sum", 2 + 3)
@@ -185,6 +189,9 @@ def test_claims_collected(book):
     assert "tiny.answer" in table and "1 reproduced" in table and 'href="page.html"' in table
     assert "2 quantitative claims in the sources</b>: 1 reproduced" in table
     assert "1 not measured here" in table and "needs a big model" in table
+    front = (book / "_build" / "html" / "plain.html").read_text()
+    assert "2 quantitative claims in the sources</b>: 1 reproduced" in front  # counted on another page
+    assert "needs a big model" not in front and "optim-hunter-claim-counts" in front  # counts, no rows
 
 
 def test_profiles_never_share_cached_outputs(book):

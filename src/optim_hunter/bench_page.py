@@ -4,6 +4,7 @@
 the goals with their measured values and ratios, every zoo model's training throughput against a
 bare PyTorch loop and its model FLOP utilisation, the side-by-side training check, and where the
 cold build's time went (the install, each training and chapter on its lane, the render).
+`precisions(profile)` adds which floating-point precision each cached zoo model trained in, and why.
 """
 
 from __future__ import annotations
@@ -34,6 +35,35 @@ def render(path: Path) -> str:
     head = (f"<p>Measured {html.escape(report.get('started', '?'))} on {html.escape(str(report.get('machine')))} "
             f"({report.get('cpus')} CPUs), profile <code>{html.escape(report.get('profile', '?'))}</code>{when}.</p>")
     return head + goals(report) + decoding(report) + training(report) + side_by_side(report) + costs(report)
+
+
+def precisions(profile: str) -> str:
+    """Each zoo model trained in this cache: the precision it trained in (read from its checkpoint's
+    metadata, nothing trained here) and why, from what this machine offers (`optim_hunter.precision`)."""
+    from optim_hunter import precision, zoo
+
+    fast = precision.fast_bf16_cpu()
+    forced = precision.requested()
+    rows = []
+    for name in zoo.names():
+        final = zoo.family(name).final_path(profile).with_suffix(".json")
+        try:
+            used = json.loads(final.read_text(encoding="utf-8"))["meta"]["config"]["train"]["precision"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not trained in this cache (e.g. numeric-icl outside the default build)
+        if forced != "auto":
+            why = f"forced by {precision.ENV}={forced}"
+        elif used == "bf16":
+            why = "the family prefers bf16, and this CPU has bf16 matrix units with PyTorch at AVX-512"
+        elif fast:
+            why = "the family trains in fp32 (its small matrix products gain nothing from bf16)"
+        else:
+            why = "fp32: the family's precision, or bf16 preferred but not fast on this machine"
+        rows.append([f"<code>{html.escape(name)}</code>", used, html.escape(why)])
+    if not rows:
+        return "<p>No trained model in this cache yet.</p>"
+    return (f"<p>Training precision of each model in this build's cache (profile <code>{html.escape(profile)}</code>; "
+            f"this CPU {'has' if fast else 'lacks'} fast bf16):</p>" + _table(["model", "precision", "why"], rows))
 
 
 def goals(report: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from docutils import nodes
+from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
@@ -63,14 +64,20 @@ def package_fingerprint() -> str:
 
 
 def build_context() -> dict[str, str]:
+    """What the executed outputs depend on besides the notebooks: profile, model, contrasts, the
+    language model's device and dtype (`settings.run_context`) and the package's code."""
     return {"profile": settings.profile(), "model": settings.model(),
-            "contrasts": ",".join(settings.contrasts()), "code": package_fingerprint()}
+            "contrasts": ",".join(settings.contrasts()), **settings.run_context(), "code": package_fingerprint()}
+
+
+CPU_RUN = {"device": "cpu", "dtype": "float32"}  # the book's machine: no suffix, its caches kept
 
 
 def cache_path(outdir: Path, context: dict[str, str]) -> Path:
     """One jupyter-cache per profile and model; a new package fingerprint replaces the old cache."""
     base = Path(outdir).parent / ".jupyter_cache"
-    name = settings.slug("__".join(filter(None, (context["profile"], context["model"], context.get("contrasts")))))
+    run = "" if all(context.get(k, v) == v for k, v in CPU_RUN.items()) else f"{context['device']}-{context['dtype']}"
+    name = settings.slug("__".join(filter(None, (context["profile"], context["model"], context.get("contrasts"), run))))
     for stale in base.glob(f"{name}__*"):
         if stale.name != f"{name}__{context['code']}":
             shutil.rmtree(stale, ignore_errors=True)
@@ -126,7 +133,7 @@ def _doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     env.__dict__.setdefault("optim_hunter_claims", {})[docname] = rows
     env.__dict__.setdefault("optim_hunter_assets", {})[docname] = assets
     pages = env.__dict__.setdefault("optim_hunter_claims_pages", set())
-    if any(True for _ in doctree.findall(claims_table)) or any(True for _ in doctree.findall(bench_table)):
+    if any(True for kind in (claims_table, bench_table, claims_summary) for _ in doctree.findall(kind)):
         pages.add(docname)
     else:
         pages.discard(docname)
@@ -193,6 +200,11 @@ class claims_table(nodes.General, nodes.Element):
     """Placeholder replaced by the full table once every page has been read."""
 
 
+class claims_summary(nodes.General, nodes.Element):
+    """Placeholder for the sources' claims counted by status (the front page), filled once every
+    page has been read."""
+
+
 class ClaimsTableDirective(SphinxDirective):
     """`{claims-table}` with an optional `:sources:` YAML manifest of the source studies' claims
     (path relative to the page), each mapped to the book claim ids that measure it."""
@@ -206,6 +218,19 @@ class ClaimsTableDirective(SphinxDirective):
             rel, path = self.env.relfn2path(self.options["sources"], self.env.docname)
             self.env.note_dependency(rel)
             node["sources"] = load_sources(Path(path))
+        return [node]
+
+
+class ClaimsSummaryDirective(ClaimsTableDirective):
+    """`{claims-summary}` with a `:sources:` manifest: the counts of the Claims page, no table of rows."""
+
+    option_spec = {"sources": directives.unchanged_required}
+
+    def run(self) -> list[nodes.Node]:
+        node = claims_summary("")
+        rel, path = self.env.relfn2path(self.options["sources"], self.env.docname)
+        self.env.note_dependency(rel)
+        node["sources"] = load_sources(Path(path))
         return [node]
 
 
@@ -262,18 +287,26 @@ def _counts_by_seed(entries: list[dict[str, Any]], statuses: list[tuple[str, Any
             + "</tr></thead><tbody>" + body + "</tbody></table>")
 
 
-def render_sources(app: Sphinx, fromdocname: str, entries: list[dict[str, Any]],
-                   rows: list[dict[str, Any]]) -> str:
+SOURCE_KINDS = ("reproduced", "not_reproduced", "inconclusive", "measured", "not_measured")
+
+
+def render_summary(entries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    """What the book found, in one paragraph and one table: the sources' claims by status."""
     statuses = [source_status(entry, rows) for entry in entries]
-    kinds = ("reproduced", "not_reproduced", "inconclusive", "measured", "not_measured")
-    counts = {k: sum(1 for s, _ in statuses if s == k) for k in kinds}
-    head = (
+    counts = {k: sum(1 for s, _ in statuses if s == k) for k in SOURCE_KINDS}
+    return (
         f"<p><b>{len(entries)} quantitative claims in the sources</b>: {counts['reproduced']} "
         f"reproduced, {counts['not_reproduced']} not reproduced, {counts['inconclusive']} inconclusive, "
         f"{counts['measured']} measured without a verdict, {counts['not_measured']} not measured here. "
         "Only rows that measure the claim on the kind of model the source meant decide it; checks of our own "
         "construction and contrast models are shown but never decide.</p>"
-    ) + _counts_by_seed(entries, statuses, kinds)
+    ) + _counts_by_seed(entries, statuses, SOURCE_KINDS)
+
+
+def render_sources(app: Sphinx, fromdocname: str, entries: list[dict[str, Any]],
+                   rows: list[dict[str, Any]]) -> str:
+    statuses = [source_status(entry, rows) for entry in entries]
+    head = render_summary(entries, rows)
     cells = []
     for entry, (status, measured) in zip(entries, statuses):
         ours = "<br>".join(
@@ -397,7 +430,10 @@ class BenchTableDirective(SphinxDirective):
 
 def _doctree_resolved(app: Sphinx, doctree: nodes.document, fromdocname: str) -> None:
     for node in list(doctree.findall(bench_table)):
-        node.replace_self(nodes.raw("", bench_page.render(Path(app.outdir).parent / "bench.json"), format="html"))
+        page = bench_page.render(Path(app.outdir).parent / "bench.json") + bench_page.precisions(settings.profile())
+        node.replace_self(nodes.raw("", page, format="html"))
+    for node in list(doctree.findall(claims_summary)):
+        node.replace_self(nodes.raw("", render_summary(node["sources"], all_claims(app.env)), format="html"))
     for node in list(doctree.findall(claims_table)):
         rows = all_claims(app.env)
         table = render_table(app, fromdocname, rows)
@@ -432,8 +468,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("autodoc-process-docstring", _autodoc_docstring)
     app.add_node(claims_table)
     app.add_node(bench_table)
+    app.add_node(claims_summary)
     app.add_directive("bench-table", BenchTableDirective)
     app.add_directive("claims-table", ClaimsTableDirective)
+    app.add_directive("claims-summary", ClaimsSummaryDirective)
     app.connect("config-inited", _config_inited)
     app.connect("env-get-outdated", _env_get_outdated)
     app.connect("env-get-updated", _env_get_updated)
