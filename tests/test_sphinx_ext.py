@@ -278,3 +278,18 @@ def test_the_api_page_documents_every_module():
     modules -= {"optim_hunter.cli", "optim_hunter.sphinx_ext", "optim_hunter.interp"}
     assert not modules - documented, f"modules missing from book/api.md: {sorted(modules - documented)}"
     assert not documented - modules, f"book/api.md names modules that do not exist: {sorted(documented - modules)}"
+
+
+def test_a_damaged_execution_cache_entry_is_re_executed_not_served(tmp_path):
+    """A build killed while the cache was written, or a disk error: a truncated executed notebook in
+    the execution cache must not reach the site (nor fail the build): the page is executed again."""
+    root = make_book(tmp_path / "book")
+    assert build(root, "smoke").returncode == 0
+    stored = [p for p in (root / "_build" / ".jupyter_cache").rglob("*.ipynb")]
+    assert stored, "no executed notebook in the cache"
+    for notebook in stored:
+        notebook.write_text(notebook.read_text()[: len(notebook.read_text()) // 2])  # truncated
+    shutil.rmtree(root / "_build" / "html")
+    result = build(root, "smoke")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "plain sum 5" in (root / "_build" / "html" / "plain.html").read_text()
