@@ -35,3 +35,20 @@ def test_every_command_survives_a_closed_pipe(argv):
     __import__("os").close(write)
     assert result.returncode in (0, 141), result.stderr
     assert result.stderr == "", result.stderr
+
+
+def test_eval_takes_a_language_model_as_a_method_with_its_shuffled_control(tiny_hf_models, capsys):
+    model = f"hf:{tiny_hf_models['llama']}"
+    code = cli.main(["eval", "linear_1_1", "--methods", "average", "--model", model, "--shuffled", "--seeds", "3",
+                     "--examples", "4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert any("average" in line for line in out.splitlines())
+    assert sum(1 for line in out.splitlines() if "(shuffled y)" in line) == 1
+    assert len(out.strip().splitlines()) == 4  # a header, then the baseline, the model and its control
+
+
+def test_eval_refuses_an_unknown_model_before_any_work(capsys):
+    assert cli.main(["eval", "friedman2", "--model", "no-such-model", "--seeds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'no-such-model'" in err and len(err.strip().splitlines()) == 1

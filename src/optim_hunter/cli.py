@@ -33,6 +33,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.jobs == 0 or args.jobs < -1:
         raise ValueError(f"--jobs must be a number of workers >= 1, or -1 for every core; got {args.jobs}")
     methods = args.methods.split(",") if args.methods else regressors.names()
+    for dataset in args.dataset:
+        datasets.spec(dataset)  # an unknown name is refused before any model loads
+    model_name = None
+    if args.model:
+        from optim_hunter import settings
+
+        model_name = settings.model(args.model)  # validated before the (slow) load
     results = evaluation.evaluate(
         methods,
         args.dataset,
@@ -40,10 +47,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         seeds=range(args.seeds),
         round_to=args.round,
         n_jobs=args.jobs,
-    )
+    ) if methods != ["none"] else None
+    if model_name is not None:
+        results = _with_language_model(results, model_name, args)
     table = evaluation.summarize(results)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
+
+
+def _with_language_model(results, name: str, args: argparse.Namespace):
+    """`results` with the language model's rows (and, with --shuffled, its shuffled-y control's:
+    the same x's with the example outputs permuted) on the same problems."""
+    import pandas as pd
+
+    from optim_hunter import llm_regressor, prompts, zoo
+
+    model = zoo.load(name)
+    regressor = llm_regressor.LLMRegressor(model, model.tokenizer,
+                                           round_to=prompts.DEFAULT_ROUND if args.round is None else args.round)
+    parts = [] if results is None else [results]
+    for shuffled in (False, True) if args.shuffled else (False,):
+        parts.append(llm_regressor.evaluate(regressor, f"{name} (shuffled y)" if shuffled else name, args.dataset,
+                                            n_examples=args.examples, seeds=range(args.seeds),
+                                            round_to=regressor.round_to, shuffle_y=shuffled))
+    return pd.concat(parts, ignore_index=True)
 
 
 def _size(n_bytes: int) -> str:
@@ -161,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("regressors", help="list the baseline regressors").set_defaults(func=_cmd_regressors)
     ev = sub.add_parser("eval", help="evaluate baselines on a dataset")
     ev.add_argument("dataset", nargs="+")
-    ev.add_argument("--methods", default="", help="comma-separated regressor names (default: all)")
+    ev.add_argument("--methods", default="", help="comma-separated regressor names (default: all; `none` for the "
+                                                  "language model alone)")
+    ev.add_argument("--model", default=None, help="also a language model: a zoo name (e.g. smollm2-135m) or "
+                                                  "hf:<name-or-path>, prompted with the same examples")
+    ev.add_argument("--shuffled", action="store_true", help="with --model: also its shuffled-y control")
     ev.add_argument("--examples", type=int, default=25, help="in-context examples per problem")
     ev.add_argument("--seeds", type=int, default=100, help="number of seeds (0..N-1)")
     ev.add_argument("--round", type=int, default=None, help="round features/targets to N decimals")
