@@ -47,7 +47,7 @@ CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
                              "attn-only-2l-code"),
     "book/affine_recurrences": ("affine-recurrence", "affine-every-position"),
 }
-LLM_CHAPTERS = ("book/llm_regressor", "book/linear_fn", "book/inside_regressor")
+LLM_CHAPTERS = ("book/llm_regressor", "book/linear_fn", "book/competence", "book/inside_regressor")
 
 
 def chapter_needs(doc: str) -> tuple[str, ...]:
@@ -77,6 +77,7 @@ ESTIMATES: dict[str, float] = {
     "train attn-only-1l": 30.0,
     "train smeared-1l": 30.0,
     "execute book/llm_regressor": 590.0,
+    "execute book/competence": 300.0,
     "execute book/inside_regressor": 410.0,
     "execute book/induction_heads": 195.0,
     "execute book/gd_in_attention": 125.0,
