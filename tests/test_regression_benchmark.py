@@ -134,3 +134,105 @@ def test_llm_curve_reuses_the_comparison_at_its_size(comparison):
     (row,) = curve.claims()
     assert row.id == "regressor.friedman2.llm_mae_falls_with_examples" and "with 1 vs 4 examples" in row.claim
     assert isinstance(curve.mae, pd.DataFrame) and curve.failures.loc["oracle"].sum() == 0
+
+
+# --- controls: the shuffled-y control, the mean baseline, paired differences, the correlation ------
+
+
+def test_a_shuffled_control_keeps_the_inputs_and_the_multiset_of_outputs():
+    split = datasets.make_split("friedman2", 9, 3, round_to=2)
+    control = llm_regressor.shuffled_split(split, "friedman2", 9, 3)
+    assert np.array_equal(control.x_train, split.x_train) and np.array_equal(control.x_query, split.x_query)
+    assert np.array_equal(control.y_query, split.y_query)
+    assert sorted(control.y_train) == sorted(split.y_train) and not np.array_equal(control.y_train, split.y_train)
+    # fixed per problem, different across problems
+    again = llm_regressor.shuffled_split(split, "friedman2", 9, 3)
+    assert np.array_equal(again.y_train, control.y_train)
+    orders = {tuple(llm_regressor.shuffle_permutation(9, "friedman2", 9, s)) for s in range(5)}
+    assert len(orders) == 5
+    # never the identity, even where the draw would be (two examples: half the draws are)
+    for s in range(20):
+        assert list(llm_regressor.shuffle_permutation(2, "friedman2", 2, s)) == [1, 0]
+
+
+def test_a_paired_difference_of_a_constant_has_zero_width_and_failures_are_dropped_and_counted():
+    mine = np.array([3.0, 5.0, np.nan, 8.0, 1.0])
+    theirs = mine - 2.0
+    theirs[4] = np.nan
+    diff, ci, n, dropped = regression_benchmark.paired_difference(mine, theirs)
+    assert diff == 2.0 and (ci.low, ci.high) == (2.0, 2.0) and (n, dropped) == (3, 2)
+    assert "paired" in ci.kind and ci.n == 3
+    diff, ci, n, dropped = regression_benchmark.paired_difference([np.nan], [1.0])
+    assert np.isnan(diff) and ci is None and (n, dropped) == (0, 1)
+
+
+def test_the_correlation_is_pearsons_and_zero_for_a_constant_answer():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    assert regression_benchmark.correlation(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert regression_benchmark.correlation(np.full(30, 7.0), y) == 0.0
+    r, ci, n = regression_benchmark.answer_truth(np.append(x, np.nan), np.append(2 * x + 1, 5.0))
+    assert r == pytest.approx(1.0) and n == 30 and ci.low == pytest.approx(1.0)
+
+
+def test_a_model_copying_the_mean_is_its_own_shuffled_control_and_the_mean_baseline(comparison):
+    """The oracle answers the mean of the outputs, which a permutation keeps: its answers under the
+    shuffled control are its answers (difference exactly 0), and they are the mean baseline's (to
+    the 0.01 the prompts round to). A difference of exactly 0 is not below 0: not reproduced."""
+    controls = comparison.controls
+    for dataset in ("friedman2", "linear_2_3"):
+        row = controls.loc[dataset]
+        assert row["model − shuffled"] == 0.0 and (row["model − shuffled low"], row["model − shuffled high"]) == (0, 0)
+        assert abs(row["model − mean"]) <= 0.01 and row["pairs vs mean"] == comparison.n_seeds[dataset]
+        assert row["MAE shuffled"] == pytest.approx(row["MAE model"])
+    rows = by_id(comparison)
+    beats = rows["regressor.friedman2.llm_beats_shuffled_control"]
+    assert beats.measured == 0.0 and beats.verdict == "not_reproduced" and beats.n == 3
+    assert "0 dropped" in beats.claim
+    mean = rows["regressor.linear_2_3.llm_beats_mean_baseline"]
+    assert mean.verdict in ("not_reproduced", "inconclusive") and mean.n == 2
+    r = rows["regressor.friedman2.answer_truth_correlation"]
+    p = regression_benchmark.paired_problems(comparison.results, "oracle", None, "friedman2")
+    assert r.measured == pytest.approx(np.corrcoef(p["model"], p["y_true"])[0, 1])
+    assert comparison.controls_figure() is not None
+
+
+def test_paired_differences_drop_a_failed_problem_from_both_sides():
+    rows = []
+    for seed, (lm, shuffled, mean) in enumerate([(1.0, 3.0, 2.0), (np.nan, 1.0, 2.0), (2.0, np.nan, 4.0)]):
+        for method, err in (("lm", lm), (regression_benchmark.control_name("lm"), shuffled), ("average", mean)):
+            rows.append({"dataset": "friedman2", "n_examples": 5, "seed": seed, "query": 0, "method": method,
+                         "y_true": 10.0, "y_pred": 10.0 + err, "abs_error": err, "failed": bool(np.isnan(err))})
+    table = regression_benchmark.controls_table(pd.DataFrame(rows), "lm", regression_benchmark.control_name("lm"),
+                                                ["friedman2"], 5).loc["friedman2"]
+    assert table["model − shuffled"] == -2.0 and table["pairs vs shuffled"] == 1 and table["dropped vs shuffled"] == 2
+    assert table["model − mean"] == pytest.approx(-1.5) and table["pairs vs mean"] == 2
+    assert table["model failed"] == 1 and table["shuffled failed"] == 1
+
+
+def test_the_curve_runs_the_shuffled_control_at_every_size_with_something_to_permute(comparison):
+    curve = regression_benchmark.llm_curve(comparison, [1, 2], n_seeds=2, methods=["average"])
+    control = regression_benchmark.control_name("oracle")
+    assert sorted(curve.table[curve.table.method == control]["n_examples"]) == [2, 4]
+    controls = curve.controls
+    assert np.isnan(controls.loc[1, "model − shuffled"]) and controls.loc[2, "model − shuffled"] == 0.0
+    assert curve.controls_figure() is not None
+
+
+def test_control_verdicts_are_decided_on_the_paired_intervals():
+    base = {"shuffled run": True, "model − mean": 0.0, "model − shuffled": 0.0}
+    table = pd.DataFrame([
+        {**base, "dataset": "friedman2", "model − mean low": 5.0, "model − mean high": 9.0,
+         "model − shuffled low": -3.0, "model − shuffled high": -1.0},
+        {**base, "dataset": "linear_2_3", "model − mean low": -2.0, "model − mean high": 1.0,
+         "model − shuffled low": -1.0, "model − shuffled high": 2.0},
+        {**base, "dataset": "friedman1", "shuffled run": False, "model − mean low": -4.0, "model − mean high": -1.0,
+         "model − shuffled low": np.nan, "model − shuffled high": np.nan}]).set_index("dataset")
+    v = regression_benchmark.control_verdicts(table)
+    assert list(v["beats the mean baseline"]) == ["no", "inconclusive", "yes"]
+    assert list(v["beats the shuffled control"]) == ["yes", "inconclusive", "not run"]
+    assert list(v["in-context learning shown"]) == [True, False, False]
+    sentence = regression_benchmark.control_sentence(v, "lm")
+    assert "shown — on: Friedman #2." in sentence and "inconclusive (interval across 0): linear_2_3" in sentence
+    none = regression_benchmark.control_sentence(v.iloc[1:], "lm")
+    assert "on none of the datasets" in none

@@ -42,3 +42,13 @@ def test_icl_check_views_and_claims(result):
     assert rows["zoo.numeric.linear_vs_average"].measured == pytest.approx(4 / 12)
     assert rows["zoo.numeric.affine_top1"].verdict == "reproduced" and np.isclose(check.affine["top-1"], 0.9)
     assert len(check.figure().data) == 4
+    assert check.sentence().startswith("On y = 2x + 3") and f"{len(check.bars)} of the {len(check.bars)} bars" in check.sentence()
+
+
+def test_numeric_icl_is_in_the_build_only_when_a_contrast(monkeypatch):
+    monkeypatch.delenv("OPTIM_HUNTER_CONTRASTS", raising=False)
+    assert not zoo_report.in_build("numeric-icl")
+    monkeypatch.setenv("OPTIM_HUNTER_CONTRASTS", "numeric-icl")
+    assert zoo_report.in_build("numeric-icl")
+    note = zoo_report.not_in_build("numeric-icl")
+    assert "not trained in the default build" in note and "OPTIM_HUNTER_CONTRASTS=numeric-icl" in note

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from optim_hunter import kv_decoding, prompts
+from optim_hunter import devices, kv_decoding, prompts
 from optim_hunter.datasets import Split
 
 Model = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos d_vocab"]]
@@ -94,7 +94,7 @@ def greedy_answers(
     # exactly its unbatched answer (read at its own last position, written over its padding).
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    device = _device_of(model)
+    device = devices.of(model)
     answers: list[str] = [""] * len(texts)
     finished: list[bool] = [False] * len(texts)
     use_cache = kv_decoding.decoder(model) is not None
@@ -109,25 +109,26 @@ def _decode_batches(model: Model, tokenizer: Any, encoded: list[list[int]], batc
                     use_cache: bool, device: torch.device, progress: bool) -> None:
     """`greedy_answers`' loop: fills `answers` and `finished` for each batch of prompt indices."""
     for batch in tqdm(batches, disable=not progress, desc="generate"):
-        lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
-        width = int(lengths.max()) + max_new_tokens
-        tokens = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+        longest = max(len(encoded[i]) for i in batch)
+        padded = torch.zeros((len(batch), longest + max_new_tokens), dtype=torch.long)
         for row, i in enumerate(batch):
-            tokens[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            padded[row, : len(encoded[i])] = torch.tensor(encoded[i])
+        tokens = padded.to(device)  # one copy to the model's device per batch, none per row or token
+        lengths = torch.tensor([len(encoded[i]) for i in batch], device=device)
         rows = torch.arange(len(batch), device=device)
         generated: list[list[int]] = [[] for _ in batch]
         done = [False] * len(batch)
         if use_cache:  # the prompt once, then one token per step (exact; no hooks attached)
             decoder = kv_decoding.decoder(model)
-            last_logits = decoder.prefill(tokens[:, : int(lengths.max())], lengths)
+            last_logits = decoder.prefill(tokens[:, :longest], lengths)
         for step in range(max_new_tokens):
             if not use_cache:
                 # Only columns up to the longest row's current end are needed this step.
-                logits = _forward(model, tokens[:, : int(lengths.max()) + step])
+                logits = _forward(model, tokens[:, : longest + step])
                 last_logits = logits[rows, lengths + step - 1]
-            next_ids = last_logits.argmax(dim=-1)
+            next_ids = last_logits.argmax(dim=-1).to(device)  # a placed model's logits: its last device
             tokens[rows, lengths + step] = next_ids
-            for row, token in enumerate(next_ids.tolist()):
+            for row, token in enumerate(next_ids.tolist()):  # the one read-back per step: b token ids
                 if done[row]:
                     continue
                 generated[row].append(token)
@@ -203,13 +204,6 @@ def max_examples(
             break
         best = n
     return best
-
-
-def _device_of(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
 
 
 class LLMRegressor(RegressorMixin, BaseEstimator):
@@ -310,6 +304,30 @@ def predict_splits(
     return [answers.values[a:b] for a, b in zip(bounds[:-1], bounds[1:])], answers
 
 
+SHUFFLE_SEED = 2024  # the shuffled-y control's permutations: one fixed permutation per problem
+
+
+def shuffle_permutation(n: int, dataset: str, n_examples: int, seed: int) -> Int[np.ndarray, " n"]:
+    """The fixed permutation of a problem's `n` example outputs in its shuffled-y control, seeded by
+    the problem (dataset, size, seed), never the identity when n > 1 (a control that moved nothing
+    would be the prompt itself)."""
+    import zlib
+
+    rng = np.random.default_rng([SHUFFLE_SEED, zlib.crc32(dataset.encode()), n_examples, seed])
+    order = rng.permutation(n)
+    if n > 1 and (order == np.arange(n)).all():
+        order = np.roll(order, 1)
+    return order
+
+
+def shuffled_split(split: Split, dataset: str, n_examples: int, seed: int) -> Split:
+    """The shuffled-y control of a problem: the same inputs and query, the example outputs permuted
+    among the examples (`shuffle_permutation`): the multiset of outputs, hence their mean, is kept,
+    and only the pairing of each output with its input is lost."""
+    order = shuffle_permutation(len(split.y_train), dataset, n_examples, seed)
+    return dataclasses.replace(split, y_train=np.asarray(split.y_train)[order])
+
+
 def evaluate(
     regressor: LLMRegressor,
     method: str,
@@ -320,10 +338,12 @@ def evaluate(
     noise: float = 0.0,
     round_to: int | None = prompts.DEFAULT_ROUND,
     progress: bool = True,
+    shuffle_y: bool = False,
 ):
     """The language model in the evaluation harness: the same tidy rows as
     `optim_hunter.evaluation.evaluate`, all problems' prompts decoded in shared batches; a parse
-    failure is a failed row carrying the reason."""
+    failure is a failed row carrying the reason. With `shuffle_y`, every prompt is its shuffled-y
+    control (`shuffled_split`), scored against the problem's true query output."""
     import pandas as pd
 
     from optim_hunter import datasets, evaluation
@@ -331,6 +351,8 @@ def evaluate(
     names, sizes, seed_list = evaluation.problem_grid(dataset_names, n_examples, seeds)
     problems = [(d, n, s) for d in names for n in sizes for s in seed_list]
     splits = [datasets.make_split(d, n, s, noise=noise, round_to=round_to) for d, n, s in problems]
+    if shuffle_y:
+        splits = [shuffled_split(split, *problem) for split, problem in zip(splits, problems)]
     predictions, answers = predict_splits(regressor, splits, progress=progress)
     reasons = iter(item.reason for item in answers.parsed.items)
     rows = []

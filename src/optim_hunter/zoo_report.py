@@ -5,6 +5,8 @@ held-out in-context check of `numeric-icl` with its claims.
   training_run   a trained model's size, speed, loss curve and the measures logged during training
   icl_check      `yardstick.evaluate_icl` as a result: error curves, failures, bars and the
                  `zoo.numeric.*` claim rows (declared and decided in `yardstick`)
+  in_build       whether a contrast model is trained in this build ($OPTIM_HUNTER_CONTRASTS), and
+  not_in_build   the note shown in its place when it is not
 """
 
 from __future__ import annotations
@@ -16,6 +18,25 @@ from typing import Any
 import pandas as pd
 
 from optim_hunter import plots
+
+
+def in_build(name: str = "numeric-icl") -> bool:
+    """Whether contrast model `name` is trained and shown in this build: it is among
+    `settings.contrasts()` ($OPTIM_HUNTER_CONTRASTS; none by default)."""
+    from optim_hunter import settings
+
+    return name in settings.contrasts()
+
+
+def not_in_build(name: str = "numeric-icl") -> str:
+    """What the models chapter shows in place of a contrast model's training and check when the
+    build leaves it out: that it is not trained, why, and how to include it."""
+    return (f"{name} is not trained in the default build. At the training budget the book's build can afford, "
+            "it did not learn the book's tasks in context (on Friedman #2 it did worse than predicting the mean of "
+            "the examples' outputs; on y = 2x + 3 it rarely wrote the exact answer): see the language-model "
+            f"chapter's contrast, built with OPTIM_HUNTER_CONTRASTS={name}. To include it — its training run, this "
+            f"chapter's in-context check and its contrast rows in the language-model chapters — build with "
+            f"OPTIM_HUNTER_CONTRASTS={name} (e.g. `OPTIM_HUNTER_CONTRASTS={name} make book`).")
 
 
 def models_table(profile: str) -> pd.DataFrame:
@@ -106,6 +127,13 @@ class ICLCheck:
     def bars(self) -> pd.DataFrame:
         """Each bar of `ICLResult.bars` and whether it is met."""
         return pd.DataFrame({"met": self.result.bars()}).rename_axis("bar")
+
+    def sentence(self) -> str:
+        """The check in one sentence: y = 2x + 3 top-1 and how many bars are met."""
+        bars = self.bars
+        return (f"On y = 2x + 3 with an unseen query the greedy answer is exact for a share "
+                f"{self.result.affine_top1:.2f} of the prompts; {int(bars['met'].sum())} of the {len(bars)} bars "
+                "are met.")
 
     def figure(self) -> Any:
         long = self.curve.reset_index().melt(id_vars="examples", var_name="series", value_name="MAE")
