@@ -1,5 +1,7 @@
 """y = 2x + 3 analyses: prompts, answer tokens, Bayesian fits and head activity."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -144,7 +146,11 @@ def test_chapter_experiments_run_and_have_their_shapes(tiny_bridge, chars):
     sweep = linear_fn.format_sweep(tiny_bridge, chars, cfg, name="tiny", contrasts={"same": tiny_bridge},
                                    settings=[linear_fn.Setting(), linear_fn.Setting(order="increasing")])
     assert len(sweep.curves) == 3 * 4 and sweep.best in (linear_fn.Setting(), linear_fn.Setting(order="increasing"))
-    assert [r.id for r in sweep.claims()] == ["linear_fn.top1_accuracy", "linear_fn.best_setting"]
+    assert [r.id for r in sweep.claims()] == ["linear_fn.top1_accuracy", "linear_fn.best_setting",
+                                              "linear_fn.beats_shuffled_control",
+                                              "linear_fn.p_correct_beats_shuffled_control"]
+    assert len(sweep.control_table) == 3 and sweep.beats_control() in ("yes", "no", "inconclusive")
+    assert sweep.control_statement().startswith("tiny in ") and sweep.control_figure() is not None
     assert all(r.profile == "smoke" and r.model == "tiny" for r in sweep.claims())
     top1 = sweep.claims()[0]
     assert sweep.late_accuracy.mean() == pytest.approx(sweep.accuracy) and top1.n == 2 and top1.interval is not None
@@ -305,3 +311,39 @@ def test_batched_patch_rows_match_the_reference_loop(tiny_bridge, chars):
     reference = linear_fn.patching.residual_patching(tiny_bridge, a.tokens, b.tokens, metric,
                                                      positions=range(width))
     np.testing.assert_allclose(m.grid[0], reference, atol=1e-4)
+
+
+def test_a_shuffled_prompt_keeps_its_x_values_and_the_multiset_of_y_values():
+    p = linear_fn.setting_problems(linear_fn.Setting(), 1, 8, x_max=50)[0]
+    c = linear_fn.shuffled_problem(p, 3)
+    assert np.array_equal(c.xs, p.xs) and c.x == p.x and c.answer == p.answer
+    assert sorted(c.example_ys) == sorted(2 * p.xs + 3) and not np.array_equal(c.example_ys, 2 * p.xs + 3)
+    assert np.array_equal(linear_fn.shuffled_problem(p, 3).example_ys, c.example_ys)  # fixed per seed
+    # the text writes the permuted y values beside the same x values
+    lines = c.text().split("\n")[:-1]
+    assert lines == [f"({x}, {y})" for x, y in zip(c.xs, c.example_ys)]
+    two = dataclasses.replace(p, xs=p.xs[:2])
+    assert all(list(linear_fn.shuffled_problem(two, s).example_ys) == list(2 * two.xs[::-1] + 3) for s in range(10))
+
+
+def test_the_unshuffled_last_line_scores_are_the_sweeps_last_column(tiny_bridge, chars):
+    """Asking the last example as a query after its lines is the sweep's teacher-forced score of
+    that example: the control differs from the prompt only by the permutation."""
+    cfg = linear_fn.Config(n_prompts=3, n_examples=5, x_max=9, profile="smoke")
+    log_p, exact = linear_fn.icl_scores(tiny_bridge, chars, linear_fn.Setting(), cfg)
+    q_log_p, q_exact = linear_fn.query_scores(tiny_bridge, chars, linear_fn.last_line_problems(linear_fn.Setting(), cfg))
+    np.testing.assert_allclose(q_log_p, log_p[:, -1], atol=1e-4)
+    assert np.array_equal(q_exact, exact[:, -1])
+
+
+def test_constant_answer_and_paired_gain_by_hand():
+    p = linear_fn.Problem(np.array([1, 3]), 2, 2, 3)  # example ys 5, 9: mean 7 = 2*2 + 3
+    q = linear_fn.Problem(np.array([1, 3]), 4, 2, 3)
+    assert list(linear_fn.constant_answer([p, q])) == [True, False]
+    diff, ci = linear_fn.paired_gain(np.array([1.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0]))
+    assert diff == 1.0 and (ci.low, ci.high) == (1.0, 1.0)  # a constant difference: zero width
+    row = linear_fn.BEATS_SHUFFLED.measure(diff, chapter="c", profile="smoke", interval=ci, setting="s", n=3, k=4,
+                                           real="1", shuffled="0", constant="0")
+    assert row.verdict == "reproduced"
+    same = linear_fn.paired_gain(np.array([0.5, 0.2]), np.array([0.5, 0.2]))
+    assert same[0] == 0.0 and linear_fn.BEATS_SHUFFLED.test.decide(same[1]) == "not_reproduced"

@@ -63,14 +63,21 @@ class Problem:
     a: int
     b: int
     fmt: Format = PAIRS
+    ys: np.ndarray | None = None  # the examples' written answers; None: the rule's (a x + b)
 
     @property
     def answer(self) -> int:
         return self.a * self.x + self.b
 
+    @property
+    def example_ys(self) -> np.ndarray:
+        """The y written on each example line: the rule's, or the control's (`shuffled_problem`)."""
+        return (self.a * np.asarray(self.xs) + self.b).astype(int) if self.ys is None else np.asarray(self.ys)
+
     def text(self, n_examples: int | None = None) -> str:
-        xs = self.xs if n_examples is None else self.xs[:n_examples]
-        return "".join(self.fmt.line(int(x), int(self.a * x + self.b)) for x in xs) + self.fmt.query(self.x)
+        n = len(self.xs) if n_examples is None else n_examples
+        return "".join(self.fmt.line(int(x), int(y)) for x, y in zip(self.xs[:n], self.example_ys[:n])) \
+            + self.fmt.query(self.x)
 
 
 def problems(
@@ -256,8 +263,8 @@ def encode_answers(tokenizer: Any, problem: Problem, n_examples: int | None = No
     tokens are known exactly; with `with_query`, the query's correct answer is appended. For a
     tokenizer that writes digits one per token (SmolLM2, Llama-3) this is the text's own
     tokenization."""
-    xs = problem.xs if n_examples is None else problem.xs[:n_examples]
-    pairs = [(int(x), int(problem.a * x + problem.b)) for x in xs]
+    n = len(problem.xs) if n_examples is None else n_examples
+    pairs = [(int(x), int(y)) for x, y in zip(problem.xs[:n], problem.example_ys[:n])]
     if with_query:
         pairs.append((problem.x, problem.answer))
     ids = list(tokenizer("")["input_ids"])  # a BOS token, for tokenizers that add one
@@ -370,6 +377,57 @@ def icl_curve(model: HookedModel, tokenizer: Any, setting: Setting, cfg: Config,
     return curve_of(*icl_scores(model, tokenizer, setting, cfg, seed=seed))
 
 
+# --- controls: the shuffled-y prompt and the constant answer ---------------------------------------
+
+SHUFFLE_SEED = 2024  # one fixed permutation per prompt
+
+
+def shuffled_problem(problem: Problem, seed: int) -> Problem:
+    """The shuffled-y control of a prompt: the same x values, format and query, the examples' y values
+    permuted among the lines (a fixed permutation for `seed`, never the identity when there are two
+    lines or more): the same numbers are written, only their pairing with x is lost."""
+    n = len(problem.xs)
+    order = np.random.default_rng([SHUFFLE_SEED, seed]).permutation(n)
+    if n > 1 and (order == np.arange(n)).all():
+        order = np.roll(order, 1)
+    return dataclasses.replace(problem, ys=problem.example_ys[order])
+
+
+def last_line_problems(setting: Setting, cfg: Config, *, seed: int = 0, shuffle: bool = False) -> list[Problem]:
+    """The sweep's prompts (`icl_scores`) asking their last example as the query: the first
+    n_examples − 1 lines, then that example's x; with `shuffle`, the lines' y values permuted
+    (`shuffled_problem`, seeded by the prompt's index)."""
+    out = []
+    for i, p in enumerate(setting_problems(setting, cfg.n_prompts, cfg.n_examples, x_max=cfg.x_max, seed=seed)):
+        last = dataclasses.replace(p, xs=p.xs[:-1], x=int(p.xs[-1]))
+        out.append(shuffled_problem(last, seed * 100_003 + i) if shuffle else last)
+    return out
+
+
+def query_scores(model: HookedModel, tokenizer: Any, probs: Sequence[Problem]
+                 ) -> tuple[Float[np.ndarray, " batch"], np.ndarray]:
+    """Per prompt: log P of the query's correct answer (a x + b) given its lines (teacher-forced), and
+    whether greedy decoding writes it exactly."""
+    log_p, exact = forced(model, [encode_answers(tokenizer, p) for p in probs])
+    last = [len(encode_answers(tokenizer, p).spans) - 1 for p in probs]
+    rows = np.arange(len(probs))
+    return log_p[rows, last], exact[rows, last]
+
+
+def constant_answer(probs: Sequence[Problem]) -> np.ndarray:
+    """The constant-answer baseline: per prompt, whether the mean of the examples' y values (rounded;
+    every y is distinct here, so the most frequent answer is no better defined) is the query's answer."""
+    return np.array([int(np.rint(np.mean(p.example_ys))) == p.answer for p in probs])
+
+
+def paired_gain(mine: np.ndarray, control: np.ndarray, units: str = "prompts") -> tuple[float, claims.Interval]:
+    """Mean of mine − control over the prompts, with its paired 95% bootstrap interval."""
+    mine, control = np.asarray(mine, dtype=float), np.asarray(control, dtype=float)
+    interval = claims.bootstrap(mine, control, statistic=lambda a, b, axis=-1: np.mean(a - b, axis=axis),
+                                paired=True, units=units)
+    return float(np.mean(mine - control)), interval
+
+
 def line_fits(x: Float[np.ndarray, " n"], y: Float[np.ndarray, "... n"]) -> dict[str, Any]:
     """Least-squares lines of each row of `y` on `x`: slope, intercept and r (0 for a flat row)."""
     x = np.asarray(x, dtype=float)
@@ -423,6 +481,20 @@ TOP1 = claims.declare(
     "the best of the settings on the same prompts, so biased upwards",
     source_seed="002", source_value="correct answer", source_quote=QUOTES["correct"], unit="accuracy",
     test=claims.at_least(0.5), criterion="accuracy >= 0.5 (our threshold)")
+_CONTROL = ("paired over the {n} prompts: the last example ({k} examples before it) asked after its lines, minus "
+            "the same prompt with the y values permuted among the lines (prompt {real}, shuffled control {shuffled}, "
+            "constant mean answer {constant})")
+BEATS_SHUFFLED = claims.declare(
+    "linear_fn.beats_shuffled_control",
+    "Best setting ({setting}) beats its shuffled-y control: greedy accuracy, " + _CONTROL,
+    source_seed="002", unit="accuracy difference", test=claims.above(0.0), examples=(0.5, -0.5),
+    criterion="> 0 over the whole interval: the answers use the pairing of x and y (in-context learning shown; "
+              "an interval across 0 is inconclusive; our control)")
+P_BEATS_SHUFFLED = claims.declare(
+    "linear_fn.p_correct_beats_shuffled_control",
+    "Best setting ({setting}) beats its shuffled-y control: P(correct answer), " + _CONTROL,
+    source_seed="002", unit="P difference", test=claims.above(0.0), examples=(0.5, -0.5),
+    criterion="> 0 over the whole interval (our control)")
 BEST_SETTING = claims.declare("linear_fn.best_setting", "Setting (format · order) with the best accuracy",
                               source_seed="002", source_value="(x, y) lines",
                               source_quote=QUOTES["format"], unit="setting")
@@ -598,6 +670,55 @@ class Sweep:
     late_from: int
     profile: str = "full"
     scores: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+    # (model, setting label) -> the last example asked after its lines: (log P, exact) of the prompt, of its
+    # shuffled-y control, and the constant (mean) answer's exactness, per prompt (`last_line_problems`)
+    controls: dict[tuple[str, str], dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def control_table(self) -> pd.DataFrame:
+        """Per (model, setting): at the last example, accuracy and P(correct) of the prompt, of its
+        shuffled-y control and of the constant mean answer, and the paired differences prompt −
+        control with their 95% bootstrap intervals over the prompts."""
+        rows = []
+        for (who, label), c in self.controls.items():
+            acc, acc_ci = paired_gain(c["exact"], c["shuffled_exact"])
+            p, p_ci = paired_gain(np.exp(c["log_p"]), np.exp(c["shuffled_log_p"]))
+            rows.append({"model": who, "setting": label, "prompts": len(c["exact"]),
+                         "accuracy": float(c["exact"].mean()), "shuffled accuracy": float(c["shuffled_exact"].mean()),
+                         "constant-answer accuracy": float(c["constant"].mean()),
+                         "P(correct)": float(np.exp(c["log_p"]).mean()),
+                         "shuffled P(correct)": float(np.exp(c["shuffled_log_p"]).mean()),
+                         "accuracy − shuffled": acc, "low": acc_ci.low, "high": acc_ci.high,
+                         "P − shuffled P": p, "P low": p_ci.low, "P high": p_ci.high})
+        return pd.DataFrame(rows).set_index(["model", "setting"]) if rows else pd.DataFrame()
+
+    def beats_control(self, setting: Setting | None = None) -> str:
+        """Whether `setting` (the best by default) beats its shuffled control on accuracy, decided as
+        its claim row is: "yes", "no" or "inconclusive"."""
+        row = self.control_table.loc[(self.model, (setting or self.best).label)]
+        decision = BEATS_SHUFFLED.test.decide(claims.Interval(row["low"], row["high"], "paired bootstrap", 1))
+        return {"reproduced": "yes", "not_reproduced": "no", "inconclusive": "inconclusive"}[decision]
+
+    def control_statement(self, setting: Setting | None = None) -> str:
+        """One sentence on whether the setting the mechanistic sections dissect beats its control."""
+        setting = setting or self.best
+        row = self.control_table.loc[(self.model, setting.label)]
+        verdict = self.beats_control(setting)
+        numbers = (f"accuracy at the last example {row['accuracy']:.2f} against {row['shuffled accuracy']:.2f} with "
+                   f"the y values shuffled (difference {row['accuracy − shuffled']:+.2f}, 95% interval "
+                   f"[{row['low']:+.2f}, {row['high']:+.2f}] over {int(row['prompts'])} prompts); the constant mean "
+                   f"answer: {row['constant-answer accuracy']:.2f}")
+        if verdict == "yes":
+            return f"{self.model} in {setting.label} beats its shuffled-y control — in-context learning shown: {numbers}."
+        what = "does not beat" if verdict == "no" else "is not shown to beat (inconclusive)"
+        return (f"{self.model} in {setting.label} {what} its shuffled-y control: {numbers}. The sections below "
+                "dissect a setting where in-context learning is not shown.")
+
+    def control_figure(self) -> Any:
+        t = self.control_table.reset_index()
+        t["method"] = t["model"] + ": " + t["setting"]
+        return plots.error_bars(t, value="accuracy − shuffled", low="low", high="high",
+                                title="Accuracy at the last example, prompt − its shuffled-y control (95% paired CI)")
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -640,24 +761,43 @@ class Sweep:
 
     def claims(self) -> list[claims.Claim]:
         at = Recording(CHAPTER, self.profile, self.model)
-        return [at.measure(TOP1, self.accuracy, interval=claims.bootstrap(self.late_accuracy, units="prompts"),
+        rows = [at.measure(TOP1, self.accuracy, interval=claims.bootstrap(self.late_accuracy, units="prompts"),
                            setting=self.best.label, late_from=self.late_from),
                 at.measure(BEST_SETTING, self.best.label)]
+        if (self.model, self.best.label) in self.controls:
+            c, row = self.controls[(self.model, self.best.label)], self.control_table.loc[(self.model, self.best.label)]
+            n, k = len(c["exact"]), int(self.curves["examples"].max())
+            words = dict(setting=self.best.label, n=n, k=k, constant=f"{row['constant-answer accuracy']:.2f}")
+            for spec, mine, theirs, fmt in ((BEATS_SHUFFLED, c["exact"], c["shuffled_exact"], "{:.2f}"),
+                                            (P_BEATS_SHUFFLED, np.exp(c["log_p"]), np.exp(c["shuffled_log_p"]), "{:.3f}")):
+                diff, interval = paired_gain(mine, theirs)
+                rows.append(at.measure(spec, diff, interval=interval, real=fmt.format(np.mean(mine)),
+                                       shuffled=fmt.format(np.mean(theirs)), **words))
+        return rows
 
 
 def format_sweep(model: HookedModel, tokenizer: Any, cfg: Config, *, name: str = "model",
                  contrasts: dict[str, Any] | None = None, settings: Sequence[Setting] | None = None,
-                 seed: int = 0) -> Sweep:
+                 seed: int = 0, control: bool = True) -> Sweep:
     """`icl_curve` for every format and order (or `settings`) on `model`, and in the default
-    setting on each contrast model (name -> model with `.tokenizer`); the per-prompt scores kept."""
+    setting on each contrast model (name -> model with `.tokenizer`); the per-prompt scores kept.
+    With `control`, every run's last example is also asked after the shuffled-y lines
+    (`last_line_problems`), and the constant mean answer scored (`Sweep.controls`)."""
     settings = [Setting(f, o) for f in FORMATS for o in ORDERS] if settings is None else settings
     runs = [(name, s, model, tokenizer) for s in settings]
     runs += [(other, Setting(), m, m.tokenizer) for other, m in (contrasts or {}).items()]
-    scores, tables = {}, []
+    scores, tables, controls = {}, [], {}
     for who, setting, m, tok in runs:
         scores[(who, setting.label)] = icl_scores(m, tok, setting, cfg, seed=seed)
         tables.append(curve_of(*scores[(who, setting.label)]).assign(model=who, setting=setting.label))
-    return Sweep(pd.concat(tables, ignore_index=True), name, cfg.n_examples // 2, cfg.profile, scores)
+        if control:
+            log_p, exact = scores[(who, setting.label)]
+            shuffled = last_line_problems(setting, cfg, seed=seed, shuffle=True)
+            s_log_p, s_exact = query_scores(m, tok, shuffled)
+            controls[(who, setting.label)] = {
+                "log_p": log_p[:, -1], "exact": exact[:, -1], "shuffled_log_p": s_log_p, "shuffled_exact": s_exact,
+                "constant": constant_answer(last_line_problems(setting, cfg, seed=seed))}
+    return Sweep(pd.concat(tables, ignore_index=True), name, cfg.n_examples // 2, cfg.profile, scores, controls)
 
 
 # --- patching the context in, and the redundancy loop ---------------------------------------------
