@@ -108,3 +108,100 @@ def test_bootstrap_units_resamples_whole_units_for_every_array():
     assert (interval.low, interval.high) == (1.0, 1.0)  # the pairing survives every resample
     plain = verdicts.bootstrap_units(10, lambda idx: a[idx].mean(-1), "prompts")
     assert plain == verdicts.bootstrap(a, units="prompts")  # the same draws as the plain bootstrap
+
+
+def test_union_is_the_hull_of_the_per_seed_intervals():
+    seed0 = Interval(0.101, 0.116, "bootstrap 95% over 1008 held-out sequences", 1008)
+    seed1 = Interval(0.079, 0.092, "bootstrap 95% over 1008 held-out sequences", 1008)
+    hull = verdicts.union([seed0, seed1])
+    # by hand: the smallest low, the largest high
+    assert (hull.low, hull.high, hull.n) == (0.079, 0.116, 2)
+    assert hull.kind == "range over 2 training seeds of the per-seed bootstrap 95% over 1008 held-out sequences"
+    # the verdict the two builds of the issue flipped between is now the same on both: inconclusive
+    assert verdicts.at_most(0.1).decide(seed0) == "not_reproduced"
+    assert verdicts.at_most(0.1).decide(seed1) == "reproduced"
+    assert verdicts.at_most(0.1).decide(hull) == "inconclusive"
+
+
+def test_union_of_bare_values_is_the_seed_range():
+    hull = verdicts.union([8, 7])
+    assert (hull.low, hull.high, hull.n) == (7.0, 8.0, 2)
+    assert (hull.low, hull.high) == (verdicts.seed_range([8, 7]).low, verdicts.seed_range([8, 7]).high)
+    assert hull.kind == "range over 2 training seeds of the per-seed values"
+    with pytest.raises(ValueError):
+        verdicts.union([])
+    with pytest.raises(ValueError, match="mixes"):
+        verdicts.union([8, iv(1, 2)])
+
+
+def _rows(spec, values, intervals):
+    return [[spec.measure(v, chapter="c", profile="smoke", interval=i, why_no_interval="" if i else "a count")]
+            for v, i in zip(values, intervals)]
+
+
+def test_across_seeds_decides_a_region_on_the_union():
+    from optim_hunter import claims
+
+    spec = claims.declare("t_verdicts.seeded", "x", source_seed="issue", test=claims.at_most(0.1))
+    rows = _rows(spec, [0.108, 0.086], [iv(0.101, 0.116), iv(0.079, 0.092)])
+    assert [r[0].verdict for r in rows] == ["not_reproduced", "reproduced"]
+    (row,) = verdicts.across_seeds(rows)
+    assert (row.verdict, row.interval, row.n, row.measured) == ("inconclusive", [0.079, 0.116], 2, 0.108)
+    assert row.interval_kind == "range over 2 training seeds of the per-seed test" and "0.108; 0.086" in row.claim
+    (agree,) = verdicts.across_seeds(_rows(spec, [0.05, 0.06], [iv(0.04, 0.06), iv(0.05, 0.07)]))
+    assert agree.verdict == "reproduced"
+    (count,) = verdicts.across_seeds(_rows(spec, [0.2, 0.3], [None, None]))  # no per-seed interval: the range
+    assert (count.verdict, count.interval, count.why_no_interval) == ("not_reproduced", [0.2, 0.3], "")
+
+
+def test_across_seeds_of_a_function_test_needs_agreement_and_a_check_every_seed():
+    from optim_hunter import claims
+
+    spec = claims.declare("t_verdicts.curve", "y", source_seed="issue", test=lambda v: v > 1,
+                          criterion="> 1", examples=(2, 0), why_no_interval="a curve")
+    def row(v):
+        return [spec.measure(v, chapter="c", profile="smoke", interval=None)]
+    (both,) = verdicts.across_seeds([row(2.0), row(3.0)])
+    assert both.verdict == "reproduced" and "decided at each of 2 training seeds" in both.why_no_interval
+    (split,) = verdicts.across_seeds([row(2.0), row(0.5)])
+    assert split.verdict == "inconclusive" and split.interval is None
+    check = claims.declare("t_verdicts.check", "z", source_seed="issue", test=claims.at_most(1), role="check")
+    (held,) = verdicts.across_seeds([[check.measure(0.5, chapter="c", profile="smoke")],
+                                     [check.measure(2.0, chapter="c", profile="smoke")]])
+    assert (held.verdict, held.holds) == ("check", False)
+    with pytest.raises(ValueError, match="other claims"):
+        verdicts.across_seeds([row(2.0), []])
+
+
+def test_over_seeds_reads_as_seed_zero_and_decides_over_all():
+    from optim_hunter import claims
+
+    spec = claims.declare("t_verdicts.over", "w", source_seed="issue", test=claims.above(0))
+
+    class Result:
+        def __init__(self, value, low, high):
+            self.value, self.interval = value, iv(low, high)
+
+        def claims(self):
+            return [spec.measure(self.value, chapter="c", profile="smoke", interval=self.interval)]
+
+        def numbers(self):
+            return {"w": self.value, "label": "text"}
+
+    over = verdicts.OverSeeds([Result(1.0, 0.5, 1.5), Result(0.2, -0.1, 0.4)])
+    assert over.value == 1.0 and over.n_seeds == 2
+    assert over.numbers() == {"w": 1.0, "label": "text", "w_seeds": "1, 0.2"}
+    (row,) = over.claims()
+    assert (row.verdict, row.interval) == ("inconclusive", [-0.1, 1.5])
+
+
+def test_across_seeds_keeps_what_does_not_depend_on_training_and_ranges_equal_counts():
+    from optim_hunter import claims
+
+    spec = claims.declare("t_verdicts.same", "s", source_seed="issue", test=claims.at_least(5))
+    kw = dict(chapter="c", profile="smoke")
+    same = [[spec.measure(6.0, interval=iv(5.5, 6.5), **kw)] for _ in range(2)]
+    assert verdicts.across_seeds(same) == same[0]  # a baseline: the same interval on every seed
+    counts = [[spec.measure(8.0, why_no_interval="a count", **kw)] for _ in range(2)]
+    (row,) = verdicts.across_seeds(counts)  # two seeds that agree on a count: its range, [8, 8]
+    assert (row.interval, row.n, row.verdict) == ([8.0, 8.0], 2, "reproduced") and not row.why_no_interval

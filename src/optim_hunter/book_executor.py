@@ -70,6 +70,8 @@ ESTIMATES: dict[str, float] = {
     "train numeric-icl": 470.0,
     "train affine-recurrence": 490.0,
     "train affine-every-position": 100.0,
+    "train affine-recurrence-seed1": 490.0,
+    "train affine-every-position-seed1": 100.0,
     "train attn-only-2l-code": 340.0,
     "train attn-only-3l": 70.0,
     "train attn-only-2l": 50.0,
@@ -83,7 +85,7 @@ ESTIMATES: dict[str, float] = {
     "execute book/gd_in_attention": 125.0,
     "execute book/linear_fn": 140.0,
     "execute book/regressors_friedman2": 95.0,
-    "execute book/affine_recurrences": 45.0,
+    "execute book/affine_recurrences": 95.0,  # two training seeds (45 s with one)
     "execute book/model_zoo": 50.0,
 }
 DEFAULT_ESTIMATE = 60.0

@@ -6,12 +6,18 @@ uncertainty, not on the point:
 
   * `Interval`: a 95% bootstrap interval over the units (`bootstrap`, `scipy.stats.bootstrap`,
     paired when two quantities are measured on the same units), or the range over training seeds
-    (`seed_range`);
+    (`seed_range` of per-seed values; `union` of per-seed intervals);
   * `Region`: the criterion as the set of values that support the source's statement
     (`at_least`, `above`, `at_most`, `below`, `between`), written before any number is known.
 
 `Region.decide(interval)` is *reproduced* when the whole interval lies in the region, *not
 reproduced* when none of it does, and *inconclusive* when it straddles the region's edge.
+
+A claim about what training produces is measured on every training seed's model and decided by
+`across_seeds` on `union`, the range over the seeds of the per-seed intervals (a per-seed number
+without an interval counting as its value): one model's interval leaves out how far another
+training run, or the same run on other float kernels, moves the number. `OverSeeds` holds a
+section's results over the seeds and reads as seed 0's.
 """
 
 from __future__ import annotations
@@ -111,6 +117,24 @@ def seed_range(values: Sequence[float] | np.ndarray, units: str = "training seed
     return Interval(float(array.min()), float(array.max()), f"range over {array.size} {units}", int(array.size))
 
 
+def union(parts: Sequence[Interval | float], units: str = "training seeds") -> Interval:
+    """The smallest interval holding every part: one per training seed, each that seed's 95% interval
+    or, for a number that has none (a count over heads, a property of the weights), its value. A claim
+    about what training produces is decided on it, so that the verdict holds at every seed's
+    interval: reproduced when every seed's interval meets the criterion, not reproduced when none
+    of them reaches it, inconclusive otherwise (seeds that disagree included). With points only it
+    is `seed_range`."""
+    if len(parts) == 0:
+        raise ValueError("a union needs one or more intervals")
+    intervals = [p if isinstance(p, Interval) else seed_range([p], "value") for p in parts]
+    kinds = list(dict.fromkeys(p.kind for p in parts if isinstance(p, Interval)))
+    if 0 < sum(isinstance(p, Interval) for p in parts) < len(parts):
+        raise ValueError("a union mixes intervals with bare values: give every seed the same kind")
+    inner = "values" if not kinds else "; ".join(kinds)
+    return Interval(min(i.low for i in intervals), max(i.high for i in intervals),
+                    f"range over {len(parts)} {units} of the per-seed {inner}", len(parts))
+
+
 @dataclasses.dataclass(frozen=True)
 class Region:
     """The values that support a source's statement: from `low` to `high`, each edge open or closed.
@@ -201,3 +225,130 @@ def between(low: float, high: float) -> Region:
     if low > high:
         raise ValueError(f"between({low}, {high}): low must not exceed high")
     return Region(low=low, high=high, words=f"in [{_g(low)}, {_g(high)}]")
+
+
+def across_seeds(rows_per_seed: Sequence[Sequence[Any]], units: str = "training seeds") -> list[Any]:
+    """One claim row per claim from the rows each training seed's model gave (seed 0 first, the same
+    claims in the same order): the rule for every claim about what training produces.
+
+    The row shows seed 0's value (the model the figures show) and every seed's value in its text. A
+    claim decided by a region is decided on `union` of the per-seed intervals (a per-seed number
+    without one, such as a count over heads, counts as its value): reproduced only if every seed's
+    interval meets the criterion, so a verdict cannot flip with the float kernels of another machine
+    when the seeds' spread already contains that movement. A claim whose test reads more than one
+    number (no interval) gets the seeds' common verdict, inconclusive where they disagree; a check
+    holds when it holds at every seed; a measured-only row gets the union as its interval. A row that
+    is the same on every seed with its interval (a baseline that does not depend on training), and a
+    check or a measured-only row that is the same on every seed, are kept as they are."""
+    import dataclasses as dc
+
+    per_seed = [list(rows) for rows in rows_per_seed]
+    if not per_seed:
+        raise ValueError("across_seeds needs the rows of one or more training seeds")
+    ids = [row.id for row in per_seed[0]]
+    for seed, rows in enumerate(per_seed):
+        if [row.id for row in rows] != ids:
+            raise ValueError(f"training seed {seed} gave other claims than seed 0: {[r.id for r in rows]} vs {ids}")
+    out = []
+    for i, base in enumerate(per_seed[0]):
+        group = [rows[i] for rows in per_seed]
+        if all(row == base for row in group) and (base.interval is not None or base.verdict in ("measured", "check")):
+            out.append(base)  # the same on every seed, interval and all: it does not depend on training
+            continue
+        values = [row.measured for row in group]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        shown = "; ".join(f"{v:.4g}" if isinstance(v, (int, float)) else str(v) for v in values)
+        text = f"{base.claim} [value of seed 0; per training seed: {shown}]"
+        if base.verdict == "check":
+            out.append(dc.replace(base, claim=text, holds=all(bool(row.holds) for row in group)))
+            continue
+        interval = None
+        if numeric:
+            parts = [Interval(row.interval[0], row.interval[1], row.interval_kind, int(row.n or 1))
+                     if row.interval is not None else float(row.measured) for row in group]
+            if len({isinstance(p, Interval) for p in parts}) == 1:
+                interval = union(parts, units)
+        spread = {} if interval is None else {"interval": interval.as_list(), "interval_kind": interval.kind,
+                                              "n": interval.n, "why_no_interval": ""}
+        if any(row.verdict == "measured" for row in group):
+            out.append(dc.replace(base, claim=text, verdict="measured", criterion="", **spread))
+            continue
+        test = _declared_test(base.id)
+        if isinstance(test, (Region, Covers)) and interval is not None:
+            out.append(dc.replace(base, claim=text, verdict=test.decide(interval), **spread))
+            continue
+        decided = {row.verdict for row in group}
+        why = (f"{base.why_no_interval + '; ' if base.why_no_interval else ''}decided at each of {len(group)} "
+               f"{units}: their common verdict, inconclusive where they disagree")
+        out.append(dc.replace(base, claim=text, verdict=decided.pop() if len(decided) == 1 else "inconclusive",
+                              interval=None, interval_kind="", n=None, why_no_interval=why))
+    return out
+
+
+class OverSeeds:
+    """A section's result on every training seed (seed 0 first). It reads as seed 0's result (its
+    figures, tables and the numbers the prose quotes, `numbers()`), except `claims()`: one row per
+    claim decided on all seeds (`across_seeds`). `spread(name)` is a number of `numbers()`
+    on every seed."""
+
+    def __init__(self, results: Sequence[Any], units: str = "training seeds"):
+        if not results:
+            raise ValueError("OverSeeds needs the result of one or more training seeds")
+        self.results = tuple(results)
+        self.units = units
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("results", "units"):
+            raise AttributeError(name)
+        return getattr(self.results[0], name)
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.results)
+
+    def claims(self) -> list[Any]:
+        return across_seeds([r.claims() for r in self.results], self.units)
+
+    def spread(self, name: str) -> list[Any]:
+        return [r.numbers()[name] for r in self.results]
+
+    def numbers(self) -> dict[str, Any]:
+        """Seed 0's numbers, and for each number `<name>_seeds`: every seed's, as words ("8, 7"). A
+        result whose `numbers` takes `rows` (the verdicts and intervals the prose quotes) gets the
+        rows decided over the seeds."""
+        import inspect
+
+        every = [r.numbers() for r in self.results]
+        numbers = dict(every[0])
+        if "rows" in inspect.signature(self.results[0].numbers).parameters:
+            numbers = dict(self.results[0].numbers(rows=self.claims()))
+        for name, value in every[0].items():
+            if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+                numbers[f"{name}_seeds"] = ", ".join(_short(seed[name]) for seed in every)
+        return numbers
+
+
+def _short(value: Any) -> str:
+    """A number as the prose lists it: an integer whole, anything else to 3 significant figures."""
+    if isinstance(value, (int, np.integer)) or float(value).is_integer() and abs(float(value)) < 1e6:
+        return f"{int(value)}"
+    return f"{float(value):.3g}"
+
+
+def _declared_test(claim_id: str) -> Any:
+    """The test of the declared claim a row's id comes from (its id, or a template of it)."""
+    import re
+
+    from optim_hunter import claims
+
+    for spec in claims._DECLARED.values():
+        if spec.id == claim_id:
+            return spec.test
+    for spec in claims._DECLARED.values():
+        if "{" in spec.id:
+            parts = re.split(r"(\{[^{}]*\})", spec.id)  # literal, field, literal, ...
+            pattern = "".join("[a-z0-9_]+" if i % 2 else re.escape(part) for i, part in enumerate(parts))
+            if re.fullmatch(pattern, claim_id):
+                return spec.test
+    raise KeyError(f"no declared claim gives the row id {claim_id!r}")
+

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from optim_hunter import claims
+from optim_hunter import claims, verdicts
 from optim_hunter.interp import affine as ia
 from optim_hunter.zoo import affine
 
@@ -105,7 +105,7 @@ def test_training_result(tiny_study):
     interval = claims.bootstrap(result.errors, units="held-out sequences")
     assert rows["affine.train.mse"].interval == interval.as_list()
     assert rows["affine.train.mse"].verdict == claims.at_most(1.5e-4).decide(interval)
-    assert "mean over 24 sequences" in rows["affine.train.mse"].claim and "one training run" in rows["affine.train.mse"].claim
+    assert "mean over 24 sequences" in rows["affine.train.mse"].claim
     assert rows["affine.train.budget"].measured == 40 and rows["affine.train.budget"].verdict == "measured"
     assert rows["affine.train.seconds"].measured == 90.0
     assert len(result.figure().data) == 2
@@ -265,7 +265,8 @@ def test_verdicts_table():
     assert list(table.index) == ["train.mse", "train.seconds"]
     assert table.loc["train.mse", "verdict"] == "reproduced" and table.loc["train.seconds", "verdict"] == "measured"
     assert table.loc["train.mse", "seed"] == 1e-4 and isinstance(table, pd.DataFrame)
-    assert table.loc["train.mse", "95% interval"].startswith("[") and table.loc["train.seconds", "95% interval"] == ""
+    assert table.loc["train.mse", "interval"].startswith("[") and table.loc["train.seconds", "interval"] == ""
+    assert table.loc["train.mse", "ours (seed 0)"] == 1e-4
 
 
 def test_every_declared_affine_claim_is_from_seed_001():
@@ -359,3 +360,50 @@ def test_every_affine_claim_with_a_verdict_says_where_its_number_comes_from():
             assert spec.source_quote, f"{spec.id}: a source value needs the source's sentence"
             if text is not None:
                 assert claims.quote_found(spec.source_quote, text), spec.id
+
+
+def test_studies_load_every_training_seed_of_the_model(monkeypatch):
+    from affine_tiny import meta, study_config
+
+    cfg = study_config()
+    model = affine.hooked(affine.build_model(cfg.arch, 0).state_dict(), cfg)
+    loaded = []
+    monkeypatch.setattr(ia.zoo, "config", lambda name, profile: cfg)
+    monkeypatch.setattr(ia.zoo, "load", lambda name, profile, progress=True: loaded.append(name) or model)
+    monkeypatch.setattr(ia.zoo, "metadata", lambda name, profile: meta())
+    studies = ia.studies("smoke")
+    assert loaded == ia.zoo.seed_names("affine-recurrence") == ["affine-recurrence", "affine-recurrence-seed1"]
+    assert [(s.name, s.seed) for s in studies] == [("affine-recurrence", 0), ("affine-recurrence-seed1", 1)]
+    np.testing.assert_array_equal(studies[0].analysis[3].terms, studies[1].analysis[3].terms)  # the same sequences
+    assert ia.seeds_numbers(studies).numbers() == {"n_seeds": 2,
+                                                   "seed_models": "affine-recurrence, affine-recurrence-seed1"}
+
+
+def test_each_seed_compares_with_the_every_position_run_of_the_same_seed(monkeypatch, tiny_study):
+    import dataclasses
+
+    asked = []
+    every = {"history": [{"step": 500, "mse": 0.8}, {"step": 1000, "mse": 0.3}]}
+    monkeypatch.setattr(ia.zoo, "metadata", lambda name, profile: asked.append(name) or every)
+    seeded = [dataclasses.replace(tiny_study, meta={"history": [{"step": 500, "mse": m}, {"step": 1000, "mse": m / 2}]},
+                                  seed=seed, name=name)
+              for seed, (name, m) in enumerate([("affine-recurrence", 0.4), ("affine-recurrence-seed1", 0.9)])]
+    result = ia.over_seeds(ia.loss_positions, seeded)
+    assert asked == ["affine-every-position", "affine-every-position-seed1"]
+    assert result.ratio == pytest.approx(0.3 / 0.2)  # reads as seed 0's
+    (row,) = result.claims()
+    # seed 0: ratios 2.0, 1.5; seed 1: 0.8 / 0.9, 0.3 / 0.45 -> the union [0.667, 2.0] straddles 1
+    assert row.interval == pytest.approx([0.3 / 0.45, 2.0]) and row.verdict == "inconclusive"
+    assert row.interval_kind.startswith("range over 2 training seeds of the per-seed range over 2 shared evaluations")
+    assert result.numbers()["every_position_ratio_seeds"] == "1.5, 0.667"
+
+
+def test_a_count_over_heads_is_decided_on_the_range_over_seeds():
+    kw = ia.filed("smoke")
+    from optim_hunter.interp import affine_interventions as iv
+
+    rows = [[iv.QK_IDENTITY_HEADS.measure(n, **kw)] for n in (8, 7)]
+    assert [r[0].verdict for r in rows] == ["reproduced", "not_reproduced"]  # one seed each way: a flip
+    (row,) = claims.rows_of(verdicts.across_seeds(rows))
+    assert (row.verdict, row.interval, row.measured) == ("inconclusive", [7.0, 8.0], 8.0)
+    assert row.interval_kind == "range over 2 training seeds of the per-seed values" and not row.why_no_interval

@@ -32,6 +32,14 @@ def sections(tiny):
     return baseline, one, deep, study.softmax_caveat(tiny, baseline, one)
 
 
+@pytest.fixture(scope="module")
+def seeded(tiny, sections):
+    baseline = sections[0]
+    one = study.train_one_layer_seeds(tiny, baseline, seeds=2)
+    deep = study.deeper_seeds(tiny, seeds=2)
+    return baseline, one, deep, study.softmax_seeds(tiny, baseline, one)
+
+
 def by_id(rows) -> dict[str, claims.Claim]:
     return {row.id: row for row in rows}
 
@@ -87,7 +95,7 @@ def test_baseline_is_the_exact_best_step(tiny, sections):
     assert all(row.verdict == "measured" for row in rows.values())
     low, high = rows["lsa.gd1_loss"].interval
     assert low <= baseline.gd1_loss <= high and rows["lsa.gd1_loss"].n == 200
-    assert "one training seed" not in rows["lsa.gd1_loss"].interval_kind  # no training here
+    assert "trained model" not in rows["lsa.gd1_loss"].interval_kind  # no training here
     assert rows["lsa.gd1_lr"].interval is None
 
 
@@ -122,7 +130,7 @@ def test_one_layer_rows_and_verdicts(sections):
     assert loss.measured == pytest.approx(ratio) and one.loss_gap == pytest.approx(ratio - 1)
     low, high = loss.interval
     assert low <= loss.measured <= high and loss.n == 200
-    assert "paired bootstrap" in loss.interval_kind and "one training seed" in loss.interval_kind
+    assert "paired bootstrap" in loss.interval_kind and "one trained model" in loss.interval_kind
     assert loss.verdict == claims.between(0.98, 1.02).decide(study.ratio_interval(
         one.per_task.model_loss.to_numpy(), one.per_task.reference_loss.to_numpy()))
     assert loss.source_value is None and "von Oswald et al. report" in loss.claim
@@ -173,8 +181,8 @@ def test_deeper_rows_match_the_table(tiny, sections):
             claims.bootstrap(*deep.margins(k), statistic=study.smallest_mean, paired=True))
         assert row.source_value is None
         assert rows[f"lsa.depth{k}.gdpp_loss"].measured == pytest.approx(pp.reference_loss)
-        assert "one training seed" not in rows[f"lsa.depth{k}.gd_loss"].interval_kind
-        assert "one training seed" in rows[f"lsa.depth{k}.trained_loss"].interval_kind
+        assert "trained model" not in rows[f"lsa.depth{k}.gd_loss"].interval_kind
+        assert "one trained model" in rows[f"lsa.depth{k}.trained_loss"].interval_kind
         readout = lsa.readout_losses(deep.trained[k].model, tiny.eval_tasks)
         assert np.allclose(deep.readout_tasks[k].mean(axis=1), readout, rtol=1e-10)
         ratio = max(b / a for a, b in zip(readout, readout[1:]))
@@ -195,7 +203,7 @@ def test_softmax_rows(sections):
     gap = rows["lsa.softmax2.closes_gap"]
     assert gap.measured == pytest.approx(ratio2)
     assert gap.verdict == claims.at_most(1.02).decide(softmax.intervals["ratio2"])
-    assert gap.source_quote and "one training seed" in gap.interval_kind
+    assert gap.source_quote and "one trained model" in gap.interval_kind
     one = rows["lsa.softmax1.loss_ratio_to_gd1"]
     assert one.measured == pytest.approx(softmax.loss1 / baseline.gd1_loss)
     assert one.verdict == claims.above(1.02).decide(softmax.intervals["ratio1"]) and one.source_value is None
@@ -238,14 +246,55 @@ def test_a_verdict_in_words_is_decided_by_the_declared_test_of_its_numbers():
 
 
 
-def test_every_number_the_chapter_pastes_is_glued(tiny, sections):
+def test_every_number_the_chapter_pastes_is_glued(tiny, seeded):
     import re
     from pathlib import Path
 
     page = (Path(__file__).resolve().parents[2] / "book" / "gd_in_attention.md").read_text(encoding="utf-8")
     pasted = set(re.findall(r"\{glue:text\}`([a-z0-9_]+)", page))
     check = study.check_construction(tiny, n_tasks=20, depth=2, dims=(1,))
-    glued = set(tiny.numbers())
-    for result in (check, *sections):
+    glued = set(tiny.numbers()) | set(study.seeds_numbers().numbers())
+    for result in (check, *seeded):
         glued |= set(result.numbers())
     assert pasted and pasted <= glued, sorted(pasted - glued)
+
+
+def test_a_training_seed_changes_the_initial_weights_and_tasks(tiny):
+    a, b = tiny.train("x", n_layers=1, seed=0), tiny.train("x", n_layers=1, seed=1)
+    again = tiny.train("x", n_layers=1, seed=0)
+    assert not torch.equal(a.model.layers[0].w_q.data, b.model.layers[0].w_q.data)
+    assert torch.equal(a.model.layers[0].w_q.data, again.model.layers[0].w_q.data)
+
+
+def test_trained_claims_are_decided_over_the_seeds(sections, seeded):
+    _, one, deep, softmax = seeded
+    assert one.n_seeds == deep.n_seeds == softmax.n_seeds == 2 and study.SEEDS == 3
+    assert one.results[0].trained.model.layers[0].w_q.data.equal(sections[1].trained.model.layers[0].w_q.data)
+    for result in (one, deep, softmax):
+        per_seed = [by_id(r.claims()) for r in result.results]
+        for row in result.claims():
+            parts = [seed[row.id] for seed in per_seed]
+            if all(p == parts[0] for p in parts):  # does not depend on training (a tuned GD baseline)
+                assert row == parts[0]
+                continue
+            assert row.measured == parts[0].measured and "per training seed" in row.claim
+            if row.interval is not None:
+                assert row.interval_kind.startswith("range over 2 training seeds of the per-seed")
+                assert row.interval[0] == min(p.interval[0] if p.interval else p.measured for p in parts)
+                assert row.interval[1] == max(p.interval[1] if p.interval else p.measured for p in parts)
+                spec = claims.declared()[row.id] if row.id in claims.declared() else None
+                if spec is not None and isinstance(spec.test, claims.Region):
+                    assert row.verdict == spec.test.decide(claims.Interval(*row.interval, "x", 2))
+    rows = by_id(one.claims())
+    numbers = one.numbers()
+    assert numbers["trained_loss_verdict"] == claims.verdict_words(rows["lsa.trained_loss"].to_json())
+    assert [numbers["loss_ratio_low"], numbers["loss_ratio_high"]] == rows["lsa.trained_loss"].interval
+    assert len(numbers["loss_gap_seeds"].split(", ")) == 2
+    assert rows["lsa.trained_vs_construction.weight_cosine"].interval_kind == \
+        "range over 2 training seeds of the per-seed values"
+    deep_numbers = deep.numbers()
+    assert deep_numbers["d2_beyond_verdict"] == claims.verdict_words(by_id(deep.claims())["lsa.depth2.beyond_gd"].to_json())
+    assert deep.results[0].tuned is deep.results[1].tuned  # GD and GD++ tuned once
+    for k in deep.trained:
+        assert by_id(deep.claims())[f"lsa.depth{k}.gd_loss"] == by_id(deep.results[0].claims())[f"lsa.depth{k}.gd_loss"]
+    assert softmax.numbers()["sm2_verdict"] == claims.verdict_words(by_id(softmax.claims())["lsa.softmax2.closes_gap"].to_json())

@@ -17,9 +17,19 @@ Every section of the chapter calls one function that returns a frozen result: it
 the measuring code, each with the criterion fixed before any number is known) and `.numbers()`
 (the numbers the prose quotes, for `glue`). A number that averages over the held-out sequences is
 decided on its 95% bootstrap interval over them (`sequence_interval`: whole sequences resampled,
-so the positions and vectors of one sequence stay together); counts over heads and properties of
-the weights say why they have none. Every interval is over held-out sequences of one trained
-model: the spread between training runs is not measured.
+so the positions and vectors of one sequence stay together).
+
+Training seeds. Every claim here is about what training produces, and one trained model's
+bootstrap interval leaves out how much a second training run (or the same run on other float
+kernels) moves the number. The zoo trains the model on `zoo.SEEDS["affine-recurrence"]` training
+seeds (`studies`), every section is measured on each (`over_seeds`), and one rule decides every
+row (`verdicts.across_seeds`): the interval is the range over the training seeds of the per-seed
+95% intervals (`verdicts.union`; a count over heads or a property of the weights, which has no
+interval on one model, counts as its value, so its interval is the range of the per-seed values).
+A verdict is reproduced only if every seed's interval meets the criterion, not reproduced if none
+reaches it, and inconclusive otherwise. The row shows seed 0's value, the one the figures show,
+with every seed's value in its text. Head numbers mean nothing across seeds: head-level claims are
+counts or choices by score (the five most identity-like heads, the layer-1 head of lowest rank).
 
 Functions below the results are the measurements themselves: they take any hooked model with the
 `VectorModel` interface (`model(vectors)`, `run_with_cache(vectors)`, the weight properties) and
@@ -47,7 +57,7 @@ from torch import Tensor
 from optim_hunter import claims, hooks, plots, settings, zoo
 from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import circuits
-from optim_hunter.verdicts import CONFIDENCE
+from optim_hunter.verdicts import CONFIDENCE, OverSeeds
 from optim_hunter.zoo.affine import EVERY_POSITION, AffineData, Sequences, held_out, sample_sequences, scored_mse
 
 CHAPTER = "affine_recurrences"
@@ -72,6 +82,8 @@ class Study:
     meta: Mapping[str, Any]
     analysis: list[Sequences]
     population: list[Sequences]
+    name: str = NAME  # the zoo model: NAME, or one of its other training seeds
+    seed: int = 0  # its training seed
 
     @property
     def longest(self) -> Sequences:
@@ -99,20 +111,50 @@ class Study:
         return family.hooked(edit(family.state_dict_of(self.model)), self.cfg).requires_grad_(False)
 
 
-def study(profile: str | None = None) -> Study:
-    """The `affine-recurrence` model of `profile` (trained on first use, then cached) and its
-    held-out sequences: 84 of each length (smoke: 20) for the analyses, as many for the means."""
+def study(profile: str | None = None, seed: int = 0) -> Study:
+    """The `affine-recurrence` model of `profile` and training `seed` (trained on first use, then
+    cached) and its held-out sequences: 84 of each length (smoke: 20) for the analyses, as many
+    for the means (the same sequences for every training seed)."""
     torch.set_num_threads(1)  # small matrices: a second thread only slows a shared machine down
     profile = settings.profile(profile)
-    cfg = zoo.config(NAME, profile)
-    model = zoo.load(NAME, profile, progress=False)
+    name = zoo.seed_names(NAME)[seed]
+    cfg = zoo.config(name, profile)
+    model = zoo.load(name, profile, progress=False)
     model.requires_grad_(False)
     per_length = settings.pick(profile, full=84, smoke=20)
     return Study(
-        profile=profile, model=model, cfg=cfg, meta=zoo.metadata(NAME, profile),
+        profile=profile, model=model, cfg=cfg, meta=zoo.metadata(name, profile),
         analysis=held_out(per_length, cfg.data, seed=20_001),
-        population=held_out(per_length, cfg.data, seed=20_002),
+        population=held_out(per_length, cfg.data, seed=20_002), name=name, seed=seed,
     )
+
+
+def studies(profile: str | None = None) -> list[Study]:
+    """`study` of every training seed of the model (`zoo.seed_names`), seed 0 first."""
+    return [study(profile, seed) for seed in range(len(zoo.seed_names(NAME)))]
+
+
+SEED_UNITS = "training seeds"
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedsInfo:
+    """How many training seeds the chapter's numbers come from (for the prose)."""
+
+    names: tuple[str, ...]
+
+    def numbers(self) -> dict[str, Any]:
+        return {"n_seeds": len(self.names), "seed_models": ", ".join(self.names)}
+
+
+def seeds_numbers(studies_: Sequence[Study]) -> SeedsInfo:
+    return SeedsInfo(tuple(s.name for s in studies_))
+
+
+def over_seeds(section: Callable[[Study], Any], studies_: Sequence[Study]) -> OverSeeds:
+    """`section(s)` for the study of every training seed: a `verdicts.OverSeeds` (reads as seed 0's
+    result; its claims are decided over the seeds by `verdicts.across_seeds`)."""
+    return OverSeeds([section(s) for s in studies_], SEED_UNITS)
 
 
 def filed(profile: str) -> dict[str, str]:
@@ -244,8 +286,7 @@ def task(s: Study) -> TaskResult:
 
 TRAIN_MSE = claims.declare(
     "affine.train.mse",
-    "held-out MSE of the trained model (scored positions, mean over {n} sequences of lengths 3..14); one training "
-    "run, so the interval covers the held-out sequences, not the spread between training runs (not measured)",
+    "held-out MSE of the trained model (scored positions, mean over {n} sequences of lengths 3..14)",
     source_seed=SEED, source_value=1e-4, unit="MSE",
     source_quote="The transformer model successfully achieved a mean squared error of 0.0001.",
     criterion="MSE <= 1.5e-4 (our reading of the seed's 0.0001, given to one significant figure)",
@@ -427,8 +468,10 @@ def shared_evaluations(seed_loss: Mapping[str, Any], every: Mapping[str, Any]) -
 
 
 def loss_positions(s: Study) -> LossPositionsResult:
-    """The chapter's model against `affine-every-position` (trained on first use, then cached)."""
-    return LossPositionsResult(s.profile, shared_evaluations(s.meta, zoo.metadata(EVERY_POSITION, s.profile)))
+    """The chapter's model against `affine-every-position` of the same training seed (trained on
+    first use, then cached)."""
+    every = zoo.seed_names(EVERY_POSITION)[s.seed]
+    return LossPositionsResult(s.profile, shared_evaluations(s.meta, zoo.metadata(every, s.profile)))
 
 
 # --- the MLPs ------------------------------------------------------------------------------------
@@ -697,12 +740,14 @@ def conjecture(s: Study) -> ConjectureResult:
 
 
 def verdicts(*results: Any) -> pd.DataFrame:
-    """Every claim row of `results` as one table: the seed's value, ours, its 95% interval (where it
+    """Every claim row of `results` as one table: the seed's value, ours (seed 0; the claim text
+    lists every training seed's), the interval that decides it (over the training seeds, where it
     has one) and the verdict."""
     rows = claims.rows_of(*results)
     return pd.DataFrame(
-        {"claim": [r.claim for r in rows], "seed": [r.source_value for r in rows], "ours": [r.measured for r in rows],
-         "95% interval": [f"[{r.interval[0]:.4g}, {r.interval[1]:.4g}]" if r.interval else "" for r in rows],
+        {"claim": [r.claim for r in rows], "seed": [r.source_value for r in rows],
+         "ours (seed 0)": [r.measured for r in rows],
+         "interval": [f"[{r.interval[0]:.4g}, {r.interval[1]:.4g}]" if r.interval else "" for r in rows],
          "unit": [r.unit for r in rows], "verdict": [claims.verdict_words(r.to_json()) for r in rows]},
         index=pd.Index([r.id.removeprefix("affine.") for r in rows], name="claim id"),
     )

@@ -51,16 +51,16 @@ def _patterns(model: HookedModel, vectors: Tensor, layer: int) -> Float[Tensor, 
 
 # --- attention patterns --------------------------------------------------------------------------
 
-HEAD_COUNT = ("a count over the 8 heads of one trained model (one training seed); each head's score averages over "
-              "the held-out sequences, but the count of heads past a threshold has no interval over them, and the "
-              "spread over training seeds is not measured")
+HEAD_COUNT = ("a count over the 8 heads of one trained model: each head's score averages over the held-out "
+              "sequences, but the count of heads past a threshold has no interval over them; across training "
+              "seeds it is decided on the range of the per-seed counts")
 PREVIOUS_TOKEN_HEADS = claims.declare(
     "affine.attn.l0_previous_token_heads",
     "layer-0 heads whose mean attention to the previous position is >= 0.5 (seed: all but the last)",
     source_seed=SEED, source_value=7, unit="heads of 8",
     source_quote="In the zeroth layer (indexed from zero), all attention appears to be directed toward the previous "
                  "vector, except for the last head.",
-    criterion="exactly 7 of 8 heads score >= 0.5", test=lambda v: v == 7, examples=(7, 4),
+    criterion="exactly 7 of 8 heads score >= 0.5", test=claims.between(7, 7), examples=(7, 4),
     why_no_interval=HEAD_COUNT,
 )
 PREVIOUS_TOKEN_MEAN = claims.declare(
@@ -73,7 +73,7 @@ SECOND_VECTOR_HEADS = claims.declare(
     source_seed=SEED, source_value="the majority of the heads", unit="heads of 8",
     source_quote="In the first layer attention patterns shown in Figure 4, the majority of attention heads focus "
                  "specifically on the second vector.",
-    criterion=">= 5 of 8 heads", test=lambda v: v >= 5, examples=(5, 2), why_no_interval=HEAD_COUNT,
+    criterion=">= 5 of 8 heads", test=claims.at_least(5), examples=(5, 2), why_no_interval=HEAD_COUNT,
 )
 CHECKERBOARD = claims.declare(
     "affine.attn.l2_checkerboard",
@@ -727,8 +727,11 @@ class Layer0OVResult:
     def outside_excess_interval(self) -> claims.Interval:
         return self._mean_interval(self.outside_shares - self.baseline)
 
-    def numbers(self) -> dict[str, Any]:
+    def numbers(self, rows: list[claims.Claim] | None = None) -> dict[str, Any]:
+        """The prose's numbers; the interval of the outside-the-embedding claim from `rows` (by
+        default this model's; `OverSeeds` passes the rows decided over the training seeds)."""
         res = self.residual.summary()
+        outside = next(r for r in (self.claims() if rows is None else rows) if r.id == OV_OUTSIDE.id)
         return {
             "ov_n_vectors": len(self.residual.r2), "ov_r2_residual": res["r2_mean"],
             "ov_r2_random": self.random.summary()["r2_mean"], "ov_slope_median": res["slope_median"],
@@ -738,8 +741,7 @@ class Layer0OVResult:
             "ov_positive_slope_vector_space": float((self.vector_space.slope > 0).mean()),
             "ov_outside": self.outside, "ov_outside_random_input": self.outside_random_input,
             "ov_outside_baseline": self.baseline, "ov_outside_excess": self.outside_excess,
-            "ov_outside_excess_low": self.outside_excess_interval.low,
-            "ov_outside_excess_high": self.outside_excess_interval.high,
+            "ov_outside_excess_low": outside.interval[0], "ov_outside_excess_high": outside.interval[1],
         }
 
 
@@ -763,14 +765,14 @@ def layer0_ov(s: Study) -> Layer0OVResult:
 
 # --- OV eigenvalue scores and effective ranks of every head ---------------------------------------
 
-WEIGHTS_ONLY = ("computed from the weights of one trained model (one training seed): no sampled input enters it, "
-                "and the spread over training seeds is not measured")
+WEIGHTS_ONLY = ("computed from the weights of one trained model: no sampled input enters it; across training seeds "
+                "it is decided on the range of the per-seed values")
 EIGEN_L2_NEGATIVE = claims.declare(
     "affine.ov.eigen_l2_negative_heads",
     "layer-2 heads with a negative OV eigenvalue score (residual stream; mean {mean})",
     source_seed=SEED, source_value="all (negative copying heads)", unit="heads of 8",
     source_quote="We found that the second-layer heads indeed function as negative copying heads.",
-    criterion="all 8 heads < 0", test=lambda v: v == 8, examples=(8, 5),
+    criterion="all 8 heads < 0", test=claims.between(8, 8), examples=(8, 5),
     why_no_interval=f"a count over the 8 heads of one model, {WEIGHTS_ONLY}",
 )
 EIGEN_L2_VECTOR = claims.declare(

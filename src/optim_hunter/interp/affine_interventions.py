@@ -163,9 +163,9 @@ QK_IDENTITY_HEADS = claims.declare(
     source_quote="The QK circuit strongly resembles a **positive identity matrix**, with a distinctive blue stripe "
                  "along the main diagonal, while the OV circuit looks similar to a **negative identity matrix**, with "
                  "a prominent red stripe along the main diagonal. This pattern holds across all second-layer heads.",
-    criterion="all 8 heads >= 0.5", test=lambda v: v == 8, examples=(8, 5),
-    why_no_interval="a count over the 8 heads of one trained model, computed from its weights (one training seed): "
-                    "no sampled input enters it, and the spread over training seeds is not measured",
+    criterion="all 8 heads >= 0.5", test=claims.between(8, 8), examples=(8, 5),
+    why_no_interval="a count over the 8 heads of one trained model, computed from its weights: no sampled input "
+                    "enters it; across training seeds it is decided on the range of the per-seed counts",
 )
 QK_IDENTITY_HEADS_VECTOR = claims.declare(
     "affine.qk.l2_identity_like_heads_vector_space", "the same between input vectors (W_E QK W_E^T)",

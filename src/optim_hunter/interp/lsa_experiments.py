@@ -10,9 +10,17 @@ Verdicts. The construction rows are checks of our own algebra (role "check"), ne
 reproductions. Every loss, cosine and distance is a mean over held-out tasks, so the results keep
 the per-task values (`compare_per_task`) and each row carries a 95% bootstrap interval over those
 tasks, paired when two predictors answer the same tasks; a verdict is decided on that interval
-(reproduced, not reproduced, or inconclusive when it straddles the bar). A trained model is one
-training run (seed 0): its interval covers the sampling of tasks, not the spread over training
-seeds, and its interval kind says so.
+(reproduced, not reproduced, or inconclusive when it straddles the bar).
+
+Training seeds. A claim about a trained model is a claim about what training produces, so every
+trained model is trained on `SEEDS` training seeds (initial weights and training tasks; the
+evaluation and tuning tasks and the tuned GD / GD++ baselines are shared) and its claims are
+decided by one rule, `verdicts.across_seeds`: the interval is the range over the seeds of the
+per-seed 95% bootstrap intervals over the held-out tasks (`verdicts.union`; a number without a
+per-seed interval, such as a property of the weights, counts as its value). A verdict is
+reproduced only if every seed's interval meets the criterion, not reproduced if none reaches it,
+inconclusive otherwise. Figures and the prose's numbers are seed 0's (`verdicts.OverSeeds`); the
+verdicts and intervals the prose quotes are the seeds' (`numbers(rows=...)`).
 
   setup               Setup: the task family, the profile's budgets, evaluation and tuning tasks
   example_tokens      one task as the table of its tokens
@@ -21,6 +29,7 @@ seeds, and its interval kind says so.
   train_one_layer     OneLayer: a trained LSA layer against one GD step and the construction
   deeper              Deeper: 2- and 3-layer stacks against tuned GD and GD++, layer readouts
   softmax_caveat      Softmax: one- and two-layer softmax attention against one GD step
+  *_seeds             the same on every training seed (verdicts.OverSeeds)
   training_figure, depth_figure   every trained model side by side
 """
 
@@ -39,7 +48,7 @@ from torch.nn import functional as F
 from optim_hunter import claims, plots, settings
 from optim_hunter.claims import Claim
 from optim_hunter.interp import lsa
-from optim_hunter.verdicts import Interval
+from optim_hunter.verdicts import Interval, OverSeeds
 
 CHAPTER = "gd_in_attention"
 SOURCE = "von-oswald-2023"
@@ -51,9 +60,17 @@ COSINE_BAR = 0.99  # "the same function of the query": mean sensitivity cosine
 DEPTHS = (2, 3)
 
 
-# The units of an interval: held-out evaluation tasks; for a trained model also one training seed.
+SEEDS = 3  # training seeds of every trained model
+
+# The units of an interval: held-out evaluation tasks; for a trained model, the held-out tasks of
+# one training seed's model (its rows then take the range of these intervals over the SEEDS seeds).
 TASK_UNITS = "held-out tasks"
-TRAINED_UNITS = "held-out tasks (one training seed; the spread over training seeds is not measured)"
+TRAINED_UNITS = "held-out tasks of one trained model"
+SEED_UNITS = "training seeds"
+
+
+def _rows_by_id(rows: list[Claim]) -> dict[str, Claim]:
+    return {row.id: row for row in rows}
 
 
 def _verdict(row: Claim) -> str:
@@ -151,10 +168,11 @@ class Setup:
     lr_one: float = 3e-3
     lr_deep: float = 5e-3
 
-    def train(self, name: str, n_layers: int, softmax: bool = False) -> lsa.Trained:
-        """Train an attention model of this profile's budget (seed 0) with `lsa.recipe`."""
+    def train(self, name: str, n_layers: int, softmax: bool = False, seed: int = 0) -> lsa.Trained:
+        """Train an attention model of this profile's budget with `lsa.recipe` (training `seed`:
+        initial weights and training tasks)."""
         steps, lr = (self.steps_one, self.lr_one) if n_layers == 1 else (self.steps_deep, self.lr_deep)
-        config = lsa.recipe(steps, lr, seed=0, eval_every=max(steps // 30, 1))
+        config = lsa.recipe(steps, lr, seed=seed, eval_every=max(steps // 30, 1))
         return lsa.train(self.task_cfg, config, self.eval_tasks, n_layers=n_layers, softmax=softmax,
                          batch_size=self.batch_size, name=name)
 
@@ -407,13 +425,14 @@ WEIGHT_COSINE = claims.declare(
     "(PV's output row times QK's input columns); von Oswald et al. report that the trained "
     "weights match the construction",
     source_seed=SOURCE, unit="cosine",
-    why_no_interval="a property of one trained model's weights (one training seed); the spread "
-                    "over training seeds is not measured")
+    why_no_interval="a property of one trained model's weights (no sampled task enters it); across "
+                    "training seeds, the range of the per-seed values")
 PATH_RATIO = claims.declare(
     "lsa.interpolation.max_loss_ratio",
     "Highest loss on the straight path trained -> constructed, relative to lsa.gd1_loss",
     source_seed=SOURCE, unit="ratio",
-    why_no_interval="the highest point of one loss curve, for one trained model (one training seed)")
+    why_no_interval="the highest point of one loss curve of one trained model; across training seeds, "
+                    "the range of the per-seed values")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -452,7 +471,7 @@ class OneLayer:
 
     @functools.cached_property
     def intervals(self) -> dict[str, Interval]:
-        """95% bootstrap intervals over the held-out tasks (one training seed)."""
+        """95% bootstrap intervals over the held-out tasks (this training seed's model)."""
         t = self.per_task
         return {"loss_ratio": ratio_interval(t.model_loss.to_numpy(), t.reference_loss.to_numpy()),
                 **{name: mean_interval(t[name].to_numpy()) for name in ("sens_cosine", "pred_diff", "sens_l2")}}
@@ -504,21 +523,25 @@ class OneLayer:
             PATH_RATIO.measure(self.path_ratio, **at),
         ]
 
-    def numbers(self) -> dict[str, Any]:
-        rows, ci = self.claims(), self.intervals
+    def numbers(self, rows: list[Claim] | None = None) -> dict[str, Any]:
+        """The prose's numbers; verdicts and intervals from `rows` (by default this seed's claims;
+        `OverSeeds` passes the rows decided over the seeds)."""
+        by_id = _rows_by_id(self.claims() if rows is None else rows)
+        loss, cosine = by_id[TRAINED_LOSS.id], by_id[TRAINED_COSINE.id]
         return {"trained_loss": self.trained_loss, "loss_gap": self.loss_gap,
-                "loss_ratio_low": ci["loss_ratio"].low, "loss_ratio_high": ci["loss_ratio"].high,
-                "trained_loss_verdict": _verdict(rows[0]), "sens_cosine": float(self.row.sens_cosine),
-                "sens_cosine_low": ci["sens_cosine"].low, "sens_cosine_high": ci["sens_cosine"].high,
-                "sens_cosine_verdict": _verdict(rows[1]), "pred_diff": float(self.row.pred_diff),
+                "loss_ratio_low": loss.interval[0], "loss_ratio_high": loss.interval[1],
+                "trained_loss_verdict": _verdict(loss), "sens_cosine": float(self.row.sens_cosine),
+                "sens_cosine_low": cosine.interval[0], "sens_cosine_high": cosine.interval[1],
+                "sens_cosine_verdict": _verdict(cosine), "pred_diff": float(self.row.pred_diff),
                 "sens_l2": float(self.row.sens_l2), "weight_cos": self.weight_cos,
                 "path_ratio": self.path_ratio}
 
 
-def train_one_layer(setup: Setup, baseline: Baseline, n_scatter: int = 300) -> OneLayer:
-    """Train one LSA layer and compare it with one GD step (`baseline`) as function, as weights
-    and along the straight path between them; sensitivities of the first `n_scatter` tasks."""
-    trained = setup.train("LSA, 1 layer", n_layers=1)
+def train_one_layer(setup: Setup, baseline: Baseline, n_scatter: int = 300, seed: int = 0) -> OneLayer:
+    """Train one LSA layer (training `seed`) and compare it with one GD step (`baseline`) as
+    function, as weights and along the straight path between them; sensitivities of the first
+    `n_scatter` tasks."""
+    trained = setup.train("LSA, 1 layer", n_layers=1, seed=seed)
     gd1 = baseline.predictor()
     model = lsa.model_predictor(trained.model)
     comparison, per_task = compare_per_task({"LSA, 1 layer (trained)": model}, {"one GD step": gd1},
@@ -631,7 +654,7 @@ class Deeper:
     @functools.cached_property
     def intervals(self) -> dict[tuple[int, str], Interval]:
         """95% bootstrap intervals over the held-out tasks, per (depth, quantity); paired where two
-        predictors are scored on the same tasks. Trained stacks are one training seed each."""
+        predictors are scored on the same tasks (this training seed's stacks)."""
         out: dict[tuple[int, str], Interval] = {}
         for k in sorted(self.trained):
             gd, pp = self.tasks_of(k, "GD"), self.tasks_of(k, "GD++")
@@ -669,8 +692,11 @@ class Deeper:
             ]
         return rows
 
-    def numbers(self) -> dict[str, Any]:
-        verdicts = {row.id: _verdict(row) for row in self.claims()}
+    def numbers(self, rows: list[Claim] | None = None) -> dict[str, Any]:
+        """The prose's numbers; verdicts and intervals from `rows` (by default this seed's claims;
+        `OverSeeds` passes the rows decided over the seeds)."""
+        by_id = _rows_by_id(self.claims() if rows is None else rows)
+        verdicts = {row_id: _verdict(row) for row_id, row in by_id.items()}
         out: dict[str, Any] = {}
         for k in sorted(self.trained):
             gd, pp = self.pair(k)
@@ -679,22 +705,30 @@ class Deeper:
                     f"d{k}_cos_gdpp": float(pp.sens_cosine), f"d{k}_l2_gd": float(gd.sens_l2),
                     f"d{k}_l2_gdpp": float(pp.sens_l2), f"d{k}_readout_ratio": self.readout_ratio(k),
                     f"d{k}_margin": float(smallest_mean(*self.margins(k))),
-                    f"d{k}_margin_low": self.intervals[k, "beyond"].low,
-                    f"d{k}_margin_high": self.intervals[k, "beyond"].high,
+                    f"d{k}_margin_low": by_id[f"lsa.depth{k}.beyond_gd"].interval[0],
+                    f"d{k}_margin_high": by_id[f"lsa.depth{k}.beyond_gd"].interval[1],
                     f"d{k}_beyond_verdict": verdicts[f"lsa.depth{k}.beyond_gd"],
                     f"d{k}_readout_verdict": verdicts[f"lsa.depth{k}.readout_falls"]}
         return out
 
 
-def deeper(setup: Setup, depths: tuple[int, ...] = DEPTHS) -> Deeper:
-    """Tune k GD and k GD++ steps by L-BFGS (tuning tasks), train k-layer LSA stacks, compare them
-    on the evaluation tasks, and read each stack's answer out after every layer."""
+def tune(setup: Setup, depths: tuple[int, ...] = DEPTHS) -> dict[str, lsa.StepSizes]:
+    """k GD and k GD++ steps tuned by L-BFGS on the tuning tasks, for every depth k."""
     tuned: dict[str, lsa.StepSizes] = {}
     for k in depths:
         for algo, plus in (("GD", False), ("GD++", True)):
             tuned[f"{algo}, {k} steps"] = lsa.tune_gd(setup.tune_multi, k, plus=plus,
                                                        starts=setup.tune_starts, max_iter=setup.tune_iters)
-    trained = {k: setup.train(f"LSA, {k} layers", n_layers=k) for k in depths}
+    return tuned
+
+
+def deeper(setup: Setup, depths: tuple[int, ...] = DEPTHS, seed: int = 0,
+           tuned: dict[str, lsa.StepSizes] | None = None) -> Deeper:
+    """Tune k GD and k GD++ steps by L-BFGS (tuning tasks; `tuned` when given), train k-layer LSA
+    stacks (training `seed`), compare them on the evaluation tasks, and read each stack's answer
+    out after every layer."""
+    tuned = tune(setup, depths) if tuned is None else tuned
+    trained = {k: setup.train(f"LSA, {k} layers", n_layers=k, seed=seed) for k in depths}
     tables, per_task = [], {}
     for k in depths:
         table, values = compare_per_task(
@@ -779,7 +813,7 @@ class Softmax:
 
     @functools.cached_property
     def intervals(self) -> dict[str, Interval]:
-        """95% bootstrap intervals over the held-out tasks (each model one training seed)."""
+        """95% bootstrap intervals over the held-out tasks (this training seed's models)."""
         one, two = self._tasks("softmax, 1 layer"), self._tasks("softmax, 2 layers")
         return {"loss1": mean_interval(one.model_loss.to_numpy()),
                 "ratio1": ratio_interval(one.model_loss.to_numpy(), one.reference_loss.to_numpy()),
@@ -798,25 +832,61 @@ class Softmax:
             SOFTMAX2_COSINE.measure(self.cosine2, interval=ci["cosine2"], **at),
         ]
 
-    def numbers(self) -> dict[str, Any]:
-        verdicts = [_verdict(row) for row in self.claims()]
-        ci = self.intervals
+    def numbers(self, rows: list[Claim] | None = None) -> dict[str, Any]:
+        """The prose's numbers; verdicts and intervals from `rows` (by default this seed's claims;
+        `OverSeeds` passes the rows decided over the seeds)."""
+        by_id = _rows_by_id(self.claims() if rows is None else rows)
+        gap = by_id[SOFTMAX2_GAP.id]
         return {"sm1_loss": self.loss1, "sm1_ratio": self.ratio("softmax, 1 layer"),
-                "sm1_verdict": verdicts[1], "sm2_loss": self.loss2,
-                "sm2_ratio": self.ratio("softmax, 2 layers"), "sm2_verdict": verdicts[3],
-                "sm2_ratio_low": ci["ratio2"].low, "sm2_ratio_high": ci["ratio2"].high,
-                "sm2_cosine": self.cosine2, "sm2_cosine_verdict": verdicts[4]}
+                "sm1_verdict": _verdict(by_id[SOFTMAX1_RATIO.id]), "sm2_loss": self.loss2,
+                "sm2_ratio": self.ratio("softmax, 2 layers"), "sm2_verdict": _verdict(gap),
+                "sm2_ratio_low": gap.interval[0], "sm2_ratio_high": gap.interval[1],
+                "sm2_cosine": self.cosine2, "sm2_cosine_verdict": _verdict(by_id[SOFTMAX2_COSINE.id])}
 
 
-def softmax_caveat(setup: Setup, baseline: Baseline, one: OneLayer) -> Softmax:
-    """Train softmax attention with one and two layers and compare them (and the trained LSA layer
-    of `one`) with one GD step at its best step size."""
-    trained = {k: setup.train(f"softmax, {k} layer{'s' if k > 1 else ''}", n_layers=k, softmax=True)
+def softmax_caveat(setup: Setup, baseline: Baseline, one: OneLayer, seed: int = 0) -> Softmax:
+    """Train softmax attention with one and two layers (training `seed`) and compare them (and the
+    trained LSA layer of `one`, the same seed's) with one GD step at its best step size."""
+    trained = {k: setup.train(f"softmax, {k} layer{'s' if k > 1 else ''}", n_layers=k, softmax=True, seed=seed)
                for k in (1, 2)}
     models = {t.name: lsa.model_predictor(t.model) for t in trained.values()}
     models["LSA, 1 layer (trained)"] = lsa.model_predictor(one.trained.model)
     table, per_task = compare_per_task(models, {"one GD step": baseline.predictor()}, setup.eval_tasks)
     return Softmax(trained, table, per_task, baseline.gd1_loss, setup.profile)
+
+
+# --- every training seed ----------------------------------------------------------------------------
+
+
+def train_one_layer_seeds(setup: Setup, baseline: Baseline, seeds: int = SEEDS) -> OverSeeds:
+    """`train_one_layer` on every training seed (seed 0 first; it reads as seed 0's)."""
+    return OverSeeds([train_one_layer(setup, baseline, seed=seed) for seed in range(seeds)], SEED_UNITS)
+
+
+def deeper_seeds(setup: Setup, depths: tuple[int, ...] = DEPTHS, seeds: int = SEEDS) -> OverSeeds:
+    """`deeper` on every training seed, against GD and GD++ tuned once."""
+    tuned = tune(setup, depths)
+    return OverSeeds([deeper(setup, depths, seed=seed, tuned=tuned) for seed in range(seeds)], SEED_UNITS)
+
+
+def softmax_seeds(setup: Setup, baseline: Baseline, one: OverSeeds) -> OverSeeds:
+    """`softmax_caveat` on every training seed of `one` (each beside the same seed's LSA layer)."""
+    return OverSeeds([softmax_caveat(setup, baseline, o, seed=seed) for seed, o in enumerate(one.results)],
+                     SEED_UNITS)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedsInfo:
+    """How many training seeds every trained model has (for the prose)."""
+
+    seeds: int = SEEDS
+
+    def numbers(self) -> dict[str, Any]:
+        return {"n_seeds": self.seeds}
+
+
+def seeds_numbers(seeds: int = SEEDS) -> SeedsInfo:
+    return SeedsInfo(seeds)
 
 
 # --- all models side by side ------------------------------------------------------------------------
