@@ -204,3 +204,50 @@ def test_chapter_sections_run_on_a_tiny_model(tiny_bridge, chars):
     mlps = regression.mlp_ablation(tiny_bridge, chars, "friedman2", n_prompts=1, n_examples=1, recording=AT)
     assert list(mlps.table["layers"]) == ["none", "0–0", "1–1"] and mlps.errors.shape == (1, 3)
     assert rows_by_id(mlps)["inside.mlp.most_important_layer_is_late"].n == 1
+
+
+def test_sections_take_competence_tasks(tiny_bridge, chars):
+    from optim_hunter import competence
+
+    problems = regression.answer_problems(tiny_bridge, chars, "affine_int", n_seeds=2, n_examples=3,
+                                          references=["average", "knn"])
+    split0 = competence.make_split("affine_int", 3, 0)
+    assert problems.table["knn"][0] == pytest.approx(split0.y_train.mean())  # 3 examples: all three neighbours
+    split = competence.make_split("affine_int", 3, 1)  # the map's own prompt of that seed, integers
+    assert problems.round_to == 0 and problems.texts[1] == regression.prompt_text(split, 0)
+    assert problems.table["true"].tolist()[1] == split.y_query[0]
+    mlps = regression.mlp_ablation(tiny_bridge, chars, "copy", n_prompts=2, n_examples=2, recording=AT)
+    assert mlps.errors.shape == (2, 3) and list(mlps.table["layers"]) == ["none", "0–0", "1–1"]
+
+
+def test_controls_pick_the_map_cells():
+    from optim_hunter import competence
+    from optim_hunter.competence import Cell
+
+    def frame(task, n, answers):
+        rows = []
+        for seed, answer in enumerate(answers):
+            s = competence.make_split(task, n, seed)
+            rows.append({"task": task, "n_examples": n, "format": "plain", "order": "random", "seed": seed,
+                         "truth": s.y_query[0], "mean": s.y_train.mean(), "scale": s.y_train.std(),
+                         "real": answer(s), "shuffled": s.y_train.mean(), "real_text": "", "shuffled_text": ""})
+        return pd.DataFrame(rows)
+
+    exact = frame("copy", 4, [lambda s: s.y_query[0]] * 8)
+    mean = frame("friedman2", 4, [lambda s: s.y_train.mean()] * 8)
+    cmap = competence.CompetenceMap(pd.concat([exact, mean], ignore_index=True), AT)
+    found = regression.controls(cmap, recording=AT)
+    assert found.cells == {"studied": Cell("copy", 4), "contrast": Cell("friedman2", 4)}
+    assert found.table.learns.tolist() == [True, False]
+    rows = rows_by_id(found)
+    assert rows["inside.control.copy_n4_plain_random.real_minus_shuffled"].verdict == "reproduced"
+    assert rows["inside.control.friedman2_n4_plain_random.real_minus_mean"].verdict == "not_reproduced"
+    none = regression.controls(competence.CompetenceMap(mean, AT), recording=AT)
+    assert list(none.cells) == ["contrast"]
+
+
+def test_attention_reads_integer_prompts(tiny_bridge, chars):
+    attention = regression.attention_study(tiny_bridge, chars, "copy", n_prompts=2, n_examples=4, shown_examples=2,
+                                           recording=AT)
+    assert attention.knn.shape == (2, 4) and np.isfinite(attention.roles["output_value"]).all()
+    assert attention.roles["output_value"].sum() > 0  # the integer outputs are found in the prompt

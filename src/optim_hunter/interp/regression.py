@@ -14,7 +14,11 @@ The inside_regressor chapter's sections each call one function below returning a
 result with the claims it measures (declared here with their criteria): `answer_problems` ->
 `Problems`, `logit_readouts` -> `Readouts`, `component_attribution` -> `Components`,
 `attention_study` -> `Attention` (with `induction_scores` and `top_overlap`), `mlp_ablation` ->
-`MLPAblation`, `top_neurons`, `probe_study` -> `Probes`.
+`MLPAblation`, `top_neurons`, `probe_study` -> `Probes`. Which setting they read is picked by
+measurement: `controls(competence_map)` -> `Controls` names the competence map's chosen cell (the
+hardest task where the model's real prompts beat their shuffled-y control and the mean baseline)
+and Friedman #2 as the contrast, with the map's control rows for both; the sections accept any
+competence-map task (`make_split`: the map's own prompts, seed for seed) or `datasets` name.
 """
 
 from __future__ import annotations
@@ -121,7 +125,8 @@ def neuron_attribution(model: HookedModel, contrast: Contrast, *, top: int | Non
 def reference_predictions(
     split: Any, methods: Sequence[str], *, seed: int = 0
 ) -> dict[str, float]:
-    """The true output of the first query and each scikit-learn method's prediction of it."""
+    """The true output of the first query and each scikit-learn method's prediction of it (a
+    neighbours method asked for more neighbours than there are examples uses them all)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -132,7 +137,10 @@ def reference_predictions(
     for name in methods:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model = regressors.make(name, seed).fit(split.x_train, split.y_train)
+            model = regressors.make(name, seed)
+            if getattr(model, "n_neighbors", 0) > len(split.x_train):
+                model.set_params(n_neighbors=len(split.x_train))
+            model.fit(split.x_train, split.y_train)
         out[name] = float(model.predict(split.x_query[:1])[0])
     return out
 
@@ -252,10 +260,82 @@ PROBE_BEST = claims.declare(
     source_seed="004", unit="R²")
 
 
+# The controls of the settings this chapter dissects (our own bars; the same rule as the competence map).
+CONTROL_SHUFFLED = claims.declare(
+    "inside.control.{cell}.real_minus_shuffled",
+    "Dissected setting {label}, {n} examples ({fmt}): error on the real prompt minus error on its shuffled-y "
+    "control, mean over prompts (errors in spreads of the example outputs; {failed} of {n_prompts} real answers "
+    "unparseable)",
+    source_seed="issue", unit="output spreads", test=claims.below(0),
+    criterion="< 0: the real prompt beats its shuffled-y control (paired interval over prompts below 0)")
+CONTROL_MEAN = claims.declare(
+    "inside.control.{cell}.real_minus_mean",
+    "Dissected setting {label}, {n} examples ({fmt}): error on the real prompt minus the error of answering the "
+    "mean of the example outputs, mean over prompts",
+    source_seed="issue", unit="output spreads", test=claims.below(0),
+    criterion="< 0: the real prompt beats the mean baseline (paired interval over prompts below 0)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Controls:
+    """The competence map's rows for the settings dissected here: `studied` (where the model learns,
+    if any) and `contrast` (Friedman #2)."""
+
+    cmap: Any  # competence.CompetenceMap
+    cells: dict[str, Any]  # role -> competence.Cell
+    recording: Recording
+
+    @property
+    def table(self) -> pd.DataFrame:
+        from optim_hunter import competence
+
+        cols = ["n_prompts", "failed", "error", "error_shuffled", "exact", "real_minus_shuffled", "rs_low",
+                "rs_high", "real_minus_mean", "rm_low", "rm_high", "learns"]
+        rows = [{"role": role, "task": competence.TASKS[c.task].label, "n_examples": c.n_examples,
+                 **self.cmap.cell(c)[cols].to_dict()} for role, c in self.cells.items()]
+        return pd.DataFrame(rows)
+
+    def claims(self) -> list[claims.Claim]:
+        return self.cmap.claims(list(dict.fromkeys(self.cells.values())), specs=(CONTROL_SHUFFLED, CONTROL_MEAN),
+                                recording=self.recording)
+
+
+def controls(cmap: Any, *, contrast: str = "friedman2", recording: Recording) -> Controls:
+    """The settings to dissect, picked by the competence map `cmap`: its `chosen` cell (None when no
+    cell learns in context) and the plain-format cell of `contrast` with the fewest examples."""
+    table = cmap.table
+    rows = table[(table.task == contrast) & (table.format == "plain") & (table.order == "random")]
+    from optim_hunter.competence import Cell
+
+    cells = {} if cmap.chosen is None else {"studied": cmap.chosen}
+    if len(rows):
+        cells["contrast"] = Cell(contrast, int(rows.n_examples.min()))
+    return Controls(cmap, cells, recording)
+
+
 def prompt_text(split: Any, round_to: int) -> str:
     from optim_hunter.prompts import format_prompt
 
     return format_prompt(split.x_train, split.y_train, split.x_query[0], round_to)
+
+
+def task_round_to(dataset: str, round_to: int | None) -> int:
+    """`round_to`, or the decimals a competence-map task writes (two for any other dataset)."""
+    from optim_hunter import competence
+
+    if round_to is not None:
+        return round_to
+    return competence.TASKS[dataset].round_to if dataset in competence.TASKS else 2
+
+
+def make_split(dataset: str, n_examples: int, seed: int, round_to: int | None = None) -> Any:
+    """Problem `seed` of a competence-map task (`competence.make_split`: the map's own prompts), or of
+    any other `datasets` name, rounded to `round_to` decimals (default: the task's)."""
+    from optim_hunter import competence, datasets
+
+    if dataset in competence.TASKS and round_to in (None, competence.TASKS[dataset].round_to):
+        return competence.make_split(dataset, n_examples, seed)
+    return datasets.make_split(dataset, n_examples, seed, round_to=task_round_to(dataset, round_to))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,12 +357,14 @@ class Problems:
 
 
 def answer_problems(model: HookedModel, tokenizer: Any, dataset: str, *, n_seeds: int, n_examples: int,
-                    round_to: int = 2, references: Sequence[str] = REFERENCES) -> Problems:
-    """Seeds 0..n_seeds-1 of `dataset` with `n_examples` examples: the model's greedy answers (at most
-    10 tokens, batches of 32) beside the true output and the reference methods' predictions."""
-    from optim_hunter import datasets, llm_regressor
+                    round_to: int | None = None, references: Sequence[str] = REFERENCES) -> Problems:
+    """Seeds 0..n_seeds-1 of `dataset` (a competence-map task or a `datasets` name) with `n_examples`
+    examples: the model's greedy answers (at most 10 tokens, batches of 32) beside the true output and
+    the reference methods' predictions. The same seeds as the competence map's prompts of that cell."""
+    from optim_hunter import llm_regressor
 
-    splits = [datasets.make_split(dataset, n_examples, s, round_to=round_to) for s in range(n_seeds)]
+    round_to = task_round_to(dataset, round_to)
+    splits = [make_split(dataset, n_examples, s, round_to) for s in range(n_seeds)]
     texts = [prompt_text(s, round_to) for s in splits]
     answers = llm_regressor.greedy_answers(model, tokenizer, texts, max_new_tokens=10, batch_size=32)
     table = pd.DataFrame([{**reference_predictions(s, references, seed=i), "llm": v}
@@ -473,14 +555,15 @@ class Attention:
 
 
 def attention_study(model: HookedModel, tokenizer: Any, dataset: str, *, n_prompts: int, n_examples: int,
-                    round_to: int = 2, shown_examples: int = 5, recording: Recording) -> Attention:
+                    round_to: int | None = None, shown_examples: int = 5, recording: Recording) -> Attention:
     """Seeds 0..n_prompts-1 with `n_examples` examples (hooked forwards, so fewer and shorter
     prompts): attention by role and kNN alignment per head; induction scores on random repeated
     tokens; and the patterns of the most kNN-like head and the head attending most to past outputs
     on seed 0 with `shown_examples` examples."""
-    from optim_hunter import datasets, positions
+    from optim_hunter import positions
 
-    splits = [datasets.make_split(dataset, n_examples, s, round_to=round_to) for s in range(n_prompts)]
+    round_to = task_round_to(dataset, round_to)
+    splits = [make_split(dataset, n_examples, s, round_to) for s in range(n_prompts)]
     texts = [prompt_text(s, round_to) for s in splits]
     token_lists = [torch.tensor(tokenizer(t)["input_ids"]) for t in texts]
     layouts = [positions.token_roles(tokenizer, t) for t in texts]
@@ -491,7 +574,7 @@ def attention_study(model: HookedModel, tokenizer: Any, dataset: str, *, n_promp
     result = Attention(roles, knn, induction_scores(model, tokenizer), (), np.zeros((0, 1, 1)), (), recording)
     spread = np.unravel_index(np.argmax(result.output_mass), knn.shape)
     shown = tuple(sorted({result.knn_head, (int(spread[0]), int(spread[1]))}))
-    small = datasets.make_split(dataset, shown_examples, 0, round_to=round_to)
+    small = make_split(dataset, shown_examples, 0, round_to)
     tokens = torch.tensor(tokenizer(prompt_text(small, round_to))["input_ids"])
     wanted = {hooks.pattern(layer) for layer, _ in shown}
     _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n in wanted)
@@ -533,7 +616,7 @@ class MLPAblation:
 
 
 def mlp_ablation(model: HookedModel, tokenizer: Any, dataset: str, *, n_prompts: int, n_examples: int,
-                 round_to: int = 2, group: int | None = None, recording: Recording) -> MLPAblation:
+                 round_to: int | None = None, group: int | None = None, recording: Recording) -> MLPAblation:
     """Seeds 0..n_prompts-1 answered (greedy, batches of 32) with no ablation, then with the MLP
     outputs of each group of `group` consecutive layers zeroed (default 3 layers from 12 layers
     on, else 1); failed answers are counted, not scored."""
@@ -542,24 +625,27 @@ def mlp_ablation(model: HookedModel, tokenizer: Any, dataset: str, *, n_prompts:
 
     n_layers = model.cfg.n_layers
     group = group or (3 if n_layers >= 12 else 1)
-    regressor = llm_regressor.LLMRegressor(model, tokenizer, round_to=round_to, max_new_tokens=10, batch_size=32)
+    round_to = task_round_to(dataset, round_to)
+    splits = [make_split(dataset, n_examples, s, round_to) for s in range(n_prompts)]
+    texts = [prompt_text(s, round_to) for s in splits]
+    truth = np.array([float(s.y_query[0]) for s in splits])
 
-    def run(name: str) -> pd.DataFrame:
-        return llm_regressor.evaluate(regressor, name, dataset, n_examples=n_examples, seeds=range(n_prompts),
-                                      round_to=round_to, progress=False)
+    def run() -> np.ndarray:
+        answers = llm_regressor.greedy_answers(model, tokenizer, texts, max_new_tokens=10, batch_size=32)
+        return np.abs(answers.values - truth)
 
-    def per_prompt(result: pd.DataFrame) -> np.ndarray:
-        return result.groupby("seed")["abs_error"].mean().reindex(range(n_prompts)).to_numpy(dtype=float)
+    def row(layers: str, last: int, errors: np.ndarray) -> dict[str, Any]:
+        ok = np.isfinite(errors)
+        return {"layers": layers, "last layer": last, "mae": float(errors[ok].mean()) if ok.any() else np.nan,
+                "failed": int((~ok).sum())}
 
-    clean = run("clean")
-    rows = [{"layers": "none", "last layer": -1, "mae": clean.abs_error.mean(), "failed": int(clean.failed.sum())}]
-    errors = [per_prompt(clean)]
+    clean = run()
+    rows, errors = [row("none", -1, clean)], [clean]
     for layers in [list(range(start, min(start + group, n_layers))) for start in range(0, n_layers, group)]:
         with ablation.mlps_zeroed(model, layers):
-            ablated = run(f"L{layers[0]}")
-        rows.append({"layers": f"{layers[0]}–{layers[-1]}", "last layer": layers[-1],
-                     "mae": ablated.abs_error.mean(), "failed": int(ablated.failed.sum())})
-        errors.append(per_prompt(ablated))
+            ablated = run()
+        rows.append(row(f"{layers[0]}–{layers[-1]}", layers[-1], ablated))
+        errors.append(ablated)
     return MLPAblation(pd.DataFrame(rows), np.stack(errors, 1), n_layers, recording)
 
 
