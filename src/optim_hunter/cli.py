@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from optim_hunter import datasets, evaluation, regressors
+from optim_hunter import datasets, diskspace, evaluation, regressors
 
 MAX_SEEDS = 100_000
 
@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `optim-hunter models | head`: the reader left, nothing to say
         _silence_stdout()
         return 0
+    except diskspace.DiskFullError as err:  # a full disk: the folder and the space needed, no traceback
+        print(f"optim-hunter: error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:  # a folder that cannot be written or read: name it, no traceback
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         print(f"optim-hunter: error: {err.strerror or err}{where}", file=sys.stderr)

@@ -28,7 +28,7 @@ from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from optim_hunter import bench_page, claims, settings
+from optim_hunter import bench_page, claims, diskspace, settings
 from optim_hunter.plots import BOOK_ENV, CIRCUITSVIS_MARK, PLOTLY_MARK
 
 STATIC_SUBDIR = "optim_hunter"
@@ -180,8 +180,16 @@ def _build_finished(app: Sphinx, exception: Exception | None) -> None:
 
 
 def _write_json(target: Path, data: Any) -> None:
+    """Write `target` through a temporary moved into place; a full disk leaves the previous file
+    whole and raises `diskspace.DiskFullError` naming the folder and the space needed."""
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    with diskspace.writing(target, len(text.encode()), [tmp], hint="free space there and build again"):
+        try:
+            tmp.write_text(text, encoding="utf-8")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     tmp.replace(target)
 
 

@@ -43,6 +43,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from optim_hunter import diskspace
+
 # Part of every zoo cache key: bump it when a change here changes the weights training produces.
 CODE_VERSION = "1"
 FORMAT = "optim_hunter.checkpoint/2"  # /2: the hash covers the metadata too
@@ -214,7 +216,9 @@ def _sealed_hash(tensors_hash: str, meta: Mapping[str, Any]) -> str:
     return hashlib.sha256(f"{tensors_hash}|{canonical}".encode()).hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def _write_temporary(path: Path, write: Callable[[Path], None]) -> Path:
+    """`write` the content of `path` to a temporary beside it, synced to disk; return the
+    temporary (removed if anything fails)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
@@ -225,6 +229,19 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None], size: int = 0) -> None:
+    """Write `path` through a temporary moved into place: the previous file stays whole until the
+    new one is complete. A full disk raises `diskspace.DiskFullError` (naming the folder and about
+    `size` bytes) and leaves no temporary behind."""
+    with diskspace.writing(path, size):
+        tmp = _write_temporary(path, write)
+    try:
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -241,9 +258,21 @@ def save_checkpoint(path: Path | str, tensors: Mapping[str, Tensor], meta: Mappi
     sidecar = {"format": FORMAT, "sha256": _sealed_hash(content_hash(flat), meta), "n_tensors": len(flat),
                "meta": meta}
     text = json.dumps(sidecar, indent=1, sort_keys=True, default=_json_default)
-    # The JSON goes last: its presence says the tensors beside it are complete.
-    _atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(flat, str(tmp)))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    # Both files are written in full before either replaces its predecessor, so a disk that fills
+    # meanwhile leaves the previous checkpoint whole (the space they need is then named); the JSON
+    # moves last: its presence says the tensors beside it are complete.
+    tensors_file, sidecar_file = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    needed = sum(t.numel() * t.element_size() for t in flat.values()) + len(text.encode()) + 64 * len(flat) + 1024
+    temporaries: list[Path] = []
+    with diskspace.writing(tensors_file, needed, temporaries):
+        temporaries.append(_write_temporary(tensors_file, lambda tmp: save_file(flat, str(tmp))))
+        temporaries.append(_write_temporary(sidecar_file, lambda tmp: tmp.write_text(text, encoding="utf-8")))
+    try:
+        os.replace(temporaries[0], tensors_file)
+        os.replace(temporaries[1], sidecar_file)
+    finally:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
     return path
 
 
