@@ -78,12 +78,12 @@ ESTIMATES: dict[str, float] = {
     "train smeared-2l": 50.0,
     "train attn-only-1l": 30.0,
     "train smeared-1l": 30.0,
-    "execute book/llm_regressor": 590.0,
+    "execute book/llm_regressor": 670.0,  # with shuffled-y controls: extrapolated from 4.2 s per 25-example prompt
     "execute book/competence": 300.0,
     "execute book/inside_regressor": 410.0,
     "execute book/induction_heads": 195.0,
     "execute book/gd_in_attention": 205.0,  # three training seeds: 202 s measured (one seed: 125 s)
-    "execute book/linear_fn": 140.0,
+    "execute book/linear_fn": 170.0,  # with the shuffled-y controls of the sweep (extrapolated)
     "execute book/regressors_friedman2": 95.0,
     "execute book/affine_recurrences": 95.0,  # two training seeds (45 s with one)
     "execute book/model_zoo": 50.0,
