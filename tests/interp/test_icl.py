@@ -405,13 +405,20 @@ def studies(tmp_path_factory):
         mp.setenv("OPTIM_HUNTER_CACHE", str(tmp_path_factory.mktemp("cache")))
         for name, (layers, smeared) in induction.VARIANTS.items():
             _shrink(mp, name, induction.make_config(layers, smeared, **TINY))
+            for seed, seed_name in enumerate(zoo.seed_names(name)[1:], 1):  # the other training seeds' models
+                mp.setitem(zoo._FAMILIES, seed_name, zoo._FAMILIES[name].with_seed(seed, seed_name))
         study = icl.phase_change_study("smoke", n_eval=12, n_pca=3)
         yield study, icl.ablation_study(study, n_tokens=8)
 
 
 def test_phase_change_study_matches_direct_computation(studies):
     study, _ = studies
-    assert list(study.models_table().index) == list(icl.MARKOV_MODELS) and study.n_ctx == 24
+    assert list(study.models_table().index) == [n for s in range(3) for n in (zoo.seed_names(m)[s] for m in icl.MARKOV_MODELS)]
+    assert study.n_ctx == 24 and list(study.models_table()["training seed"]) == [s for s in range(3) for _ in range(5)]
+    for seed_study in study.seeds:  # the other seeds' models: heads scored at every other snapshot and the last
+        for name, run in seed_study.runs.items():
+            assert run.name == zoo.seed_names(name)[seed_study.seed]
+            assert list(run.head_steps) == icl.head_grid(run.steps, 2) and len(run.scores["prefix_matching"]) == len(run.head_steps)
     tokens = induction.eval_tokens(zoo.config(icl.FOCUS), 12)
     for name, run in study.runs.items():
         final = zoo.load(name, progress=False)
@@ -441,13 +448,18 @@ def test_phase_change_claims(studies):
     rows = claims.rows_of(study)
     ids = [r.id for r in rows]
     assert len(ids) == len(set(ids)) == 22
+    assert [s.seed for s in study.seeds] == [1, 2] and all(len(s.runs) == 5 for s in study.seeds)
+    assert study.seeds_table().shape[0] == 15
     assert set(ids) <= set(claims.declared())
     assert all(r.chapter == "induction_heads" and r.profile == "smoke" for r in rows)
     by_id = {r.id: r for r in rows}
     one = study.runs["attn-only-1l"]
     row = by_id["induction.one_layer_no_induction_heads"]
     assert row.measured == pytest.approx(float(np.nanmax(one.scores["prefix_matching"])))
-    assert row.verdict == ("reproduced" if row.measured < 0.3 else "not_reproduced") and row.why_no_interval
+    values = [float(np.nanmax(s.runs["attn-only-1l"].scores["prefix_matching"])) for s in (study, *study.seeds)]
+    assert row.interval == pytest.approx([min(values), max(values)]) and row.interval_kind == "range over 3 training seeds"
+    assert row.verdict == icl.ONE_LAYER_NO_HEADS.test.decide(claims.Interval(min(values), max(values), "", 3))
+    assert f"{sum(v < 0.3 for v in values)} of 3 meet the criterion" in row.claim
     for name, run in study.runs.items():  # the per-chain values average to the numbers of the curves
         np.testing.assert_allclose(run.icl_chains.mean(1), run.icl, atol=1e-9)
         np.testing.assert_allclose(run.loss_chains.mean(1), run.loss, atol=1e-6)
@@ -512,9 +524,11 @@ def test_ablation_study(studies):
     assert rows["induction.other_ablations_increase_icl"].measured == pytest.approx(increase)
     before = rows["induction.before_after_negative"]
     assert before.measured == pytest.approx(min(abl.attribution["full"][h] for h in abl.induction_heads))
-    for row in rows.values():
-        assert row.verdict not in DECIDED or row.interval is not None, row.id
+    for row in rows.values():  # decided over the seeds: their range, or why there is none
+        assert row.verdict not in DECIDED or row.interval is not None or row.why_no_interval, row.id
     assert len(abl.across_figures()) == 2
+    assert [a.seed for a in abl.seeds] == [1, 2] and abl.seeds_table().shape == (3, 6)
+    assert all(len(a.across_steps) <= 3 for a in abl.seeds)  # smoke: three snapshots across the other seeds' windows
 
 
 @pytest.mark.parametrize("heads, decided", [(((1, 0), (1, 1)), False), (((1, 0),), True)])
@@ -555,3 +569,51 @@ def test_text_study_on_a_tiny_code_model(tmp_path, monkeypatch):
         assert ("no change to be before" in row.claim) != changed
     assert len(text.figures()) == 5 and text.heads_table().shape == (4, 4)
     assert "|" in text.sample and set(text.numbers()) >= {"ih_text_loss", "ih_text_budget"}
+
+
+# --- claims over training seeds ---------------------------------------------------------------------
+
+
+def _one_layer_rows(*margins):
+    return [[icl.ONE_LAYER_NO_CHANGE.measure(m, chapter="c", profile="smoke", interval=claims.bootstrap([m - 0.01, m + 0.01]),
+                                             drop="x", final="x", unigram="x")] for m in margins]
+
+
+@pytest.mark.parametrize("margins, verdict, agree", [((-0.1, -0.2, -0.05), "reproduced", 3),
+                                                     ((-0.1, 0.1, -0.2), "inconclusive", 2),
+                                                     ((0.1, 0.2, 0.3), "not_reproduced", 0)])
+def test_over_seeds_decides_on_the_range_of_the_seeds(margins, verdict, agree):
+    (row,) = icl.over_seeds(_one_layer_rows(*margins))
+    assert row.verdict == verdict and row.measured == margins[0]
+    assert row.interval == [min(margins), max(margins)] and row.interval_kind == "range over 3 training seeds"
+    assert row.n == 3 and f"{agree} of 3 meet the criterion" in row.claim and not row.why_no_interval
+    assert icl.over_seeds(_one_layer_rows(*margins)[:1])[0].interval_kind.startswith("bootstrap")  # one seed: as it was
+
+
+def test_over_seeds_with_function_tests_words_and_measured_rows():
+    change = {"drop": 0.3, "final": -0.8, "unigram": -0.2}
+
+    def earlier(smeared, plain):
+        return [icl.SMEARED_EARLIER.measure(smeared / plain, chapter="c", profile="smoke", smeared=smeared, plain=plain,
+                                            tested={"smeared": {**change, "peak": smeared},
+                                                    "plain": {**change, "peak": plain}})]
+
+    (row,) = icl.over_seeds([earlier(100, 200), earlier(300, 200), earlier(50, 200)])
+    assert row.verdict == "inconclusive" and row.interval == [0.25, 1.5] and "2 of 3" in row.claim
+    (row,) = icl.over_seeds([earlier(100, 200), earlier(150, 200)])
+    assert row.verdict == "reproduced" and row.interval_kind == "range over 2 training seeds"
+
+    def formed(value, tested):
+        return [icl.HEADS_IN_WINDOW.measure(value, chapter="c", profile="smoke", model="all", tested=tested, detail="x")]
+
+    inside = [{"step": 3, "start": 1, "end": 5}]
+    (row,) = icl.over_seeds([formed(1.0, inside), formed("no model had a phase change", []), formed(1.0, inside)])
+    assert row.verdict == "inconclusive" and row.interval is None and "not a number" in row.why_no_interval
+    assert "2 of 3" in row.claim
+
+    def post(value):
+        return [icl.POST_CHANGE_ICL.measure(value, chapter="c", profile="smoke", name="m", early=1, late=2, n_ctx=3,
+                                            bayes="x", unigram="x")]
+
+    (row,) = icl.over_seeds([post(-0.1), post(-0.12), post(-0.11)])
+    assert row.verdict == "measured" and row.interval == [-0.12, -0.1] and "seed 1: -0.12" in row.claim

@@ -650,7 +650,10 @@ def _measured_only(spec: claims.ClaimSpec) -> claims.ClaimSpec:
     return dataclasses.replace(spec, test=None, criterion="", why_no_interval="", examples=None)
 
 
-ONE_RUN = "one training seed; the spread over seeds is not measured yet (issue [2/6])"
+TEXT_ONE_RUN = ("one training seed: the code model's training is the chapter's largest (about 340 s of the build), "
+                "so it is not repeated over seeds")
+ONE_RUN = ("one value per training run; the row is decided over the training seeds, each meeting the criterion or "
+           "not (`over_seeds`)")
 _MARGIN = f"nats: the smaller of (window fall - {DROP}) and (unigram ICL score - final ICL score)"
 _CHANGE = (f"a phase change is a fall of the ICL score of at least {DROP} nats in its window (our threshold) "
            "ending below the unigram predictor's ICL score")
@@ -887,7 +890,7 @@ TEXT_CHANGE = _declare(
               "window (our thresholds)",
     why="two conditions in different units: the largest prefix-matching score over the heads of one model (each "
         "averaging 10 random sequences whose values are not kept) and the fall in a window found on the ICL-score "
-        "curve of one training run (" + ONE_RUN + ")",
+        "curve of one training run (" + TEXT_ONE_RUN + ")",
     examples=({"best": 0.5, "drop": 0.2}, {"best": 0.05, "drop": 0.01}))
 TEXT_BEFORE = _declare(
     "induction.text.icl_before_change",
@@ -964,6 +967,77 @@ def _log_lines(table: pd.DataFrame, *, x: str, y: str, group: str, title: str) -
     return fig
 
 
+# --- claims over training seeds -------------------------------------------------------------------
+
+
+def _specs() -> dict[str, claims.ClaimSpec]:
+    return {v.id: v for v in globals().values() if isinstance(v, claims.ClaimSpec)}
+
+
+def _seed_outcome(row: claims.Claim, spec: claims.ClaimSpec | None) -> bool | None:
+    """Whether one seed's row meets its criterion (judged on its own value: the seed's point, not
+    its interval over held-out chains); None where the row decides nothing (measured only)."""
+    if row.verdict == "check":
+        return bool(row.holds)
+    if row.verdict == "measured" or spec is None:
+        return None
+    if isinstance(spec.test, claims.Region) and isinstance(row.measured, float):
+        return bool(spec.test(row.measured))
+    return row.verdict == "reproduced"
+
+
+def _value(value: float | str | None) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def over_seeds(rows_by_seed: Sequence[Sequence[claims.Claim]], units: str = "training seeds") -> list[claims.Claim]:
+    """Seed 0's rows (`rows_by_seed[0]`: its numbers, the ones its figures show), each decided on
+    every seed's value of the same claim: the interval is `claims.seed_range` of the values (the
+    smallest and the largest), and the verdict is the criterion applied to that range, i.e.
+    reproduced when every seed meets it, not reproduced when none does, inconclusive when the seeds
+    disagree. Where a value is not a number (a seed without a phase change has no window share) the
+    verdict counts the seeds that meet the criterion the same way, without an interval. The row says
+    how many seeds agree and lists their values. A claim measured on seed 0 alone keeps its row."""
+    first = list(rows_by_seed[0])
+    if len(rows_by_seed) == 1:
+        return first
+    specs, by_seed = _specs(), [{r.id: r for r in rows} for rows in rows_by_seed]
+    out = []
+    for row in first:
+        rows = [b.get(row.id) for b in by_seed]
+        if any(r is None for r in rows):
+            out.append(row)
+            continue
+        spec = specs.get(row.id)
+        values = [r.measured for r in rows]
+        numeric = all(isinstance(v, float) and np.isfinite(v) for v in values)
+        interval = claims.seed_range(values, units) if numeric else None
+        outcomes = [_seed_outcome(r, spec) for r in rows]
+        decided = [o for o in outcomes if o is not None]
+        n = len(rows)
+        listed = ", ".join(f"seed {k}: {_value(v)}" for k, v in enumerate(values))
+        changes: dict[str, Any] = {}
+        if row.verdict == "measured" or not decided:
+            note = f" [{n} {units}: {listed}]"
+        else:
+            k = sum(decided)
+            note = f" [{n} {units}: {k} of {len(decided)} meet the criterion; {listed}]"
+            if row.verdict == "check":
+                changes["holds"] = all(decided)
+            elif interval is not None and isinstance(spec.test, claims.Region) and len(decided) == n:
+                changes["verdict"] = spec.test.decide(interval)
+            else:
+                changes["verdict"] = "reproduced" if k == len(decided) else "not_reproduced" if k == 0 else "inconclusive"
+        if interval is not None:
+            changes.update(interval=interval.as_list(), interval_kind=interval.kind, n=interval.n, why_no_interval="")
+        elif row.verdict not in ("measured", "check"):
+            changes.update(interval=None, interval_kind="", n=None, why_no_interval=(
+                f"a value of some {units} is not a number ({listed}): the verdict counts the seeds that meet the "
+                "criterion"))
+        out.append(dataclasses.replace(row, claim=row.claim + note, **changes))
+    return out
+
+
 # --- the Markov-chain models: every snapshot ------------------------------------------------------
 
 
@@ -985,6 +1059,7 @@ class MarkovRun:
     icl_chains: np.ndarray  # [snapshot, chain]: the ICL score of each held-out chain (mean: `icl`)
     loss_chains: np.ndarray  # [snapshot, chain]: each chain's mean loss over its indices (mean: `loss`)
     final_losses: np.ndarray  # [chain, index]: the last snapshot's per-token losses (mean: `by_index[-1]`)
+    head_steps: np.ndarray  # [head snapshot]: the snapshots `scores` are measured at (the last is the final one)
 
     @property
     def loss(self) -> np.ndarray:
@@ -995,23 +1070,34 @@ class MarkovRun:
         return self.scores["prefix_matching"][-1]
 
 
-def _markov_run(name: str, profile: str, tokens: Tensor, n_pca: int, early: int, late: int) -> MarkovRun:
+def head_grid(steps: Steps, every: int) -> list[int]:
+    """Every `every`-th of `steps` and the last one: the snapshots whose heads are scored."""
+    steps = [int(s) for s in steps]
+    return sorted(set(steps[::max(1, every)]) | {steps[-1]})
+
+
+def _markov_run(name: str, profile: str, tokens: Tensor, n_pca: int, early: int, late: int,
+                head_every: int = 1) -> MarkovRun:
+    """Every snapshot of zoo model `name` on `tokens`; head scores at every `head_every`-th
+    snapshot and the last (building the hooked model is most of a snapshot's cost)."""
     from optim_hunter import zoo
 
     cfg = zoo.config(name, profile)
     steps = zoo.snapshots(name, profile)
+    scored = set(head_grid(steps, head_every))
     by_index, pca_rows, scores, bridge = [], [], {k: [] for k in SCORES}, None
     chains, chain_loss = [], []
     for step in steps:
-        fused, bridge = _snapshot_models(name, step, profile)
+        fused, bridge = _snapshot_models(name, step, profile, hooked=step in scored)
         with torch.no_grad():
             losses = _per_token_loss(fused, tokens).numpy().astype(np.float64)  # float64: the per-chain values
         by_index.append(losses.mean(0))  # ... average to these to rounding
         chains.append(icl_score(losses, early, late, HALF_WIDTH))
         chain_loss.append(losses.mean(1))
         pca_rows.append(losses[:n_pca].reshape(-1))
-        for key, value in head_scores(bridge, tokens[:16]).items():
-            scores[key].append(value)
+        if bridge is not None:
+            for key, value in head_scores(bridge, tokens[:16]).items():
+                scores[key].append(value)
     by_index = np.stack(by_index)
     icl = icl_score(by_index, early, late, HALF_WIDTH)
     return MarkovRun(
@@ -1020,6 +1106,7 @@ def _markov_run(name: str, profile: str, tokens: Tensor, n_pca: int, early: int,
         ov_eigenvalues=heads.ov_eigenvalue_score(bridge), icl=icl, window=phase_change_window(steps, icl),
         train_losses=np.asarray(zoo.metadata(name, profile)["losses"], dtype=np.float64),
         icl_chains=np.stack(chains), loss_chains=np.stack(chain_loss), final_losses=losses,
+        head_steps=np.asarray(sorted(scored)),
     )
 
 
@@ -1042,6 +1129,8 @@ class PhaseChangeStudy:
     runs: Mapping[str, MarkovRun]
     demo: Mapping[str, Any]  # the focus model's strongest induction head on a repeated sequence
     seconds: float  # measuring every snapshot
+    seed: int = 0  # the training seed of `runs` (keyed by base name; `MarkovRun.name` is the zoo name)
+    seeds: tuple[PhaseChangeStudy, ...] = ()  # the same study of the other training seeds' models
 
     # --- derived numbers
     def change_numbers(self, name: str) -> dict[str, float]:
@@ -1082,8 +1171,8 @@ class PhaseChangeStudy:
             if r.n_layers == 1 and not r.smeared:
                 continue
             first = 0 if r.smeared else 1  # smeared keys allow induction in layer 0
-            curve = np.nanmax(r.scores["prefix_matching"][:, first:].reshape(len(r.steps), -1), axis=1)
-            out[name] = crossing_step(r.steps, curve)
+            curve = np.nanmax(r.scores["prefix_matching"][:, first:].reshape(len(r.head_steps), -1), axis=1)
+            out[name] = crossing_step(r.head_steps, curve)
         return out
 
     def bump(self, name: str = FOCUS) -> tuple[float, float, float]:
@@ -1113,13 +1202,18 @@ class PhaseChangeStudy:
 
     def numbers(self) -> dict[str, Any]:
         """The numbers the chapter's prose cites (glue names)."""
+        ends = [study.runs[FOCUS].window.end for study in (self, *self.seeds)]
         return {
             "ih_n_ctx": self.n_ctx, "ih_early": self.early, "ih_late": self.late, "ih_half_width": HALF_WIDTH,
             "ih_n_eval": self.n_eval, "ih_n_pca": self.n_pca,
             "ih_bayes": self.reference["bayes"], "ih_unigram": self.reference["unigram"],
             "ih_uniform_loss": float(np.log(self.n_states)),
-            "ih_snapshots": int(sum(len(r.steps) for r in self.runs.values())), "ih_seconds": self.seconds,
-            "ih_demo_head": self.demo["head"], "ih_warmup": self.warmup_steps,
+            "ih_snapshots": int(sum(len(r.steps) for study in (self, *self.seeds) for r in study.runs.values())),
+            "ih_seconds": self.seconds, "ih_demo_head": self.demo["head"], "ih_warmup": self.warmup_steps,
+            "ih_seeds": 1 + len(self.seeds), "ih_train_steps": self.train_steps,
+            "ih_seed_head_snapshots": len(self.seeds[0].runs[FOCUS].head_steps) if self.seeds else len(self.runs[FOCUS].head_steps),
+            "ih_train_seconds": float(self.models["train seconds"].sum()),
+            "ih_focus_ends": "–".join(f"{e:,}" for e in sorted({min(ends), max(ends)})),
         }
 
     # --- tables and figures
@@ -1168,7 +1262,7 @@ class PhaseChangeStudy:
         r = self.runs[name]
         out = []
         for key in ("prefix_matching", "previous_token", "k_composition", "copying"):
-            fig = _log_lines(_head_lines(r.steps, r.scores[key], key), x="step", y=key, group="head",
+            fig = _log_lines(_head_lines(r.head_steps, r.scores[key], key), x="step", y=key, group="head",
                              title=f"{name}: {key} per head")
             fig.add_vrect(x0=r.window.start, x1=r.window.end, fillcolor="grey", opacity=0.15, line_width=0)
             out.append(fig)
@@ -1194,8 +1288,25 @@ class PhaseChangeStudy:
                           xaxis_title=f"PC1 ({explained[0]:.0%})", yaxis_title=f"PC2 ({explained[1]:.0%})")
         return fig
 
+    def seeds_table(self) -> pd.DataFrame:
+        """Per model and training seed: the window, its fall, the final ICL score, the largest final
+        prefix-matching score and whether there is a phase change."""
+        return pd.DataFrame([
+            {"model": name, "seed": study.seed, "window start": r.window.start, "peak": r.window.peak,
+             "window end": r.window.end, "drop in window (nats)": r.window.drop, "final ICL score": r.icl[-1],
+             "final loss": r.loss[-1], "max prefix matching": r.final_prefix.max(),
+             "phase change": study.has_change(name)}
+            for name in self.runs for study in (self, *self.seeds) for r in (study.runs[name],)
+        ]).set_index(["model", "seed"])
+
     # --- claims
     def claims(self) -> list[claims.Claim]:
+        """One row per claim: seed 0's row (its numbers, its figures) decided on the range of the
+        values over the training seeds (`over_seeds`)."""
+        return over_seeds([study.seed_claims() for study in (self, *self.seeds)])
+
+    def seed_claims(self) -> list[claims.Claim]:
+        """The rows of this study's training seed alone."""
         p = self.profile
         runs, focus = self.runs, self.runs[FOCUS]
         rows = []
@@ -1297,7 +1408,7 @@ class PhaseChangeStudy:
             detail=f"heads with prefix matching >= {PREFIX_MIN} by layer: "
                    + ", ".join(str(int((layers == l).sum())) for l in range(three.shape[0]))))
         # each head of layers >= 1 with its whole trajectory is one unit of the bootstrap
-        pm, kc = ([runs[n].scores[key][:, 1:].reshape(len(runs[n].steps), -1).T
+        pm, kc = ([runs[n].scores[key][:, 1:].reshape(len(runs[n].head_steps), -1).T
                    for n in ("attn-only-2l", "attn-only-3l")] for key in ("prefix_matching", "k_composition"))
         rho, pval, interval = _correlation_over([h for m in pm for h in m], [h for m in kc for h in m],
                                                 "heads (each with every snapshot)")
@@ -1380,27 +1491,34 @@ class PhaseChangeStudy:
 
 def phase_change_study(
     profile: str | None = None, *, models: Sequence[str] = MARKOV_MODELS, n_eval: int | None = None,
-    n_pca: int | None = None,
+    n_pca: int | None = None, seeds: int | None = None, head_every: int | None = None,
 ) -> PhaseChangeStudy:
     """Train (first use) and measure every snapshot of the Markov-chain `models` (they must include
-    attn-only-1l, -2l, -3l and smeared-1l, -2l for the claims): per-token losses on `n_eval`
-    held-out chains (full 256), head scores, windows, and the per-token losses of the first `n_pca`
-    chains (full 24) for the PCA."""
+    attn-only-1l, -2l, -3l and smeared-1l, -2l for the claims) and of their other training seeds'
+    models (`seeds` per model, default `zoo.SEEDS`): per-token losses on `n_eval` held-out chains
+    (full 256), head scores, windows, and the per-token losses of the first `n_pca` chains (full 24)
+    for the PCA. Seed 0 has its heads scored at every snapshot; the other seeds at every
+    `head_every`-th snapshot and the last (full 3: the hooked model is most of a snapshot's cost)."""
     from optim_hunter import zoo
     from optim_hunter.zoo import induction
 
     profile = settings.profile(profile)
     n_eval = n_eval or settings.pick(profile, full=256, smoke=64)
     n_pca = n_pca or settings.pick(profile, full=24, smoke=8)
+    seeds = seeds or zoo.SEEDS.get(FOCUS, 1)
+    head_every = head_every or settings.pick(profile, full=3, smoke=2)
+    names = {seed: {name: zoo.seed_names(name)[seed] for name in models} for seed in range(seeds)}
     rows = []
-    for name in models:
-        zoo.load(name, profile, progress=False)  # trains on first use, then cached
-        meta, cfg = zoo.metadata(name, profile), zoo.config(name, profile)
-        rows.append({
-            "model": name, "layers": cfg.arch.n_layers, "smeared keys": cfg.smeared, "d_model": cfg.arch.d_model,
-            "heads": cfg.arch.n_heads, "context": cfg.n_ctx, "batch": cfg.batch_size, "steps": cfg.train.steps,
-            "lr": cfg.train.lr, "snapshots": len(meta["snapshot_steps"]), "train seconds": meta["train_seconds"],
-        })
+    for seed, by_name in names.items():
+        for name in by_name.values():
+            zoo.load(name, profile, progress=False)  # trains on first use, then cached
+            meta, cfg = zoo.metadata(name, profile), zoo.config(name, profile)
+            rows.append({
+                "model": name, "layers": cfg.arch.n_layers, "smeared keys": cfg.smeared, "training seed": seed,
+                "d_model": cfg.arch.d_model, "heads": cfg.arch.n_heads, "context": cfg.n_ctx, "batch": cfg.batch_size,
+                "steps": cfg.train.steps, "lr": cfg.train.lr, "snapshots": len(meta["snapshot_steps"]),
+                "train seconds": meta["train_seconds"],
+            })
     cfg = zoo.config(FOCUS, profile)
     early, late = scaled_indices(cfg.n_ctx)
     tokens = induction.eval_tokens(cfg, n_eval)
@@ -1410,23 +1528,32 @@ def phase_change_study(
                                         HALF_WIDTH)),
     }
     reference = {key: float(values.mean()) for key, values in reference_chains.items()}
-    started = time.perf_counter()
-    runs = {name: _markov_run(name, profile, tokens, n_pca, early, late) for name in models}
-    seconds = time.perf_counter() - started
     final = zoo.load(FOCUS, profile, progress=False)
-    prefix = runs[FOCUS].final_prefix
-    layer, head = np.unravel_index(np.nanargmax(prefix), prefix.shape)
-    demo = heads.repeated_random_tokens(cfg.n_states, length=cfg.n_states, repeats=2, batch=1, bos=None, seed=3)
-    with torch.no_grad():
-        _, cache = final.run_with_cache(demo)
-    return PhaseChangeStudy(
-        profile=profile, models=pd.DataFrame(rows).set_index("model"), n_ctx=cfg.n_ctx, n_states=cfg.n_states,
-        n_eval=n_eval, n_pca=n_pca, early=early, late=late, warmup_steps=cfg.train.warmup_steps,
-        train_steps=cfg.train.steps, reference=reference, reference_chains=reference_chains, runs=runs,
-        seconds=seconds,
-        demo={"pattern": cache[hooks.pattern(int(layer))][0].numpy(), "tokens": [str(t) for t in demo[0].tolist()],
-              "names": [_head(int(layer), h) for h in range(cfg.arch.n_heads)], "head": _head(int(layer), int(head))},
-    )
+    common = dict(profile=profile, models=pd.DataFrame(rows).set_index("model"), n_ctx=cfg.n_ctx,
+                  n_states=cfg.n_states, n_eval=n_eval, n_pca=n_pca, early=early, late=late,
+                  warmup_steps=cfg.train.warmup_steps, train_steps=cfg.train.steps, reference=reference,
+                  reference_chains=reference_chains)
+    studies = []
+    for seed in reversed(range(seeds)):  # seed 0 last: it holds the others
+        started = time.perf_counter()
+        runs = {name: _markov_run(zoo_name, profile, tokens, n_pca, early, late, 1 if seed == 0 else head_every)
+                for name, zoo_name in names[seed].items()}
+        seconds = time.perf_counter() - started
+        demo: dict[str, Any] = {}
+        if seed == 0:
+            prefix = runs[FOCUS].final_prefix
+            layer, head = np.unravel_index(np.nanargmax(prefix), prefix.shape)
+            sequence = heads.repeated_random_tokens(cfg.n_states, length=cfg.n_states, repeats=2, batch=1, bos=None,
+                                                    seed=3)
+            with torch.no_grad():
+                _, cache = final.run_with_cache(sequence)
+            demo = {"pattern": cache[hooks.pattern(int(layer))][0].numpy(),
+                    "tokens": [str(t) for t in sequence[0].tolist()],
+                    "names": [_head(int(layer), h) for h in range(cfg.arch.n_heads)], "head": _head(int(layer), int(head))}
+            seconds += sum(s.seconds for s in studies)
+        studies.append(PhaseChangeStudy(**common, runs=runs, demo=demo, seconds=seconds, seed=seed,
+                                        seeds=tuple(reversed(studies)) if seed == 0 else ()))
+    return studies[-1]
 
 
 # --- ablations of the 2-layer model ---------------------------------------------------------------
@@ -1461,6 +1588,8 @@ class AblationStudy:
     across_chains: np.ndarray  # [step, clean / induction heads ablated, chain] ICL scores on the first half
     recovery_chains: Mapping[str, np.ndarray]  # previous / induction / induction2 -> `recovery_losses` [3, chain]
     before_after: np.ndarray  # [chain, index] per-token loss at the window's start minus at the end of training
+    seed: int = 0  # the training seed of the ablated model
+    seeds: tuple[AblationStudy, ...] = ()  # the same ablations of the other training seeds' models
 
     @property
     def removed_fraction(self) -> float:
@@ -1511,6 +1640,20 @@ class AblationStudy:
         }
 
     def claims(self) -> list[claims.Claim]:
+        """Seed 0's rows decided over the training seeds (`over_seeds`)."""
+        return over_seeds([study.seed_claims() for study in (self, *self.seeds)])
+
+    def seeds_table(self) -> pd.DataFrame:
+        """Per training seed: the induction heads, the share of the ICL score their joint ablation
+        removes, and the idealised heads' recoveries."""
+        return pd.DataFrame([
+            {"seed": a.seed, "induction heads": ", ".join(_head(*h) for h in a.induction_heads),
+             "clean ICL score": a.ablation.clean_icl, "ICL score without them": a.icl_without,
+             "share removed": a.removed_fraction, "previous-token recovery": a.recovery["previous"],
+             "induction recovery": a.recovery["induction"]}
+            for a in (self, *self.seeds)]).set_index("seed")
+
+    def seed_claims(self) -> list[claims.Claim]:
         p, name, a = self.profile, self.name, self.ablation
         names = ", ".join(_head(*h) for h in self.induction_heads)
         removed = lambda m: ratio(m[0] - m[1], -m[1])  # noqa: E731  (ICL without minus clean, over -clean)
@@ -1578,16 +1721,23 @@ class AblationStudy:
         return rows
 
 
-def ablation_study(study: PhaseChangeStudy, *, name: str = FOCUS, n_tokens: int | None = None) -> AblationStudy:
+def ablation_study(study: PhaseChangeStudy, *, name: str = FOCUS, n_tokens: int | None = None,
+                   across: int | None = None, seed_across: int | None = None) -> AblationStudy:
     """Ablate every head of the final `name` (full and pattern-preserving) on `n_tokens` other
     held-out chains (full 128), attribute to the before-and-after vector (window start -> end of
     training), repeat at up to 8 snapshots spanning the window (on half the chains), ablate the
     induction heads (layer >= 1, prefix matching at least half the largest) together, and replace
-    the strongest previous-token and induction heads' patterns by idealised ones."""
+    the strongest previous-token and induction heads' patterns by idealised ones. The same for the
+    other training seeds' models of `study.seeds` (`AblationStudy.seeds`), with up to `seed_across`
+    snapshots across the window (full 4) instead of `across` (8)."""
     from optim_hunter import zoo
     from optim_hunter.zoo import induction
 
     profile, run = study.profile, study.runs[name]
+    across = across or 8
+    seed_across = seed_across or settings.pick(profile, full=4, smoke=3)
+    seeds = tuple(ablation_study(s, name=name, n_tokens=n_tokens, across=seed_across) for s in study.seeds)
+    label, name = name, run.name  # the zoo name of this seed's model
     cfg = zoo.config(name, profile)
     n_tokens = n_tokens or settings.pick(profile, full=128, smoke=32)
     tokens = induction.eval_tokens(cfg, n_tokens, seed=7)
@@ -1608,7 +1758,7 @@ def ablation_study(study: PhaseChangeStudy, *, name: str = FOCUS, n_tokens: int 
     without_chains = np.asarray(icl_score(both, early, late, HALF_WIDTH))
     icl_without = float(icl_score(both.mean(0), early, late, HALF_WIDTH))
     inside = steps[(steps >= w.start // 2) & (steps <= min(steps[-1], 2 * w.end))]
-    across_steps = inside[np.unique(np.linspace(0, len(inside) - 1, min(8, len(inside))).astype(int))]
+    across_steps = inside[np.unique(np.linspace(0, len(inside) - 1, min(across, len(inside))).astype(int))]
     half = tokens[: n_tokens // 2]
     across, clean, removed, across_chains = {"full": [], "preserved": []}, [], [], []
     for step in across_steps:
@@ -1629,7 +1779,7 @@ def ablation_study(study: PhaseChangeStudy, *, name: str = FOCUS, n_tokens: int 
              for kind in ("previous", "induction", "induction2")}
     recovery = {kind: float((m[1] - m[2]) / (m[1] - m[0])) for kind, m in ((k, v.mean(1)) for k, v in parts.items())}
     return AblationStudy(
-        profile=profile, name=name, n_tokens=n_tokens, early=early, late=late, window=w, ablation=abl,
+        profile=profile, name=label, n_tokens=n_tokens, early=early, late=late, window=w, ablation=abl,
         attribution=attribution, prefix=prefix, previous=previous, before_step=before_step, last_step=int(steps[-1]),
         induction_heads=chosen_heads, icl_without=icl_without, across_steps=across_steps,
         across={k: np.stack(v) for k, v in across.items()}, across_clean=np.asarray(clean),
@@ -1637,6 +1787,7 @@ def ablation_study(study: PhaseChangeStudy, *, name: str = FOCUS, n_tokens: int 
         without_chains=without_chains, across_chains=np.asarray(across_chains, dtype=np.float64),
         recovery_chains=parts,
         before_after=(before_vec.astype(np.float64) - after_vec.astype(np.float64)).reshape(n_tokens, -1),
+        seed=study.seed, seeds=seeds,
     )
 
 
