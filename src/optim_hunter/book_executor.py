@@ -75,7 +75,7 @@ ESTIMATES: dict[str, float] = {
     "train attn-only-2l-code": 340.0,
     "execute book/llm_regressor": 670.0,  # with shuffled-y controls: extrapolated from 4.2 s per 25-example prompt
     "execute book/competence": 300.0,
-    "execute book/inside_regressor": 410.0,
+    "execute book/inside_regressor": 90.0,  # on the competence map's chosen setting (cached map; 410 s on Friedman #2 at 19 examples)
     "execute book/induction_heads": 350.0,  # three training seeds of the Markov models (195 s with one)
     "execute book/gd_in_attention": 205.0,  # three training seeds: 202 s measured (one seed: 125 s)
     "execute book/linear_fn": 170.0,  # with the shuffled-y controls of the sweep (extrapolated)
