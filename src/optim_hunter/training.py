@@ -450,9 +450,18 @@ def exclusive(directory: Path | str, purpose: str = "") -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        print(f"{directory}: waiting for {_owner_text(owner) or 'another writer'} to finish",
-              file=sys.stderr, flush=True)
-        lock.acquire()
+        # the holder writes its note just after taking the lock: give the note a moment to appear
+        # (two builds started together meet here), taking the lock if it is freed meanwhile
+        who, deadline, acquired = _owner_text(owner), time.monotonic() + 2.0, False
+        while not who and not acquired and time.monotonic() < deadline:
+            try:
+                lock.acquire(timeout=0.05)
+                acquired = True
+            except Timeout:
+                who = _owner_text(owner)
+        if not acquired:
+            print(f"{directory}: waiting for {who or 'another writer'} to finish", file=sys.stderr, flush=True)
+            lock.acquire()
     try:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             stale = json.loads(owner.read_text())
