@@ -113,6 +113,61 @@ def test_an_unwritable_cache_is_skipped_not_an_error(smollm2, tmp_path, monkeypa
         assert torch.equal(model(tokens), smollm2(tokens))
 
 
+def _ensure_cached(smollm2):
+    from optim_hunter.zoo import hf
+
+    if not training.checkpoint_exists(pretrained.cache_path(SPEC)):
+        pretrained._save_cache(SPEC, torch.float32, hf.fast_twin(smollm2), smollm2.tokenizer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("missing", ["tokenizer.json", "tokenizer_config.json", "the whole folder"])
+def test_a_missing_tokenizer_file_in_the_cache_is_refused_and_rebuilt(smollm2, missing):
+    _ensure_cached(smollm2)
+    folder = pretrained.cache_path(SPEC).parent / "tokenizer"
+    if missing == "the whole folder":
+        shutil.rmtree(folder)
+    else:
+        (folder / missing).unlink()
+    with pytest.warns(UserWarning, match="cached dequantized copy is damaged .*tokenizer files differ.*rebuilding it"):
+        model = zoo.load(SPEC.name)  # dequantized from the GGUF again, and cached again
+    assert (folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file()
+    assert pretrained._load_cache(SPEC, torch.float32) is not None
+    tokens = torch.tensor([smollm2.tokenizer("(1, 5)\n(2, 7)\n(3, ")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(model(tokens), smollm2(tokens))
+
+
+@pytest.mark.slow
+def test_a_full_disk_skips_the_cache_with_the_space_needed(smollm2, tmp_path, monkeypatch):
+    """The dequantized copy (about 540 MB) on a 16 MB disk: one warning naming the folder and the
+    space needed, the model served from the GGUF, no partial file left (root only: a tmpfs)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        monkeypatch.setenv("OPTIM_HUNTER_CACHE", str(disk))
+        folder = pretrained.cache_path(SPEC).parent
+        with pytest.warns(UserWarning, match=rf"could not cache the dequantized copy \(no space left in {folder}: "
+                                             r"writing weights.safetensors needs about 5\d\d\.\d MB, .* free; free space "
+                                             r"there or set OPTIM_HUNTER_CACHE to a disk with room\); serving it from the GGUF"):
+            model = zoo.load(SPEC.name)
+        assert not training.checkpoint_exists(pretrained.cache_path(SPEC))
+        assert [p.name for p in disk.rglob("*") if ".tmp" in p.name] == []
+        tokens = torch.tensor([smollm2.tokenizer("12, 13, 14,")["input_ids"]])
+        with torch.no_grad():
+            assert torch.equal(model(tokens), smollm2(tokens))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def test_the_standard_hooks_and_shapes(smollm2):
     cfg = smollm2.cfg
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_vocab) == (30, 576, 9, 49152)

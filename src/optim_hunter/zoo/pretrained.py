@@ -12,8 +12,10 @@ Dequantizing takes about 20 s on a CPU, so the result is cached once, as a verif
 `settings.cache_dir()/pretrained/<name>/`, under a key naming the GGUF's sha256, the transformers
 version that dequantized it and the dtype; its tokenizer files are hashed in the same metadata.
 A cached copy loads in about 3 s and computes bit-identical logits (tested). A damaged cache is
-rebuilt from the GGUF with a warning; a cache folder that cannot be written is skipped, never an
-error.
+rebuilt from the GGUF with a warning; a cache folder that cannot be written, or a disk that fills
+while the copy is written (`diskspace.DiskFullError`: the folder and the space needed), is skipped
+with a warning, never an error: the model is served from the GGUF, dequantized again next time, and
+no partial copy is left behind.
 
 The GGUF holds Q4_1 weights (4-bit blocks with a scale and an offset): dequantized, they
 approximate the released bf16 model, they are not it.
@@ -157,7 +159,7 @@ def _file_hashes(folder: Path) -> dict[str, str]:
 def _save_cache(spec: PackagedGGUF, dtype: torch.dtype, model: Any, tokenizer: Any) -> None:
     """Write the dequantized model: tokenizer files first (into place by one rename), then the
     checkpoint, whose sidecar (written last) holds the tokenizer files' hashes."""
-    from optim_hunter import training
+    from optim_hunter import diskspace, training
 
     path = cache_path(spec, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,10 @@ def _save_cache(spec: PackagedGGUF, dtype: torch.dtype, model: Any, tokenizer: A
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         try:
-            tokenizer.save_pretrained(str(staging))
+            # the tokenizer files take about 4 MB; a full disk names the folder and the whole copy's size
+            needed = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + 4_000_000
+            with diskspace.writing(folder, needed, [staging]):
+                tokenizer.save_pretrained(str(staging))
             os.replace(staging, folder)
         except OSError:
             if not folder.is_dir():
@@ -235,7 +240,8 @@ def load(name: str, *, dtype: torch.dtype = torch.float32) -> Any:
         try:
             _save_cache(spec, dtype, hf_model, tokenizer)
         except OSError as err:  # a read-only or full cache folder: work without the copy
-            warnings.warn(f"{spec.name}: could not cache the dequantized copy ({err})", stacklevel=2)
+            warnings.warn(f"{spec.name}: could not cache the dequantized copy ({err}); serving it from the "
+                          "GGUF, dequantized again next time", stacklevel=2)
     else:
         hf_model, tokenizer = cached
     return hf.bridge(hf_model, tokenizer, spec.hf_name, keep_tokenizer=True)
