@@ -59,3 +59,23 @@ def test_kernels_below_avx512_train_numeric_icl_in_fp32_under_another_key():
     assert (forced_precision, forced_key) == ("fp32", slow_key)  # the key says the precision
     bf16_precision, bf16_key = _run({precision.ENV: "bfloat16"})
     assert bf16_precision == "bf16" and bf16_key != slow_key
+
+
+def test_float16_is_for_the_language_model_only(monkeypatch):
+    # training in fp16 would need loss scaling: with float16 set, training keeps its auto choice
+    monkeypatch.setattr(precision, "fast_bf16_cpu", lambda: False)
+    assert precision.requested({precision.ENV: "float16"}) == "fp16"
+    assert precision.training_precision("bf16", {precision.ENV: "float16"}) == "fp32"
+    assert precision.training_precision("fp32", {precision.ENV: "fp16"}) == "fp32"
+    import torch
+
+    assert precision.inference_dtype("cpu", {precision.ENV: "float16"}) == torch.float16
+
+
+def test_auto_means_two_things_documented_in_one_place():
+    import torch
+
+    # training: bf16 only on a fast-bf16 CPU (above); the language model: bf16 on CUDA, fp32 on the CPU
+    assert precision.inference_dtype("cpu", {}) == torch.float32
+    assert precision.inference_dtype("cuda:0", {}) == torch.bfloat16
+    assert "training (`training_precision`)" in precision.__doc__ and "(`inference_dtype`)" in precision.__doc__

@@ -49,3 +49,17 @@ def test_a_relative_cache_path_is_refused_with_the_absolute_one(monkeypatch):
     monkeypatch.setenv("OPTIM_HUNTER_CACHE", "rel/cache")
     with pytest.raises(ValueError, match="relative path; give an absolute one, e.g. /.*/rel/cache"):
         settings.cache_dir()
+
+
+def test_device_and_dtype_default_to_the_cpu_in_float32_on_a_cpu_machine(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("OPTIM_HUNTER_DEVICE", "OPTIM_HUNTER_DTYPE", "OPTIM_HUNTER_DEVICE_MAP", "OPTIM_HUNTER_N_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    assert settings.device() == torch.device("cpu") and settings.dtype() == torch.float32
+    monkeypatch.setenv("OPTIM_HUNTER_DTYPE", "bfloat16")
+    assert settings.dtype() == torch.bfloat16 and settings.run_context() == {"device": "cpu", "dtype": "bfloat16"}
+    monkeypatch.setenv("OPTIM_HUNTER_DEVICE", "cuda")
+    with pytest.raises(ValueError, match="OPTIM_HUNTER_DEVICE='cuda' asks for a CUDA GPU"):
+        settings.device()

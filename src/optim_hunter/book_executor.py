@@ -225,15 +225,21 @@ def run(
 ) -> list[Outcome]:
     """Run the plan (or `tasks`) `lanes` at a time; executed chapters go into the execution cache.
 
-    Each lane gets `cpu_count // lanes` threads (at least one). Returns every task's outcome and
-    writes them to `_build/schedule.json`; raises `RuntimeError` naming the failed tasks.
+    Each lane gets `cpu_count // lanes` threads (at least one). When the language model runs on a
+    GPU (`devices.validated()`, or a placement across devices), the chapters that load it
+    (`LLM_CHAPTERS`) run one after another in one more lane of their own, so one copy of the
+    model is on the GPU at a time; the `lanes` CPU lanes keep the trained toys and every other
+    chapter. Returns every task's outcome and writes them to `_build/schedule.json`; raises
+    `RuntimeError` naming the failed tasks.
     """
     from tqdm.auto import tqdm
 
-    from optim_hunter import plots, zoo
+    from optim_hunter import devices, plots, zoo
 
     if lanes < 1:
         raise ValueError(f"lanes must be >= 1, got {lanes}")
+    device = devices.validated()  # a device this machine lacks stops the build before any work
+    gpu_lane = lanes if devices.is_accelerator(device) or devices.placed() else None
     build = root / "_build"
     logs = build / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -255,6 +261,11 @@ def run(
             raise ValueError(f"{task.name} needs {unknown}, which are not among the tasks")
     rank = priorities(tasks)
     pending = sorted(tasks, key=lambda t: -rank[t.name])
+    if gpu_lane is not None and any(_on_gpu(t) for t in tasks):
+        print(f"{'placed model' if devices.placed() else device}: the language-model chapters run one at a "
+              f"time in lane {gpu_lane} (one copy of the model per GPU); CPU lane"
+              f"{'s' if lanes > 1 else ''} {', '.join(map(str, range(lanes)))} run the trained toys and "
+              f"the other chapters", flush=True)
     done: set[str] = set()
     failed: set[str] = set()
     running: dict[int, tuple[Task, subprocess.Popen, float, Path, Path]] = {}
@@ -263,10 +274,11 @@ def run(
     bar = tqdm(total=len(tasks), desc="train and execute", disable=not progress, dynamic_ncols=True)
     try:
         while pending or running:
-            for lane in range(lanes):
+            for lane in range(lanes if gpu_lane is None else lanes + 1):
                 if lane in running:
                     continue
-                ready = [t for t in pending if all(n in done for n in t.needs)]
+                ready = [t for t in pending if all(n in done for n in t.needs)
+                         and (gpu_lane is None or _on_gpu(t) == (lane == gpu_lane))]
                 blocked = [t for t in pending if any(n in failed for n in t.needs)]
                 for task in blocked:  # what needs a failed model cannot run
                     pending.remove(task)
@@ -274,7 +286,9 @@ def run(
                     outcomes.append(Outcome(task.name, lane, 0.0, 0.0, "failed", "a task it needs failed"))
                     bar.update(1)
                 if not ready:
-                    break
+                    if gpu_lane is None:
+                        break
+                    continue  # the other kind of lane may have work
                 task = ready[0]
                 pending.remove(task)
                 log = logs / f"{task.name.replace(' ', '-').replace('/', '-')}.log"
@@ -310,6 +324,11 @@ def run(
     if failed:
         raise RuntimeError(f"failed: {', '.join(sorted(failed))} (logs in {logs})")
     return outcomes
+
+
+def _on_gpu(task: Task) -> bool:
+    """Whether `task` loads the language model (runs in the GPU lane when there is one)."""
+    return task.kind == "execute" and task.target in LLM_CHAPTERS
 
 
 def _stop(process: subprocess.Popen) -> None:

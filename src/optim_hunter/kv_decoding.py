@@ -9,6 +9,10 @@ or rotary positions, causal attention, no GQA / soft-caps) through the one forwa
 (`optim_hunter.zoo.hf.fast_twin`). Because both bypass hook points, `decoder(model)` is None
 whenever any hook is attached (an ablation, a patch): callers then fall back to full forward
 passes through the hooked model. `logits(model, tokens)` is the same choice for one forward pass.
+
+Device: inputs go where the model's weights are (`devices.of`: the embedding's device, the first
+of a model placed across several), every tensor made here is made there, and nothing is copied back
+to the CPU; logits come back on the device that computed them (the last one of a placed model).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from optim_hunter import transformer
+from optim_hunter import devices, transformer
 
 
 def _native(model: Any) -> Any:
@@ -55,8 +59,8 @@ def logits(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch
 
     twin = hf.fast_twin(model)
     if twin is None:
-        return model(tokens)
-    return twin(tokens.to(_device(twin))).logits
+        return model(tokens.to(devices.of(model, tokens.device)))
+    return twin(tokens.to(devices.of(twin))).logits
 
 
 def supports(model: Any) -> bool:
@@ -90,27 +94,26 @@ class NativeKVDecoder:
     def prefill(self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]) -> Float[Tensor, "batch d_vocab"]:
         """Logits after each row's last real token (rows right-padded to a common width)."""
         b, t = tokens.shape
-        positions = torch.arange(t, device=tokens.device).expand(b, t)
+        device = devices.of(self.native, tokens.device)
+        tokens, lengths = tokens.to(device), lengths.to(device)
+        positions = torch.arange(t, device=device).expand(b, t)
         self.cache = transformer.KVCache()
         h = transformer.forward(self.native, tokens, cache=self.cache, positions=positions)
-        self.valid = torch.arange(t, device=tokens.device)[None] < lengths[:, None]
+        self.valid = torch.arange(t, device=device)[None] < lengths[:, None]
         self.next_position = lengths.clone()
-        last = h[torch.arange(b), lengths - 1]  # unembed only where the answer is read
+        last = h[torch.arange(b, device=device), lengths - 1]  # unembed only where the answer is read
         return self.native.head(self.native.ln_out(last))
 
     @torch.no_grad()
     def step(self, next_ids: Int[Tensor, " batch"]) -> Float[Tensor, "batch d_vocab"]:
         """Append one token to every row; the logits that follow it."""
         b = next_ids.shape[0]
+        next_ids = next_ids.to(self.valid.device)
         self.valid = torch.cat([self.valid, torch.ones(b, 1, dtype=torch.bool, device=next_ids.device)], 1)
         h = transformer.forward(self.native, next_ids[:, None], cache=self.cache,
                                 positions=self.next_position[:, None], keep=self.valid[:, None, None, :])
         self.next_position = self.next_position + 1
         return self.native.head(self.native.ln_out(h[:, -1]))
-
-
-def _device(module: Any) -> torch.device:
-    return next(module.parameters()).device
 
 
 class HFKVDecoder:
@@ -129,7 +132,7 @@ class HFKVDecoder:
         from transformers import DynamicCache
 
         b, t = tokens.shape
-        device = _device(self.model)
+        device = devices.of(self.model)
         tokens, lengths = tokens.to(device), lengths.to(device)
         self.mask = (torch.arange(t, device=device)[None] < lengths[:, None]).long()
         self.cache = DynamicCache(config=self.model.config)
@@ -143,8 +146,11 @@ class HFKVDecoder:
             past_key_values=self.cache, use_cache=True,
         )
         self.next_position = lengths.clone()
-        # unembed only where the answer is read (the 49k-wide unembedding is a fifth of a forward)
-        return self._last_logits(out.last_hidden_state[torch.arange(b, device=device), lengths - 1])
+        # unembed only where the answer is read (the 49k-wide unembedding is a fifth of a forward);
+        # a placed model's last hidden state is on its last device
+        hidden = out.last_hidden_state
+        rows = torch.arange(b, device=hidden.device)
+        return self._last_logits(hidden[rows, (lengths - 1).to(hidden.device)])
 
     @torch.no_grad()
     def step(self, next_ids: Int[Tensor, " batch"]) -> Float[Tensor, "batch d_vocab"]:

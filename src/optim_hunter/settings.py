@@ -6,6 +6,11 @@ A chapter's `parameters` cell reads two environment variables:
   OPTIM_HUNTER_CONTRASTS  trained zoo models shown beside it as contrasts (comma-separated; none by
                         default: `numeric-icl` left the default build, as it does not learn the
                         tasks in context - see the language-model chapter)
+  OPTIM_HUNTER_DEVICE   where the language model runs: `auto` (default: CUDA when there, else
+                        the CPU), `cpu`, `cuda`, `cuda:<index>`, `mps` (`optim_hunter.devices`)
+  OPTIM_HUNTER_DTYPE    its dtype there: `auto` (bfloat16 on CUDA, float32 on the CPU), `float32`,
+                        `bfloat16`, `float16`; for training, `auto` means bf16 only on a CPU with
+                        fast bf16 units (`optim_hunter.precision`)
 """
 
 from __future__ import annotations
@@ -62,6 +67,37 @@ def contrasts(value: str | None = None) -> tuple[str, ...]:
         raise ValueError(f"{source} names {', '.join(map(repr, unknown))}, not a model the package trains: "
                          f"choose among {', '.join(zoo.names())} (comma-separated), or leave it empty")
     return names
+
+
+def device(value: str | None = None) -> "torch.device":
+    """The language model's device: `value` if given, else $OPTIM_HUNTER_DEVICE (validated, with
+    a clear error before any load; see `optim_hunter.devices`)."""
+    from optim_hunter import devices
+
+    return devices.device(value) if value is not None else devices.validated()
+
+
+def dtype(value: str | None = None, device_name: str | None = None) -> "torch.dtype":
+    """The language model's dtype on its device: `value` if given (float32, bfloat16, float16 or
+    auto), else $OPTIM_HUNTER_DTYPE; `auto` is bfloat16 on CUDA, float32 elsewhere."""
+    from optim_hunter import precision
+
+    env = None if value is None else {precision.ENV: value}
+    return precision.inference_dtype(device(device_name), env)
+
+
+def run_context() -> dict[str, str]:
+    """The language model's device and dtype as the build records them (execution cache key):
+    `device` is `cpu`, `cuda:0`... or `placed:<map>` when a placement spreads the model."""
+    from optim_hunter import devices, precision
+    from optim_hunter.zoo import hf
+
+    dev = device()
+    where = str(dev)
+    if devices.placed():
+        spread = hf.placement()
+        where = "placed:" + ",".join(f"{k}={v}" for k, v in sorted(spread.items()) if k != "max_memory")
+    return {"device": where, "dtype": precision.dtype_name(precision.inference_dtype(dev))}
 
 
 def pick(profile_name: str, *, full: T, smoke: T) -> T:

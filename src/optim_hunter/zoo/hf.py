@@ -13,8 +13,14 @@ edit is seen by both. `fast_twin(model)` returns it only while no hook is attach
 decoding and plain forward passes use it then (`optim_hunter.kv_decoding`), and anything that
 patches or ablates falls back to the hooked bridge.
 
+Device and dtype: `load` puts the model on `settings.device()` ($OPTIM_HUNTER_DEVICE, CUDA when
+there) in `settings.dtype()` ($OPTIM_HUNTER_DTYPE, bfloat16 on CUDA, float32 on the CPU), both
+validated before any file is read; the twin shares the placed weights, so every fast path runs there.
+
 Placement across devices: `OPTIM_HUNTER_DEVICE_MAP` (`auto`, `balanced`, a JSON object) and
-`OPTIM_HUNTER_N_DEVICES` (an integer) reach `boot_transformers(device_map=..., n_devices=...)`.
+`OPTIM_HUNTER_N_DEVICES` (an integer) are resolved as `boot_transformers` resolves them; the HF model
+is loaded with that placement and then bridged, so the fast twin (and with it the key/value cache:
+one forward pass per new token, not one over the whole prompt) is kept there too.
 """
 
 from __future__ import annotations
@@ -137,23 +143,37 @@ def placement(environ: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 def load(
-    name_or_path: str, *, device: str | None = "cpu", dtype: torch.dtype = torch.float32, cache_dir=None
+    name_or_path: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+    cache_dir=None,
 ):
-    """A `TransformerBridge` (with `.tokenizer`) around the local HF model `name_or_path`.
+    """A `TransformerBridge` (with `.tokenizer`) around the local HF model `name_or_path`, on
+    `device` in `dtype` (None: the settings, `settings.device()` and `settings.dtype()`).
 
-    With a device placement set (`placement()`), the bridge loads the model itself across the
-    devices and no fast twin is kept (the twin would need the same placement)."""
-    folder = resolve(name_or_path, cache_dir)
+    With a device placement set (`placement()`), the HF model is loaded across the devices it
+    names and bridged with its fast twin, as on one device."""
+    from optim_hunter import devices, precision
+
     placed = placement()
     if placed:
-        from transformer_lens import TransformerBridge
-
-        model = TransformerBridge.boot_transformers(str(folder), dtype=dtype, **placed)
-        model.eval()
-        return model
+        target = devices.validated() if device is None else devices.device(str(device))
+    else:
+        target = devices.device(None if device is None else str(device))
+    dtype = precision.inference_dtype(target) if dtype is None else dtype
+    folder = resolve(name_or_path, cache_dir)
     from transformers import AutoModelForCausalLM
 
-    hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device)
+    if placed:
+        from transformer_lens.utilities.multi_gpu import resolve_device_map
+
+        device_map, max_memory = resolve_device_map(placed.get("n_devices"), placed.get("device_map"), None)
+        kwargs = {"device_map": device_map} if device_map is not None else {}
+        if max_memory is not None:
+            kwargs["max_memory"] = max_memory
+        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **kwargs)
+        if device_map is None:  # N_DEVICES=1: one device
+            hf_model = hf_model.to(target)
+    else:
+        hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(target)
     return bridge(hf_model, None, str(folder))  # the bridge loads the folder's tokenizer
 
 

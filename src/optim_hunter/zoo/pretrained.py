@@ -226,24 +226,30 @@ def _load_cache(spec: PackagedGGUF, dtype: torch.dtype) -> tuple[Any, Any] | Non
     return model, AutoTokenizer.from_pretrained(str(folder))
 
 
-def load(name: str, *, dtype: torch.dtype = torch.float32) -> Any:
-    """The hooked `TransformerBridge` of pretrained model `name` (with a fast twin, see zoo.hf).
+def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
+    """The hooked `TransformerBridge` of pretrained model `name` (with a fast twin, see zoo.hf), on
+    `device` in `dtype` (None: `settings.device()` and `settings.dtype()`, validated first).
 
-    The GGUF is verified every time; its dequantized copy is served from the cache when there."""
+    The GGUF is verified every time; its dequantized float32 copy is served from the cache when
+    there, then moved and cast (one cached copy serves every device and dtype)."""
+    from optim_hunter import devices, precision
     from optim_hunter.zoo import hf
 
+    target = devices.device(None if device is None else str(device))
+    dtype = precision.inference_dtype(target) if dtype is None else dtype
     spec = MODELS[name]
     verify(spec)
-    cached = _load_cache(spec, dtype)
+    cached = _load_cache(spec, torch.float32)
     if cached is None:
-        hf_model, tokenizer = load_hf(spec, dtype=dtype)
+        hf_model, tokenizer = load_hf(spec, dtype=torch.float32)
         try:
-            _save_cache(spec, dtype, hf_model, tokenizer)
+            _save_cache(spec, torch.float32, hf_model, tokenizer)
         except OSError as err:  # a read-only or full cache folder: work without the copy
             warnings.warn(f"{spec.name}: could not cache the dequantized copy ({err}); serving it from the "
                           "GGUF, dequantized again next time", stacklevel=2)
     else:
         hf_model, tokenizer = cached
+    hf_model = hf_model.to(device=target, dtype=dtype)
     return hf.bridge(hf_model, tokenizer, spec.hf_name, keep_tokenizer=True)
 
 
@@ -281,6 +287,6 @@ def perplexity(model: Any, text: str, *, max_tokens: int = 2048) -> dict[str, fl
     if len(ids) < 2:
         raise ValueError("perplexity needs a text of at least two tokens")
     tokens = torch.tensor([ids])
-    logits = kv_decoding.logits(model, tokens)[0, :-1].float()
+    logits = kv_decoding.logits(model, tokens)[0, :-1].float()  # on the model's device
     nll = torch.nn.functional.cross_entropy(logits, tokens[0, 1:].to(logits.device))
     return {"tokens": float(len(ids)), "nll": float(nll), "perplexity": float(torch.exp(nll))}
