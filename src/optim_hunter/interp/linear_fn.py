@@ -708,11 +708,18 @@ class Sweep:
                    f"the y values shuffled (difference {row['accuracy − shuffled']:+.2f}, 95% interval "
                    f"[{row['low']:+.2f}, {row['high']:+.2f}] over {int(row['prompts'])} prompts); the constant mean "
                    f"answer: {row['constant-answer accuracy']:.2f}")
+        p_decision = P_BEATS_SHUFFLED.test.decide(claims.Interval(row["P low"], row["P high"], "paired bootstrap", 1))
+        p_verdict = {"reproduced": "higher than", "not_reproduced": "not higher than",
+                     "inconclusive": "not shown to differ from"}[p_decision]
+        p_words = (f" P(correct) of the exact answer is {p_verdict} under the shuffled control: "
+                   f"{row['P(correct)']:.3f} against {row['shuffled P(correct)']:.3f} (difference "
+                   f"{row['P − shuffled P']:+.3f}, 95% interval [{row['P low']:+.3f}, {row['P high']:+.3f}]).")
         if verdict == "yes":
-            return f"{self.model} in {setting.label} beats its shuffled-y control — in-context learning shown: {numbers}."
+            return (f"{self.model} in {setting.label} beats its shuffled-y control — in-context learning shown: "
+                    f"{numbers}.{p_words}")
         what = "does not beat" if verdict == "no" else "is not shown to beat (inconclusive)"
-        return (f"{self.model} in {setting.label} {what} its shuffled-y control: {numbers}. The sections below "
-                "dissect a setting where in-context learning is not shown.")
+        return (f"{self.model} in {setting.label} {what} its shuffled-y control in accuracy: {numbers}.{p_words} "
+                "The sections below dissect a setting where in-context learning of the exact answer is not shown.")
 
     def control_figure(self) -> Any:
         t = self.control_table.reset_index()
