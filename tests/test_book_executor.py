@@ -171,3 +171,62 @@ def test_an_interrupt_is_one_line_saying_how_to_go_on(monkeypatch, capsys):
     assert cli.main(["execute", "--root", str(REPO)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run it again to go on" in err[0]
+
+
+KILL_SCRIPT = """
+import sys
+from pathlib import Path
+from optim_hunter import book_executor, zoo
+book_executor.CHAPTER_NEEDS = {}
+zoo.names = lambda: []
+book_executor.run(Path(sys.argv[1]), "smoke", lanes=2, progress=False)
+"""
+
+
+def test_a_build_killed_mid_chapter_takes_its_tasks_with_it_and_resumes(tmp_path, monkeypatch):
+    """SIGKILL of `optim-hunter execute` (no handler runs): its chapter processes die with it instead
+    of running on as orphans, nothing half-written is left, and the next run executes only the
+    chapter that was interrupted."""
+    import signal
+    import subprocess
+    import time
+
+    marker = tmp_path / "marker"
+    slow = HEADER + f"""
+# Slow
+
+```{{code-cell}}
+import pathlib, time
+pathlib.Path({str(marker)!r}).write_text("started")
+time.sleep(6)
+pathlib.Path({str(marker)!r}).write_text("finished")
+```
+"""
+    (tmp_path / "book").mkdir()
+    root = _book(tmp_path / "book", {"intro": "# intro\n", "book/a": CHAPTER, "book/slow": slow})
+    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(root)], start_new_session=True)
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.read_text() == "started"
+    time.sleep(1.0)  # book/a (fast) is done and stored by now
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    time.sleep(8)  # longer than the slow cell: an orphan would have finished it
+    assert marker.read_text() == "started", "the chapter ran on after its build was killed"
+    monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {})
+    monkeypatch.setattr(zoo, "names", lambda: [])
+    outcomes = book_executor.run(root, "smoke", lanes=2, progress=False)
+    assert [(o.task, o.status) for o in outcomes] == [("execute book/slow", "done")]
+    assert marker.read_text() == "finished"
+    json.loads((root / "_build" / "schedule.json").read_text())  # whole, not half-written
+
+
+def test_a_chapter_reading_another_s_cached_result_starts_after_it(tmp_path, monkeypatch):
+    root = _book(tmp_path, {"intro": "# intro\n", "book/competence": CHAPTER, "book/inside_regressor": CHAPTER})
+    monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {})
+    monkeypatch.setenv("OPTIM_HUNTER_MODEL", "smollm2-135m")
+    tasks = {t.name: t for t in book_executor.plan(root, "smoke")}
+    assert tasks["execute book/inside_regressor"].needs == ("execute book/competence",)
+    tasks = {t.name: t for t in book_executor.plan(root, "smoke", cached=["book/competence"])}
+    assert tasks["execute book/inside_regressor"].needs == ()  # done before: nothing to wait for

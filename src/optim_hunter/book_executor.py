@@ -47,6 +47,9 @@ CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
                              "attn-only-2l-code"),
     "book/affine_recurrences": ("affine-recurrence", "affine-every-position"),
 }
+# Chapters that read what another chapter computed and cached (the competence map): they start
+# after it, so the work is done once (reading it before would compute it again, under a lock).
+CHAPTER_AFTER: dict[str, tuple[str, ...]] = {"book/inside_regressor": ("book/competence",)}
 LLM_CHAPTERS = ("book/llm_regressor", "book/linear_fn", "book/competence", "book/inside_regressor")
 
 
@@ -185,7 +188,8 @@ def plan(root: Path, profile: str, *, trained: Sequence[str] = (), cached: Seque
         if doc in cached:
             continue
         models = used if "*" in models else models
-        tasks.append(Task("execute", doc, tuple(f"train {m}" for m in models if m in waiting)))
+        after = tuple(f"execute {d}" for d in CHAPTER_AFTER.get(doc, ()) if d in needs and d not in cached)
+        tasks.append(Task("execute", doc, tuple(f"train {m}" for m in models if m in waiting) + after))
     return tasks
 
 
@@ -296,7 +300,7 @@ def run(
                 argv = (command or _command)(task, root, profile, out)
                 with open(log, "w") as handle:
                     process = subprocess.Popen(argv, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                               start_new_session=True)
+                                               start_new_session=True, preexec_fn=_die_with(os.getpid()))
                 running[lane] = (task, process, time.perf_counter() - began, log, out)
                 bar.set_postfix_str(", ".join(t.target for t, *_ in running.values()))
             time.sleep(0.2)
@@ -329,6 +333,24 @@ def run(
 def _on_gpu(task: Task) -> bool:
     """Whether `task` loads the language model (runs in the GPU lane when there is one)."""
     return task.kind == "execute" and task.target in LLM_CHAPTERS
+
+
+def _die_with(parent: int) -> Any:
+    """For a task's process, before it starts: a SIGTERM when the executor dies, even by SIGKILL
+    (Linux `PR_SET_PDEATHSIG`), so no training or chapter runs on as an orphan (a trainer writes
+    its resume point on SIGTERM; a chapter's kernel exits with its parent)."""
+
+    def arm() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # not Linux: the next run's lock keeps orphans harmless
+            return
+        if os.getppid() != parent:  # the executor died before the line above
+            os._exit(1)
+
+    return arm
 
 
 def _stop(process: subprocess.Popen) -> None:
