@@ -63,3 +63,24 @@ def test_device_and_dtype_default_to_the_cpu_in_float32_on_a_cpu_machine(monkeyp
     monkeypatch.setenv("OPTIM_HUNTER_DEVICE", "cuda")
     with pytest.raises(ValueError, match="OPTIM_HUNTER_DEVICE='cuda' asks for a CUDA GPU"):
         settings.device()
+
+
+def test_the_front_page_settings_come_from_the_package(monkeypatch):
+    from optim_hunter import settings, sphinx_ext
+
+    page = sphinx_ext.render_settings()
+    assert f"default {settings.DEFAULT_MODEL}" in page and "OPTIM_HUNTER_CONTRASTS" in page
+    monkeypatch.setattr(settings, "DEFAULT_MODEL", "hf:some/other-model")
+    assert "default hf:some/other-model" in sphinx_ext.render_settings()  # a new default shows
+
+
+def test_the_readme_lists_every_setting():
+    from pathlib import Path
+
+    from optim_hunter import settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for names, _, _ in settings.variables():
+        for name in names.split(", "):
+            assert f"`{name}`" in readme, f"README does not document {name}"
+    assert f"`{settings.DEFAULT_MODEL}` (default)" in readme

@@ -27,6 +27,28 @@ DEFAULT_MODEL = "smollm2-135m"
 T = TypeVar("T")
 
 
+def variables() -> list[tuple[str, str, str]]:
+    """Every environment variable that steers a build: (name, values with the default, effect).
+    The front page's table is rendered from this list (`{settings-table}`), never typed."""
+    return [
+        ("OPTIM_HUNTER_PROFILE", f"{', '.join(PROFILES)} (default {DEFAULT_PROFILE})",
+         "smoke runs tiny budgets: the whole book executes in minutes"),
+        ("OPTIM_HUNTER_MODEL", f"a pretrained or zoo model, or hf:<name-or-path> (default {DEFAULT_MODEL})",
+         "the language model the LLM chapters measure and dissect"),
+        ("OPTIM_HUNTER_CONTRASTS", "comma-separated zoo models (default: none)",
+         "trained models shown beside the language model; they never decide a source claim"),
+        ("OPTIM_HUNTER_CACHE", "an absolute folder (default ~/.cache/optim_hunter)",
+         "where trained models and other expensive results are cached"),
+        ("OPTIM_HUNTER_DEVICE", "auto, cpu, cuda, cuda:<index>, mps (default auto: CUDA when there, else cpu)",
+         "where the language model runs"),
+        ("OPTIM_HUNTER_DTYPE", "auto, float32, bfloat16, float16 (default auto)",
+         "the language model's dtype (auto: bfloat16 on CUDA, float32 on the CPU) and the training "
+         "precision (auto: bfloat16 only on a CPU with fast bf16 units)"),
+        ("OPTIM_HUNTER_DEVICE_MAP, OPTIM_HUNTER_N_DEVICES", "as TransformerBridge.boot_transformers takes them",
+         "spread an hf: model over several GPUs"),
+    ]
+
+
 def profile(value: str | None = None) -> str:
     """The validated profile: `value` if given, else $OPTIM_HUNTER_PROFILE, else `full`."""
     name = value if value is not None else os.environ.get("OPTIM_HUNTER_PROFILE", DEFAULT_PROFILE)
