@@ -49,3 +49,50 @@ def test_figure_helpers():
     assert list(fig.data[0].y) == ["a", "b"]  # plotly draws bottom-up: best (smallest) on top
     assert len(plots.lines(table, x="n", y="mae", group="method").data) == 2
     assert plots.heatmap(np.eye(2), x=[0, 1], y=["r0", "r1"], zmid=0).data[0].zmid == 0
+
+
+def _book_outputs(monkeypatch, draw):
+    monkeypatch.setenv(plots.BOOK_ENV, "1")
+    shown = []
+    monkeypatch.setattr(plots, "_display_bundle", lambda data, metadata: shown.append((data, metadata)))
+    draw()
+    return shown
+
+
+def test_book_outputs_carry_the_site_snippet_and_a_self_contained_figure(monkeypatch):
+    attention = np.tril(np.ones((3, 4, 4)))
+    attention /= attention.sum(-1, keepdims=True)
+    shown = _book_outputs(monkeypatch, lambda: (
+        plots.show(go.Figure(go.Scatter(x=[1, 2], y=[3, 4]), layout={"title": "tiny"})),
+        plots.attention_heads(attention, ["a", "b", "a", "c"], head_names=["L0H0", "L0H1", "L1H0"])))
+    (fig, fig_meta), (att, att_meta) = shown
+    # the site renders the data: the snippet and a text line, nothing it would warn about
+    assert set(fig) == set(att) == {"text/html", "text/plain"}
+    assert "Plotly.newPlot" in fig["text/html"] and "CircuitsVis.render" in att["text/html"]
+    assert "tiny" in fig["text/plain"] and "3 heads over 4 tokens" in att["text/plain"]
+    # the figure for Jupyter outside the site waits in the metadata
+    data = fig_meta[plots.OUTSIDE_SITE][plots.PLOTLY_MIME]["data"][0]
+    assert data["type"] == "scatter" and data["x"] == [1, 2] and data["y"] == [3, 4]
+    heat = att_meta[plots.OUTSIDE_SITE][plots.PLOTLY_MIME]
+    assert [t["type"] for t in heat["data"]] == ["heatmap"] * 3
+    assert [a["text"] for a in heat["layout"]["annotations"]] == ["L0H0", "L0H1", "L1H0"]
+    assert heat["data"][0]["x"] == ["0: a", "1: b", "2: a", "3: c"]  # repeated tokens stay apart
+    import json
+
+    json.dumps([fig, fig_meta, att, att_meta])  # a notebook can store them
+
+
+def test_site_independent_notebook_swaps_snippets_for_their_figures():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    figure = nbformat.v4.new_output("display_data", data={"text/html": "<div>site</div>", "text/plain": "f"},
+                                    metadata={plots.OUTSIDE_SITE: {plots.PLOTLY_MIME: {"data": []}}})
+    table = nbformat.v4.new_output("display_data", data={"text/html": "<table></table>", "text/plain": "t"})
+    nb.cells.append(nbformat.v4.new_code_cell("x", outputs=[figure, table]))
+    out = plots.site_independent_notebook(nb)
+    nbformat.validate(out)
+    first, second = out.cells[0].outputs
+    assert first.data == {plots.PLOTLY_MIME: {"data": []}, "text/plain": "f"} and first.metadata == {}
+    assert second == table  # outputs without an alternative are kept as they are
+    assert "text/html" in nb.cells[0].outputs[0].data  # the input is not changed

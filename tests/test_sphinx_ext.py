@@ -293,3 +293,33 @@ def test_a_damaged_execution_cache_entry_is_re_executed_not_served(tmp_path):
     result = build(root, "smoke")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "plain sum 5" in (root / "_build" / "html" / "plain.html").read_text()
+
+
+def test_each_executed_chapter_offers_its_notebook_with_figures_that_need_no_site(book):
+    import nbformat
+
+    site = book / "_build" / "html"
+    target = site / "_sources" / "page.ipynb"
+    assert target.is_file(), "no downloadable notebook for the executed page"
+    notebook = nbformat.read(target, as_version=4)
+    nbformat.validate(notebook)
+    outputs = [o for cell in notebook.cells for o in cell.get("outputs", []) if "data" in o]
+    figures = [o["data"] for o in outputs if "application/vnd.plotly.v1+json" in o["data"]]
+    assert len(figures) == 2  # the scatter, and the attention view as heat maps
+    scatter = figures[0]["application/vnd.plotly.v1+json"]
+    assert scatter["data"][0]["type"] == "scatter" and scatter["data"][0]["y"] == [2, 1, 3]
+    assert [t["type"] for t in figures[1]["application/vnd.plotly.v1+json"]["data"]] == ["heatmap"] * 2
+    # the site-only snippets (they call the site's bundles) are not in the download
+    assert not any("text/html" in data for data in figures)
+    assert "Plotly.newPlot" not in target.read_text() and "CircuitsVis.render" not in target.read_text()
+    assert "profile=smoke" in target.read_text()  # executed outputs
+    # the theme's download menu offers it; the page renders the snippet, not the figure JSON
+    page = (site / "page.html").read_text()
+    assert "_sources/page.ipynb" in page and "download-notebook-button" in page
+    assert "Plotly.newPlot" in page and "CircuitsVis.render" in page
+    assert "vnd.plotly.v1+json" not in page and "query %{y}" not in page  # the heat-map stand-in stays out
+    assert "optim_hunter_outside_site" not in page
+    # the plain notebook is offered too; a Markdown page has no notebook
+    assert (site / "_sources" / "plain.ipynb").is_file()
+    assert not (site / "_sources" / "claims.ipynb").exists()
+    assert "_sources/claims.ipynb" not in (site / "claims.html").read_text()

@@ -7,6 +7,13 @@ starts), `show` and `attention_heads` emit small HTML snippets that call the glo
 `CircuitsVis` objects; the extension ships plotly.js and the circuitsvis bundle once, as static
 files, to the pages that use them. Outside a book build they fall back to the libraries' own
 rendering, so the same chapter code works in Jupyter.
+
+Each book-build output carries the site's `text/html` snippet (plus a `text/plain` line) as its
+data, and in its metadata (`OUTSIDE_SITE`) a self-contained `application/vnd.plotly.v1+json`
+figure (for an attention view: its heads as Plotly heat maps), which JupyterLab, Notebook 7 and
+VS Code draw natively. myst-nb renders only the data, so the page holds the snippet alone (and no
+warning about a mime type it cannot render: a bare `fig.show()` still triggers that one), and
+`site_independent_notebook` swaps the snippet for the figure in the `.ipynb` offered for download.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ BOOK_ENV = "OPTIM_HUNTER_BOOK"
 PLOTLY_MARK = "plotly-graph-div"
 CIRCUITSVIS_MARK = "optim-hunter-circuitsvis"
 TEMPLATE = "plotly_white"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+OUTSIDE_SITE = "optim_hunter_outside_site"  # output metadata: {mime type: data} to show off the site
 
 _counter = itertools.count()
 
@@ -58,14 +67,57 @@ def _display_html(snippet: str) -> None:
     display(HTML(snippet))
 
 
+def plotly_json(fig: go.Figure) -> dict[str, Any]:
+    """The figure as plotly's own mime renderer writes it (`application/vnd.plotly.v1+json`)."""
+    from plotly.io._base_renderers import PlotlyRenderer
+
+    return PlotlyRenderer(config={"displaylogo": False}).to_mimebundle(fig.to_dict())[PLOTLY_MIME]
+
+
+def book_bundle(snippet: str, fig: go.Figure, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(data, metadata) of a book-build output: the site's `text/html` snippet and a plain-text
+    line; the figure's self-contained plotly JSON waits in the metadata for the download."""
+    return {"text/html": snippet, "text/plain": text}, {OUTSIDE_SITE: {PLOTLY_MIME: plotly_json(fig)}}
+
+
+def _display_bundle(data: dict[str, Any], metadata: dict[str, Any]) -> None:
+    from IPython.display import display
+
+    display(data, metadata=metadata, raw=True)
+
+
+def _describe(fig: go.Figure) -> str:
+    title = fig.layout.title.text if fig.layout.title and fig.layout.title.text else ""
+    return f"<Plotly figure{': ' + title if title else ''} ({len(fig.data)} traces)>"
+
+
 def show(fig: go.Figure) -> None:
-    """Display a plotly figure: static-site snippet in a book build, the usual renderer elsewhere."""
+    """Display a plotly figure: static-site snippet (plus the figure's JSON for the downloadable
+    notebook) in a book build, the usual renderer elsewhere."""
     if not isinstance(fig, go.Figure):
         raise TypeError(f"show() takes a plotly Figure, got {type(fig).__name__}")
     if in_book_build():
-        _display_html(figure_html(fig))
+        _display_bundle(*book_bundle(figure_html(fig), fig, _describe(fig)))
     else:
         fig.show()
+
+
+def site_independent_notebook(notebook: Any) -> Any:
+    """A copy of an executed notebook (nbformat node) for use outside the site: every output with
+    an `OUTSIDE_SITE` alternative shows that instead of its data (the site's snippets, which need
+    the bundles the site ships); its `text/plain` line is kept."""
+    import copy
+
+    import nbformat
+
+    notebook = copy.deepcopy(notebook)
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            alternative = output.get("metadata", {}).pop(OUTSIDE_SITE, None)
+            if alternative and "data" in output:
+                plain = {k: v for k, v in output["data"].items() if k == "text/plain"}
+                output["data"] = nbformat.from_dict({**alternative, **plain})
+    return notebook
 
 
 def circuitsvis_html(view: Any, /, **kwargs: Any) -> str:
@@ -117,11 +169,41 @@ def attention_heads(
     if head_names is not None:
         kwargs["attention_head_names"] = list(head_names)
     if in_book_build():
-        _display_html(circuitsvis_html(cva.attention_heads, **kwargs))
+        names = list(head_names) if head_names is not None else [f"head {i}" for i in range(len(attention))]
+        snippet = circuitsvis_html(cva.attention_heads, **kwargs)
+        text = f"<attention patterns of {len(attention)} heads over {len(tokens)} tokens>"
+        _display_bundle(*book_bundle(snippet, attention_figure(attention, tokens, names), text))
     else:
         from IPython.display import display
 
         display(cva.attention_heads(**kwargs))
+
+
+def attention_figure(
+    attention: Float[np.ndarray, "head query_pos key_pos"], tokens: Sequence[str], head_names: Sequence[str],
+    columns: int = 4,
+) -> go.Figure:
+    """Attention patterns as Plotly heat maps, one panel per head (query down, key across, 0 to 1):
+    the self-contained stand-in for the circuitsvis view in a notebook opened outside the site."""
+    from plotly.subplots import make_subplots
+
+    n = len(attention)
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    # Tokens may repeat; plotly merges equal category labels, so make each one unique by position.
+    labels = [f"{i}: {t}" for i, t in enumerate(tokens)]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(head_names),
+                        horizontal_spacing=0.12 / cols, vertical_spacing=0.25 / rows)
+    for h in range(n):
+        fig.add_trace(go.Heatmap(z=np.asarray(attention[h], dtype=np.float32), x=labels, y=labels, zmin=0,
+                                 zmax=1, colorscale="Blues", showscale=h == 0,
+                                 hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"),
+                      row=h // cols + 1, col=h % cols + 1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(showticklabels=len(tokens) <= 40)
+    fig.update_yaxes(showticklabels=len(tokens) <= 40)
+    fig.update_layout(template=TEMPLATE, height=320 * rows + 60, title="attention (query row, key column)")
+    return fig
 
 
 # --- figures shared by chapters ---------------------------------------------------------------

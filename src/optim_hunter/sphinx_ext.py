@@ -29,7 +29,7 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 from optim_hunter import bench_page, claims, diskspace, settings
-from optim_hunter.plots import BOOK_ENV, CIRCUITSVIS_MARK, PLOTLY_MARK
+from optim_hunter.plots import BOOK_ENV, CIRCUITSVIS_MARK, PLOTLY_MARK, site_independent_notebook
 
 STATIC_SUBDIR = "optim_hunter"
 MATHJAX_PATH = f"{STATIC_SUBDIR}/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
@@ -471,6 +471,35 @@ def _autodoc_docstring(app: Sphinx, what: str, name: str, obj: Any, options: Any
         lines[:] = plain_docstring(lines)
 
 
+NOTEBOOK_DIR = "jupyter_execute"  # where myst-nb writes each executed notebook (beside the html folder)
+
+
+def downloadable_notebook(executed: Path, target: Path) -> None:
+    """Write the executed notebook for use outside the site: site-only snippets dropped (each figure
+    keeps its self-contained plotly JSON), validated by nbformat."""
+    import nbformat
+
+    notebook = site_independent_notebook(nbformat.read(executed, as_version=4))
+    nbformat.validate(notebook)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    nbformat.write(notebook, tmp)
+    tmp.replace(target)
+
+
+def _offer_notebook(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    """Every executed chapter offers its executed `.ipynb`: written to `_sources/<page>.ipynb` and
+    named in `ipynb_source`, which the book theme's download menu turns into an `.ipynb` entry
+    (its handler runs after this one, at priority 501)."""
+    if app.builder.format != "html" or doctree is None:
+        return
+    executed = Path(app.outdir).parent / NOTEBOOK_DIR / f"{pagename}.ipynb"
+    if not executed.is_file() or pagename not in getattr(app.env, "nb_metadata", {}):
+        return
+    downloadable_notebook(executed, Path(app.outdir) / "_sources" / f"{pagename}.ipynb")
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.setup_extension("sphinx.ext.autodoc")  # for the API page and its docstring event
     app.connect("autodoc-process-docstring", _autodoc_docstring)
@@ -489,4 +518,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("doctree-resolved", _doctree_resolved)
     app.connect("html-page-context", _page_context)
     app.connect("build-finished", _build_finished)
+    app.connect("html-page-context", _offer_notebook, priority=490)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
