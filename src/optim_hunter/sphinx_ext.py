@@ -208,6 +208,24 @@ class claims_table(nodes.General, nodes.Element):
     """Placeholder replaced by the full table once every page has been read."""
 
 
+def render_settings() -> str:
+    """The build's settings as an HTML table, from `settings.variables()` (defaults included)."""
+    rows = "".join(f"<tr><td><code>{html.escape(name)}</code></td><td>{html.escape(values)}</td>"
+                   f"<td>{html.escape(effect)}</td></tr>" for name, values, effect in settings.variables())
+    return ('<div class="optim-hunter-scroll" style="overflow-x:auto"><table class="table optim-hunter-settings">'
+            "<thead><tr><th>variable</th><th>values</th><th>effect</th></tr></thead><tbody>" + rows
+            + "</tbody></table></div>")
+
+
+class SettingsTableDirective(SphinxDirective):
+    """`{settings-table}`: the environment variables that steer a build, from the package."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        return [nodes.raw("", render_settings(), format="html")]
+
+
 class claims_summary(nodes.General, nodes.Element):
     """Placeholder for the sources' claims counted by status (the front page), filled once every
     page has been read."""
@@ -509,6 +527,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("bench-table", BenchTableDirective)
     app.add_directive("claims-table", ClaimsTableDirective)
     app.add_directive("claims-summary", ClaimsSummaryDirective)
+    app.add_directive("settings-table", SettingsTableDirective)
     app.connect("config-inited", _config_inited)
     app.connect("env-get-outdated", _env_get_outdated)
     app.connect("env-get-updated", _env_get_updated)
