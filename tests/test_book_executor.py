@@ -198,7 +198,7 @@ def test_a_build_killed_mid_chapter_takes_its_tasks_with_it_and_resumes(tmp_path
 ```{{code-cell}}
 import pathlib, time
 pathlib.Path({str(marker)!r}).write_text("started")
-time.sleep(6)
+time.sleep(20)
 pathlib.Path({str(marker)!r}).write_text("finished")
 ```
 """
@@ -209,10 +209,13 @@ pathlib.Path({str(marker)!r}).write_text("finished")
     while not marker.exists() and time.time() < deadline:
         time.sleep(0.1)
     assert marker.read_text() == "started"
-    time.sleep(1.0)  # book/a (fast) is done and stored by now
+    cache = book_executor.execution_cache(root, "smoke")
+    while not book_executor.is_cached(cache, root / "book" / "a.md") and time.time() < deadline:
+        time.sleep(0.1)  # book/a (fast, the other lane) is done and stored before the kill
+    assert marker.read_text() == "started", "the slow cell ended before the kill: lengthen it"
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
-    time.sleep(8)  # longer than the slow cell: an orphan would have finished it
+    time.sleep(22)  # longer than the slow cell: an orphan would have finished it
     assert marker.read_text() == "started", "the chapter ran on after its build was killed"
     monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {})
     monkeypatch.setattr(zoo, "names", lambda: [])

@@ -78,22 +78,24 @@ def test_device_placement_settings_are_parsed_and_refused_clearly():
         hf.placement({"OPTIM_HUNTER_N_DEVICES": "two"})
 
 
-def test_the_device_map_setting_reaches_the_bridge(tiny_hf_models, monkeypatch):
-    from transformer_lens import TransformerBridge
+def test_the_device_map_setting_places_the_model_and_keeps_the_fast_twin(tiny_hf_models, monkeypatch):
+    """With OPTIM_HUNTER_DEVICE_MAP the HF model is loaded already placed (transformers' device_map),
+    then bridged; the fast twin stays, so decoding keeps its key/value cache."""
+    from transformers import AutoModelForCausalLM
 
     seen = {}
-    real_boot = TransformerBridge.boot_transformers
+    real = AutoModelForCausalLM.from_pretrained
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
-        return real_boot(*args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(TransformerBridge, "boot_transformers", spy)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
     monkeypatch.setenv("OPTIM_HUNTER_DEVICE_MAP", '{"": "cpu"}')
     model = zoo.load(f"hf:{tiny_hf_models['llama']}")
     assert seen["device_map"] == {"": "cpu"}
     assert {p.device.type for p in model.parameters()} == {"cpu"}  # placed where the map says
-    assert hf.fast_twin(model) is None  # no twin outside the default placement
+    assert hf.fast_twin(model) is not None
     tokens = model.to_tokens("(1, 5)")
     assert model(tokens).shape[:2] == tokens.shape
 
