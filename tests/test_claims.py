@@ -104,3 +104,15 @@ def test_fields_may_carry_a_format_spec():
                             why_no_interval="none")
     assert spec.fields == ("unigram",)
     assert spec.measure(0.5, chapter="c", profile="smoke", unigram=0.12345).criterion == "below the unigram's (0.123)"
+
+
+def test_the_language_model_s_rows_say_where_it_ran(monkeypatch):
+    from optim_hunter import claims
+
+    spec = claims.ClaimSpec("t.runs_on", "a number", "004", None)
+    monkeypatch.setenv("OPTIM_HUNTER_MODEL", "smollm2-135m")
+    monkeypatch.setenv("OPTIM_HUNTER_DEVICE", "cpu")
+    monkeypatch.setenv("OPTIM_HUNTER_DTYPE", "auto")
+    row = spec.measure(1.0, chapter="c", profile="smoke", model="smollm2-135m")
+    assert row.runs_on == "cpu, float32" and row.to_json()["runs_on"] == "cpu, float32"
+    assert spec.measure(1.0, chapter="c", profile="smoke", model="attn-only-2l").runs_on == ""  # a trained toy

@@ -104,6 +104,7 @@ class Claim:
     decides_source: bool = True
     first_criterion: str = ""
     holds: bool | None = None  # a check's outcome (verdict "check"); None for every other row
+    runs_on: str = ""  # the language model's device and dtype ("cpu, float32") on its own rows
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -364,7 +365,7 @@ class ClaimSpec:
                 verdict = "reproduced" if self.test(subject) else "not_reproduced"
         if decides_source is None:
             decides_source = self.role == "claim"
-        return make_claim(
+        row = make_claim(
             claim_id,
             chapter=chapter,
             claim=self.claim.format(**fields),
@@ -383,6 +384,18 @@ class ClaimSpec:
             first_criterion=self.first_criterion.format(**fields) if self.first_criterion else "",
             holds=holds,
         )
+        return dataclasses.replace(row, runs_on=runs_on(model))
+
+
+def runs_on(model: str) -> str:
+    """"<device>, <dtype>" when `model` is this run's language model ($OPTIM_HUNTER_MODEL), whose
+    answers depend on both; "" for every other row (trained toys train and run on the CPU)."""
+    from optim_hunter import settings
+
+    if not model or model != os.environ.get("OPTIM_HUNTER_MODEL", settings.DEFAULT_MODEL).strip():
+        return ""
+    context = settings.run_context()
+    return f"{context['device']}, {context['dtype']}"
 
 
 _DECLARED: dict[str, ClaimSpec] = {}
