@@ -14,6 +14,7 @@ setting: weights and activations of a pretrained or `hf:` model are held in it o
   * training (`training_precision`): bf16 only where the family prefers it and the CPU has fast bf16
     units (AVX-512 BF16 / AMX, kernels at AVX-512), else fp32;
   * the language model (`inference_dtype`): bfloat16 on a CUDA GPU, float32 on the CPU (and MPS).
+
 float16 is an inference dtype only (training in it would need loss scaling, which the package does
 not do): with `float16` set, training keeps its `auto` choice.
 """
