@@ -96,3 +96,16 @@ def test_site_independent_notebook_swaps_snippets_for_their_figures():
     assert first.data == {plots.PLOTLY_MIME: {"data": []}, "text/plain": "f"} and first.metadata == {}
     assert second == table  # outputs without an alternative are kept as they are
     assert "text/html" in nb.cells[0].outputs[0].data  # the input is not changed
+
+
+def test_a_heatmap_grid_draws_better_than_zero_in_the_colour_its_title_names():
+    import numpy as np
+
+    from optim_hunter import plots
+
+    values = np.array([[-3.0, 0.0, 3.0]])
+    fig = plots.heatmap_grid([[("a", values, 3.0), ("b", values, 3.0)]], x=[1, 2, 3], y=["r"], colorscale="RdBu_r")
+    scale = fig.data[0].colorscale  # plotly expands the name: the lowest value's colour comes first
+    low, high = scale[0][1], scale[-1][1]
+    assert "5,48,97" in low.replace(" ", "") and "103,0,31" in high.replace(" ", "")  # blue low, red high
+    assert fig.layout.yaxis2.showticklabels is False  # the shared rows are named once

@@ -295,7 +295,8 @@ class CompetenceMap:
             panels.append((title, np.log2(np.maximum(grid_values.to_numpy(float), FLOOR)), 3.0))
         return plots.heatmap_grid([panels], x=[f"{n} examples" for n in sizes],
                                   y=[TASKS[t].label for t in tasks],
-                                  title="log2(error / error of the mean baseline): blue beats the mean, red loses")
+                                  title="log2(error / error of the mean baseline): blue beats the mean, red loses",
+                                  colorscale="RdBu_r")  # negative (better than the mean) blue, as the title says
 
     def claims(self, cells: Sequence[Cell] | None = None, *, specs: tuple[claims.ClaimSpec, claims.ClaimSpec] | None = None,
                recording: Recording | None = None) -> list[claims.Claim]:

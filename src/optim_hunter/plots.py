@@ -331,9 +331,12 @@ def heatmap_grid(
     x: Sequence[Any] | Shaped[np.ndarray, " col"],
     y: Sequence[Any] | Shaped[np.ndarray, " row"],
     title: str = "",
+    colorscale: str = "RdBu",
 ) -> go.Figure:
     """Heat maps in a grid: `panels[r][c]` is (title, matrix, zmax), each drawn on a diverging
-    scale from -zmax to zmax (give the panels of a row one zmax to compare them directly)."""
+    scale from -zmax to zmax (give the panels of a row one zmax to compare them directly);
+    `colorscale` "RdBu" draws negative values red, "RdBu_r" blue. Every panel shares `y`, so only
+    the first column names the rows."""
     from plotly.subplots import make_subplots
 
     n_rows, n_cols = len(panels), max(len(row) for row in panels)
@@ -342,7 +345,9 @@ def heatmap_grid(
     for r, row in enumerate(panels, start=1):
         for c, (_, values, zmax) in enumerate(row, start=1):
             fig.add_trace(go.Heatmap(z=np.asarray(values), x=list(x), y=list(y), zmid=0, zmin=-zmax,
-                                     zmax=zmax, colorscale="RdBu", showscale=False), row=r, col=c)
+                                     zmax=zmax, colorscale=colorscale, showscale=False), row=r, col=c)
+            if c > 1:
+                fig.update_yaxes(showticklabels=False, row=r, col=c)
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(template=TEMPLATE, height=360 * n_rows, title=title)
     return fig
