@@ -75,6 +75,8 @@ ESTIMATES: dict[str, float] = {
     "train affine-every-position": 100.0,
     "train affine-recurrence-seed1": 490.0,
     "train affine-every-position-seed1": 100.0,
+    "train affine-recurrence-seed2": 490.0,
+    "train affine-every-position-seed2": 100.0,
     "train attn-only-2l-code": 340.0,
     "execute book/llm_regressor": 670.0,  # with shuffled-y controls: extrapolated from 4.2 s per 25-example prompt
     "execute book/competence": 300.0,
@@ -83,7 +85,7 @@ ESTIMATES: dict[str, float] = {
     "execute book/gd_in_attention": 205.0,  # three training seeds: 202 s measured (one seed: 125 s)
     "execute book/linear_fn": 170.0,  # with the shuffled-y controls of the sweep (extrapolated)
     "execute book/regressors_friedman2": 95.0,
-    "execute book/affine_recurrences": 95.0,  # two training seeds (45 s with one)
+    "execute book/affine_recurrences": 120.0,  # three training seeds (69 s measured with two, 45 s with one)
     "execute book/model_zoo": 50.0,
 }
 # The Markov-chain models of the induction-heads chapter (1,500 steps; 74, 54, 62, 29 and 32 s alone on

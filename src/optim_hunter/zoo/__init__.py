@@ -58,7 +58,7 @@ DEFINED_IN: dict[str, str] = {
 # configuration with `train.seed = s` (initialisation and data order), named `<name>-seed<s>`.
 SEEDS: dict[str, int] = {
     "attn-only-1l": 3, "attn-only-2l": 3, "attn-only-3l": 3, "smeared-1l": 3, "smeared-2l": 3,
-    "affine-recurrence": 2, "affine-every-position": 2,
+    "affine-recurrence": 3, "affine-every-position": 3,
 }
 SEED_MARK = "-seed"
 for _base, _n in SEEDS.items():
