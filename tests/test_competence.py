@@ -4,12 +4,14 @@ mean baseline); one that answers the mean of the outputs does not; one that refu
 
 import json
 import re
+import types
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from optim_hunter import competence, prompts
+from optim_hunter import competence, llm_regressor, prompts
 from optim_hunter.claim_rows import Recording
 from optim_hunter.competence import Cell
 
@@ -181,7 +183,25 @@ def test_the_map_is_cached_and_read_back(tmp_path, monkeypatch, fitted):
         raise AssertionError("the cached map must be read, not measured again")
 
     again = competence.run("stub", "smoke", recording=AT, load=no_load)
-    import pandas as pd
-
-    pd.testing.assert_frame_equal(again.table, first.table, check_dtype=False)
+    # exactly the measuring process's numbers: two builds sharing one cache (one measures, one reads)
+    # must write identical claims (JSON of pandas rounds to 10 digits unless told otherwise)
+    pd.testing.assert_frame_equal(again.table, first.table, check_exact=True)
+    pd.testing.assert_frame_equal(again.prompts, first.prompts, check_exact=True)
+    assert [r.__dict__ for r in again.claims()] == [r.__dict__ for r in first.claims()]
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_a_map_from_answers_given_is_the_map_measure_computes(fitted):
+    """`map_prompts` + `from_answers` (how bench/bf16_competence.py reads a second precision's
+    answers) give the same map as `measure`, cell for cell: the real and shuffled answers stay paired
+    with their prompt."""
+    frame, texts = competence.map_prompts(CELLS, 10, AsciiTokenizer())
+    answers = llm_regressor.greedy_answers(StubModel(least_squares), AsciiTokenizer(), texts, max_new_tokens=10,
+                                           batch_size=32, stop=None)
+    again = competence.from_answers(frame, answers, AT)
+    pd.testing.assert_frame_equal(again.prompts, fitted.prompts)
+    assert list(again.table.learns) == list(fitted.table.learns)
+    # the real and shuffled answers of each prompt swapped: the relation is gone, no cell learns
+    swap = lambda seq: [item for pair in zip(seq[1::2], seq[0::2]) for item in pair]  # noqa: E731
+    swapped = types.SimpleNamespace(texts=swap(answers.texts), values=np.array(swap(list(answers.values))))
+    assert not competence.from_answers(frame, swapped, AT).table.learns.any()

@@ -328,7 +328,11 @@ class CompetenceMap:
         return rows
 
     def to_json(self) -> dict[str, Any]:
-        return {"prompts": json.loads(self.prompts.to_json(orient="records")), "seconds": self.seconds}
+        # 17 significant digits (Python's float repr): pandas' own JSON keeps 10, and a build reading the
+        # cached map would then write other claims than the build that measured it
+        records = self.prompts.astype(object).where(self.prompts.notna(), None).to_dict(orient="records")
+        return {"prompts": [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+                            for row in records], "seconds": self.seconds}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], recording: Recording) -> CompetenceMap:
@@ -338,15 +342,9 @@ class CompetenceMap:
         return cls(frame, recording, float(data.get("seconds") or float("nan")))
 
 
-def measure(model: Any, tokenizer: Any, cells: Sequence[Cell], *, n_prompts: int, recording: Recording,
-            batch_size: int = 32, progress: bool = False) -> CompetenceMap:
-    """Prompts 0..n_prompts-1 of every cell, real and shuffled-y, answered greedily in one batched pass
-    (at most 10 new tokens, stopped when the number is complete)."""
-    import time
-
-    from optim_hunter import llm_regressor
-
-    start = time.perf_counter()
+def map_prompts(cells: Sequence[Cell], n_prompts: int, tokenizer: Any = None) -> tuple[pd.DataFrame, list[str]]:
+    """(one row per cell and prompt: its truth, mean baseline and spread; the texts to answer, real and
+    shuffled-y prompt alternating) for prompts 0..n_prompts-1 of every cell."""
     rows, texts = [], []
     for cell in cells:
         for seed in range(n_prompts):
@@ -356,12 +354,31 @@ def measure(model: Any, tokenizer: Any, cells: Sequence[Cell], *, n_prompts: int
                          "order": cell.order, "seed": seed, "truth": float(split.y_query[0]),
                          "mean": float(np.mean(split.y_train)), "scale": spread if spread > 0 else 1.0})
             texts += [real, control]
-    answers = llm_regressor.greedy_answers(model, tokenizer, texts, max_new_tokens=10, batch_size=batch_size,
-                                           stop=None, progress=progress)
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows), texts
+
+
+def from_answers(frame: pd.DataFrame, answers: Any, recording: Recording, seconds: float = float("nan")) -> CompetenceMap:
+    """The map from `map_prompts`' frame and the answers (`llm_regressor.Answers`) to its texts."""
+    frame = frame.copy()
     frame["real"], frame["shuffled"] = answers.values[0::2], answers.values[1::2]
     frame["real_text"], frame["shuffled_text"] = answers.texts[0::2], answers.texts[1::2]
-    return CompetenceMap(frame, recording, time.perf_counter() - start)
+    return CompetenceMap(frame, recording, seconds)
+
+
+def measure(model: Any, tokenizer: Any, cells: Sequence[Cell], *, n_prompts: int, recording: Recording,
+            batch_size: int = 32, progress: bool = False, precision: str = "fp32") -> CompetenceMap:
+    """Prompts 0..n_prompts-1 of every cell, real and shuffled-y, answered greedily in one batched pass
+    (at most 10 new tokens, stopped when the number is complete; `precision` as in
+    `llm_regressor.greedy_answers`)."""
+    import time
+
+    from optim_hunter import llm_regressor
+
+    start = time.perf_counter()
+    frame, texts = map_prompts(cells, n_prompts, tokenizer)
+    answers = llm_regressor.greedy_answers(model, tokenizer, texts, max_new_tokens=10, batch_size=batch_size,
+                                           stop=None, progress=progress, precision=precision)
+    return from_answers(frame, answers, recording, time.perf_counter() - start)
 
 
 # --- the book's map, cached on disk ------------------------------------------------------------------
@@ -422,5 +439,6 @@ def run(model_name: str, profile: str, *, recording: Recording, load: Callable[[
             model = load()
         cells, n_prompts = book_grid(profile)
         found = measure(model, model.tokenizer, cells, n_prompts=n_prompts, recording=recording)
-        _write_atomic(path, json.dumps(found.to_json()))
-        return found
+        text = json.dumps(found.to_json())
+        _write_atomic(path, text)
+        return CompetenceMap.from_json(json.loads(text), recording)  # what every later reader gets
