@@ -150,6 +150,10 @@ def main() -> None:
     small = run_json(["bench/batched_eval.py", "--profile", args.profile, "--model", "numeric-icl"], env)
     report["batched_eval_numeric_icl"] = small
 
+    # bf16 again on the competence map's tasks: do its answers and the map's verdicts change?
+    report["bf16_competence"] = run_json(["bench/bf16_competence.py", "--profile", args.profile,
+                                          "--model", "smollm2-135m"], env)
+
     forward = run_json(["bench/pretrained_forward.py"], env)
     report["pretrained_forward_ratio"] = forward["pretrained_forward_ratio"]
     report["pretrained_forward_detail"] = forward

@@ -56,3 +56,15 @@ def test_the_page_says_which_precision_each_cached_model_trained_in_and_why(tmp_
     assert "attn-only-2l" not in page  # not trained: not listed
     monkeypatch.setenv("OPTIM_HUNTER_DTYPE", "bfloat16")
     assert "forced by OPTIM_HUNTER_DTYPE=bf16" in bench_page.precisions("smoke")
+
+
+def test_bf16_on_the_competence_map_is_reported_with_the_verdicts_it_changed():
+    report = {"bf16_competence": {"answers": 800, "cells": 25, "bf16_identical_answer_share": 0.9,
+                                  "bf16_identical_by_task": {"copy": 1.0, "friedman2": 0.55},
+                                  "verdict_changes": ["add_c_n8_plain_random"]}}
+    text = bench_page.decoding(report)
+    assert "800 prompts" in text and "90%" in text and "copy 100%" in text and "friedman2 55%" in text
+    assert "add_c_n8_plain_random" in text
+    report["bf16_competence"]["verdict_changes"] = []
+    assert "changed: none" in bench_page.decoding(report)
+    assert bench_page.decoding({}) == ""

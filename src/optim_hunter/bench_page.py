@@ -81,10 +81,23 @@ def decoding(report: dict[str, Any]) -> str:
     """bfloat16 decoding measured beside float32 (the batched-decoding benchmark's `--bf16`)."""
     detail = report.get("batched_eval_detail") or {}
     if "bf16_speedup" not in detail:
-        return ""
+        return _competence_bf16(report)
     return (f"<p>Decoding under bfloat16 autocast was {detail['bf16_speedup']:.2f}× faster than float32 on "
             f"the same {detail['prompts']} prompts, but only {100 * detail['bf16_identical_answer_share']:.0f}% "
-            "of its answers were identical to float32's: the chapters decode in float32.</p>")
+            "of its answers were identical to float32's: the chapters decode in float32.</p>") + _competence_bf16(report)
+
+
+def _competence_bf16(report: dict[str, Any]) -> str:
+    """The same comparison on the competence map's tasks (bench/bf16_competence.py)."""
+    detail = report.get("bf16_competence") or {}
+    if "bf16_identical_answer_share" not in detail:
+        return ""
+    by_task = ", ".join(f"{html.escape(t)} {100 * v:.0f}%" for t, v in detail["bf16_identical_by_task"].items())
+    changed = ", ".join(html.escape(k) for k in detail["verdict_changes"]) or "none"
+    return (f"<p>On the competence map's {detail['answers']:,} prompts (real and shuffled-y, "
+            f"{detail['cells']} cells), {100 * detail['bf16_identical_answer_share']:.0f}% of the bfloat16 answers "
+            f"were identical to float32's (by task: {by_task}); cells whose \"learns in context\" verdict "
+            f"changed: {changed}.</p>")
 
 
 def training(report: dict[str, Any]) -> str:
