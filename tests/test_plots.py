@@ -51,6 +51,18 @@ def test_figure_helpers():
     assert plots.heatmap(np.eye(2), x=[0, 1], y=["r0", "r1"], zmid=0).data[0].zmid == 0
 
 
+def test_a_head_heatmap_puts_each_score_at_its_layer_and_head():
+    scores = np.arange(6.0).reshape(2, 3)  # 2 layers, 3 heads: score = 3 * layer + head
+    trace = plots.head_heatmap(scores, title="t").data[0]
+    grid = np.asarray(trace.z)
+    for l, layer in enumerate(trace.y):
+        for h, head in enumerate(trace.x):
+            assert grid[l, h] == 3 * int(layer[1:]) + int(head[1:])
+    assert list(trace.x) == ["H0", "H1", "H2"] and list(trace.y) == ["L0", "L1"]
+    with pytest.raises((ValueError, TypeError)):  # TypeError: jaxtyping's check, on in the tests
+        plots.head_heatmap(np.zeros(3))
+
+
 def _book_outputs(monkeypatch, draw):
     monkeypatch.setenv(plots.BOOK_ENV, "1")
     shown = []

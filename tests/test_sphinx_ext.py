@@ -323,3 +323,132 @@ def test_each_executed_chapter_offers_its_notebook_with_figures_that_need_no_sit
     assert (site / "_sources" / "plain.ipynb").is_file()
     assert not (site / "_sources" / "claims.ipynb").exists()
     assert "_sources/claims.ipynb" not in (site / "claims.html").read_text()
+
+
+# --- a render killed anywhere resumes -------------------------------------------------------------
+
+# Test-only extension: the build stops at a named point (PAUSE_AT) after writing PAUSE_MARKER, so
+# the test can SIGKILL it exactly there.
+PAUSE_EXTENSION = '''\
+import os, time
+from pathlib import Path
+
+
+def _pause(point):
+    if os.environ.get("PAUSE_AT") == point:
+        Path(os.environ["PAUSE_MARKER"]).write_text(point)
+        time.sleep(600)
+
+
+def setup(app):
+    app.connect("doctree-read", lambda app, doctree: _pause("read:" + app.env.docname))
+    app.connect("html-page-context", lambda app, pagename, *rest: _pause("write:" + pagename))
+    app.connect("build-finished", lambda app, exception: _pause("finish"), priority=100)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+'''
+
+
+def _site(root: Path) -> dict[str, str]:
+    """What a render produces that a reader sees or a tool reads: every page, the search index, the
+    downloadable notebooks and the claims. A notebook's cell ids are left out: myst-nb draws them at
+    random each time it reads a chapter, so two uninterrupted renders from scratch differ there."""
+    build = root / "_build"
+    files = {p.relative_to(build).as_posix(): p.read_text(encoding="utf-8")
+             for p in sorted((build / "html").rglob("*")) if p.suffix in (".html", ".js", ".ipynb")
+             and "_static" not in p.parts}
+    for name in [n for n in files if n.endswith(".ipynb")]:
+        notebook = json.loads(files[name])
+        for cell in notebook["cells"]:
+            cell.pop("id", None)
+        files[name] = json.dumps(notebook, indent=1, sort_keys=True)
+    files["claims.json"] = (build / "claims.json").read_text(encoding="utf-8")
+    return files
+
+
+def _only_the_cache(root: Path) -> None:
+    """Remove every render output, keeping the execution cache (as `optim-hunter execute` leaves
+    `_build` for the render)."""
+    for path in (root / "_build").iterdir():
+        if path.name != ".jupyter_cache":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+@pytest.fixture(scope="module")
+def executed_book(tmp_path_factory):
+    """A tiny book whose chapters are executed into the cache (each execution appends a line to
+    `executions`), and the site and claims of an uninterrupted render from that cache."""
+    base = tmp_path_factory.mktemp("resume")
+    root = make_book(base / "book", page=PAGE + f"""
+```{{code-cell}} ipython3
+with open({str(base / 'executions')!r}, "a") as log:
+    log.write("page executed\\n")
+```
+""")
+    (root / "pause_here.py").write_text(PAUSE_EXTENSION)
+    with open(root / "_config.yml", "a") as config:
+        config.write("  local_extensions:\n    pause_here: .\n")
+    result = build(root, "smoke")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (base / "executions").read_text() == "page executed\n"
+    _only_the_cache(root)
+    result = build(root, "smoke")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, _site(root)
+
+
+@pytest.mark.parametrize("point", ["read:page", "write:plain", "finish"])
+def test_a_render_killed_anywhere_resumes_to_the_same_site(executed_book, point):
+    """SIGKILL of `jupyter-book build` while it reads the pages, while it writes them (with the
+    page written last cut short, as a kill inside its write leaves it), or before it collects the
+    claims: the next build executes nothing (the cache serves every chapter), passes under -W, and
+    its pages, search index and `claims.json` are those of the uninterrupted render; `claims.json`
+    is never seen half-written."""
+    import signal
+    import time
+
+    root, expected = executed_book
+    _only_the_cache(root)
+    claims_json = root / "_build" / "claims.json"
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # every state of claims.json during both builds
+        while not stop.is_set():
+            try:
+                seen.append(claims_json.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                pass
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    marker = root.parent / f"paused-{point.replace(':', '-')}"
+    env = {**os.environ, "OPTIM_HUNTER_PROFILE": "smoke", "PAUSE_AT": point, "PAUSE_MARKER": str(marker)}
+    env.pop("OPTIM_HUNTER_BOOK", None)
+    killed = subprocess.Popen([str(JUPYTER_BOOK), "build", str(root), "-W", "--keep-going"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not marker.exists() and killed.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), f"the build never reached {point} (exit status {killed.poll()})"
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=60)
+    html = root / "_build" / "html"
+    if point == "write:plain":  # pages are written in name order: claims, page, then plain
+        written = html / "page.html"
+        assert written.is_file() and not (html / "plain.html").exists()
+        # a kill inside the write of a page leaves it cut short, newer than its source
+        written.write_text(written.read_text()[:200])
+    result = build(root, "smoke")
+    stop.set()
+    watcher.join()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (root.parent / "executions").read_text() == "page executed\n", "a chapter was executed again"
+    times = json.loads((root / "_build" / "exec_times.json").read_text())
+    assert {page: row["method"] for page, row in times.items()} == {"page": "cache", "plain": "cache"}
+    site = _site(root)
+    assert sorted(site) == sorted(expected)
+    assert [name for name in expected if site[name] != expected[name]] == []
+    assert all(state == expected["claims.json"] for state in seen), "claims.json was seen incomplete"

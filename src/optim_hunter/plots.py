@@ -292,6 +292,24 @@ def heatmap(
     return fig
 
 
+def head_heatmap(
+    scores: Float[np.ndarray, "layer head"], *, title: str = "", zmid: float | None = None,
+    colorscale: str = "Viridis",
+) -> go.Figure:
+    """One score per attention head (e.g. `interp.heads.prefix_matching`) as a heat map: heads
+    `H0, H1, ...` across, layers `L0, L1, ...` down with layer 0 at the top, the score on hover."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be [layer, head], got shape {scores.shape}")
+    n_layers, n_heads = scores.shape
+    fig = heatmap(scores, x=[f"H{h}" for h in range(n_heads)], y=[f"L{l}" for l in range(n_layers)],
+                  title=title, zmid=zmid, colorscale=colorscale)
+    fig.update_traces(hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(xaxis_title="head", yaxis_title="layer")
+    return fig
+
+
 
 def reference_lines(fig: go.Figure, levels: Sequence[tuple[str, float]]) -> go.Figure:
     """Add each (name, level) as a dotted horizontal line trace across the x-range of the

@@ -60,3 +60,19 @@ def test_head_scores(hf):
         expected = np.mean([pattern[:, :, q, q - 1].numpy() for q in range(1, 12)], axis=(0, 1))
         np.testing.assert_allclose(prev[l], expected, atol=1e-6)
     assert heads.prefix_matching(hf, length=6, repeats=2, batch=2).shape == prev.shape
+
+
+def test_head_scores_of_a_bfloat16_model_are_those_of_its_float32_copy(tiny_hf_models):
+    """A language model held in bfloat16 (the default on a GPU) is scored like any other: float32
+    numbers on the CPU, equal to its float32 copy's to bfloat16's precision."""
+    from optim_hunter.zoo import hf as hf_models
+
+    folder = str(tiny_hf_models["llama"])
+    full, half = (hf_models.load(folder, device="cpu", dtype=dtype) for dtype in (torch.float32, torch.bfloat16))
+    tokens = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    for score in (lambda m: heads.prefix_matching(m, length=6, repeats=2, batch=2),
+                  lambda m: heads.previous_token(m, tokens)):
+        ours, reference = score(half), score(full)
+        assert ours.dtype == np.float32 and ours.shape == reference.shape
+        np.testing.assert_allclose(ours, reference, atol=2e-2)
+        assert not np.array_equal(ours, reference)  # it did run in bfloat16

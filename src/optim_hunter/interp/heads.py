@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import hooks
+from optim_hunter import devices, hooks
 from optim_hunter.hooks import HookedModel
 
 
@@ -64,10 +64,12 @@ def induction_targets(tokens: Int[Tensor, " pos"]) -> Float[Tensor, "query_pos k
 
 
 def _patterns(model: HookedModel, tokens: Tensor) -> Float[Tensor, "layer batch head query_pos key_pos"]:
+    """Every layer's attention pattern, in float32 on the CPU whatever the model's device and dtype
+    (a language model on a GPU in bfloat16 gives the scores a CPU run gives, to its precision)."""
     names = {hooks.pattern(l) for l in range(model.cfg.n_layers)}
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-    return torch.stack([cache[hooks.pattern(l)] for l in range(model.cfg.n_layers)])
+        _, cache = model.run_with_cache(tokens.to(devices.of(model)), names_filter=lambda n: n in names)
+    return torch.stack([cache[hooks.pattern(l)].float().cpu() for l in range(model.cfg.n_layers)])
 
 
 def prefix_matching_from_patterns(
