@@ -14,22 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
 
-from optim_hunter import competence, llm_regressor, settings, zoo
+from optim_hunter import competence, settings, zoo
 from optim_hunter.claim_rows import Recording
-
-
-def answered(model, tokenizer, texts: list[str], precision: str) -> tuple[llm_regressor.Answers, float]:
-    """The competence map's decoding of `texts` (as `competence.measure` calls it) and its seconds."""
-    began = time.perf_counter()
-    with torch.inference_mode():
-        out = llm_regressor.greedy_answers(model, tokenizer, texts, max_new_tokens=10, batch_size=32, stop=None,
-                                           precision=precision)
-    return out, time.perf_counter() - began
 
 
 def main() -> None:
@@ -40,28 +30,29 @@ def main() -> None:
     args = parser.parse_args()
     profile, name = settings.profile(args.profile), settings.model(args.model)
     model = zoo.load(name, profile, progress=False) if not name.startswith("hf:") else zoo.load(name)
-    tokenizer = model.tokenizer
     cells, n_prompts = competence.book_grid(profile)
     n_prompts = args.prompts or n_prompts
-    frame, texts = competence.map_prompts(cells, n_prompts, tokenizer)
     recording = Recording(chapter="bench", profile=profile, model=name)
-    fp32, fp32_s = answered(model, tokenizer, texts, "fp32")
-    bf16, bf16_s = answered(model, tokenizer, texts, "bf16")
-    same = np.array([a == b for a, b in zip(fp32.texts, bf16.texts)])
-    task_of = np.repeat(frame["task"].to_numpy(), 2)  # real and shuffled prompt of each row
-    learns = {precision: competence.from_answers(frame, result, recording).table.set_index(
-        ["task", "n_examples", "format", "order"])["learns"] for precision, result in (("fp32", fp32), ("bf16", bf16))}
+    with torch.inference_mode():
+        maps = {p: competence.measure(model, model.tokenizer, cells, n_prompts=n_prompts, recording=recording,
+                                      precision=p) for p in ("fp32", "bf16")}
+    fp32, bf16 = maps["fp32"].prompts, maps["bf16"].prompts
+    same = np.concatenate([(fp32[c] == bf16[c]).to_numpy() for c in ("real_text", "shuffled_text")])
+    task_of = np.concatenate([fp32["task"].to_numpy()] * 2)
+    learns = {p: m.table.set_index(competence.KEYS)["learns"] for p, m in maps.items()}
     key = lambda index: "_".join(str(part) for part in index)  # noqa: E731
     print(json.dumps({
         "model": name, "profile": profile, "cells": len(cells), "prompts_per_cell": n_prompts,
-        "answers": len(texts), "threads": torch.get_num_threads(),
+        "answers": len(same), "threads": torch.get_num_threads(),
         "bf16_identical_answer_share": float(same.mean()),
         "bf16_identical_by_task": {task: float(same[task_of == task].mean()) for task in dict.fromkeys(task_of)},
-        "fp32_failed": int(fp32.parsed.n_failed), "bf16_failed": int(bf16.parsed.n_failed),
+        "fp32_failed": int(maps["fp32"].table.failed.sum() + maps["fp32"].table.failed_shuffled.sum()),
+        "bf16_failed": int(maps["bf16"].table.failed.sum() + maps["bf16"].table.failed_shuffled.sum()),
         "cells_learning_fp32": [key(i) for i, v in learns["fp32"].items() if v],
         "cells_learning_bf16": [key(i) for i, v in learns["bf16"].items() if v],
         "verdict_changes": [key(i) for i in learns["fp32"].index if learns["fp32"][i] != learns["bf16"][i]],
-        "fp32_s": fp32_s, "bf16_s": bf16_s, "bf16_speedup": fp32_s / bf16_s,
+        "fp32_s": maps["fp32"].seconds, "bf16_s": maps["bf16"].seconds,
+        "bf16_speedup": maps["fp32"].seconds / maps["bf16"].seconds,
     }, indent=1))
 
 

@@ -192,9 +192,8 @@ def test_the_map_is_cached_and_read_back(tmp_path, monkeypatch, fitted):
 
 
 def test_a_map_from_answers_given_is_the_map_measure_computes(fitted):
-    """`map_prompts` + `from_answers` (how bench/bf16_competence.py reads a second precision's
-    answers) give the same map as `measure`, cell for cell: the real and shuffled answers stay paired
-    with their prompt."""
+    """`map_prompts` + `from_answers` (the two halves of `measure`, around the decoding) give the same
+    map as `measure`, cell for cell: the real and shuffled answers stay paired with their prompt."""
     frame, texts = competence.map_prompts(CELLS, 10, AsciiTokenizer())
     answers = llm_regressor.greedy_answers(StubModel(least_squares), AsciiTokenizer(), texts, max_new_tokens=10,
                                            batch_size=32, stop=None)
