@@ -14,10 +14,15 @@ uncertainty, not on the point:
 reproduced* when none of it does, and *inconclusive* when it straddles the region's edge.
 
 A claim about what training produces is measured on every training seed's model and decided by
-`across_seeds` on `union`, the range over the seeds of the per-seed intervals (a per-seed number
-without an interval counting as its value): one model's interval leaves out how far another
-training run, or the same run on other float kernels, moves the number. `OverSeeds` holds a
-section's results over the seeds and reads as seed 0's.
+`across_seeds` on `over_seeds`: the per-seed intervals (a per-seed number without an interval
+counting as its value) together with the 95% prediction interval for the value of one more training
+seed (`prediction_interval`). One model's interval leaves out how far another training run, or the
+same run on other float kernels, moves the number, and the range of three seeds leaves out a fourth:
+two builds of one commit, one with other float kernels, once decided two affine claims differently
+on that range (seeds 7, 8, 6 against 7, 7, 7 heads; 0.109, 0.075, 0.101 against 0.086, 0.066, 0.056).
+A count of units past a threshold (heads whose score is >= 0.5) is decided the same way on each
+ranked unit's score (`count_over_seeds`). `OverSeeds` holds a section's results over the seeds and
+reads as seed 0's.
 """
 
 from __future__ import annotations
@@ -115,6 +120,61 @@ def seed_range(values: Sequence[float] | np.ndarray, units: str = "training seed
     if array.size == 0 or not np.isfinite(array).all():
         raise ValueError("a seed range needs one or more finite values")
     return Interval(float(array.min()), float(array.max()), f"range over {array.size} {units}", int(array.size))
+
+
+def prediction_interval(values: Sequence[float] | np.ndarray, units: str = "training seeds") -> Interval:
+    """The 95% prediction interval for one more independent run's value, from `values` of n runs:
+    mean +- t(0.975, n-1) * s * sqrt(1 + 1/n) (normal runs; Student's t for the unknown spread),
+    widened to hold every value. One value gives that point (no spread is known). For three seeds
+    the half-width is 4.97 standard deviations: wide, as three runs allow."""
+    from scipy.stats import t as student_t
+
+    array = np.asarray(values, dtype=float)
+    if array.size == 0 or not np.isfinite(array).all():
+        raise ValueError("a prediction interval needs one or more finite values")
+    n = int(array.size)
+    low, high = float(array.min()), float(array.max())
+    if n >= 2:
+        half = float(student_t.ppf(0.5 + CONFIDENCE / 2, n - 1) * array.std(ddof=1) * math.sqrt(1 + 1 / n))
+        low, high = min(low, float(array.mean()) - half), max(high, float(array.mean()) + half)
+    return Interval(low, high, f"{CONFIDENCE:.0%} prediction interval for another of {n} {units}", n)
+
+
+def over_seeds(parts: Sequence[Interval | float], units: str = "training seeds") -> Interval:
+    """The interval a claim about what training produces is decided on: the smallest interval holding
+    every seed's part (its 95% interval, or its value where it has none) and the 95% prediction
+    interval (`prediction_interval`) of the seeds' values (an interval's middle standing for its
+    seed's value), so that a verdict holds for another training run, not only for these."""
+    if len(parts) == 0:
+        raise ValueError("over_seeds needs one or more per-seed intervals or values")
+    spread = union(parts, units)
+    centres = [(p.low + p.high) / 2 if isinstance(p, Interval) else float(p) for p in parts]
+    predicted = prediction_interval(centres, units)
+    return Interval(min(spread.low, predicted.low), max(spread.high, predicted.high),
+                    f"{spread.kind}, widened to the {CONFIDENCE:.0%} prediction interval for another seed", len(parts))
+
+
+def count_over_seeds(scores: Sequence[Sequence[float] | np.ndarray], threshold: float,
+                     units: str = "training seeds", below: bool = False) -> Interval:
+    """An interval for a count of units (heads) whose score is >= `threshold`, over training seeds:
+    the units of each seed ranked by score (unit identities differ between runs), the r-th highest
+    scores of the seeds give a 95% prediction interval for the r-th highest of another seed; the count
+    is at least the number of ranks whose interval lies wholly at or above the threshold, and at
+    most the number whose interval reaches it. Three seeds of 7, 7, 7 heads thus give [7, 7] only
+    when the 8th-ranked head stays clearly below the threshold on every seed. `below=True` counts
+    the units whose score is < `threshold` instead."""
+    sign = -1.0 if below else 1.0  # a count below a threshold is a count of negated scores above it
+    ranked = np.stack([np.sort(sign * np.asarray(s, dtype=float))[::-1] for s in scores])  # [seed, rank]
+    if ranked.ndim != 2 or ranked.shape[1] == 0:
+        raise ValueError("count_over_seeds needs the same number of units' scores from each seed")
+    per_rank = [prediction_interval(ranked[:, r], units) for r in range(ranked.shape[1])]
+    if below:
+        low, high = sum(i.low > -threshold for i in per_rank), sum(i.high > -threshold for i in per_rank)
+    else:
+        low, high = sum(i.low >= threshold for i in per_rank), sum(i.high >= threshold for i in per_rank)
+    return Interval(float(low), float(high),
+                    f"count from the {CONFIDENCE:.0%} prediction interval of each ranked unit's score over "
+                    f"{ranked.shape[0]} {units}", int(ranked.shape[0]))
 
 
 def union(parts: Sequence[Interval | float], units: str = "training seeds") -> Interval:
@@ -227,15 +287,17 @@ def between(low: float, high: float) -> Region:
     return Region(low=low, high=high, words=f"in [{_g(low)}, {_g(high)}]")
 
 
-def across_seeds(rows_per_seed: Sequence[Sequence[Any]], units: str = "training seeds") -> list[Any]:
+def across_seeds(rows_per_seed: Sequence[Sequence[Any]], units: str = "training seeds",
+                 counts: dict[str, tuple[Sequence[Any], float, bool]] | None = None) -> list[Any]:
     """One claim row per claim from the rows each training seed's model gave (seed 0 first, the same
     claims in the same order): the rule for every claim about what training produces.
 
     The row shows seed 0's value (the model the figures show) and every seed's value in its text. A
-    claim decided by a region is decided on `union` of the per-seed intervals (a per-seed number
-    without one, such as a count over heads, counts as its value): reproduced only if every seed's
-    interval meets the criterion, so a verdict cannot flip with the float kernels of another machine
-    when the seeds' spread already contains that movement. A claim whose test reads more than one
+    claim decided by a region is decided on `over_seeds`: the per-seed intervals (a per-seed number
+    without one counts as its value) widened to the prediction interval for another seed, so that
+    a verdict does not flip with the float kernels of another machine or another training run. A
+    count of units past a threshold named in `counts` (claim id -> each seed's unit scores, the
+    threshold, and whether the count is of scores below it) is decided on `count_over_seeds` instead. A claim whose test reads more than one
     number (no interval) gets the seeds' common verdict, inconclusive where they disagree; a check
     holds when it holds at every seed; a measured-only row gets the union as its interval. A row that
     is the same on every seed with its interval (a baseline that does not depend on training), and a
@@ -266,8 +328,11 @@ def across_seeds(rows_per_seed: Sequence[Sequence[Any]], units: str = "training 
         if numeric:
             parts = [Interval(row.interval[0], row.interval[1], row.interval_kind, int(row.n or 1))
                      if row.interval is not None else float(row.measured) for row in group]
-            if len({isinstance(p, Interval) for p in parts}) == 1:
-                interval = union(parts, units)
+            if counts and base.id in counts:
+                scores, threshold, below = counts[base.id]
+                interval = count_over_seeds(scores, threshold, units, below=below)
+            elif len({isinstance(p, Interval) for p in parts}) == 1:
+                interval = over_seeds(parts, units)
         spread = {} if interval is None else {"interval": interval.as_list(), "interval_kind": interval.kind,
                                               "n": interval.n, "why_no_interval": ""}
         if any(row.verdict == "measured" for row in group):
@@ -307,7 +372,15 @@ class OverSeeds:
         return len(self.results)
 
     def claims(self) -> list[Any]:
-        return across_seeds([r.claims() for r in self.results], self.units)
+        """Every claim decided over the seeds; a result with `unit_scores()` (claim id -> its units'
+        scores, the threshold a count of them uses and whether it counts those below it) has those
+        counts decided per ranked unit (`count_over_seeds`)."""
+        counts = None
+        if hasattr(self.results[0], "unit_scores"):
+            per_seed = [r.unit_scores() for r in self.results]
+            counts = {cid: ([seed[cid][0] for seed in per_seed], threshold, below)
+                      for cid, (_, threshold, below) in per_seed[0].items()}
+        return across_seeds([r.claims() for r in self.results], self.units, counts)
 
     def spread(self, name: str) -> list[Any]:
         return [r.numbers()[name] for r in self.results]

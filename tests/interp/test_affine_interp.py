@@ -393,8 +393,9 @@ def test_each_seed_compares_with_the_every_position_run_of_the_same_seed(monkeyp
     assert asked == ["affine-every-position", "affine-every-position-seed1"]
     assert result.ratio == pytest.approx(0.3 / 0.2)  # reads as seed 0's
     (row,) = result.claims()
-    # seed 0: ratios 2.0, 1.5; seed 1: 0.8 / 0.9, 0.3 / 0.45 -> the union [0.667, 2.0] straddles 1
-    assert row.interval == pytest.approx([0.3 / 0.45, 2.0]) and row.verdict == "inconclusive"
+    # seed 0: ratios 2.0, 1.5; seed 1: 0.8 / 0.9, 0.3 / 0.45 -> the union [0.667, 2.0], widened to
+    # another seed's prediction interval, straddles 1
+    assert row.interval[0] < 0.3 / 0.45 and row.interval[1] > 2.0 and row.verdict == "inconclusive"
     assert row.interval_kind.startswith("range over 2 training seeds of the per-seed range over 2 shared evaluations")
     assert result.numbers()["every_position_ratio_seeds"] == "1.5, 0.667"
 
@@ -406,5 +407,6 @@ def test_a_count_over_heads_is_decided_on_the_range_over_seeds():
     rows = [[iv.QK_IDENTITY_HEADS.measure(n, **kw)] for n in (8, 7)]
     assert [r[0].verdict for r in rows] == ["reproduced", "not_reproduced"]  # one seed each way: a flip
     (row,) = claims.rows_of(verdicts.across_seeds(rows))
-    assert (row.verdict, row.interval, row.measured) == ("inconclusive", [7.0, 8.0], 8.0)
-    assert row.interval_kind == "range over 2 training seeds of the per-seed values" and not row.why_no_interval
+    assert (row.verdict, row.measured) == ("inconclusive", 8.0) and row.interval[0] < 7 and row.interval[1] > 8
+    assert row.interval_kind.startswith("range over 2 training seeds of the per-seed values, widened")
+    assert not row.why_no_interval

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from optim_hunter import claims, zoo
+from optim_hunter import verdicts, claims, zoo
 from optim_hunter.interp import heads, icl
 from optim_hunter.zoo import induction
 
@@ -457,8 +457,9 @@ def test_phase_change_claims(studies):
     row = by_id["induction.one_layer_no_induction_heads"]
     assert row.measured == pytest.approx(float(np.nanmax(one.scores["prefix_matching"])))
     values = [float(np.nanmax(s.runs["attn-only-1l"].scores["prefix_matching"])) for s in (study, *study.seeds)]
-    assert row.interval == pytest.approx([min(values), max(values)]) and row.interval_kind == "range over 3 training seeds"
-    assert row.verdict == icl.ONE_LAYER_NO_HEADS.test.decide(claims.Interval(min(values), max(values), "", 3))
+    predicted = verdicts.prediction_interval(values)
+    assert row.interval == pytest.approx(predicted.as_list()) and row.interval_kind == predicted.kind
+    assert row.verdict == icl.ONE_LAYER_NO_HEADS.test.decide(predicted)
     assert f"{sum(v < 0.3 for v in values)} of 3 meet the criterion" in row.claim
     for name, run in study.runs.items():  # the per-chain values average to the numbers of the curves
         np.testing.assert_allclose(run.icl_chains.mean(1), run.icl, atol=1e-9)
@@ -579,13 +580,17 @@ def _one_layer_rows(*margins):
                                              drop="x", final="x", unigram="x")] for m in margins]
 
 
-@pytest.mark.parametrize("margins, verdict, agree", [((-0.1, -0.2, -0.05), "reproduced", 3),
+@pytest.mark.parametrize("margins, verdict, agree", [((-0.1, -0.11, -0.12), "reproduced", 3),
+                                                     ((-0.1, -0.2, -0.05), "inconclusive", 3),  # another seed may cross
                                                      ((-0.1, 0.1, -0.2), "inconclusive", 2),
-                                                     ((0.1, 0.2, 0.3), "not_reproduced", 0)])
-def test_over_seeds_decides_on_the_range_of_the_seeds(margins, verdict, agree):
+                                                     ((0.1, 0.11, 0.12), "not_reproduced", 0)])
+def test_over_seeds_decides_on_another_seeds_prediction_interval(margins, verdict, agree):
     (row,) = icl.over_seeds(_one_layer_rows(*margins))
     assert row.verdict == verdict and row.measured == margins[0]
-    assert row.interval == [min(margins), max(margins)] and row.interval_kind == "range over 3 training seeds"
+    # mean +- t(0.975, 2) * s * sqrt(4 / 3), written out here
+    half = 4.302653 * np.std(margins, ddof=1) * (4 / 3) ** 0.5
+    assert row.interval == pytest.approx([np.mean(margins) - half, np.mean(margins) + half], abs=1e-5)
+    assert row.interval_kind == "95% prediction interval for another of 3 training seeds"
     assert row.n == 3 and f"{agree} of 3 meet the criterion" in row.claim and not row.why_no_interval
     assert icl.over_seeds(_one_layer_rows(*margins)[:1])[0].interval_kind.startswith("bootstrap")  # one seed: as it was
 
@@ -599,9 +604,9 @@ def test_over_seeds_with_function_tests_words_and_measured_rows():
                                                     "plain": {**change, "peak": plain}})]
 
     (row,) = icl.over_seeds([earlier(100, 200), earlier(300, 200), earlier(50, 200)])
-    assert row.verdict == "inconclusive" and row.interval == [0.25, 1.5] and "2 of 3" in row.claim
+    assert row.verdict == "inconclusive" and row.interval[0] < 0.25 and row.interval[1] > 1.5 and "2 of 3" in row.claim
     (row,) = icl.over_seeds([earlier(100, 200), earlier(150, 200)])
-    assert row.verdict == "reproduced" and row.interval_kind == "range over 2 training seeds"
+    assert row.verdict == "reproduced" and row.interval_kind == "95% prediction interval for another of 2 training seeds"
 
     def formed(value, tested):
         return [icl.HEADS_IN_WINDOW.measure(value, chapter="c", profile="smoke", model="all", tested=tested, detail="x")]
@@ -616,4 +621,5 @@ def test_over_seeds_with_function_tests_words_and_measured_rows():
                                             bayes="x", unigram="x")]
 
     (row,) = icl.over_seeds([post(-0.1), post(-0.12), post(-0.11)])
-    assert row.verdict == "measured" and row.interval == [-0.12, -0.1] and "seed 1: -0.12" in row.claim
+    assert row.verdict == "measured" and row.interval == pytest.approx(verdicts.prediction_interval([-0.1, -0.12, -0.11]).as_list())
+    assert "seed 1: -0.12" in row.claim

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from optim_hunter import claims
+from optim_hunter import claims, verdicts
 from optim_hunter.interp import lsa
 from optim_hunter.interp import lsa_experiments as study
 
@@ -280,8 +280,10 @@ def test_trained_claims_are_decided_over_the_seeds(sections, seeded):
             assert row.measured == parts[0].measured and "per training seed" in row.claim
             if row.interval is not None:
                 assert row.interval_kind.startswith("range over 2 training seeds of the per-seed")
-                assert row.interval[0] == min(p.interval[0] if p.interval else p.measured for p in parts)
-                assert row.interval[1] == max(p.interval[1] if p.interval else p.measured for p in parts)
+                each = [verdicts.Interval(*p.interval, p.interval_kind, p.n or 1) if p.interval else p.measured
+                        for p in parts]
+                assert row.interval == pytest.approx(verdicts.over_seeds(each).as_list())
+                assert row.interval[0] <= min(p.interval[0] if p.interval else p.measured for p in parts)
                 spec = claims.declared()[row.id] if row.id in claims.declared() else None
                 if spec is not None and isinstance(spec.test, claims.Region):
                     assert row.verdict == spec.test.decide(claims.Interval(*row.interval, "x", 2))
@@ -291,7 +293,8 @@ def test_trained_claims_are_decided_over_the_seeds(sections, seeded):
     assert [numbers["loss_ratio_low"], numbers["loss_ratio_high"]] == rows["lsa.trained_loss"].interval
     assert len(numbers["loss_gap_seeds"].split(", ")) == 2
     assert rows["lsa.trained_vs_construction.weight_cosine"].interval_kind == \
-        "range over 2 training seeds of the per-seed values"
+        ("range over 2 training seeds of the per-seed values, widened to the 95% prediction interval "
+         "for another seed")
     deep_numbers = deep.numbers()
     assert deep_numbers["d2_beyond_verdict"] == claims.verdict_words(by_id(deep.claims())["lsa.depth2.beyond_gd"].to_json())
     assert deep.results[0].tuned is deep.results[1].tuned  # GD and GD++ tuned once

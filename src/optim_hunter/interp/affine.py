@@ -23,11 +23,12 @@ Training seeds. Every claim here is about what training produces, and one traine
 bootstrap interval leaves out how much a second training run (or the same run on other float
 kernels) moves the number. The zoo trains the model on `zoo.SEEDS["affine-recurrence"]` training
 seeds (`studies`), every section is measured on each (`over_seeds`), and one rule decides every
-row (`verdicts.across_seeds`): the interval is the range over the training seeds of the per-seed
-95% intervals (`verdicts.union`; a count over heads or a property of the weights, which has no
-interval on one model, counts as its value, so its interval is the range of the per-seed values).
-A verdict is reproduced only if every seed's interval meets the criterion, not reproduced if none
-reaches it, and inconclusive otherwise. The row shows seed 0's value, the one the figures show,
+row (`verdicts.across_seeds`): the interval holds the per-seed 95% intervals and the 95%
+prediction interval for another training seed (`verdicts.over_seeds`; a property of the weights,
+which has no interval on one model, counts as its value; a count of heads past a threshold is
+decided on each ranked head's score, `verdicts.count_over_seeds`). A verdict is reproduced only if
+that whole interval meets the criterion, not reproduced if none of it does, and inconclusive
+otherwise. The row shows seed 0's value, the one the figures show,
 with every seed's value in its text. Head numbers mean nothing across seeds: head-level claims are
 counts or choices by score (the five most identity-like heads, the layer-1 head of lowest rank).
 

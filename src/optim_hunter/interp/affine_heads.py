@@ -53,7 +53,8 @@ def _patterns(model: HookedModel, vectors: Tensor, layer: int) -> Float[Tensor, 
 
 HEAD_COUNT = ("a count over the 8 heads of one trained model: each head's score averages over the held-out "
               "sequences, but the count of heads past a threshold has no interval over them; across training "
-              "seeds it is decided on the range of the per-seed counts")
+              "seeds it is decided on the prediction interval of each ranked head's score "
+              "(`verdicts.count_over_seeds`)")
 PREVIOUS_TOKEN_HEADS = claims.declare(
     "affine.attn.l0_previous_token_heads",
     "layer-0 heads whose mean attention to the previous position is >= 0.5 (seed: all but the last)",
@@ -263,6 +264,10 @@ class AttentionResult:
             "L2 even-distance share, c < 0": wide[ALTERNATING],
             "L2 even-distance share, c > 0": wide[MONOTONE],
         }, index=pd.Index(range(len(self.l1_to_second)), name="head"))
+
+    def unit_scores(self) -> dict[str, tuple[np.ndarray, float, bool]]:
+        """The heads' scores the two head counts threshold (for `verdicts.count_over_seeds`)."""
+        return {PREVIOUS_TOKEN_HEADS.id: (self.previous[L0], 0.5, False), SECOND_VECTOR_HEADS.id: (self.l1_to_second, 0.5, False)}
 
     def claims(self) -> list[claims.Claim]:
         kw = filed(self.profile)
@@ -766,7 +771,8 @@ def layer0_ov(s: Study) -> Layer0OVResult:
 # --- OV eigenvalue scores and effective ranks of every head ---------------------------------------
 
 WEIGHTS_ONLY = ("computed from the weights of one trained model: no sampled input enters it; across training seeds "
-                "it is decided on the range of the per-seed values")
+                "it is decided on the prediction interval for another seed (`verdicts.over_seeds`; a count of "
+                "heads on each ranked head's score, `verdicts.count_over_seeds`)")
 EIGEN_L2_NEGATIVE = claims.declare(
     "affine.ov.eigen_l2_negative_heads",
     "layer-2 heads with a negative OV eigenvalue score (residual stream; mean {mean})",
@@ -826,6 +832,10 @@ class OVScoresResult:
     @property
     def n_negative_l2(self) -> int:
         return int((self.residual[L2] < 0).sum())
+
+    def unit_scores(self) -> dict[str, tuple[np.ndarray, float, bool]]:
+        """The layer-2 heads' scores the negative-head count thresholds (`verdicts.count_over_seeds`)."""
+        return {EIGEN_L2_NEGATIVE.id: (self.residual[L2], 0.0, True)}
 
     def figure(self) -> go.Figure:
         return plots.heatmap(self.residual, x=[f"H{h}" for h in range(self.residual.shape[1])],

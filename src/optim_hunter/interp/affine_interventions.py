@@ -165,7 +165,8 @@ QK_IDENTITY_HEADS = claims.declare(
                  "a prominent red stripe along the main diagonal. This pattern holds across all second-layer heads.",
     criterion="all 8 heads >= 0.5", test=claims.between(8, 8), examples=(8, 5),
     why_no_interval="a count over the 8 heads of one trained model, computed from its weights: no sampled input "
-                    "enters it; across training seeds it is decided on the range of the per-seed counts",
+                    "enters it; across training seeds it is decided on the prediction interval of each ranked "
+                    "head's score (`verdicts.count_over_seeds`)",
 )
 QK_IDENTITY_HEADS_VECTOR = claims.declare(
     "affine.qk.l2_identity_like_heads_vector_space", "the same between input vectors (W_E QK W_E^T)",
@@ -292,6 +293,11 @@ class QKResult:
         return pd.DataFrame({"MSE": [self.clean] + [self.edited[k][0] for k in labels],
                              "sd over Q": [0.0] + [self.edited[k][1] for k in labels]},
                             index=["clean"] + list(labels.values()))
+
+    def unit_scores(self) -> dict[str, tuple[np.ndarray, float, bool]]:
+        """The heads' eigenvalue scores the two head counts threshold (`verdicts.count_over_seeds`)."""
+        return {QK_IDENTITY_HEADS.id: (np.asarray(self.residual), 0.5, False),
+                QK_IDENTITY_HEADS_VECTOR.id: (np.asarray(self.vector_space), 0.5, False)}
 
     def claims(self) -> list[claims.Claim]:
         kw = filed(self.profile)

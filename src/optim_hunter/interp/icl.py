@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import claims, hooks, settings
+from optim_hunter import claims, hooks, settings, verdicts
 from optim_hunter.hooks import HookedModel
 from optim_hunter.interp import ablation, heads
 
@@ -992,10 +992,10 @@ def _value(value: float | str | None) -> str:
 
 def over_seeds(rows_by_seed: Sequence[Sequence[claims.Claim]], units: str = "training seeds") -> list[claims.Claim]:
     """Seed 0's rows (`rows_by_seed[0]`: its numbers, the ones its figures show), each decided on
-    every seed's value of the same claim: the interval is `claims.seed_range` of the values (the
-    smallest and the largest), and the verdict is the criterion applied to that range, i.e.
-    reproduced when every seed meets it, not reproduced when none does, inconclusive when the seeds
-    disagree. Where a value is not a number (a seed without a phase change has no window share) the
+    every seed's value of the same claim: the interval is `verdicts.prediction_interval` of the
+    values (the 95% prediction interval for another training seed, holding every seed's value), and
+    the verdict is the criterion applied to it: reproduced when another seed would meet it too, not
+    reproduced when it would miss it, inconclusive otherwise (seeds that disagree included). Where a value is not a number (a seed without a phase change has no window share) the
     verdict counts the seeds that meet the criterion the same way, without an interval. The row says
     how many seeds agree and lists their values. A claim measured on seed 0 alone keeps its row."""
     first = list(rows_by_seed[0])
@@ -1011,7 +1011,7 @@ def over_seeds(rows_by_seed: Sequence[Sequence[claims.Claim]], units: str = "tra
         spec = specs.get(row.id)
         values = [r.measured for r in rows]
         numeric = all(isinstance(v, float) and np.isfinite(v) for v in values)
-        interval = claims.seed_range(values, units) if numeric else None
+        interval = verdicts.prediction_interval(values, units) if numeric else None
         outcomes = [_seed_outcome(r, spec) for r in rows]
         decided = [o for o in outcomes if o is not None]
         n = len(rows)

@@ -15,11 +15,11 @@ tasks, paired when two predictors answer the same tasks; a verdict is decided on
 Training seeds. A claim about a trained model is a claim about what training produces, so every
 trained model is trained on `SEEDS` training seeds (initial weights and training tasks; the
 evaluation and tuning tasks and the tuned GD / GD++ baselines are shared) and its claims are
-decided by one rule, `verdicts.across_seeds`: the interval is the range over the seeds of the
-per-seed 95% bootstrap intervals over the held-out tasks (`verdicts.union`; a number without a
-per-seed interval, such as a property of the weights, counts as its value). A verdict is
-reproduced only if every seed's interval meets the criterion, not reproduced if none reaches it,
-inconclusive otherwise. Figures and the prose's numbers are seed 0's (`verdicts.OverSeeds`); the
+decided by one rule, `verdicts.across_seeds`: the interval holds the per-seed 95% bootstrap
+intervals over the held-out tasks and the 95% prediction interval for another training seed
+(`verdicts.over_seeds`; a number without a per-seed interval, such as a property of the weights,
+counts as its value). A verdict is reproduced only if that whole interval meets the criterion,
+not reproduced if none of it does, inconclusive otherwise. Figures and the prose's numbers are seed 0's (`verdicts.OverSeeds`); the
 verdicts and intervals the prose quotes are the seeds' (`numbers(rows=...)`).
 
   setup               Setup: the task family, the profile's budgets, evaluation and tuning tasks
@@ -426,13 +426,13 @@ WEIGHT_COSINE = claims.declare(
     "weights match the construction",
     source_seed=SOURCE, unit="cosine",
     why_no_interval="a property of one trained model's weights (no sampled task enters it); across "
-                    "training seeds, the range of the per-seed values")
+                    "training seeds, the prediction interval for another seed (`verdicts.over_seeds`)")
 PATH_RATIO = claims.declare(
     "lsa.interpolation.max_loss_ratio",
     "Highest loss on the straight path trained -> constructed, relative to lsa.gd1_loss",
     source_seed=SOURCE, unit="ratio",
     why_no_interval="the highest point of one loss curve of one trained model; across training seeds, "
-                    "the range of the per-seed values")
+                    "the prediction interval for another seed (`verdicts.over_seeds`)")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
