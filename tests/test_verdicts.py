@@ -194,9 +194,9 @@ def test_count_over_seeds_ranks_each_seeds_units():
 
     spec = claims.declare("t_verdicts.heads", "h", source_seed="issue", test=claims.between(7, 7))
     rows = [[spec.measure(7.0, chapter="c", profile="smoke", why_no_interval="a count")] for _ in near]
-    (row,) = verdicts.across_seeds(rows, counts={spec.id: (near, 0.5)})
+    (row,) = verdicts.across_seeds(rows, counts={spec.id: (near, 0.5, False)})
     assert (row.verdict, row.interval) == ("inconclusive", [7.0, 8.0])
-    (row,) = verdicts.across_seeds(rows, counts={spec.id: (clear, 0.5)})
+    (row,) = verdicts.across_seeds(rows, counts={spec.id: (clear, 0.5, False)})
     assert (row.verdict, row.interval) == ("reproduced", [7.0, 7.0])
 
 
