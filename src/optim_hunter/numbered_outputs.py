@@ -21,7 +21,9 @@ circuitsvis snippets from `optim_hunter.plots`) in numbered `figure` nodes and i
 (HTML holding a `<table>`: a DataFrame, a Styler) in numbered `output_table` nodes (numbered as
 tables). As many entries as outputs: one each, in order; a single entry for several outputs (a
 loop over figures): one figure holding them all. Any other count is a warning, which fails a `-W`
-build: a caption never sits on an output it was not written for. `{numref}` then gives
+build: a caption never sits on an output it was not written for. Entries marked `optional: true`
+may find no output at all (a cell that shows its figures only when a contrast model is in the
+build); they are then left out, so prose must not `{numref}` them. `{numref}` then gives
 "Fig. 3" / "Table 2" (`numfig`, on in Jupyter Book).
 
 The stylesheet (`static/optim_hunter.css`) is linked on every page and copied to
@@ -91,6 +93,8 @@ def number_outputs(document: nodes.document, cell: nodes.Element, key: str,
     """Wrap the outputs of kind `key` of a myst-nb cell node in numbered, labelled nodes, one per
     entry (or all in one for a single entry); the problem, when the counts do not fit, else None."""
     outputs = [n for n in cell.findall(nodes.container) if n.get("nb_element") == "mime_bundle" and kind(n) == key]
+    if not outputs and all(entry.get("optional") for entry in entries):
+        return None  # shown only in some builds (a contrast model's figures): nothing to number here
     if len(entries) == len(outputs):
         groups = [[output] for output in outputs]
     elif len(entries) == 1 and outputs:
