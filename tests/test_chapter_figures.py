@@ -79,3 +79,14 @@ def test_every_numref_names_a_figure_or_table_that_every_build_shows():
     for path in sorted(BOOK.glob("*.md")):
         for target in re.findall(r"\{numref\}`(?:[^`<]*<)?([^`>]+)>?`", path.read_text(encoding="utf-8")):
             assert target in always, f"{path.name}: {{numref}} to {target!r}, which no cell always shows"
+
+
+def test_every_doc_link_names_a_page_and_every_ref_a_label():
+    pages = {p.stem for p in BOOK.glob("*.md")}
+    labels = {m for p in BOOK.glob("*.md") for m in re.findall(r"^\(([\w-]+)\)=$", p.read_text(encoding="utf-8"), re.M)}
+    for path in sorted(BOOK.glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        for target in re.findall(r"\{doc\}`(?:[^`<]*<)?([^`>]+)>?`", text):
+            assert target in pages, f"{path.name}: {{doc}} to {target!r}, not a page of book/"
+        for target in re.findall(r"\{ref\}`(?:[^`<]*<)?([^`>]+)>?`", text):
+            assert target in labels, f"{path.name}: {{ref}} to {target!r}, no such label"

@@ -211,3 +211,11 @@ def test_an_entry_without_a_caption_is_rejected():
     document, cell = _cell({"figures": [{"name": "fig-x"}]}, [PLOT])
     with pytest.raises(ValueError, match="name, caption"):
         numbered_outputs.declared(cell, "figures")
+
+
+def test_optional_entries_may_find_no_output_but_not_a_wrong_count():
+    optional = [{"name": "fig-a", "caption": "A.", "optional": True}, {"name": "fig-b", "caption": "B.", "optional": True}]
+    document, cell = _cell({"figures": optional}, [])
+    assert numbered_outputs.number_outputs(document, cell, "figures", optional) is None  # a build without them
+    document, cell = _cell({"figures": optional}, [PLOT] * 3)
+    assert "declares 2 figures" in numbered_outputs.number_outputs(document, cell, "figures", optional)
