@@ -22,7 +22,16 @@ from myst_pages import HEADER
 from optim_hunter import numbered_outputs
 from optim_hunter.plots import PLOTLY_MARK
 
-TOC = "format: jb-book\nroot: page\n"
+TOC = "format: jb-book\nroot: page\nchapters:\n  - file: claims\n"
+CLAIMS = "# Claims\n\n```{claims-table}\n:sources: sources.yml\n```\n"
+SOURCES = """\
+- id: s004.long
+  seed: "004"
+  claim: a source claim whose statement is long enough to need several lines of the table
+  source_value: 42
+  quote: a quotation from the source that also runs on for a while, as the source studies' quotes do
+  measured_by: ["tiny.{what}"]
+"""
 CONFIG = """\
 title: tiny
 only_build_toc_files: true
@@ -75,6 +84,17 @@ tables:
 ---
 result = plots_of_a_very_long_line_that_must_wrap = pd.DataFrame({"x": [1, 2, 3], "x squared": [1, 4, 9]}); result
 ```
+
+A claim with long words, so that the Claims page's table is wider than the column:
+
+```{code-cell} ipython3
+from optim_hunter import claims, settings
+
+LONG = claims.ClaimSpec("tiny.a_claim_identifier_long_enough_to_widen_its_column_of_the_claims_table",
+                        "a claim whose statement runs on " * 12, "004", 42.0, test=claims.between(40, 44))
+claims.record_all(LONG.measure(42.0, chapter="page", profile=settings.profile(),
+                               interval=claims.bootstrap([41.0, 42.0, 43.0], units="draws")))
+```
 """
 
 
@@ -86,6 +106,8 @@ def site(tmp_path_factory) -> Path:
     (root / "_config.yml").write_text(CONFIG)
     (root / "_toc.yml").write_text(TOC)
     (root / "page.md").write_text(PAGE)
+    (root / "claims.md").write_text(CLAIMS)
+    (root / "sources.yml").write_text(SOURCES)
     result = build(root, "smoke")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root / "_build" / "html"
@@ -136,30 +158,35 @@ def test_no_horizontal_overflow_of_the_content_column_at_1400px(site):
 
     browser = chromium()
     script = """<script>window.addEventListener('load', () => setTimeout(() => {
-      const column = document.querySelector('article.bd-article') || document.querySelector('main');
+      const column = document.querySelector('.bd-article-container') || document.querySelector('main');
       const limit = column.getBoundingClientRect().right + 1;
       const wide = [...column.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > limit
-        && !e.parentElement.closest('table, .optim-hunter-scroll, .optim-hunter-table'));
-      document.body.setAttribute('data-overflow',
-        wide.map(e => e.tagName + '.' + e.className).join('|') || 'none');
+        && !e.parentElement.closest('table, .optim-hunter-scroll, .optim-hunter-table'))
+        .map(e => e.tagName + '.' + e.className);
+      if (column.scrollWidth > column.clientWidth + 1) wide.push('column scrolls sideways');
+      if (document.documentElement.scrollWidth > window.innerWidth + 1) wide.push('page scrolls sideways');
+      document.body.setAttribute('data-overflow', wide.join('|') || 'none');
     }, 3000));</script>"""
-    page = (site / "page.html").read_text()
-    (site / "overflow.html").write_text(page.replace("</body>", script + "</body>"))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    found = {}
     try:
-        result = subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--window-size=1400,1000",
-             f"--user-data-dir={site.parent / 'chromium-overflow'}", "--virtual-time-budget=15000",
-             "--dump-dom", f"http://127.0.0.1:{server.server_address[1]}/overflow.html"],
-            capture_output=True, text=True, timeout=120)
+        for name in ("page", "claims"):
+            page = (site / f"{name}.html").read_text()
+            (site / f"{name}-overflow.html").write_text(page.replace("</body>", script + "</body>"))
+            result = subprocess.run(
+                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--window-size=1400,1000",
+                 f"--user-data-dir={site.parent / 'chromium-overflow'}", "--virtual-time-budget=15000",
+                 "--dump-dom", f"http://127.0.0.1:{server.server_address[1]}/{name}-overflow.html"],
+                capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, result.stderr[-2000:]
+            marker = re.search(r'data-overflow="([^"]*)"', result.stdout)
+            found[name] = marker and marker.group(1)
     finally:
         server.shutdown()
-    assert result.returncode == 0, result.stderr[-2000:]
-    found = re.search(r'data-overflow="([^"]*)"', result.stdout)
-    assert found and found.group(1) == "none", found and found.group(1)
+    assert found == {"page": "none", "claims": "none"}, found
 
 
 # --- the wrapping on hand-made doctrees ---------------------------------------------------------
