@@ -90,3 +90,43 @@ def test_every_doc_link_names_a_page_and_every_ref_a_label():
             assert target in pages, f"{path.name}: {{doc}} to {target!r}, not a page of book/"
         for target in re.findall(r"\{ref\}`(?:[^`<]*<)?([^`>]+)>?`", text):
             assert target in labels, f"{path.name}: {{ref}} to {target!r}, no such label"
+
+
+def executed_notebooks() -> list[Path]:
+    """Executed chapters of an earlier build: myst-nb's copies and jupyter-cache's, under `_build`
+    (or the folder `OPTIM_HUNTER_EXECUTED` names)."""
+    import os
+
+    root = Path(os.environ.get("OPTIM_HUNTER_EXECUTED") or BOOK.parent / "_build")
+    return sorted(root.glob("jupyter_execute/**/*.ipynb")) + sorted(root.glob(".jupyter_cache/**/base.ipynb"))
+
+
+def test_declarations_fit_the_outputs_of_executed_chapters():
+    """Where a build has executed chapters, every cell's declared figures and tables fit the outputs
+    it showed there (the rule the build applies with -W), without building anything."""
+    import nbformat
+
+    from optim_hunter import numbered_outputs
+
+    executed = {}
+    for path in executed_notebooks():
+        notebook = nbformat.read(path, as_version=4)
+        executed[tuple(c.source for c in notebook.cells if c.cell_type == "code")] = notebook
+    checked, problems = 0, []
+    for path in CHAPTERS:
+        code = cells(path)
+        notebook = executed.get(tuple(c.source for c in code))
+        if notebook is None:
+            continue
+        checked += 1
+        ran = [c for c in notebook.cells if c.cell_type == "code"]
+        for i, (cell, out) in enumerate(zip(code, ran)):
+            kinds = numbered_outputs.output_kinds(out)
+            for key in (numbered_outputs.FIGURES, numbered_outputs.TABLES):
+                entries = cell.metadata.get(key) or []
+                wrong = entries and numbered_outputs.problem(key, entries, kinds.count(key))
+                if wrong:
+                    problems.append(f"{path.name}, code cell {i + 1}: {wrong}")
+    if not checked:
+        pytest.skip("no executed chapters under _build (a build, or OPTIM_HUNTER_EXECUTED, provides them)")
+    assert not problems, "\n".join(problems)

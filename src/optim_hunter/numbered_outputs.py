@@ -60,14 +60,37 @@ def _html(bundle: nodes.Element) -> str:
     return "".join(raw.astext() for raw in bundle.findall(nodes.raw) if "html" in raw.get("format", "").split())
 
 
-def kind(bundle: nodes.Element) -> str | None:
+def html_kind(text: str) -> str | None:
     """'figures' for a Plotly/circuitsvis snippet, 'tables' for HTML holding a table, else None."""
-    text = _html(bundle)
     if PLOTLY_MARK in text or CIRCUITSVIS_MARK in text:
         return FIGURES
     if "<table" in text:
         return TABLES
     return None
+
+
+def kind(bundle: nodes.Element) -> str | None:
+    """`html_kind` of a myst-nb output (a mime bundle node)."""
+    return html_kind(_html(bundle))
+
+
+def output_kinds(cell: Any) -> list[str | None]:
+    """`html_kind` of each output of an executed notebook cell (nbformat) that the page shows: glued
+    values (myst-nb's `scrapbook` outputs) are not shown."""
+    return [html_kind("".join(output.get("data", {}).get("text/html", "")))
+            for output in cell.get("outputs", [])
+            if output.get("output_type") in ("display_data", "execute_result")
+            and "scrapbook" not in output.get("metadata", {})]
+
+
+def problem(key: str, entries: list[dict[str, Any]], n_outputs: int) -> str | None:
+    """Why `entries` cannot label `n_outputs` outputs of kind `key`, or None when they can: as many
+    entries as outputs, or one entry for any number of them, or optional entries and no output."""
+    if len(entries) == n_outputs or (len(entries) == 1 and n_outputs):
+        return None
+    if not n_outputs and all(entry.get("optional") for entry in entries):
+        return None
+    return f"the cell declares {len(entries)} {key} ({', '.join(e['name'] for e in entries)}) but shows {n_outputs}"
 
 
 def caption(text: str) -> nodes.caption:
@@ -93,15 +116,11 @@ def number_outputs(document: nodes.document, cell: nodes.Element, key: str,
     """Wrap the outputs of kind `key` of a myst-nb cell node in numbered, labelled nodes, one per
     entry (or all in one for a single entry); the problem, when the counts do not fit, else None."""
     outputs = [n for n in cell.findall(nodes.container) if n.get("nb_element") == "mime_bundle" and kind(n) == key]
-    if not outputs and all(entry.get("optional") for entry in entries):
-        return None  # shown only in some builds (a contrast model's figures): nothing to number here
-    if len(entries) == len(outputs):
-        groups = [[output] for output in outputs]
-    elif len(entries) == 1 and outputs:
-        groups = [outputs]
-    else:
-        return (f"the cell declares {len(entries)} {key} ({', '.join(e['name'] for e in entries)}) "
-                f"but shows {len(outputs)}")
+    wrong = problem(key, entries, len(outputs))
+    if wrong:
+        return wrong
+    # One entry per output, or one for them all; none at all (optional entries): nothing to number.
+    groups = [[output] for output in outputs] if len(entries) == len(outputs) else [outputs] if outputs else []
     for entry, group in zip(entries, groups):
         node = nodes.figure() if key == FIGURES else output_table()
         node.source, node.line = cell.source, cell.line
