@@ -9,10 +9,12 @@ figure, gets two targets of the same name. Here a code cell declares what it sho
     tags: [hide-input]
     figures:
       - name: fig-affine-dla-next
-        caption: Direct logit attribution of each head to the next term.
+        caption: "Direct attribution of each head's output to the next term a_(m+1), ..."
+      - name: fig-affine-dla-step
+        caption: "Direct attribution of each head's output to the step a_(m+1) − a_m, ..."
     tables:
-      - name: tab-affine-qk
-        caption: The QK identity score of each layer-2 head.
+      - name: tab-affine-dla
+        caption: "..."
     ---
     ```
 
@@ -21,10 +23,10 @@ circuitsvis snippets from `optim_hunter.plots`) in numbered `figure` nodes and i
 (HTML holding a `<table>`: a DataFrame, a Styler) in numbered `output_table` nodes (numbered as
 tables). As many entries as outputs: one each, in order; a single entry for several outputs (a
 loop over figures): one figure holding them all. Any other count is a warning, which fails a `-W`
-build: a caption never sits on an output it was not written for. Entries marked `optional: true`
-may find no output at all (a cell that shows its figures only when a contrast model is in the
-build); they are then left out, so prose must not `{numref}` them. `{numref}` then gives
-"Fig. 3" / "Table 2" (`numfig`, on in Jupyter Book).
+build: a caption never sits on an output it was not written for. `{numref}` then gives "Fig. 3" /
+"Table 2" (`numfig`, on in Jupyter Book; numbered per page). Entries marked `optional: true` may
+find no output at all (a cell that shows its figures only when a contrast model is in the build);
+they are then left out, so prose must not `{numref}` them.
 
 The stylesheet (`static/optim_hunter.css`) is linked on every page and copied to
 `_static/optim_hunter/`: code cells wrap long lines and wide tables scroll inside the content column.
@@ -103,6 +105,7 @@ def caption(text: str) -> nodes.caption:
 
 
 def declared(cell: nodes.Element, key: str) -> list[dict[str, Any]]:
+    """The entries a myst-nb cell node declares under `key` (none: []); ValueError if malformed."""
     entries = (cell.get("cell_metadata") or {}).get(key) or []
     if not isinstance(entries, list) or not all(
         isinstance(e, dict) and isinstance(e.get("name"), str) and str(e.get("caption", "")).strip() for e in entries
@@ -149,9 +152,9 @@ class NumberOutputs(SphinxTransform):
                 except ValueError as error:
                     logger.warning(str(error), location=cell)
                     continue
-                problem = number_outputs(self.document, cell, key, entries) if entries else None
-                if problem:
-                    logger.warning(problem, location=cell)
+                wrong = number_outputs(self.document, cell, key, entries) if entries else None
+                if wrong:
+                    logger.warning(wrong, location=cell)
 
 
 def visit_output_table(self: Any, node: output_table) -> None:
