@@ -35,6 +35,7 @@ Modules (each file's docstring says more):
   chapter        glue a result's numbers into a chapter's prose
   plots          every figure helper, rendered so the static book works offline
   sphinx_ext     the Jupyter Book extension: offline JS assets, claims collection, Claims page
+  numbered_outputs  numbered, captioned figures and tables from code cells; the book's stylesheet
   cli            optim-hunter datasets | regressors | eval | train | models
 """
 

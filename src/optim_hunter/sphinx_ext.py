@@ -11,7 +11,9 @@ Enabled in `_config.yml` under `sphinx.extra_extensions`. It
     smoke build never serves cached full results, or the reverse; the cache is also keyed by a
     hash of the package source, so outputs are never served for code that no longer exists;
   * collects the claim rows chapters displayed into `_build/claims.json` and renders the
-    `{claims-table}` directive (the Claims page) from them.
+    `{claims-table}` directive (the Claims page) from them;
+  * numbers the figures and tables code cells declare, and links the book's stylesheet
+    (`optim_hunter.numbered_outputs`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from optim_hunter import bench_page, claims, diskspace, settings
+from optim_hunter import bench_page, claims, diskspace, numbered_outputs, settings
 from optim_hunter.plots import BOOK_ENV, CIRCUITSVIS_MARK, PLOTLY_MARK, site_independent_notebook
 
 STATIC_SUBDIR = "optim_hunter"
@@ -538,4 +540,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("html-page-context", _page_context)
     app.connect("build-finished", _build_finished)
     app.connect("html-page-context", _offer_notebook, priority=490)
+    numbered_outputs.setup(app)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
