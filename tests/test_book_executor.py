@@ -233,3 +233,21 @@ def test_a_chapter_reading_another_s_cached_result_starts_after_it(tmp_path, mon
     assert tasks["execute book/inside_regressor"].needs == ("execute book/competence",)
     tasks = {t.name: t for t in book_executor.plan(root, "smoke", cached=["book/competence"])}
     assert tasks["execute book/inside_regressor"].needs == ()  # done before: nothing to wait for
+
+
+def test_only_plans_the_named_chapter_the_chapters_it_reads_and_the_models_it_loads(tmp_path, monkeypatch):
+    root = _book(tmp_path, {"intro": "# intro\n", "book/a": CHAPTER, "book/b": CHAPTER,
+                            "book/competence": CHAPTER, "book/inside_regressor": CHAPTER})
+    monkeypatch.setattr(book_executor, "CHAPTER_NEEDS", {"book/a": ("attn-only-2l-code",), "book/b": ("smeared-1l",)})
+    monkeypatch.setenv("OPTIM_HUNTER_MODEL", "smollm2-135m")
+    names = [t.name for t in book_executor.plan(root, "smoke", only=["a"])]
+    assert names == ["train attn-only-2l-code", "execute book/a"]  # b's model is not trained
+    assert [t.name for t in book_executor.plan(root, "smoke", only=["book/b.md"])] == (
+        [f"train {n}" for n in zoo.seed_names("smeared-1l")] + ["execute book/b"])
+    # inside_regressor reads the competence map: it comes along unless cached
+    assert {t.name for t in book_executor.plan(root, "smoke", only=["inside_regressor"])} == {
+        "execute book/competence", "execute book/inside_regressor"}
+    assert [t.name for t in book_executor.plan(root, "smoke", only=["inside_regressor"],
+                                               cached=["book/competence"])] == ["execute book/inside_regressor"]
+    with pytest.raises(ValueError, match=r"no chapter named 'linear_fm': the book's chapters are a, b, competence"):
+        book_executor.plan(root, "smoke", only=["linear_fm"])

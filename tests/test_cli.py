@@ -52,3 +52,29 @@ def test_eval_refuses_an_unknown_model_before_any_work(capsys):
     assert cli.main(["eval", "friedman2", "--model", "no-such-model", "--seeds", "2"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'no-such-model'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "linear_fm"], "no chapter named 'linear_fm': the book's chapters are model_zoo, "),
+    (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+])
+def test_execute_refuses_an_unknown_chapter_or_model_before_any_work(argv, message, capsys, monkeypatch):
+    from optim_hunter import book_executor
+
+    monkeypatch.setattr(book_executor, "run", lambda *a, **k: pytest.fail("work started"))
+    assert cli.main(["execute", "--root", str(Path(__file__).resolve().parent.parent), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_execute_only_hands_the_chapters_and_the_model_to_the_executor(monkeypatch, capsys):
+    from optim_hunter import book_executor
+
+    seen = {}
+    monkeypatch.delenv("OPTIM_HUNTER_MODEL", raising=False)
+    monkeypatch.setattr(book_executor, "run", lambda root, profile, **k: seen.update(
+        k, model=__import__("os").environ.get("OPTIM_HUNTER_MODEL")) or [])
+    root = str(Path(__file__).resolve().parent.parent)
+    assert cli.main(["execute", "--root", root, "--only", "linear_fn", "--model", "smollm2-135m", "--quiet"]) == 0
+    assert seen["only"] == ["linear_fn"] and seen["model"] == "smollm2-135m"
+    monkeypatch.delenv("OPTIM_HUNTER_MODEL", raising=False)

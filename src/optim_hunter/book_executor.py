@@ -170,8 +170,26 @@ def is_cached(cache: Any, path: Path) -> bool:
     return True
 
 
-def plan(root: Path, profile: str, *, trained: Sequence[str] = (), cached: Sequence[str] = ()) -> list[Task]:
-    """The tasks left: zoo models not in `trained`, chapters not in `cached` (docnames)."""
+def selected(root: Path, only: Sequence[str]) -> list[str]:
+    """The docnames `only` names (`linear_fn`, `book/linear_fn` or `book/linear_fn.md`), with the
+    chapters they read results from (`CHAPTER_AFTER`); an unknown name is a ValueError listing the
+    book's chapters."""
+    docs = [p.relative_to(root).with_suffix("").as_posix() for p in chapters(root)]
+    by_name = {**{d.rsplit("/", 1)[-1]: d for d in docs}, **{d: d for d in docs}}
+    unknown = [name for name in only if name.removesuffix(".md") not in by_name]
+    if unknown:
+        raise ValueError(f"no chapter named {', '.join(map(repr, unknown))}: the book's chapters are "
+                         f"{', '.join(d.rsplit('/', 1)[-1] for d in docs)}")
+    chosen = [by_name[name.removesuffix(".md")] for name in only]
+    for doc in list(chosen):  # what a chosen chapter reads must exist first
+        chosen += [d for d in CHAPTER_AFTER.get(doc, ()) if d in docs]
+    return [d for d in docs if d in chosen]
+
+
+def plan(root: Path, profile: str, *, trained: Sequence[str] = (), cached: Sequence[str] = (),
+         only: Sequence[str] | None = None) -> list[Task]:
+    """The tasks left: zoo models not in `trained`, chapters not in `cached` (docnames); with
+    `only`, just those chapters (see `selected`) and the models they load."""
     from optim_hunter import zoo
 
     names = zoo.names()
@@ -183,11 +201,13 @@ def plan(root: Path, profile: str, *, trained: Sequence[str] = (), cached: Seque
         if unknown:
             raise ValueError(f"CHAPTER_NEEDS[{doc!r}] names {unknown}, not zoo models (see `optim-hunter models`)")
     used = list(dict.fromkeys(m for models in needs.values() for m in models if m != "*"))
-    train = [Task("train", name) for name in used if name not in trained]
+    wanted = set(needs) if only is None else set(selected(root, only))
+    loaded = {m for doc in wanted for m in (used if "*" in needs[doc] else needs[doc])}
+    train = [Task("train", name) for name in used if name not in trained and name in loaded]
     waiting = {task.target for task in train}
     tasks = list(train)
     for doc, models in needs.items():
-        if doc in cached:
+        if doc in cached or doc not in wanted:
             continue
         models = used if "*" in models else models
         after = tuple(f"execute {d}" for d in CHAPTER_AFTER.get(doc, ()) if d in needs and d not in cached)
@@ -228,6 +248,7 @@ def run(
     tasks: Sequence[Task] | None = None,
     progress: bool = True,
     command: Any = None,
+    only: Sequence[str] | None = None,
 ) -> list[Outcome]:
     """Run the plan (or `tasks`) `lanes` at a time; executed chapters go into the execution cache.
 
@@ -235,7 +256,7 @@ def run(
     GPU (`devices.validated()`, or a placement across devices), the chapters that load it
     (`LLM_CHAPTERS`) run one after another in one more lane of their own, so one copy of the
     model is on the GPU at a time; the `lanes` CPU lanes keep the trained toys and every other
-    chapter. Returns every task's outcome and writes them to `_build/schedule.json`; raises
+    chapter. `only`: just those chapters (and the models they load; see `plan`). Returns every task's outcome and writes them to `_build/schedule.json`; raises
     `RuntimeError` naming the failed tasks.
     """
     from tqdm.auto import tqdm
@@ -253,7 +274,7 @@ def run(
     if tasks is None:
         trained = [name for name in zoo.names() if zoo.status(name, profile).cached]
         cached = [p.relative_to(root).with_suffix("").as_posix() for p in chapters(root) if is_cached(cache, p)]
-        tasks = plan(root, profile, trained=trained, cached=cached)
+        tasks = plan(root, profile, trained=trained, cached=cached, only=only)
     threads = str(max(1, (os.cpu_count() or 1) // lanes))
     env = {**os.environ, "OPTIM_HUNTER_PROFILE": profile, plots.BOOK_ENV: "1",
            # A task uses its lane's cores and no more: torch/BLAS threads, and joblib's worker

@@ -144,6 +144,7 @@ def _trainable(name: str) -> None:
 
 
 def _cmd_execute(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from optim_hunter import book_executor, settings
@@ -153,8 +154,14 @@ def _cmd_execute(args: argparse.Namespace) -> int:
         raise ValueError(f"{root} has no {book_executor.TOC}: run this in the book's folder or pass --root")
     if args.lanes < 1:
         raise ValueError(f"--lanes must be >= 1, got {args.lanes}")
+    if args.model is not None:  # this run's language model, checked as OPTIM_HUNTER_MODEL is
+        settings.model(args.model)
+        os.environ["OPTIM_HUNTER_MODEL"] = args.model  # the chapters' kernels inherit it
+    if args.only:
+        book_executor.selected(root, args.only)  # an unknown chapter stops here, before any work
     try:
-        outcomes = book_executor.run(root, settings.profile(args.profile), lanes=args.lanes, progress=not args.quiet)
+        outcomes = book_executor.run(root, settings.profile(args.profile), lanes=args.lanes, progress=not args.quiet,
+                                     only=args.only or None)
     except RuntimeError as err:
         print(f"optim-hunter: {err}", file=sys.stderr)
         return 1
@@ -210,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--lanes", type=int, default=2, help="tasks at a time (each gets cores/lanes threads)")
     ex.add_argument("--root", default=".", help="the book's folder (with _toc.yml)")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    ex.add_argument("--only", action="append", metavar="CHAPTER", help="execute only this chapter (e.g. linear_fn; "
+                    "repeatable), with the chapters it reads and the models it loads")
+    ex.add_argument("--model", default=None, help="the language model for this run (as OPTIM_HUNTER_MODEL)")
     ex.set_defaults(func=_cmd_execute)
     mo = sub.add_parser("models", help="list the zoo models with their cache status, path and size")
     mo.add_argument("--profile", default=None, help="full, smoke or all (default: the current profile)")
