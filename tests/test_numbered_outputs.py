@@ -17,7 +17,7 @@ from docutils import nodes
 from docutils.frontend import get_default_settings
 from docutils.parsers.rst import Parser
 from docutils.utils import new_document
-from myst_pages import HEADER
+from myst_pages import CONFIG, HEADER
 
 from optim_hunter import numbered_outputs
 from optim_hunter.plots import PLOTLY_MARK
@@ -31,16 +31,6 @@ SOURCES = """\
   source_value: 42
   quote: a quotation from the source that also runs on for a while, as the source studies' quotes do
   measured_by: ["tiny.{what}"]
-"""
-CONFIG = """\
-title: tiny
-only_build_toc_files: true
-execute:
-  execute_notebooks: cache
-  raise_on_error: true
-  stderr_output: remove
-sphinx:
-  extra_extensions: [optim_hunter.sphinx_ext]
 """
 PAGE = HEADER + """
 # Figures

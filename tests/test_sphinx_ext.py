@@ -20,22 +20,12 @@ from pathlib import Path
 
 
 import pytest
-from myst_pages import HEADER
+from myst_pages import CONFIG, HEADER
 
 pytestmark = pytest.mark.slow
 
 JUPYTER_BOOK = Path(sys.executable).parent / "jupyter-book"
 
-CONFIG = """\
-title: tiny
-only_build_toc_files: true
-execute:
-  execute_notebooks: cache
-  raise_on_error: true
-  stderr_output: remove
-sphinx:
-  extra_extensions: [optim_hunter.sphinx_ext]
-"""
 TOC = """\
 format: jb-book
 root: page
