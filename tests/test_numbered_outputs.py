@@ -19,7 +19,7 @@ from docutils.parsers.rst import Parser
 from docutils.utils import new_document
 from myst_pages import CONFIG, HEADER
 
-from optim_hunter import numbered_outputs
+from optim_hunter import numbered_outputs, sphinx_ext
 from optim_hunter.plots import PLOTLY_MARK
 
 TOC = "format: jb-book\nroot: page\nchapters:\n  - file: claims\n"
@@ -126,7 +126,7 @@ def test_numref_resolves_to_numbered_captioned_figures_and_tables(site):
 @pytest.mark.slow
 def test_the_stylesheet_is_shipped_and_linked(site):
     shipped = site / "_static" / "optim_hunter" / "optim_hunter.css"
-    assert shipped.read_text() == numbered_outputs.STYLESHEET.read_text()
+    assert shipped.read_text() == sphinx_ext.STYLESHEET.read_text()
     page = (site / "page.html").read_text()
     assert re.search(r'<link[^>]+href="_static/optim_hunter/optim_hunter\.css[^"]*"', page)
     css = shipped.read_text()

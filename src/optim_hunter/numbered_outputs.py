@@ -1,4 +1,4 @@
-"""Numbered, captioned, labelled figures and tables made from code-cell outputs, and the book's stylesheet.
+"""Numbered, captioned, labelled figures and tables made from code-cell outputs.
 
 myst-nb can wrap a cell's outputs in a figure (cell metadata `mystnb: figure:`), but it wraps every
 display output of the cell under the one name: a cell that shows two figures, or a table beside a
@@ -27,16 +27,11 @@ build: a caption never sits on an output it was not written for. `{numref}` then
 "Table 2" (`numfig`, on in Jupyter Book; numbered per page). Entries marked `optional: true` may
 find no output at all (a cell that shows its figures only when a contrast model is in the build);
 they are then left out, so prose must not `{numref}` them.
-
-The stylesheet (`static/optim_hunter.css`) is linked on every page and copied to
-`_static/optim_hunter/`: code cells wrap long lines and wide tables scroll inside the content column.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 from typing import Any
 
 from docutils import nodes
@@ -50,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 FIGURES = "figures"  # cell metadata keys
 TABLES = "tables"
-STYLESHEET = Path(__file__).parent / "static" / "optim_hunter.css"
-STATIC_SUBDIR = "optim_hunter"  # as sphinx_ext: the site's `_static/optim_hunter/`
 
 
 class output_table(nodes.General, nodes.Element):
@@ -169,17 +162,8 @@ def _skip(self: Any, node: nodes.Node) -> None:
     pass
 
 
-def _copy_stylesheet(app: Sphinx, exception: Exception | None) -> None:
-    if exception is None and app.builder.format == "html":
-        target = Path(app.outdir) / "_static" / STATIC_SUBDIR
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(STYLESHEET, target / STYLESHEET.name)
-
-
 def setup(app: Sphinx) -> None:
     """Called from `optim_hunter.sphinx_ext.setup`."""
     app.add_enumerable_node(output_table, "table", html=(visit_output_table, depart_output_table),
                             latex=(_skip, _skip), text=(_skip, _skip))
     app.add_transform(NumberOutputs)
-    app.add_css_file(f"{STATIC_SUBDIR}/{STYLESHEET.name}")
-    app.connect("build-finished", _copy_stylesheet)

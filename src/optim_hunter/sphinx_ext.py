@@ -12,8 +12,9 @@ Enabled in `_config.yml` under `sphinx.extra_extensions`. It
     hash of the package source, so outputs are never served for code that no longer exists;
   * collects the claim rows chapters displayed into `_build/claims.json` and renders the
     `{claims-table}` directive (the Claims page) from them;
-  * numbers the figures and tables code cells declare, and links the book's stylesheet
-    (`optim_hunter.numbered_outputs`).
+  * numbers the figures and tables code cells declare (`optim_hunter.numbered_outputs`);
+  * links the book's stylesheet (`static/optim_hunter.css`: code cells wrap long lines, wide tables
+    scroll inside the content column) on every page, copied beside the other assets.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from optim_hunter import bench_page, claims, diskspace, numbered_outputs, settin
 from optim_hunter.plots import BOOK_ENV, CIRCUITSVIS_MARK, PLOTLY_MARK, site_independent_notebook
 
 STATIC_SUBDIR = "optim_hunter"
+STYLESHEET = Path(__file__).parent / "static" / "optim_hunter.css"
 MATHJAX_PATH = f"{STATIC_SUBDIR}/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 ASSETS = {
     "plotly": ("plotly.min.js", PLOTLY_MARK),
@@ -168,6 +170,7 @@ def _build_finished(app: Sphinx, exception: Exception | None) -> None:
         # The bundles reference source maps that are not shipped; drop the reference.
         text = "\n".join(line for line in text.splitlines() if not line.startswith("//# sourceMappingURL"))
         (static / ASSETS[name][0]).write_text(text, encoding="utf-8")
+    shutil.copyfile(STYLESHEET, static / STYLESHEET.name)
     import jupyter_server_mathjax
 
     mathjax = Path(jupyter_server_mathjax.__file__).parent / "static"
@@ -541,4 +544,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("build-finished", _build_finished)
     app.connect("html-page-context", _offer_notebook, priority=490)
     numbered_outputs.setup(app)
+    app.add_css_file(f"{STATIC_SUBDIR}/{STYLESHEET.name}")
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
