@@ -24,7 +24,7 @@ circuitsvis snippets from `optim_hunter.plots`) in numbered `figure` nodes and i
 tables). As many entries as outputs: one each, in order; a single entry for several outputs (a
 loop over figures): one figure holding them all. Any other count is a warning, which fails a `-W`
 build: a caption never sits on an output it was not written for. `{numref}` then gives "Fig. 3" /
-"Table 2" (`numfig`, on in Jupyter Book; numbered per page). Entries marked `optional: true` may
+"Table 2" (`numfig`, on in Jupyter Book; numbered through the whole book). Entries marked `optional: true` may
 find no output at all (a cell that shows its figures only when a contrast model is in the build);
 they are then left out, so prose must not `{numref}` them.
 """
