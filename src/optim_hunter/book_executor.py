@@ -77,6 +77,10 @@ ESTIMATES: dict[str, float] = {
     "train affine-every-position-seed1": 100.0,
     "train affine-recurrence-seed2": 490.0,
     "train affine-every-position-seed2": 100.0,
+    "train affine-recurrence-seed3": 490.0,
+    "train affine-every-position-seed3": 100.0,
+    "train affine-recurrence-seed4": 490.0,
+    "train affine-every-position-seed4": 100.0,
     "train attn-only-2l-code": 340.0,
     "execute book/llm_regressor": 670.0,  # with shuffled-y controls: extrapolated from 4.2 s per 25-example prompt
     "execute book/competence": 300.0,
@@ -85,7 +89,7 @@ ESTIMATES: dict[str, float] = {
     "execute book/gd_in_attention": 205.0,  # three training seeds: 202 s measured (one seed: 125 s)
     "execute book/linear_fn": 170.0,  # with the shuffled-y controls of the sweep (extrapolated)
     "execute book/regressors_friedman2": 95.0,
-    "execute book/affine_recurrences": 120.0,  # three training seeds (69 s measured with two, 45 s with one)
+    "execute book/affine_recurrences": 170.0,  # five training seeds (100 s with three, 69 s with two, 45 s with one)
     "execute book/model_zoo": 50.0,
 }
 # The Markov-chain models of the induction-heads chapter (1,500 steps; 74, 54, 62, 29 and 32 s alone on

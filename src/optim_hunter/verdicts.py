@@ -20,6 +20,10 @@ seed (`prediction_interval`). One model's interval leaves out how far another tr
 same run on other float kernels, moves the number, and the range of three seeds leaves out a fourth:
 two builds of one commit, one with other float kernels, once decided two affine claims differently
 on that range (seeds 7, 8, 6 against 7, 7, 7 heads; 0.109, 0.075, 0.101 against 0.086, 0.066, 0.056).
+The prediction interval of three seeds still decided two affine rows differently in two such builds
+(0.081, 0.072, 0.067 against 0.078, 0.075, 0.080 for a criterion <= 0.1): its half-width, 4.97 sample
+sd at n = 3, rests on an sd that three values barely estimate; the affine models now train five seeds
+(3.04 sd; `zoo.SEEDS`).
 A count of units past a threshold (heads whose score is >= 0.5) is decided the same way on each
 ranked unit's score (`count_over_seeds`). `OverSeeds` holds a section's results over the seeds and
 reads as seed 0's.

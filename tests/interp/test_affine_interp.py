@@ -372,12 +372,12 @@ def test_studies_load_every_training_seed_of_the_model(monkeypatch):
     monkeypatch.setattr(ia.zoo, "load", lambda name, profile, progress=True: loaded.append(name) or model)
     monkeypatch.setattr(ia.zoo, "metadata", lambda name, profile: meta())
     studies = ia.studies("smoke")
-    names = ["affine-recurrence", "affine-recurrence-seed1", "affine-recurrence-seed2"]
+    names = ["affine-recurrence"] + [f"affine-recurrence-seed{seed}" for seed in range(1, 5)]
     assert loaded == ia.zoo.seed_names("affine-recurrence") == names
     assert [(s.name, s.seed) for s in studies] == [(name, seed) for seed, name in enumerate(names)]
     for other in studies[1:]:  # the same held-out sequences for every seed
         np.testing.assert_array_equal(studies[0].analysis[3].terms, other.analysis[3].terms)
-    assert ia.seeds_numbers(studies).numbers() == {"n_seeds": 3, "seed_models": ", ".join(names)}
+    assert ia.seeds_numbers(studies).numbers() == {"n_seeds": 5, "seed_models": ", ".join(names)}
 
 
 def test_each_seed_compares_with_the_every_position_run_of_the_same_seed(monkeypatch, tiny_study):

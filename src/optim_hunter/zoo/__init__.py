@@ -58,7 +58,10 @@ DEFINED_IN: dict[str, str] = {
 # configuration with `train.seed = s` (initialisation and data order), named `<name>-seed<s>`.
 SEEDS: dict[str, int] = {
     "attn-only-1l": 3, "attn-only-2l": 3, "attn-only-3l": 3, "smeared-1l": 3, "smeared-2l": 3,
-    "affine-recurrence": 3, "affine-every-position": 3,
+    # Five for the affine models: with three, two builds of one commit (default and avx2 float kernels,
+    # 2026-12-04) decided two affine rows differently, each on the 95% prediction interval for another
+    # seed, whose half-width is 4.97 sd at n = 3 and 3.04 sd at n = 5 (the sd itself far less noisy).
+    "affine-recurrence": 5, "affine-every-position": 5,
 }
 SEED_MARK = "-seed"
 for _base, _n in SEEDS.items():
