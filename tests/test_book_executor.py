@@ -152,7 +152,7 @@ def test_an_executed_chapter_is_what_myst_nb_finds_in_the_cache(tmp_path, monkey
     path = root / "book" / "a.md"
     reader = create_nb_reader(str(path), MdParserConfig(), NbParserConfig(), path.read_text())
     notebook = reader.read(path.read_text())
-    cache = book_executor.execution_cache(root, "smoke")
+    cache = book_executor.execution_cache(root, "smoke", "book/a")
     _, merged = cache.merge_match_into_notebook(notebook)
     outputs = [o for cell in merged.cells if cell.cell_type == "code" for o in cell.outputs]
     assert any("42" in o.get("text", "") for o in outputs)
@@ -209,7 +209,7 @@ pathlib.Path({str(marker)!r}).write_text("finished")
     while not marker.exists() and time.time() < deadline:
         time.sleep(0.1)
     assert marker.read_text() == "started"
-    cache = book_executor.execution_cache(root, "smoke")
+    cache = book_executor.execution_cache(root, "smoke", "book/a")
     while not book_executor.is_cached(cache, root / "book" / "a.md") and time.time() < deadline:
         time.sleep(0.1)  # book/a (fast, the other lane) is done and stored before the kill
     assert marker.read_text() == "started", "the slow cell ended before the kill: lengthen it"

@@ -5,12 +5,16 @@ under a placement, the execution cache key, and one GPU lane in `optim-hunter ex
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from optim_hunter import book_executor, devices, kv_decoding, llm_regressor, precision, settings, sphinx_ext, transformer
+from optim_hunter import (book_executor, chapter_cache, devices, kv_decoding, llm_regressor, precision, settings,
+                          transformer)
 from optim_hunter.book_executor import Task
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -153,17 +157,24 @@ def test_placement_keeps_the_key_value_cache(tiny_hf_models, monkeypatch, no_cud
 # --- the build: cache key and lanes ------------------------------------------------------------
 
 
-def test_the_execution_cache_key_says_device_and_dtype(no_cuda, monkeypatch, tmp_path):
+def test_the_execution_cache_key_says_device_and_dtype_for_the_language_model_chapters(no_cuda, monkeypatch,
+                                                                                      tmp_path):
     monkeypatch.delenv("OPTIM_HUNTER_CONTRASTS", raising=False)
-    cpu = sphinx_ext.build_context()
+    llm, toy = REPO / "book" / "linear_fn.md", REPO / "book" / "induction_heads.md"
+    cpu = chapter_cache.chapter_context("book/linear_fn", llm)
     assert (cpu["device"], cpu["dtype"]) == ("cpu", "float32")
-    out = tmp_path / "_build" / "html"
-    same = sphinx_ext.cache_path(out, cpu)
-    assert "cpu" not in same.name  # the CPU book keeps its cache folders
+    build = tmp_path / "_build"
+    same = chapter_cache.cache_path(build, "book/linear_fn", cpu)
+    assert "cpu" not in same.name  # the CPU book's folder names carry no device
+    toy_cpu = chapter_cache.chapter_context("book/induction_heads", toy)
     monkeypatch.setattr(settings, "run_context", lambda: {"device": "cuda:0", "dtype": "bfloat16"})
-    gpu = sphinx_ext.build_context()
-    assert gpu != cpu and sphinx_ext.cache_path(out, gpu) != same
-    assert sphinx_ext.cache_path(out, {**gpu, "dtype": "float32"}) not in (same, sphinx_ext.cache_path(out, gpu))
+    gpu = chapter_cache.chapter_context("book/linear_fn", llm)
+    assert gpu != cpu and chapter_cache.cache_path(build, "book/linear_fn", gpu) != same
+    bf16, fp32 = (chapter_cache.cache_path(build, "book/linear_fn", {**gpu, "dtype": d}) for d in ("bfloat16", "float32"))
+    assert bf16 != fp32 and fp32 != same
+    # a chapter that trains its own toys: the language model's device is no part of its key
+    assert chapter_cache.chapter_context("book/induction_heads", toy) == toy_cpu
+    assert "device" not in toy_cpu and "model" not in toy_cpu
 
 
 def _sleeper(seconds: float):
@@ -181,6 +192,7 @@ def test_llm_chapters_share_one_gpu_lane(tmp_path, monkeypatch, capsys, gpu):
     device = torch.device("cuda", 0) if gpu else torch.device("cpu")
     monkeypatch.setattr(devices, "validated", lambda env=None: device)
     monkeypatch.setattr(book_executor, "_store", lambda cache, out: None)
+    monkeypatch.setattr(book_executor, "execution_cache", lambda root, profile, doc: None)  # no chapter files here
     llm = [Task("execute", doc) for doc in book_executor.LLM_CHAPTERS]
     toys = [Task("train", "a"), Task("train", "b")]
     outcomes = book_executor.run(tmp_path, "smoke", lanes=2, tasks=llm + toys, progress=False, command=_sleeper(0.6))

@@ -2,8 +2,9 @@
 
 `make book` calls `optim-hunter execute` and then `jupyter-book build`. This module does the first
 step: every model a chapter loads is trained (or found cached), and every chapter whose executed
-notebook is not in the book's execution cache is executed and stored there, in the cache
-`optim_hunter.sphinx_ext` points myst-nb at. The Sphinx build then only renders.
+notebook is not in its execution cache is executed and stored there, in the chapter's own cache
+(`optim_hunter.chapter_cache`) that `optim_hunter.sphinx_ext` points myst-nb at. The Sphinx build
+then only renders.
 
 Why lanes: on the book's 2-core machine, most of the work (small models, per-prompt decoding)
 gains far less than 2x from a second thread (measured on the Performance page), so two tasks with
@@ -156,14 +157,14 @@ def read_notebook(path: Path) -> Any:
     return read_myst_markdown_notebook(path.read_text(), add_source_map=True, path=path)
 
 
-def execution_cache(root: Path, profile: str) -> Any:
-    """The jupyter-cache the Sphinx build reads, for this profile, model and package source."""
+def execution_cache(root: Path, profile: str, doc: str) -> Any:
+    """Chapter `doc`'s jupyter-cache, the one the Sphinx build reads (`chapter_cache`)."""
     from jupyter_cache import get_cache
 
-    from optim_hunter import sphinx_ext
+    from optim_hunter import chapter_cache
 
-    context = {**sphinx_ext.build_context(), "profile": profile}
-    return get_cache(str(sphinx_ext.cache_path(root / "_build" / "html", context)))
+    context = chapter_cache.chapter_context(doc, root / f"{doc}.md", profile)
+    return get_cache(str(chapter_cache.cache_path(root / "_build", doc, context)))
 
 
 def is_cached(cache: Any, path: Path) -> bool:
@@ -274,10 +275,10 @@ def run(
     build = root / "_build"
     logs = build / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    cache = execution_cache(root, profile)
     if tasks is None:
+        docs = {p.relative_to(root).with_suffix("").as_posix(): p for p in chapters(root)}
         trained = [name for name in zoo.names() if zoo.status(name, profile).cached]
-        cached = [p.relative_to(root).with_suffix("").as_posix() for p in chapters(root) if is_cached(cache, p)]
+        cached = [doc for doc, path in docs.items() if is_cached(execution_cache(root, profile, doc), path)]
         tasks = plan(root, profile, trained=trained, cached=cached, only=only)
     threads = str(max(1, (os.cpu_count() or 1) // lanes))
     env = {**os.environ, "OPTIM_HUNTER_PROFILE": profile, plots.BOOK_ENV: "1",
@@ -337,7 +338,7 @@ def run(
                 del running[lane]
                 ok = process.returncode == 0
                 if ok and task.kind == "execute":
-                    _store(cache, out)
+                    _store(execution_cache(root, profile, task.target), out)
                 (done if ok else failed).add(task.name)
                 end = time.perf_counter() - began
                 outcomes.append(Outcome(task.name, lane, start, end, "done" if ok else "failed", str(log)))

@@ -7,9 +7,11 @@ Enabled in `_config.yml` under `sphinx.extra_extensions`. It
     only to the pages that show such figures (no CDN, nothing inlined per figure);
   * serves MathJax (2.7, from the `jupyter-server-mathjax` package) from the site itself, so
     formulas render offline too;
-  * keeps one jupyter-cache per (profile, model) and re-reads every page when they change, so a
-    smoke build never serves cached full results, or the reverse; the cache is also keyed by a
-    hash of the package source, so outputs are never served for code that no longer exists;
+  * gives every chapter its own jupyter-cache, keyed by the profile, the package code the chapter
+    imports and, for the chapters that read them, the language model's settings
+    (`optim_hunter.chapter_cache`), and re-reads a page when its key changes: a smoke build never
+    serves cached full results, outputs are never served for code that changed, and editing one
+    module re-executes only the chapters that import it;
   * collects the claim rows chapters displayed into `_build/claims.json` and renders the
     `{claims-table}` directive (the Claims page) from them;
   * numbers the figures and tables code cells declare (`optim_hunter.numbered_outputs`);
@@ -31,7 +33,7 @@ from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from optim_hunter import bench_page, claims, diskspace, numbered_outputs, settings
+from optim_hunter import bench_page, chapter_cache, claims, diskspace, numbered_outputs, settings
 from optim_hunter.plots import BOOK_ENV, CIRCUITSVIS_MARK, PLOTLY_MARK, site_independent_notebook
 
 STATIC_SUBDIR = "optim_hunter"
@@ -54,43 +56,28 @@ def _asset_sources() -> dict[str, Path]:
 
 
 def package_fingerprint() -> str:
-    """A hash of the package's source: executed outputs are only reused for the code that made them."""
-    import hashlib
-
-    import optim_hunter
-
-    digest = hashlib.sha256()
-    root = Path(optim_hunter.__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+    """A hash of the whole package's source (the pages that execute nothing follow it)."""
+    modules = chapter_cache.package_modules()
+    return chapter_cache.code_hash(modules, modules)
 
 
 def build_context() -> dict[str, str]:
-    """What the executed outputs depend on besides the notebooks: profile, model, contrasts, the
-    language model's device and dtype (`settings.run_context`) and the package's code."""
+    """What the pages that execute nothing show besides their text (settings tables, claims): profile,
+    model, contrasts, the language model's device and dtype, and the package's code. A chapter's
+    executed outputs have their own key (`chapter_cache.chapter_context`)."""
     return {"profile": settings.profile(), "model": settings.model(),
             "contrasts": ",".join(settings.contrasts()), **settings.run_context(), "code": package_fingerprint()}
 
 
-CPU_RUN = {"device": "cpu", "dtype": "float32"}  # the book's machine: no suffix, its caches kept
-
-
-def cache_path(outdir: Path, context: dict[str, str]) -> Path:
-    """One jupyter-cache per profile and model; a new package fingerprint replaces the old cache."""
-    base = Path(outdir).parent / ".jupyter_cache"
-    run = "" if all(context.get(k, v) == v for k, v in CPU_RUN.items()) else f"{context['device']}-{context['dtype']}"
-    name = settings.slug("__".join(filter(None, (context["profile"], context["model"], context.get("contrasts"), run))))
-    for stale in base.glob(f"{name}__*"):
-        if stale.name != f"{name}__{context['code']}":
-            shutil.rmtree(stale, ignore_errors=True)
-    return base / f"{name}__{context['code']}"
+def executes(path: Path) -> bool:
+    """Whether the page at `path` has code cells (a chapter myst-nb executes)."""
+    return path.suffix == ".md" and path.is_file() and "```{code-cell}" in path.read_text()
 
 
 def _config_inited(app: Sphinx, config: Any) -> None:
     os.environ[BOOK_ENV] = "1"  # inherited by the kernels myst-nb starts
-    config.nb_execution_cache_path = str(cache_path(Path(app.outdir), build_context()))
+    # Each chapter's own cache is set page by page (`_source_read`); this is the folder above them.
+    config.nb_execution_cache_path = str(Path(app.outdir).parent / chapter_cache.CACHE_DIR)
     # MathJax from _static instead of a CDN (MathJax 2 takes its config from MathJax.Hub.Config).
     config.mathjax_path = MATHJAX_PATH
     config.mathjax3_config = None
@@ -100,12 +87,32 @@ def _config_inited(app: Sphinx, config: Any) -> None:
     }
 
 
+def _context(env: Any, docname: str, site: dict[str, str]) -> dict[str, str]:
+    path = Path(env.doc2path(docname))
+    return chapter_cache.chapter_context(docname, path) if executes(path) else site
+
+
 def _env_get_outdated(app: Sphinx, env: Any, added: set, changed: set, removed: set) -> list[str]:
-    context = build_context()
-    if getattr(env, "optim_hunter_context", None) != context:
-        env.optim_hunter_context = context
-        return sorted(env.found_docs)
-    return []
+    return outdated_pages(env)
+
+
+def outdated_pages(env: Any) -> list[str]:
+    """The pages whose key changed since the last build (recorded in `env`): a chapter when its own
+    key did, a page that executes nothing when the build's settings or code did."""
+    site = build_context()
+    before = getattr(env, "optim_hunter_contexts", {})
+    now = {doc: _context(env, doc, site) for doc in sorted(env.found_docs)}
+    env.optim_hunter_contexts = now
+    return [doc for doc, context in now.items() if before.get(doc) != context]
+
+
+def _source_read(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Point myst-nb at this chapter's own execution cache before it parses the page."""
+    path = Path(app.env.doc2path(docname))
+    if executes(path):
+        folder = chapter_cache.cache_path(Path(app.outdir).parent, docname,
+                                          chapter_cache.chapter_context(docname, path))
+        app.env.mystnb_config = app.env.mystnb_config.copy(execution_cache_path=str(folder))
 
 
 def _purge(app: Sphinx, env: Any, docname: str) -> None:
@@ -535,6 +542,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("settings-table", SettingsTableDirective)
     app.connect("config-inited", _config_inited)
     app.connect("env-get-outdated", _env_get_outdated)
+    app.connect("source-read", _source_read)
     app.connect("env-get-updated", _env_get_updated)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
