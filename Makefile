@@ -71,6 +71,8 @@ clean:
 	rm -rf _build
 
 # The language model on a CUDA GPU: matmul rate, prefill and decoding tokens/s, greedy answers against
-# the CPU's (bench/gpu_check.py). Without a GPU it says "no GPU: skipped" and succeeds.
+# the CPU's (bench/gpu_check.py); the toy families trained on the GPU against the CPU
+# (bench/gpu_train_check.py). Without a GPU each says "no GPU: skipped" and succeeds.
 gpu-check: install
 	$(BIN)/python bench/gpu_check.py
+	$(BIN)/python bench/gpu_train_check.py

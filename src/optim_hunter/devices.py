@@ -99,6 +99,26 @@ def of(module: Any, default: torch.device | str = "cpu") -> torch.device:
         return torch.device(default)
 
 
+def move(value: Any, device: torch.device | str) -> Any:
+    """`value` with every tensor in it on `device`: a tensor, or tuples (named ones too), lists, dicts
+    and dataclasses of them, nested; anything else (numpy arrays, numbers) as it is. A training batch
+    goes to the model's device this way, whatever its family's batch looks like."""
+    import dataclasses
+
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(move(v, device) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(move(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: move(v, device) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: move(getattr(value, f.name), device)
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
 def placement_of(module: Any) -> tuple[list[str], list[str]]:
     """The distinct devices and dtypes of `module`'s parameters, in order of first appearance."""
     devs: dict[str, None] = {}

@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from optim_hunter import diskspace
+from optim_hunter import devices, diskspace
 
 # Part of every zoo cache key: bump it when a change here changes the weights training produces.
 CODE_VERSION = "1"
@@ -595,6 +595,7 @@ def train(
     run_key: str = "",
     stop_at: int | None = None,
     clean_up: bool = True,
+    device: torch.device | str | None = None,
 ) -> TrainResult:
     """Train `spec` under `config`, resuming from `run_dir` if it holds a matching resume point.
 
@@ -608,14 +609,20 @@ def train(
     points alternate between two slots, so an interrupted write never loses the previous one.
     `clean_up=False` keeps a resume point at the final step, for a caller that removes it
     (`remove_resume_points`) only once it has saved the final weights.
+
+    `device` (default the CPU): the model, every batch (`devices.move`) and the optimizer's state live
+    there, and the family's `evaluate` runs there; checkpoints are written from the CPU copies. Float
+    kernels differ between devices, so a run on another device type has its own resume key.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
-    key = fingerprint({"config": config, "run_key": run_key, "code": CODE_VERSION})
+    where = torch.device(device) if device is not None else torch.device("cpu")
+    on_device = {} if where.type == "cpu" else {"device": where.type}  # CPU keys as before: nothing retrains
+    key = fingerprint({"config": config, "run_key": run_key, "code": CODE_VERSION, **on_device})
     snaps = set(snapshot_steps(config.steps, config.snapshots))
 
     with _threads(config.threads):
         torch.manual_seed(config.seed)  # for anything a family draws from the global generator
-        model = spec.build(config.seed)
+        model = spec.build(config.seed).to(where)
         groups = (spec.param_groups or (lambda m: default_param_groups(m, config.weight_decay)))(model)
         optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
                                       fused=config.fused_optimizer or None)
@@ -677,8 +684,8 @@ def train(
                 began = time.perf_counter()
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(config, step)
-                batch = spec.batch(step)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                batch = devices.move(spec.batch(step), where)
+                with torch.autocast(where.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                     loss = spec.loss(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

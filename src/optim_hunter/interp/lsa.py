@@ -44,7 +44,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from optim_hunter import training
+from optim_hunter import devices, training
 
 Predictor = Callable[["Tasks"], Float[Tensor, "batch"]]
 
@@ -193,8 +193,9 @@ class AttentionModel(nn.Module):
 
 
 def predict(model: AttentionModel, tasks: Tasks) -> Float[Tensor, "batch"]:
-    """The model's answer: minus the query's y-slot after the last layer."""
-    return -model(tokens(tasks.to(model.dtype)))[:, -1, -1]
+    """The model's answer: minus the query's y-slot after the last layer (on the model's device)."""
+    tasks = Tasks(*(t.to(device=devices.of(model), dtype=model.dtype) for t in tasks))
+    return -model(tokens(tasks))[:, -1, -1]
 
 
 def model_predictor(model: AttentionModel) -> Predictor:
@@ -428,7 +429,8 @@ def eval_loss(model: AttentionModel, tasks: Tasks) -> float:
     """The model's loss on `tasks`, computed in the model's floating-point type."""
     tasks = tasks.to(model.dtype)
     with torch.no_grad():
-        return float(loss(predict(model, tasks), tasks.y_query))
+        prediction = predict(model, tasks)
+        return float(loss(prediction, tasks.y_query.to(prediction)))
 
 
 def train_spec(

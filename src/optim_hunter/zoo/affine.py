@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from optim_hunter import settings, training, transformer
+from optim_hunter import devices, settings, training, transformer
 from optim_hunter.zoo.registry import Family
 
 VERSION = "1"  # part of the cache key: bump when data or model code changes the weights
@@ -270,8 +270,9 @@ def build_model(arch: AffineArch, seed: int) -> torch.nn.Module:
 
 
 def predict(native: torch.nn.Module, vectors: Float[Tensor, "batch pos d_vector"]) -> Float[Tensor, "batch pos d_vector"]:
-    """The predictions of a plain `NativeModel` (the one fused forward: the training forward)."""
-    return transformer.logits(native, vectors)
+    """The predictions of a plain `NativeModel` (the one fused forward: the training forward), on
+    the model's device."""
+    return transformer.logits(native, torch.as_tensor(vectors).to(devices.of(native)))
 
 
 def scored_mse(predictions: Tensor, targets: Tensor, loss_from: int = 2) -> Tensor:
@@ -286,8 +287,13 @@ def all_param_groups(weight_decay: float):
 
 @torch.no_grad()
 def held_out_mse(forward, groups: Sequence[Sequences], loss_from: int = 2) -> float:
-    """Mean over lengths of the scored MSE, as the training loss averages over batches."""
-    return float(np.mean([float(scored_mse(forward(g.inputs), g.targets, loss_from)) for g in groups]))
+    """Mean over lengths of the scored MSE, as the training loss averages over batches (the
+    targets go where `forward` put its predictions)."""
+    def mse(g: Sequences) -> float:
+        predictions = forward(g.inputs)
+        return float(scored_mse(predictions, torch.as_tensor(g.targets).to(predictions.device), loss_from))
+
+    return float(np.mean([mse(g) for g in groups]))
 
 
 def train_spec(cfg: AffineConfig) -> training.TrainSpec:

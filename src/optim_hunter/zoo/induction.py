@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from optim_hunter import settings, training, transformer
+from optim_hunter import devices, settings, training, transformer
 from optim_hunter.zoo.registry import Family
 
 VERSION = "2"  # 2: training batches drawn per training seed
@@ -202,7 +202,8 @@ def load_module(state_dict: dict[str, Tensor], cfg: InductionConfig) -> transfor
 
 
 def per_token_loss(lm: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_1"]:
-    """Cross-entropy of predicting token i+1 from tokens 0..i, [batch, pos-1]."""
+    """Cross-entropy of predicting token i+1 from tokens 0..i, [batch, pos-1], on the model's device."""
+    tokens = tokens.to(devices.of(lm))
     logits = lm(tokens)
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none"

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import precision, settings, training, transformer, yardstick
+from optim_hunter import devices, precision, settings, training, transformer, yardstick
 from optim_hunter.zoo import numeric_tasks, numeric_tokenizer
 from optim_hunter.zoo.registry import Family
 
@@ -272,7 +272,7 @@ def smoothed_targets(
     fraction sigma = max(1, 100 * relative) hundredths. Returns (rows that are integer parts,
     their targets, rows that are fractions, theirs)."""
     width = _INTEGERS.stop - _INTEGERS.start
-    position = torch.arange(width, dtype=torch.float32)
+    position = torch.arange(width, dtype=torch.float32, device=targets.device)
     is_int = (targets >= _INTEGERS.start) & (targets < _INTEGERS.stop)
     centre = (targets[is_int] - _INTEGERS.start).float()[:, None]
     sigma = torch.clamp(relative * (centre - (width - 1) / 2).abs(), min=1.0)
@@ -293,7 +293,7 @@ def answer_loss(model: torch.nn.Module, batch: Batch, smooth: float = 0.0) -> Te
     """
     total, count = 0.0, 0
     for index, (ids, mask) in enumerate(batch):
-        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+        ids_t, mask_t = (torch.from_numpy(a).to(devices.of(model)) for a in (ids, mask))
         h = transformer.hidden(model, ids_t[:, :-1])
         where = mask_t[:, 1:]
         logits = model.head(h[where])
@@ -307,7 +307,7 @@ def answer_loss(model: torch.nn.Module, batch: Batch, smooth: float = 0.0) -> Te
             total = total - (logp[is_frac][:, _FRACTIONS] * q_frac).sum()
         else:
             total = total + F.cross_entropy(logits, targets, reduction="sum")
-        count += int(where.sum())
+        count += int(mask[:, 1:].sum())  # from the host copy: no wait on the device
     return total / max(count, 1)
 
 
