@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK_ONLY = {"optim_hunter/sphinx_ext.py", "optim_hunter/book_executor.py", "optim_hunter/bench_page.py",
-             "optim_hunter/chapter.py",
+             "optim_hunter/chapter.py", "optim_hunter/chapter_cache.py",
              "optim_hunter/numbered_outputs.py"}  # the book's machinery: needs the `book` extra
 
 
