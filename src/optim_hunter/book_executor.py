@@ -261,8 +261,9 @@ def run(
     GPU (`devices.validated()`, or a placement across devices), the chapters that load it
     (`LLM_CHAPTERS`) run one after another in one more lane of their own, so one copy of the
     model is on the GPU at a time; the `lanes` CPU lanes keep the trained toys and every other
-    chapter. `only`: just those chapters (and the models they load; see `plan`). Returns every task's outcome and writes them to `_build/schedule.json`; raises
-    `RuntimeError` naming the failed tasks.
+    chapter. `only`: just those chapters (and the models they load; see `plan`). Returns every
+    task's outcome and writes them to `_build/schedule.json`; raises `RuntimeError` naming the
+    failed tasks.
     """
     from tqdm.auto import tqdm
 

@@ -70,9 +70,9 @@ class Tasks(NamedTuple):
     y_query: Float[Tensor, "batch"]
     w: Float[Tensor, "batch feature"]
 
-    def to(self, dtype: torch.dtype) -> Tasks:
-        """The same tasks in another floating-point type."""
-        return Tasks(*(t.to(dtype) for t in self))
+    def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> Tasks:
+        """The same tasks in another floating-point type (and on `device`, when given)."""
+        return Tasks(*(t.to(device=device, dtype=dtype) for t in self))
 
 
 def sample_tasks(
@@ -194,8 +194,7 @@ class AttentionModel(nn.Module):
 
 def predict(model: AttentionModel, tasks: Tasks) -> Float[Tensor, "batch"]:
     """The model's answer: minus the query's y-slot after the last layer (on the model's device)."""
-    tasks = Tasks(*(t.to(device=devices.of(model), dtype=model.dtype) for t in tasks))
-    return -model(tokens(tasks))[:, -1, -1]
+    return -model(tokens(tasks.to(model.dtype, devices.of(model))))[:, -1, -1]
 
 
 def model_predictor(model: AttentionModel) -> Predictor:
@@ -427,10 +426,9 @@ def recipe(steps: int, lr: float = 3e-3, seed: int = 0, eval_every: int = 100) -
 
 def eval_loss(model: AttentionModel, tasks: Tasks) -> float:
     """The model's loss on `tasks`, computed in the model's floating-point type."""
-    tasks = tasks.to(model.dtype)
+    tasks = tasks.to(model.dtype, devices.of(model))
     with torch.no_grad():
-        prediction = predict(model, tasks)
-        return float(loss(prediction, tasks.y_query.to(prediction)))
+        return float(loss(predict(model, tasks), tasks.y_query))
 
 
 def train_spec(

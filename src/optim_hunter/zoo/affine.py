@@ -272,7 +272,7 @@ def build_model(arch: AffineArch, seed: int) -> torch.nn.Module:
 def predict(native: torch.nn.Module, vectors: Float[Tensor, "batch pos d_vector"]) -> Float[Tensor, "batch pos d_vector"]:
     """The predictions of a plain `NativeModel` (the one fused forward: the training forward), on
     the model's device."""
-    return transformer.logits(native, torch.as_tensor(vectors).to(devices.of(native)))
+    return transformer.logits(native, vectors.to(devices.of(native)))
 
 
 def scored_mse(predictions: Tensor, targets: Tensor, loss_from: int = 2) -> Tensor:
@@ -291,7 +291,7 @@ def held_out_mse(forward, groups: Sequence[Sequences], loss_from: int = 2) -> fl
     targets go where `forward` put its predictions)."""
     def mse(g: Sequences) -> float:
         predictions = forward(g.inputs)
-        return float(scored_mse(predictions, torch.as_tensor(g.targets).to(predictions.device), loss_from))
+        return float(scored_mse(predictions, g.targets.to(predictions.device), loss_from))
 
     return float(np.mean([mse(g) for g in groups]))
 
