@@ -20,7 +20,10 @@ import time
 import numpy as np
 import torch
 
-from optim_hunter import datasets, llm_regressor, prompts, settings, zoo
+from optim_hunter import zoo
+from optim_hunter.analysis import llm_regressor
+from optim_hunter.core import settings
+from optim_hunter.data import datasets, prompts
 
 
 def tl_generate(model, tok, text: str, max_new_tokens: int = 10, stop: str = "\n") -> str:
@@ -43,7 +46,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also time batched bf16 decoding and compare answers")
     args = parser.parse_args()
-    profile, name = settings.profile(args.profile), settings.model(args.model)
+    profile, name = settings.profile(args.profile), zoo.model_name(args.model)
     model = zoo.load(name, profile, progress=False) if not name.startswith("hf:") else zoo.load(name)
     tok = model.tokenizer
     texts = []

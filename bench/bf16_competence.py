@@ -18,8 +18,10 @@ import json
 import numpy as np
 import torch
 
-from optim_hunter import competence, settings, zoo
-from optim_hunter.claim_rows import Recording
+from optim_hunter import zoo
+from optim_hunter.chapters.competence import competence
+from optim_hunter.core import settings
+from optim_hunter.report.claim_rows import Recording
 
 
 def main() -> None:
@@ -28,7 +30,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--prompts", type=int, default=None, help="prompts per cell (default: the book's)")
     args = parser.parse_args()
-    profile, name = settings.profile(args.profile), settings.model(args.model)
+    profile, name = settings.profile(args.profile), zoo.model_name(args.model)
     model = zoo.load(name, profile, progress=False) if not name.startswith("hf:") else zoo.load(name)
     cells, n_prompts = competence.book_grid(profile)
     n_prompts = args.prompts or n_prompts

@@ -58,7 +58,7 @@ def load(name: str, device: torch.device, dtype: torch.dtype):
 
 
 def friedman2_prompts(n: int, examples: int) -> list[str]:
-    from optim_hunter import datasets, prompts
+    from optim_hunter.data import datasets, prompts
 
     splits = (datasets.make_split("friedman2", examples, seed) for seed in range(n))
     return [prompts.format_prompt(s.x_train, s.y_train, s.x_query[0]) for s in splits]
@@ -67,7 +67,7 @@ def friedman2_prompts(n: int, examples: int) -> list[str]:
 @torch.no_grad()
 def prefill_rate(model, texts: list[str], batch: int, device: torch.device) -> tuple[float, int]:
     """Tokens/s of the cached decoder's prompt pass over right-padded batches (real tokens only)."""
-    from optim_hunter import kv_decoding
+    from optim_hunter.analysis import kv_decoding
 
     encoded = sorted((model.tokenizer(t)["input_ids"] for t in texts), key=len)
     batches = []
@@ -92,7 +92,7 @@ def prefill_rate(model, texts: list[str], batch: int, device: torch.device) -> t
 
 def answers(model, texts: list[str], batch: int, device: torch.device) -> tuple[list[str], float, int]:
     """Greedy answers through the package, their seconds and the new tokens they took."""
-    from optim_hunter import llm_regressor
+    from optim_hunter.analysis import llm_regressor
 
     _sync(device)
     start = time.perf_counter()
@@ -110,7 +110,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU, tiny sizes")
     args = parser.parse_args()
-    from optim_hunter import devices, settings
+    from optim_hunter.core import devices
 
     if args.dry_run:
         gpu = torch.device("cpu")
@@ -125,7 +125,7 @@ def main() -> int:
         gpu = devices.device() if requested.startswith("cuda") else torch.device("cuda", torch.cuda.current_device())
         size, repeats = 8192, 20
     try:
-        name = settings.model()
+        name = zoo.model_name()
     except ValueError as err:
         print(f"gpu check: {err}", file=sys.stderr)
         return 2

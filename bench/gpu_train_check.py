@@ -22,7 +22,8 @@ import torch
 
 
 def run(name: str, steps: int, device: torch.device, tiny: bool) -> dict:
-    from optim_hunter import training, zoo
+    from optim_hunter import zoo
+    from optim_hunter.core import training
 
     fam = zoo.family(name)
     cfg = fam.tiny_config() if tiny else fam.config("smoke")

@@ -25,7 +25,9 @@ import time
 
 import torch
 
-from optim_hunter import datasets, kv_decoding, prompts, zoo
+from optim_hunter import zoo
+from optim_hunter.analysis import kv_decoding
+from optim_hunter.data import datasets, prompts
 from optim_hunter.zoo import pretrained
 
 
@@ -74,7 +76,7 @@ def main() -> None:
     rate = {name: args.repeats * n_tokens / s for name, s in seconds.items()}
     from torch.utils.flop_counter import FlopCounterMode
 
-    from optim_hunter import llm_regressor
+    from optim_hunter.analysis import llm_regressor
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         kv_decoding.logits(model, batches[0])

@@ -25,7 +25,8 @@ MODELS = ("numeric-icl", "affine-recurrence")
 
 def worker(name: str, profile: str, steps: int, threads: int) -> None:
     """Train `steps` steps of `name` (no evaluation, nothing written); print the seconds."""
-    from optim_hunter import training, zoo
+    from optim_hunter import zoo
+    from optim_hunter.core import training
 
     family = zoo.family(name)
     cfg = family.config(profile)

@@ -1,4 +1,4 @@
-"""Training throughput of every zoo model: `optim_hunter.training.train` against a bare PyTorch loop,
+"""Training throughput of every zoo model: `optim_hunter.core.training.train` against a bare PyTorch loop,
 and each one's model FLOP utilisation, in one run.
 
 For each family (the book's profile), both train the same architecture on the same pre-generated
@@ -28,7 +28,8 @@ import time
 
 import torch
 
-from optim_hunter import settings, training, zoo
+from optim_hunter import zoo
+from optim_hunter.core import settings, training
 
 # Steps per timed run: a few seconds each on the book's 2-core machine.
 STEPS = {"numeric-icl": 8, "affine-recurrence": 80}

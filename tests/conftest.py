@@ -37,8 +37,8 @@ def chars():
 @pytest.fixture(scope="session")
 def tiny_bridge(chars):
     """A 2-layer, 4-head native TransformerLens bridge over the character vocabulary."""
-    from transformer_lens.model_bridge import TransformerBridge
     import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers boot_native)
+    from transformer_lens.model_bridge import TransformerBridge
 
     cfg = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=len(chars),
                n_ctx=512, act_fn="gelu", normalization_type="LN", seed=0)

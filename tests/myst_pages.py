@@ -21,5 +21,5 @@ execute:
   raise_on_error: true
   stderr_output: remove
 sphinx:
-  extra_extensions: [optim_hunter.sphinx_ext]
+  extra_extensions: [optim_hunter.book.sphinx_ext]
 """

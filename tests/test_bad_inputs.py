@@ -9,9 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from optim_hunter import claims, cli, datasets, evaluation, llm_regressor, plots, settings
-from optim_hunter.interp import probes
-from optim_hunter.zoo import hf
+from optim_hunter import zoo
+from optim_hunter.analysis import evaluation, llm_regressor, probes
+from optim_hunter.book import cli
+from optim_hunter.core import devices
+from optim_hunter.data import datasets
+from optim_hunter.report import claims, plots
 
 
 class CharTokenizer:
@@ -33,9 +36,9 @@ def claim_fields(**overrides):
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda: settings.model("nope"), ValueError, "unknown model 'nope'.*smollm2-135m.*hf:<name-or-path>"),
-    (lambda: settings.model("hf:"), ValueError, "names no Hugging Face model"),
-    (lambda: hf.placement({"OPTIM_HUNTER_DEVICE_MAP": "gpu0"}), ValueError, "DEVICE_MAP='gpu0'.*auto"),
+    (lambda: zoo.model_name("nope"), ValueError, "unknown model 'nope'.*smollm2-135m.*hf:<name-or-path>"),
+    (lambda: zoo.model_name("hf:"), ValueError, "names no Hugging Face model"),
+    (lambda: devices.placement({"OPTIM_HUNTER_DEVICE_MAP": "gpu0"}), ValueError, "DEVICE_MAP='gpu0'.*auto"),
     (lambda: datasets.make_split("friedman2", 5, noise=float("nan")), ValueError, "noise must be a finite"),
     (lambda: evaluation.evaluate(["average"], "friedman2", n_examples=5, seeds=5), TypeError, r"range\(5\)"),
     (lambda: evaluation.summarize(pd.DataFrame()), ValueError, "results table lacks the columns"),

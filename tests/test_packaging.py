@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BOOK_ONLY = {"optim_hunter/sphinx_ext.py", "optim_hunter/book_executor.py", "optim_hunter/bench_page.py",
-             "optim_hunter/chapter.py", "optim_hunter/chapter_cache.py",
-             "optim_hunter/numbered_outputs.py"}  # the book's machinery: needs the `book` extra
+BOOK_ONLY = {"optim_hunter/book/sphinx_ext.py", "optim_hunter/book/book_executor.py", "optim_hunter/book/bench_page.py",
+             "optim_hunter/report/prose.py", "optim_hunter/book/chapter_cache.py", "optim_hunter/book/api_page.py",
+             "optim_hunter/book/numbered_outputs.py"}  # the book's machinery: needs the `book` extra
 
 
 def _name(requirement: str) -> str:
@@ -166,7 +166,7 @@ def test_pip_install_in_a_new_virtualenv_imports_every_module(tmp_path):
     core = import_all(book_only)
     assert Path(core["file"]).is_relative_to(site), f"optim_hunter imported from {core['file']}, not the venv"
     assert sorted(core["modules"]) == expected  # every module of the source tree was installed
-    assert (Path(core["file"]).parent / "static" / "optim_hunter.css").is_file(), "the stylesheet was not installed"
+    assert (Path(core["file"]).parent / "book" / "static" / "optim_hunter.css").is_file(), "the stylesheet was not installed"
 
     _link_into(view, _closure(project["optional-dependencies"]["book"]).values())
     pip_install(f"{copy}[book]")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from optim_hunter.interp import heads
+from optim_hunter.analysis import heads
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "### Use the helpers in your notebook"

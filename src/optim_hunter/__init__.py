@@ -1,42 +1,28 @@
 """optim_hunter: how transformers learn in context, as an executable book and the package behind it.
 
-Modules (each file's docstring says more):
+The package is in layers; each imports only from the layers below it (`pyproject.toml` declares
+them for import-linter, and `make test` checks them):
 
-  settings       profile (full / smoke budgets), default model name, cache directory
-  datasets       regression tasks (Friedman #1-#3, linear families) split into in-context examples
-  prompts        the (features -> output) text format and a number parser with explicit failures
-  positions      which token of a numeric prompt is a feature value, an output, a separator
-  regressors     the scikit-learn baselines registry
-  evaluation     fit-predict over seeds, metrics with bootstrap intervals, ranks
-  regression_benchmark  the 004 benchmark as result objects: baselines, LLM comparison, curves
+  book/       the book's machinery: the executor (trains the models, then executes the chapters),
+              each chapter's execution-cache key, the Sphinx extension, numbered outputs, the API
+              and Performance pages, the `optim-hunter` command line
+  chapters/   one package per chapter: `__init__.py` holds its `Chapter` record (the models it
+              loads, whether it runs the language model, the chapters it reads, its time), its
+              modules the studies (sections returning result objects), their claims and figures
+  zoo/        every model by name: the `Family` registry and the trained families (numeric,
+              induction, code_corpus, affine), the pretrained model shipped in a package, any
+              Hugging Face causal LM (hf)
+  report/     claims, how their verdicts are decided (verdicts, training_seeds), claim rows,
+              every figure (plots), numbers glued into the prose (prose)
+  analysis/   a model (by hook names and weights) and tensors in, result objects out, for any
+              model: heads, patching, attribution, ablation, probes, decomposition, circuits,
+              lsa, intervals, regressors and evaluation, the LLM as a regressor, KV decoding
+  data/       regression tasks, the prompt format and the answer parser, token positions
+  core/       the one model core (transformer), the one trainer (training), checkpoints, locks,
+              safe file writing (diskspace), hook and dimension names, losses, devices,
+              precision, the fast twin of a bridged model, run-time settings
 
-  transformer    the one model core: architecture, the one fused forward (training, evaluation,
-                 KV-cached decoding), smeared keys, vector read-in, the one bridge construction
-  training       the one trainer: configs, seeds, snapshots, atomic verified checkpoints, resume
-  zoo/           named models. zoo.registry: the typed Family record (owns cache paths, snapshots,
-                 locks); numeric, induction, code_corpus, affine: the trained families;
-                 pretrained: SmolLM2-135M shipped in a package; hf: any Hugging Face causal LM
-  yardstick      held-out in-context performance of any hooked model (numeric-icl's check)
-  zoo_report     the models chapter's views of the zoo
-  llm_regressor  any causal LM as a scikit-learn-style regressor (batched greedy decoding)
-  kv_decoding    exact key/value-cached decoding for native and HF models (no hooks attached)
-  hooks          the hook vocabulary: hook-name helpers, residual stages and labels, HookedModel
-  dims           the one vocabulary of dimension names in shape annotations
-
-  interp/        analyses written against hook names and weights, each returning result objects:
-                 attribution, ablation, patching, probes, heads, circuits, decomposition (one
-                 fused pass over an HF model's residual writers), regression (inside the LLM
-                 regressor), linear_fn (y = 2x + 3), icl and pretrained_induction (induction
-                 heads), lsa and lsa_experiments (gradient descent in linear self-attention),
-                 affine, affine_heads, affine_interventions (affine recurrences)
-
-  claims         claims declared beside the code that measures them; rows recorded in notebooks
-  claim_rows     Recording: where a result's claim rows belong (chapter, profile, model)
-  chapter        glue a result's numbers into a chapter's prose
-  plots          every figure helper, rendered so the static book works offline
-  sphinx_ext     the Jupyter Book extension: offline JS assets, claims collection, Claims page
-  numbered_outputs  numbered, captioned figures and tables from code cells; the book's stylesheet
-  cli            optim-hunter datasets | regressors | eval | train | models
+zoo and report sit side by side and never import each other.
 """
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from optim_hunter import training
+from optim_hunter.core import training
 from optim_hunter.zoo import affine
 
 HOOKS = (

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from optim_hunter import training, zoo
+from optim_hunter import zoo
+from optim_hunter.core import checkpoints, training
 from optim_hunter.zoo import code_corpus as cc
-from optim_hunter.zoo import induction
 
 # A slice of the library, a small BPE: the corpus builds in about a second.
 TINY = cc.CorpusConfig(vocab_size=300, bpe_bytes=40_000, max_bytes=100_000)
@@ -95,17 +95,17 @@ def test_a_corrupt_tokenizer_is_retrained_with_a_warning(private_cache):
     data = bytearray(path.read_bytes())
     data[-20] ^= 0x55
     path.write_bytes(bytes(data))
-    with pytest.raises(training.CheckpointError, match="hash mismatch"):
-        training.load_checkpoint(good.path / "tokenizer")
+    with pytest.raises(checkpoints.CheckpointError, match="hash mismatch"):
+        checkpoints.load_checkpoint(good.path / "tokenizer")
     with pytest.warns(UserWarning, match="hash mismatch.*retraining"):
         rebuilt = cc.load(TINY)
-    training.load_checkpoint(good.path / "tokenizer")  # verified again
+    checkpoints.load_checkpoint(good.path / "tokenizer")  # verified again
     assert rebuilt.tokenizer.backend_tokenizer.to_str() == good.tokenizer.backend_tokenizer.to_str()
     assert torch.equal(rebuilt.train, good.train)
     # a tokenizer file that is intact but not this configuration's is not used either
     sidecar = good.path / "tokenizer"
-    tensors, meta = training.load_checkpoint(sidecar)
-    training.save_checkpoint(sidecar, {"json": cc._bytes_tensor("{}")}, meta)
+    tensors, meta = checkpoints.load_checkpoint(sidecar)
+    checkpoints.save_checkpoint(sidecar, {"json": cc._bytes_tensor("{}")}, meta)
     with pytest.warns(UserWarning, match="unreadable.*retraining"):
         assert cc.tokenizer(TINY).backend_tokenizer.to_str() == good.tokenizer.backend_tokenizer.to_str()
 

@@ -6,7 +6,9 @@ import pytest
 import torch
 from conftest import STANDARD_HOOKS
 
-from optim_hunter import yardstick, zoo
+from optim_hunter import zoo
+from optim_hunter.analysis import yardstick
+from optim_hunter.core import devices, twins
 from optim_hunter.zoo import hf
 
 
@@ -68,14 +70,14 @@ def test_bad_hf_names_are_rejected():
 
 
 def test_device_placement_settings_are_parsed_and_refused_clearly():
-    assert hf.placement({}) == {}
-    assert hf.placement({"OPTIM_HUNTER_DEVICE_MAP": "auto", "OPTIM_HUNTER_N_DEVICES": "2"}) == {
+    assert devices.placement({}) == {}
+    assert devices.placement({"OPTIM_HUNTER_DEVICE_MAP": "auto", "OPTIM_HUNTER_N_DEVICES": "2"}) == {
         "device_map": "auto", "n_devices": 2}
-    assert hf.placement({"OPTIM_HUNTER_DEVICE_MAP": '{"": "cpu"}'}) == {"device_map": {"": "cpu"}}
+    assert devices.placement({"OPTIM_HUNTER_DEVICE_MAP": '{"": "cpu"}'}) == {"device_map": {"": "cpu"}}
     with pytest.raises(ValueError, match="OPTIM_HUNTER_DEVICE_MAP.*not valid JSON"):
-        hf.placement({"OPTIM_HUNTER_DEVICE_MAP": "{oops"})
+        devices.placement({"OPTIM_HUNTER_DEVICE_MAP": "{oops"})
     with pytest.raises(ValueError, match="OPTIM_HUNTER_N_DEVICES='two'.*positive integer"):
-        hf.placement({"OPTIM_HUNTER_N_DEVICES": "two"})
+        devices.placement({"OPTIM_HUNTER_N_DEVICES": "two"})
 
 
 def test_the_device_map_setting_places_the_model_and_keeps_the_fast_twin(tiny_hf_models, monkeypatch):
@@ -95,7 +97,7 @@ def test_the_device_map_setting_places_the_model_and_keeps_the_fast_twin(tiny_hf
     model = zoo.load(f"hf:{tiny_hf_models['llama']}")
     assert seen["device_map"] == {"": "cpu"}
     assert {p.device.type for p in model.parameters()} == {"cpu"}  # placed where the map says
-    assert hf.fast_twin(model) is not None
+    assert twins.fast_twin(model) is not None
     tokens = model.to_tokens("(1, 5)")
     assert model(tokens).shape[:2] == tokens.shape
 

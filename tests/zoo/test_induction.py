@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from optim_hunter import training, transformer, zoo
+from optim_hunter import zoo
+from optim_hunter.core import checkpoints, training, transformer
 from optim_hunter.zoo import induction
 
 
@@ -73,8 +73,8 @@ def test_alpha_gets_gradients_and_round_trips_through_a_checkpoint(tmp_path):
     assert model.alpha.grad is not None and model.alpha.grad.abs().sum() > 0
     result = training.train(spec, cfg.train, tmp_path / "run", progress=False)
     assert not torch.equal(result.model.alpha.detach(), torch.zeros_like(result.model.alpha))
-    training.save_checkpoint(tmp_path / "ckpt", result.model.state_dict(), {})
-    tensors, _ = training.load_checkpoint(tmp_path / "ckpt")
+    checkpoints.save_checkpoint(tmp_path / "ckpt", result.model.state_dict(), {})
+    tensors, _ = checkpoints.load_checkpoint(tmp_path / "ckpt")
     torch.testing.assert_close(tensors["alpha"], result.model.alpha.detach())
     snapshots = sorted((tmp_path / "run" / "snapshots").glob("*.json"))
     assert len(snapshots) == 2

@@ -4,10 +4,11 @@ yardstick on its tiny model."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from optim_hunter import yardstick, zoo
+from optim_hunter import zoo
+from optim_hunter.analysis import yardstick
+from optim_hunter.chapters.model_zoo import numeric_checks
 from optim_hunter.zoo import numeric, numeric_tokenizer
 
 TOK = numeric_tokenizer.build_tokenizer()
@@ -22,7 +23,7 @@ def test_evaluate_icl_on_a_tiny_model(cache):
         for k in (1, 2):
             answered = 3 - result.failures[d][k]
             assert (result.average_mae[d][k] > 0) if answered else np.isnan(result.average_mae[d][k])
-    assert set(result.bars()) == {
+    assert set(numeric_checks.bars(result)) == {
         "mae_falls_with_examples", "linear_ratio_le_one_third", "friedman2_beats_average", "affine_top1_ge_0.8",
     }
     assert 0 <= result.affine_top1 <= 1 and result.affine_prompts == 6

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optim_hunter import prompts
+from optim_hunter.data import prompts
 from optim_hunter.zoo import numeric, numeric_tasks, numeric_tokenizer
 
 TOK = numeric_tokenizer.build_tokenizer()

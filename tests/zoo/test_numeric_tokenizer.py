@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optim_hunter import prompts
+from optim_hunter.data import prompts
 from optim_hunter.zoo import numeric_tasks, numeric_tokenizer
 
 TOK = numeric_tokenizer.build_tokenizer()

@@ -8,7 +8,9 @@ import shutil
 import pytest
 import torch
 
-from optim_hunter import kv_decoding, training, zoo
+from optim_hunter import zoo
+from optim_hunter.analysis import kv_decoding
+from optim_hunter.core import checkpoints, twins
 from optim_hunter.zoo import pretrained
 
 SPEC = pretrained.SMOLLM2_135M
@@ -76,7 +78,7 @@ def test_the_bridge_computes_the_hf_models_logits(smollm2):
 
 
 def test_the_cached_copy_is_bit_identical_to_the_gguf(smollm2, monkeypatch):
-    assert training.checkpoint_exists(pretrained.cache_path(SPEC))
+    assert checkpoints.checkpoint_exists(pretrained.cache_path(SPEC))
     monkeypatch.setattr(pretrained, "load_hf", lambda *a, **k: pytest.fail("the GGUF was dequantized again"))
     cached = zoo.load(SPEC.name)
     tokens = torch.tensor([smollm2.tokenizer("(1, 5)\n(2, 7)\n(3, 9)\n(10, ")["input_ids"]])
@@ -89,7 +91,6 @@ def test_the_cached_copy_is_bit_identical_to_the_gguf(smollm2, monkeypatch):
 
 
 def test_a_damaged_cached_copy_is_refused_and_rebuilt(smollm2):
-    from optim_hunter.zoo import hf
 
     path = pretrained.cache_path(SPEC)
     vocab = path.parent / "tokenizer" / "tokenizer.json"
@@ -97,8 +98,8 @@ def test_a_damaged_cached_copy_is_refused_and_rebuilt(smollm2):
     vocab.write_bytes(original.replace(b'"7"', b'"8"', 1))  # one edited token: still valid JSON
     with pytest.warns(UserWarning, match="tokenizer files differ"):
         assert pretrained._load_cache(SPEC, torch.float32) is None
-    assert not training.checkpoint_exists(path)  # removed, so the next load rebuilds it
-    pretrained._save_cache(SPEC, torch.float32, hf.fast_twin(smollm2), smollm2.tokenizer)
+    assert not checkpoints.checkpoint_exists(path)  # removed, so the next load rebuilds it
+    pretrained._save_cache(SPEC, torch.float32, twins.fast_twin(smollm2), smollm2.tokenizer)
     assert pretrained._load_cache(SPEC, torch.float32) is not None
 
 
@@ -114,10 +115,9 @@ def test_an_unwritable_cache_is_skipped_not_an_error(smollm2, tmp_path, monkeypa
 
 
 def _ensure_cached(smollm2):
-    from optim_hunter.zoo import hf
 
-    if not training.checkpoint_exists(pretrained.cache_path(SPEC)):
-        pretrained._save_cache(SPEC, torch.float32, hf.fast_twin(smollm2), smollm2.tokenizer)
+    if not checkpoints.checkpoint_exists(pretrained.cache_path(SPEC)):
+        pretrained._save_cache(SPEC, torch.float32, twins.fast_twin(smollm2), smollm2.tokenizer)
 
 
 @pytest.mark.slow
@@ -159,7 +159,7 @@ def test_a_full_disk_skips_the_cache_with_the_space_needed(smollm2, tmp_path, mo
                                              r"writing weights.safetensors needs about 5\d\d\.\d MB, .* free; free space "
                                              r"there or set OPTIM_HUNTER_CACHE to a disk with room\); serving it from the GGUF"):
             model = zoo.load(SPEC.name)
-        assert not training.checkpoint_exists(pretrained.cache_path(SPEC))
+        assert not checkpoints.checkpoint_exists(pretrained.cache_path(SPEC))
         assert [p.name for p in disk.rglob("*") if ".tmp" in p.name] == []
         tokens = torch.tensor([smollm2.tokenizer("12, 13, 14,")["input_ids"]])
         with torch.no_grad():

@@ -6,7 +6,9 @@ import pytest
 import torch
 from conftest import STANDARD_HOOKS, shrink
 
-from optim_hunter import cli, training, zoo
+from optim_hunter import zoo
+from optim_hunter.book import cli
+from optim_hunter.core import checkpoints, locks, training
 from optim_hunter.zoo import numeric
 
 
@@ -86,7 +88,7 @@ def test_a_partial_checkpoint_is_retrained(cache):
 def test_a_cached_model_is_served_without_the_lock(cache, monkeypatch):
     """A read-only or shared cache: serving needs no writable lock file."""
     zoo.train("numeric-icl", "smoke", progress=False)
-    monkeypatch.setattr(training, "exclusive", lambda *args, **kwargs: pytest.fail("took the lock to serve a cached model"))
+    monkeypatch.setattr(locks, "exclusive", lambda *args, **kwargs: pytest.fail("took the lock to serve a cached model"))
     zoo.load("numeric-icl", "smoke", progress=False)
     assert zoo.train("numeric-icl", "smoke", progress=False).name == "model"
 
@@ -101,9 +103,9 @@ def test_an_unwritable_cache_names_the_setting(cache, monkeypatch, tmp_path):
 
 def test_metadata_missing_a_key_is_retrained_not_a_keyerror(cache):
     final = zoo.train("numeric-icl", "smoke", progress=False)
-    tensors, meta = training.load_checkpoint(final)
+    tensors, meta = checkpoints.load_checkpoint(final)
     del meta["snapshot_steps"]  # as an older package version might have written it, hash intact
-    training.save_checkpoint(final, tensors, meta)
+    checkpoints.save_checkpoint(final, tensors, meta)
     with pytest.warns(UserWarning, match="lacks snapshot_steps.*retraining"):
         assert zoo.snapshots("numeric-icl", "smoke")
 

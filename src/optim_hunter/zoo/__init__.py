@@ -30,7 +30,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from optim_hunter import settings, training
+from optim_hunter.core import checkpoints, diskspace, locks, settings, training
+from optim_hunter.zoo import hf, pretrained
 from optim_hunter.zoo.registry import Family
 
 HF_PREFIX = "hf:"
@@ -92,8 +93,6 @@ def names() -> list[str]:
 
 def pretrained_names() -> list[str]:
     """The pretrained models shipped inside registry packages (see zoo.pretrained)."""
-    from optim_hunter.zoo import pretrained
-
     return list(pretrained.MODELS)
 
 
@@ -137,10 +136,10 @@ META_KEYS = ("name", "profile", "key", "config", "steps", "history", "losses", "
 def _read_final(final: Path) -> tuple[dict, dict]:
     """The final checkpoint, verified, with every metadata key the package reads (CheckpointError if
     not: e.g. written by another version of the package)."""
-    tensors, meta = training.load_checkpoint(final)
+    tensors, meta = checkpoints.load_checkpoint(final)
     missing = [key for key in META_KEYS if key not in meta]
     if missing:
-        raise training.CheckpointError(f"checkpoint {final}: metadata lacks {', '.join(missing)}")
+        raise checkpoints.CheckpointError(f"checkpoint {final}: metadata lacks {', '.join(missing)}")
     return tensors, meta
 
 
@@ -163,18 +162,18 @@ def status(name: str, profile: str | None = None, *, verify: bool = True) -> Mod
     fam = family(name)
     directory = fam.run_dir(profile)
     # the lock file and a killed writer's temporary file say nothing about the model
-    files = [f for f in directory.rglob("*") if f.is_file() and f.name not in (training.LOCK_NAME, training.OWNER_NAME) and not training.is_temporary(f)] \
+    files = [f for f in directory.rglob("*") if f.is_file() and f.name not in (locks.LOCK_NAME, locks.OWNER_NAME) and not diskspace.is_temporary(f)] \
         if directory.exists() else []
     size = sum(f.stat().st_size for f in files)
     final = fam.final_path(profile)
-    if training.checkpoint_exists(final):
+    if checkpoints.checkpoint_exists(final):
         state = "cached"
         if verify:
             try:
                 _read_final(final)
-            except training.CheckpointError:
+            except checkpoints.CheckpointError:
                 state = "corrupt"
-    elif training.resume_paths(directory):
+    elif checkpoints.resume_paths(directory):
         state = "partial"
     else:
         state = "missing" if size == 0 else "corrupt"
@@ -194,24 +193,24 @@ def _trained(name: str, profile: str, *, force: bool = False, progress: bool = T
     fam = family(name)
     cfg = fam.config(profile)
     directory, final = fam.run_dir(profile), fam.final_path(profile)
-    if not force and training.checkpoint_exists(final):
+    if not force and checkpoints.checkpoint_exists(final):
         # Served without the lock: checkpoints are written atomically and verified on reading, so
         # a read-only or shared cache serves a trained model (the lock needs a writable folder).
         try:
             return (final, *_read_final(final))
-        except training.CheckpointError:
+        except checkpoints.CheckpointError:
             pass  # damaged: retrained below, under the lock
     with fam.lock(profile, purpose=f"train {name} ({profile}), pid {os.getpid()}"):
         if force:
             for child in directory.iterdir():
-                if child.name not in (training.LOCK_NAME, training.OWNER_NAME):
+                if child.name not in (locks.LOCK_NAME, locks.OWNER_NAME):
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
-        if training.checkpoint_exists(final):
+        if checkpoints.checkpoint_exists(final):
             try:
                 return (final, *_read_final(final))
-            except training.CheckpointError as err:
+            except checkpoints.CheckpointError as err:
                 warnings.warn(f"{name} ({profile}): {err}; retraining", stacklevel=2)
-                training.remove_checkpoint(final)
+                checkpoints.remove_checkpoint(final)
         result = training.train(
             fam.train_spec(cfg),
             cfg.train,
@@ -236,8 +235,8 @@ def _trained(name: str, profile: str, *, force: bool = False, progress: bool = T
             "snapshot_steps": result.snapshot_steps,
             "resumed_from": result.resumed_from,
         }
-        training.save_checkpoint(final, result.model.state_dict(), meta)
-        training.remove_resume_points(directory)
+        checkpoints.save_checkpoint(final, result.model.state_dict(), meta)
+        checkpoints.remove_resume_points(directory)
     return (final, *_read_final(final))
 
 
@@ -251,12 +250,8 @@ def load(name: str, profile: str | None = None, *, progress: bool = True) -> Any
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
     if name.startswith(HF_PREFIX):
-        from optim_hunter.zoo import hf
-
         return hf.load(name[len(HF_PREFIX) :])
     if name in pretrained_names():
-        from optim_hunter.zoo import pretrained
-
         return pretrained.load(name)
     profile = settings.profile(profile)
     fam = family(name)
@@ -299,8 +294,48 @@ def snapshot_state(name: str, step: int, profile: str | None = None) -> dict[str
 def load_fused(name: str, step: int | None = None, profile: str | None = None) -> nn.Module:
     """The plain (unhooked, fused-attention) module of `name`, trained or at snapshot `step`: the
     fast path for evaluations that need no hooks. It is `model(inputs) -> outputs` like the
-    hooked model, through the one forward of `optim_hunter.transformer`."""
+    hooked model, through the one forward of `optim_hunter.core.transformer`."""
     profile = settings.profile(profile)
     fam = family(name)
     tensors = _load_final(name, profile, True)[0] if step is None else snapshot_state(name, step, profile)
     return fam.fused(tensors, fam.config(profile)).eval()
+
+
+# --- the language model and contrasts a run chose ($OPTIM_HUNTER_MODEL, $OPTIM_HUNTER_CONTRASTS) ---
+
+
+def model_name(value: str | None = None) -> str:
+    """The language model's name: `value` if given, else $OPTIM_HUNTER_MODEL, else the embedded default
+    (`settings.DEFAULT_MODEL`); a name the zoo does not know is a ValueError listing those it does."""
+    name = value if value is not None else os.environ.get("OPTIM_HUNTER_MODEL", settings.DEFAULT_MODEL)
+    name = name.strip()
+    if not name:
+        raise ValueError("empty model name: set OPTIM_HUNTER_MODEL to a zoo name or hf:<name-or-path>")
+    known = pretrained_names() + names()
+    if name.startswith(HF_PREFIX):
+        if not name[len(HF_PREFIX):].strip():
+            raise ValueError(f"model {name!r} names no Hugging Face model: use hf:<name-or-path>, e.g. hf:gpt2")
+    elif name not in known:
+        source = "OPTIM_HUNTER_MODEL" if value is None else "model"
+        raise ValueError(f"unknown {source} {name!r}: choose one of {', '.join(known)}, or hf:<name-or-path>")
+    return name
+
+
+def contrasts(value: str | None = None) -> tuple[str, ...]:
+    """The contrast models of the LLM chapters: `value` (comma-separated) if given, else
+    $OPTIM_HUNTER_CONTRASTS, else none. Each must be a model the package trains."""
+    text = value if value is not None else os.environ.get("OPTIM_HUNTER_CONTRASTS", "")
+    chosen = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in chosen if n not in names()]
+    if unknown:
+        source = "OPTIM_HUNTER_CONTRASTS" if value is None else "contrasts"
+        raise ValueError(f"{source} names {', '.join(map(repr, unknown))}, not a model the package trains: "
+                         f"choose among {', '.join(names())} (comma-separated), or leave it empty")
+    return chosen
+
+
+def is_pretrained(model: str) -> bool:
+    """Whether `model` is a pretrained language model (shipped in a package, or `hf:<name>`): the
+    kind of model the 004 study means, so its rows may decide a source claim. A model the package
+    trains for the task (`numeric-icl`) is a contrast: its rows are shown, never deciding."""
+    return model in pretrained_names() or model.startswith(HF_PREFIX)

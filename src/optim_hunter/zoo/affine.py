@@ -30,7 +30,7 @@ bridge runs from its first block (`start_at_layer=0`) with the standard hook nam
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from optim_hunter import devices, settings, training, transformer
+from optim_hunter.core import devices, settings, training, transformer
 from optim_hunter.zoo.registry import Family
 
 VERSION = "1"  # part of the cache key: bump when data or model code changes the weights
@@ -93,7 +93,8 @@ class AffineData:
     scale_high: float = 2.0
     min_length: int = 3  # input vectors per sequence, one length per batch
     max_length: int = 14
-    loss_from: int = 2  # first position whose prediction is scored (it predicts a_3)
+    # keeps the name `loss_from` (not `scored_from`): field names are in the trained models' cache key
+    loss_from: int = SCORED_FROM  # first position whose prediction is scored (it predicts a_3)
 
     def __post_init__(self) -> None:
         if not 0 < self.scale_low <= self.scale_high:
@@ -125,26 +126,27 @@ def config(profile: str | None = None) -> AffineConfig:
     steps than its loop here): about eight minutes on one CPU core; `smoke`: 500 steps,
     about a minute (far from converged: for checking the machinery). One thread: for these small
     matrices a second thread makes every step slower on a shared two-core machine."""
-    arch = AffineArch()
     return settings.pick(
         settings.profile(profile),
-        full=AffineConfig(
-            arch=arch,
-            train=training.TrainConfig(
-                steps=10000, lr=1e-3, warmup_steps=300, min_lr_ratio=0.02, weight_decay=0.01,
-                eval_every=500, snapshots=4, threads=1, fused_optimizer=True,
-            ),
-            batch_size=16,
+        full=_seed_setup(steps=10000, warmup_steps=300, min_lr_ratio=0.02, eval_every=500, snapshots=4),
+        smoke=_seed_setup(steps=500, warmup_steps=50, min_lr_ratio=0.05, eval_every=250, snapshots=2,
+                          eval_per_length=8),
+    )
+
+
+def _seed_setup(
+    *, steps: int, warmup_steps: int, min_lr_ratio: float, eval_every: int, snapshots: int, **fields: Any
+) -> AffineConfig:
+    """The seed's architecture, batch size (16) and AdamW (lr 1e-3, weight decay 0.01; the fused
+    kernel, one thread) on a schedule of `steps` steps; `fields`: the configuration's other fields."""
+    return AffineConfig(
+        arch=AffineArch(),
+        train=training.TrainConfig(
+            steps=steps, lr=1e-3, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, weight_decay=0.01,
+            eval_every=eval_every, snapshots=snapshots, threads=1, fused_optimizer=True,
         ),
-        smoke=AffineConfig(
-            arch=arch,
-            train=training.TrainConfig(
-                steps=500, lr=1e-3, warmup_steps=50, min_lr_ratio=0.05, weight_decay=0.01,
-                eval_every=250, snapshots=2, threads=1, fused_optimizer=True,
-            ),
-            batch_size=16,
-            eval_per_length=8,
-        ),
+        batch_size=16,
+        **fields,
     )
 
 
@@ -275,9 +277,9 @@ def predict(native: torch.nn.Module, vectors: Float[Tensor, "batch pos d_vector"
     return transformer.logits(native, vectors.to(devices.of(native)))
 
 
-def scored_mse(predictions: Tensor, targets: Tensor, loss_from: int = 2) -> Tensor:
-    """Mean squared error over the scored positions (loss_from onwards) and all coordinates."""
-    return F.mse_loss(predictions[:, loss_from:], targets[:, loss_from:])
+def scored_mse(predictions: Tensor, targets: Tensor, scored_from: int = SCORED_FROM) -> Tensor:
+    """Mean squared error over the scored positions (scored_from onwards) and all coordinates."""
+    return F.mse_loss(predictions[:, scored_from:], targets[:, scored_from:])
 
 
 def all_param_groups(weight_decay: float):
@@ -286,12 +288,16 @@ def all_param_groups(weight_decay: float):
 
 
 @torch.no_grad()
-def held_out_mse(forward, groups: Sequence[Sequences], loss_from: int = 2) -> float:
-    """Mean over lengths of the scored MSE, as the training loss averages over batches (the
-    targets go where `forward` put its predictions)."""
+def held_out_mse(
+    forward: Callable[[Tensor], Tensor], groups: Sequence[Sequences], scored_from: int = SCORED_FROM
+) -> float:
+    """The held-out MSE: mean over the groups (lengths) of the MSE over the scored positions and
+    coordinates, as the training loss averages over batches. `forward` maps inputs to predictions:
+    a plain model's `predict`, or a hooked model itself (hooks and edits in effect); the targets go
+    where it put its predictions."""
     def mse(g: Sequences) -> float:
         predictions = forward(g.inputs)
-        return float(scored_mse(predictions, g.targets.to(predictions.device), loss_from))
+        return float(scored_mse(predictions, g.targets.to(predictions.device), scored_from))
 
     return float(np.mean([mse(g) for g in groups]))
 
@@ -313,13 +319,6 @@ def train_spec(cfg: AffineConfig) -> training.TrainSpec:
 
 
 # --- the hooked model ----------------------------------------------------------------------------
-
-
-def plain_model(state_dict: Mapping[str, Tensor], cfg: AffineConfig) -> torch.nn.Module:
-    """A `NativeModel` holding `state_dict` (for the fused `predict`), in eval mode."""
-    model = build_model(cfg.arch, seed=0)
-    model.load_state_dict(dict(state_dict), strict=True)
-    return model.eval()
 
 
 def hooked(state_dict: Mapping[str, Tensor], cfg: AffineConfig, name: str = "affine-recurrence") -> transformer.VectorModel:

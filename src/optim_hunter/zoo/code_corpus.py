@@ -15,7 +15,7 @@ trained on about `bpe_bytes` of training text (whole files; seconds), served as 
 `transformers.PreTrainedTokenizerFast`.
 
 Cache. `settings.cache_dir()/corpora/cpython-stdlib-<key>/` holds `tokenizer` (the tokenizer's
-JSON as a byte tensor) and `tokens` (the two token arrays) as `optim_hunter.training` checkpoints:
+JSON as a byte tensor) and `tokens` (the two token arrays) as `optim_hunter.core.training` checkpoints:
 safetensors plus a sidecar with the content hash, checked on every load, so a damaged file is
 rebuilt with a warning and never used. The key hashes the corpus configuration, this module's
 `CORPUS_VERSION`, the interpreter version and the list of files with their sizes.
@@ -43,7 +43,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
-from optim_hunter import settings, training, transformer
+from optim_hunter.core import checkpoints, locks, settings, training, transformer
 from optim_hunter.zoo import induction
 from optim_hunter.zoo.registry import Family
 
@@ -175,7 +175,7 @@ def corpus_key(cfg: CorpusConfig, selected: Files | None = None) -> str:
         [split, path, (selected.root / path).stat().st_size]
         for split, paths in (("train", selected.train), ("held_out", selected.held_out)) for path in paths
     ]
-    return training.fingerprint(
+    return checkpoints.fingerprint(
         {"config": cfg, "version": CORPUS_VERSION, "python": platform.python_version(), "files": manifest}
     )[:16]
 
@@ -229,15 +229,15 @@ def _load_tokenizer(path: Path, cfg: CorpusConfig):
     """The cached backend tokenizer and its hash; CheckpointError if damaged or not this config's."""
     from tokenizers import Tokenizer
 
-    tensors, meta = training.load_checkpoint(path)
+    tensors, meta = checkpoints.load_checkpoint(path)
     try:
         text = bytes(tensors["json"].numpy()).decode("utf-8")
         backend = Tokenizer.from_str(text)
     except Exception as err:  # a missing tensor, bad UTF-8, or the bare Exception tokenizers raises
-        raise training.CheckpointError(f"tokenizer {path}: unreadable: {err}") from err
+        raise checkpoints.CheckpointError(f"tokenizer {path}: unreadable: {err}") from err
     if backend.get_vocab_size() != cfg.vocab_size or backend.token_to_id(EOT) != 0:
-        raise training.CheckpointError(f"tokenizer {path}: not a {cfg.vocab_size}-token BPE with {EOT} first")
-    return backend, training.content_hash(tensors)
+        raise checkpoints.CheckpointError(f"tokenizer {path}: not a {cfg.vocab_size}-token BPE with {EOT} first")
+    return backend, checkpoints.content_hash(tensors)
 
 
 def _build_tokenizer(path: Path, cfg: CorpusConfig, selected: Files):
@@ -250,18 +250,18 @@ def _build_tokenizer(path: Path, cfg: CorpusConfig, selected: Files):
             f"tokens, not vocab_size {cfg.vocab_size}: raise bpe_bytes (or max_bytes) or lower vocab_size"
         )
     tensors = {"json": _bytes_tensor(backend.to_str())}
-    training.save_checkpoint(path, tensors, {"config": cfg, "bpe_files": len(sample)})
-    return backend, training.content_hash(tensors)
+    checkpoints.save_checkpoint(path, tensors, {"config": cfg, "bpe_files": len(sample)})
+    return backend, checkpoints.content_hash(tensors)
 
 
 def _cached_tokenizer(directory: Path, cfg: CorpusConfig, selected: Files):
     path = directory / "tokenizer"
-    if training.checkpoint_exists(path):
+    if checkpoints.checkpoint_exists(path):
         try:
             return _load_tokenizer(path, cfg)
-        except training.CheckpointError as err:
+        except checkpoints.CheckpointError as err:
             warnings.warn(f"corpus tokenizer: {err}; retraining it", stacklevel=3)
-            training.remove_checkpoint(path)
+            checkpoints.remove_checkpoint(path)
     return _build_tokenizer(path, cfg, selected)
 
 
@@ -269,7 +269,7 @@ def tokenizer(cfg: CorpusConfig):
     """The corpus's trained BPE as a `PreTrainedTokenizerFast` (trained and cached on first use)."""
     selected = files(cfg)
     directory = corpus_dir(cfg, selected)
-    with training.exclusive(directory):
+    with locks.exclusive(directory):
         backend, _ = _cached_tokenizer(directory, cfg, selected)
     return wrap_tokenizer(backend)
 
@@ -326,18 +326,18 @@ def load(cfg: CorpusConfig) -> Corpus:
     selected = files(cfg)
     directory = corpus_dir(cfg, selected)
     path = directory / "tokens"
-    with training.exclusive(directory):
+    with locks.exclusive(directory):
         backend, tok_hash = _cached_tokenizer(directory, cfg, selected)
         arrays = None
-        if training.checkpoint_exists(path):
+        if checkpoints.checkpoint_exists(path):
             try:
-                tensors, meta = training.load_checkpoint(path)
+                tensors, meta = checkpoints.load_checkpoint(path)
                 if meta.get("tokenizer_sha256") != tok_hash or not {"train", "held_out"} <= tensors.keys():
-                    raise training.CheckpointError(f"tokens {path}: encoded with another tokenizer")
+                    raise checkpoints.CheckpointError(f"tokens {path}: encoded with another tokenizer")
                 arrays = tensors
-            except training.CheckpointError as err:
+            except checkpoints.CheckpointError as err:
                 warnings.warn(f"corpus tokens: {err}; re-encoding", stacklevel=2)
-                training.remove_checkpoint(path)
+                checkpoints.remove_checkpoint(path)
         if arrays is None:
             arrays = {
                 "train": torch.from_numpy(encode_files(backend, selected.root, selected.train)),
@@ -345,7 +345,7 @@ def load(cfg: CorpusConfig) -> Corpus:
             }
             meta = {"config": cfg, "tokenizer_sha256": tok_hash, "train_files": len(selected.train),
                     "held_out_files": len(selected.held_out)}
-            training.save_checkpoint(path, arrays, meta)
+            checkpoints.save_checkpoint(path, arrays, meta)
     return Corpus(
         cfg, wrap_tokenizer(backend), arrays["train"].long(), arrays["held_out"].long(),
         selected.train, selected.held_out, directory,

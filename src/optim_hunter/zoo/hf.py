@@ -9,12 +9,12 @@ every other zoo model.
 The bridge forces eager attention (hooks read the pattern) and routes every module through hook
 points, which costs about 2x on a CPU. `bridge(...)` therefore keeps a *fast twin*: the same HF
 model with fused (SDPA) attention, sharing every parameter tensor with the bridge, so a weight
-edit is seen by both. `fast_twin(model)` returns it only while no hook is attached to the bridge;
-decoding and plain forward passes use it then (`optim_hunter.kv_decoding`), and anything that
+edit is seen by both. `fast_twin(model)` (`optim_hunter.core.twins`) returns it only while no hook is attached to the bridge;
+decoding and plain forward passes use it then (`optim_hunter.analysis.kv_decoding`), and anything that
 patches or ablates falls back to the hooked bridge.
 
-Device and dtype: `load` puts the model on `settings.device()` ($OPTIM_HUNTER_DEVICE, CUDA when
-there) in `settings.dtype()` ($OPTIM_HUNTER_DTYPE, bfloat16 on CUDA, float32 on the CPU), both
+Device and dtype: `load` puts the model on `devices.validated()` ($OPTIM_HUNTER_DEVICE, CUDA when
+there) in `precision.inference_dtype` ($OPTIM_HUNTER_DTYPE, bfloat16 on CUDA, float32 on the CPU), both
 validated before any file is read; the twin shares the placed weights, so every fast path runs there.
 
 Placement across devices: `OPTIM_HUNTER_DEVICE_MAP` (`auto`, `balanced`, a JSON object) and
@@ -26,16 +26,14 @@ one forward pass per new token, not one over the whole prompt) is kept there too
 from __future__ import annotations
 
 import copy
-import json
-import os
-import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from optim_hunter.core import devices, precision, twins
+
 _PATH_PREFIXES = ("/", "./", "../", "~")
-_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class ModelNotAvailable(FileNotFoundError):
@@ -106,54 +104,16 @@ def resolve(name_or_path: str, cache_dir: str | Path | None = None) -> Path:
     return _check_tokenizer(Path(folder), name)
 
 
-DEVICE_MAP_WORDS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's strategies
-
-
-def placement(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """`device_map` / `n_devices` for `boot_transformers`, from OPTIM_HUNTER_DEVICE_MAP and
-    OPTIM_HUNTER_N_DEVICES (empty when neither is set: one device, the default)."""
-    env = os.environ if environ is None else environ
-    out: dict[str, Any] = {}
-    device_map = env.get("OPTIM_HUNTER_DEVICE_MAP", "").strip()
-    if device_map:
-        if device_map.startswith("{"):
-            try:
-                out["device_map"] = json.loads(device_map)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"OPTIM_HUNTER_DEVICE_MAP={device_map!r} is not valid JSON ({err.msg}); use "
-                    "auto, balanced, sequential or a JSON object of module -> device"
-                ) from None
-        else:
-            if device_map not in DEVICE_MAP_WORDS:
-                try:
-                    torch.device(device_map)  # one device for the whole model: cpu, cuda:1, mps
-                except RuntimeError:
-                    raise ValueError(
-                        f"OPTIM_HUNTER_DEVICE_MAP={device_map!r}: use {', '.join(DEVICE_MAP_WORDS)}, one "
-                        "device (e.g. cuda:0) or a JSON object of module -> device"
-                    ) from None
-            out["device_map"] = device_map
-    n_devices = env.get("OPTIM_HUNTER_N_DEVICES", "").strip()
-    if n_devices:
-        if not n_devices.isdigit() or int(n_devices) < 1:
-            raise ValueError(f"OPTIM_HUNTER_N_DEVICES={n_devices!r}: use a positive integer, e.g. 2")
-        out["n_devices"] = int(n_devices)
-    return out
-
-
 def load(
     name_or_path: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
     cache_dir=None,
 ):
     """A `TransformerBridge` (with `.tokenizer`) around the local HF model `name_or_path`, on
-    `device` in `dtype` (None: the settings, `settings.device()` and `settings.dtype()`).
+    `device` in `dtype` (None: the settings, `devices.validated()` and `precision.inference_dtype`).
 
-    With a device placement set (`placement()`), the HF model is loaded across the devices it
+    With a device placement set (`devices.placement()`), the HF model is loaded across the devices it
     names and bridged with its fast twin, as on one device."""
-    from optim_hunter import devices, precision
-
-    placed = placement()
+    placed = devices.placement()
     if placed:
         target = devices.validated() if device is None else devices.device(str(device))
     else:
@@ -201,28 +161,5 @@ def bridge(hf_model: Any, tokenizer: Any, name: str, *, keep_tokenizer: bool = F
         model._tokenizer = tokenizer
         model.cfg.tokenizer_prepends_bos, model.cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(tokenizer)
     model.eval()
-    _TWINS[model] = twin
+    twins.attach(model, twin)
     return model
-
-
-def fast_twin(model: Any) -> Any | None:
-    """The fused-attention HF model computing what `model` computes, or None when `model` has
-    none or has a hook attached (an ablation or patch must go through the hooked bridge)."""
-    twin = _TWINS.get(model) if _weakrefable(model) else None
-    if twin is None or hooks_attached(model):
-        return None
-    return twin
-
-
-def _weakrefable(model: Any) -> bool:
-    try:
-        weakref.ref(model)
-    except TypeError:
-        return False
-    return True
-
-
-def hooks_attached(model: Any) -> bool:
-    """True when any TransformerLens hook point of `model` has a hook (e.g. inside `model.hooks`)."""
-    hook_dict = getattr(model, "hook_dict", {}) or {}
-    return any(len(hp._forward_hooks) or len(hp._backward_hooks) for hp in hook_dict.values())

@@ -1,6 +1,6 @@
 """Induction-head model families: attention-only transformers trained on in-context Markov chains.
 
-Five families, trained identically by `optim_hunter.training` (same data, optimiser, schedule and
+Five families, trained identically by `optim_hunter.core.training` (same data, optimiser, schedule and
 snapshot grid), differing only in depth and in whether keys are *smeared*:
 
     attn-only-1l, attn-only-2l, attn-only-3l     attention-only TransformerLens `NativeModel`s
@@ -20,7 +20,7 @@ that cannot look at bigrams can do (`unigram_loss_by_index`).
 `FAMILIES` declares one `zoo.registry.Family` per variant for the zoo.
 
 The trained module is `transformer.LM` (a `NativeModel` plus the alphas; the one fused forward of
-`optim_hunter.transformer`); `hooked` returns the TransformerLens `TransformerBridge` with the standard hook names
+`optim_hunter.core.transformer`); `hooked` returns the TransformerLens `TransformerBridge` with the standard hook names
 and, for smeared models, a permanent hook on `blocks.{l}.attn.hook_k` that applies the smear with
 the trained alphas (kept on the bridge as `.smear_alpha`).
 """
@@ -33,11 +33,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from optim_hunter import devices, settings, training, transformer
+from optim_hunter.core import devices, losses, settings, training, transformer
 from optim_hunter.zoo.registry import Family
 
 VERSION = "2"  # 2: training batches drawn per training seed
@@ -204,10 +203,7 @@ def load_module(state_dict: dict[str, Tensor], cfg: InductionConfig) -> transfor
 def per_token_loss(lm: nn.Module, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_1"]:
     """Cross-entropy of predicting token i+1 from tokens 0..i, [batch, pos-1], on the model's device."""
     tokens = tokens.to(devices.of(lm))
-    logits = lm(tokens)
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none"
-    ).view(tokens.shape[0], -1)
+    return losses.next_token_losses(lm(tokens), tokens)
 
 
 def train_spec(cfg: InductionConfig) -> training.TrainSpec:

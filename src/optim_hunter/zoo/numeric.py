@@ -1,7 +1,7 @@
 """`numeric-icl`: the book's embedded numeric in-context learner and its training.
 
 A small decoder-only LM (TransformerLens `NativeModel`: pre-LN blocks, rotary positions, 4 layers
-of width 128) with its own tokenizer (`numeric_tokenizer`), trained by `optim_hunter.training` on
+of width 128) with its own tokenizer (`numeric_tokenizer`), trained by `optim_hunter.core.training` on
 the task prior of `numeric_tasks`, written in the chapters' text formats. Every step trains on
 both formats: rows of (features -> output) blocks filling the context, and shorter rows of
 "(x, y)" lines. What makes it trainable in minutes on one CPU core (each measured):
@@ -24,13 +24,12 @@ across examples. The book's prior therefore makes 85% of linear maps increasing 
 scikit-learn's `make_regression` problems are).
 
 Its in-training learning curves, and what the book claims of it, are measured by
-`optim_hunter.yardstick` (held-out tasks training never draws).
+`optim_hunter.analysis.yardstick` (held-out tasks training never draws).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from optim_hunter import devices, precision, settings, training, transformer, yardstick
+from optim_hunter.analysis import yardstick
+from optim_hunter.core import devices, losses, precision, settings, training, transformer
 from optim_hunter.zoo import numeric_tasks, numeric_tokenizer
 from optim_hunter.zoo.registry import Family
 
@@ -306,7 +306,7 @@ def answer_loss(model: torch.nn.Module, batch: Batch, smooth: float = 0.0) -> Te
             total = total - (logp[is_int][:, _INTEGERS] * q_int).sum()
             total = total - (logp[is_frac][:, _FRACTIONS] * q_frac).sum()
         else:
-            total = total + F.cross_entropy(logits, targets, reduction="sum")
+            total = total + losses.cross_entropy(logits, targets, "sum")
         count += int(mask[:, 1:].sum())  # from the host copy: no wait on the device
     return total / max(count, 1)
 

@@ -2,7 +2,7 @@
 
 Two formats, the ones the chapters prompt with:
 
-  * (features -> output) blocks, written by `optim_hunter.prompts.format_example` exactly as
+  * (features -> output) blocks, written by `optim_hunter.data.prompts.format_example` exactly as
     `format_prompt` writes them (so a prompt is a prefix of a training text), with 1-5 features and
     2 decimals mostly (1 and 0 decimals sometimes, since `format_prompt` rounding is configurable);
   * "(x, y)" lines of integer affine maps, the y = 2x + 3 chapter's format (`format_pairs`).
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-from optim_hunter import prompts
+from optim_hunter.data import prompts
 from optim_hunter.zoo import numeric_tokenizer as ntok
 
 FAMILIES = ("linear", "linear_noisy", "relu", "product", "sqrt")

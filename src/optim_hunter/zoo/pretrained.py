@@ -8,7 +8,7 @@ weights to float and reads the tokenizer from the same file; `zoo.hf.bridge` wra
 a hooked `TransformerBridge`, like every other zoo model.
 
 Dequantizing takes about 20 s on a CPU, so the result is cached once, as a verified checkpoint
-(`training.save_checkpoint`: one sha256 over the tensors and the metadata, written atomically) in
+(`checkpoints.save_checkpoint`: one sha256 over the tensors and the metadata, written atomically) in
 `settings.cache_dir()/pretrained/<name>/`, under a key naming the GGUF's sha256, the transformers
 version that dequantized it and the dtype; its tokenizer files are hashed in the same metadata.
 A cached copy loads in about 3 s and computes bit-identical logits (tested). A damaged cache is
@@ -34,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from optim_hunter.analysis import kv_decoding
+from optim_hunter.core import checkpoints, devices, diskspace, losses, precision, settings
+from optim_hunter.zoo import hf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +150,6 @@ def cache_path(spec: PackagedGGUF, dtype: torch.dtype = torch.float32) -> Path:
     """Where the dequantized copy of `spec` lives (checkpoint path, see `training`)."""
     import transformers
 
-    from optim_hunter import settings
-
     key = f"{spec.sha256[:16]}-transformers{transformers.__version__}-{str(dtype).removeprefix('torch.')}"
     return settings.cache_dir() / "pretrained" / spec.name / key / "weights"
 
@@ -159,11 +161,9 @@ def _file_hashes(folder: Path) -> dict[str, str]:
 def _save_cache(spec: PackagedGGUF, dtype: torch.dtype, model: Any, tokenizer: Any) -> None:
     """Write the dequantized model: tokenizer files first (into place by one rename), then the
     checkpoint, whose sidecar (written last) holds the tokenizer files' hashes."""
-    from optim_hunter import diskspace, training
-
     path = cache_path(spec, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
-    training.remove_stale_temporaries(path.parent)  # a killed writer's half-written copy
+    diskspace.remove_stale_temporaries(path.parent)  # a killed writer's half-written copy
     folder = path.parent / "tokenizer"
     if not folder.is_dir():
         staging = path.parent / f".tokenizer.tmp-{os.getpid()}"
@@ -185,7 +185,7 @@ def _save_cache(spec: PackagedGGUF, dtype: torch.dtype, model: Any, tokenizer: A
     tensors = {k: v for k, v in state.items() if not (tied and k == "lm_head.weight")}
     meta = {"gguf_sha256": spec.sha256, "config": model.config.to_dict(), "tied": tied,
             "tokenizer_files": _file_hashes(folder)}
-    training.save_checkpoint(path, tensors, meta)
+    checkpoints.save_checkpoint(path, tensors, meta)
 
 
 def _load_cache(spec: PackagedGGUF, dtype: torch.dtype) -> tuple[Any, Any] | None:
@@ -193,31 +193,29 @@ def _load_cache(spec: PackagedGGUF, dtype: torch.dtype) -> tuple[Any, Any] | Non
     removed, with a warning)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from optim_hunter import training
-
     path = cache_path(spec, dtype)
-    if not training.checkpoint_exists(path):
+    if not checkpoints.checkpoint_exists(path):
         return None
     folder = path.parent / "tokenizer"
     try:
-        tensors, meta = training.load_checkpoint(path)
+        tensors, meta = checkpoints.load_checkpoint(path)
         if meta.get("gguf_sha256") != spec.sha256:
-            raise training.CheckpointError(f"{path} was made from another file")
+            raise checkpoints.CheckpointError(f"{path} was made from another file")
         if not folder.is_dir() or _file_hashes(folder) != meta.get("tokenizer_files"):
-            raise training.CheckpointError(f"{folder}: tokenizer files differ from the recorded hashes")
+            raise checkpoints.CheckpointError(f"{folder}: tokenizer files differ from the recorded hashes")
         config = dict(meta["config"])
         config = AutoConfig.for_model(config.pop("model_type"), **config)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         loaded = model.load_state_dict(tensors, strict=False)
         # only the unembedding may be absent, and only when it is the tied embedding
         if loaded.unexpected_keys or list(loaded.missing_keys) != (["lm_head.weight"] if meta["tied"] else []):
-            raise training.CheckpointError(f"{path}: tensors do not fit the model "
+            raise checkpoints.CheckpointError(f"{path}: tensors do not fit the model "
                                            f"(missing {loaded.missing_keys}, unexpected {loaded.unexpected_keys})")
-    except training.CheckpointError as err:
+    except checkpoints.CheckpointError as err:
         warnings.warn(f"{spec.name}: cached dequantized copy is damaged ({err}); rebuilding it from "
                       "the GGUF", stacklevel=3)
         with contextlib.suppress(OSError):
-            training.remove_checkpoint(path)
+            checkpoints.remove_checkpoint(path)
             shutil.rmtree(folder, ignore_errors=True)
         return None
     if meta["tied"]:
@@ -228,13 +226,10 @@ def _load_cache(spec: PackagedGGUF, dtype: torch.dtype) -> tuple[Any, Any] | Non
 
 def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
     """The hooked `TransformerBridge` of pretrained model `name` (with a fast twin, see zoo.hf), on
-    `device` in `dtype` (None: `settings.device()` and `settings.dtype()`, validated first).
+    `device` in `dtype` (None: `devices.validated()` and `precision.inference_dtype`, validated first).
 
     The GGUF is verified every time; its dequantized float32 copy is served from the cache when
     there, then moved and cast (one cached copy serves every device and dtype)."""
-    from optim_hunter import devices, precision
-    from optim_hunter.zoo import hf
-
     target = devices.device(None if device is None else str(device))
     dtype = precision.inference_dtype(target) if dtype is None else dtype
     spec = MODELS[name]
@@ -281,12 +276,10 @@ def reference_text() -> tuple[str, str]:
 def perplexity(model: Any, text: str, *, max_tokens: int = 2048) -> dict[str, float]:
     """Next-token perplexity of `model` on the first `max_tokens` tokens of `text` (one window):
     exp of the mean negative log-likelihood of tokens 2..n given their prefixes."""
-    from optim_hunter import kv_decoding
-
     ids = model.tokenizer(text)["input_ids"][:max_tokens]
     if len(ids) < 2:
         raise ValueError("perplexity needs a text of at least two tokens")
     tokens = torch.tensor([ids])
     logits = kv_decoding.logits(model, tokens)[0, :-1].float()  # on the model's device
-    nll = torch.nn.functional.cross_entropy(logits, tokens[0, 1:].to(logits.device))
+    nll = losses.cross_entropy(logits, tokens[0, 1:].to(logits.device))
     return {"tokens": float(len(ids)), "nll": float(nll), "perplexity": float(torch.exp(nll))}

@@ -22,7 +22,7 @@ from typing import Any
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from optim_hunter import settings, training
+from optim_hunter.core import checkpoints, locks, settings, training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Family:
 
     def cache_key(self, cfg: Any) -> str:
         """16 hex digits of the hash of (name, configuration, family and trainer code versions)."""
-        return training.fingerprint(
+        return checkpoints.fingerprint(
             {"name": self.name, "config": cfg, "family": self.version, "training": training.CODE_VERSION}
         )[:16]
 
@@ -67,12 +67,12 @@ class Family:
 
     def snapshot_state(self, step: int, profile: str | None = None) -> dict[str, Tensor]:
         """The weights after `step` training steps (a kept snapshot), verified."""
-        tensors, _ = training.load_checkpoint(training.snapshot_path(self.run_dir(profile), step))
+        tensors, _ = checkpoints.load_checkpoint(checkpoints.snapshot_path(self.run_dir(profile), step))
         return tensors
 
     @contextlib.contextmanager
     def lock(self, profile: str | None = None, purpose: str = "") -> Iterator[Path]:
         """One trainer per model at a time (e.g. two notebooks executing at once): the second waits."""
         directory = self.run_dir(profile)
-        with training.exclusive(directory, purpose or f"write {self.name}"):
+        with locks.exclusive(directory, purpose or f"write {self.name}"):
             yield directory

@@ -1,1 +1,0 @@
-"""Analyses written against hook names and weights."""
