@@ -69,7 +69,7 @@ def test_a_chapter_s_closure_holds_every_module_python_imports_for_it(chapter):
 
 
 def test_the_affine_study_is_in_the_affine_chapter_s_closure_alone():
-    """As the README says: editing `interp/affine.py` re-executes the affine chapter and no other."""
+    """As the README says: editing `chapters/affine_recurrences/` re-executes the affine chapter and no other."""
     holding = [path.stem for path in book_executor.chapters(REPO)
                if "optim_hunter.chapters.affine_recurrences.affine" in chapter_cache.chapter_modules(path)]
     assert holding == ["affine_recurrences"]
