@@ -20,6 +20,11 @@ Writes `_build/bench.json` (shown on the book's Performance page at the next bui
                                                                              (goal >= 0.8)
   batched_vs_one_at_a_time greedy decoding one prompt at a time / in batches of 8 (seconds)
                                                                              (goal >= 1)
+  llm_chapters_floor_ratio the language-model chapters' seconds in the cold build / their compute
+                           floor: the FLOPs of the passes they ran (tallied by
+                           `optim_hunter.analysis.flops`) / a 2048^2 fp32 matmul's FLOP/s with the
+                           lane's threads (`llm_chapters`: each chapter's figures)
+                                                                             (goal <= 1.5)
   cold_build_s             `make book` in a fresh clone (_build/bench-clone) with an empty model
                            cache and a new venv (`costs`: the install, every training and chapter
                            with its lane and start, the render)
@@ -50,6 +55,7 @@ GOALS = {
     "pretrained_forward_ratio": (">=", 0.9),
     "prefill_matmul_ratio": (">=", 0.8),  # the package's prefill FLOP/s / a matmul's, same threads
     "batched_vs_one_at_a_time": (">=", 1.0),  # batched decoding never slower than one at a time
+    "llm_chapters_floor_ratio": ("<=", 1.5),  # the LLM chapters' seconds / FLOPs of their passes / matmul rate
     "cold_build_s": ("<=", 2400.0),  # issue #25: 40 minutes on the 2-core machine
     "warm_build_s": ("<=", 60.0),
     "max_page_mb": ("<=", 3.0),
@@ -82,6 +88,45 @@ def build_costs(clone: Path, install_s: float, book_s: float) -> list[dict]:
     return costs
 
 
+def matmul_rate(threads: int, size: int = 2048) -> float:
+    """FLOP/s of a size^2 fp32 matmul with `threads` threads: the best of three timings of ten."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        began = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = max(best, 2 * size**3 * 10 / (time.perf_counter() - began))
+    return best
+
+
+def llm_chapters(clone: Path) -> dict:
+    """Each language-model chapter of the cold build: its seconds, the FLOPs its passes ran, and
+    its compute floor (those FLOPs at the matmul rate of its lane's threads)."""
+    from optim_hunter import chapters
+    from optim_hunter.book import book_executor
+
+    schedule = json.loads((clone / "_build" / "schedule.json").read_text())
+    rate = matmul_rate(schedule["threads_per_lane"])
+    seconds = {t["task"]: t["end"] - t["start"] for t in schedule["tasks"]}
+    rows = {}
+    for doc, chapter in chapters.records().items():
+        task = book_executor.Task("execute", doc)
+        log = book_executor.flops_log(clone, task)
+        if not chapter.language_model or task.name not in seconds or not log.exists():
+            continue
+        tally = json.loads(log.read_text())
+        rows[doc] = {"seconds": seconds[task.name], "flops": tally["flops"], "passes": tally["passes"],
+                     "floor_s": tally["flops"] / rate}
+    total = sum(r["seconds"] for r in rows.values()) / max(sum(r["floor_s"] for r in rows.values()), 1e-9)
+    return {"matmul_flops": rate, "threads": schedule["threads_per_lane"], "chapters": rows, "ratio": total}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=os.environ.get("OPTIM_HUNTER_PROFILE", "full"))
@@ -97,7 +142,8 @@ def main() -> None:
     target = ROOT / "_build" / "bench.json"
     if args.skip_builds and args.keep_builds and target.exists():
         previous = json.loads(target.read_text())
-        for key in ("cold_build_s", "warm_build_s", "max_page_mb", "max_page", "costs"):
+        for key in ("cold_build_s", "warm_build_s", "max_page_mb", "max_page", "costs", "llm_chapters",
+                    "llm_chapters_floor_ratio"):
             if key in previous:
                 report[key] = previous[key]
         report["builds_measured"] = previous.get("builds_measured", previous.get("started"))
@@ -116,6 +162,10 @@ def main() -> None:
         report["cold_build_s"] = install_s + book_s
         report["costs"] = build_costs(clone, install_s, book_s)
         report["lanes"] = json.loads((clone / "_build" / "schedule.json").read_text())["lanes"]
+        floor = llm_chapters(clone)
+        if floor["chapters"]:
+            report["llm_chapters"] = floor
+            report["llm_chapters_floor_ratio"] = floor["ratio"]
         report["warm_build_s"] = timed_make("book", clone, env)
         pages = list((clone / "_build" / "html").rglob("*.html"))
         largest = max(pages, key=lambda p: p.stat().st_size)

@@ -70,3 +70,17 @@ def test_bf16_on_the_competence_map_is_reported_with_the_verdicts_it_changed():
     report["bf16_competence"]["verdict_changes"] = []
     assert "changed: none" in bench_page.decoding(report)
     assert bench_page.decoding({}) == ""
+
+
+def test_each_language_model_chapter_is_shown_against_its_compute_floor(tmp_path):
+    report = {"started": "now", "machine": "x86_64", "cpus": 2, "profile": "full",
+              "llm_chapters": {"matmul_flops": 1.0e11, "threads": 1, "ratio": 1.6,
+                               "chapters": {"book/llm_regressor": {"seconds": 600.0, "flops": 4.0e13, "passes": 1234,
+                                                                   "floor_s": 400.0}}}}
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    page = bench_page.render(tmp_path / "bench.json")
+    assert "at 100 GFLOP/s" in page and "lane's 1 thread(s)" in page
+    assert "<td><code>book/llm_regressor</code></td><td>600</td><td>1,234</td><td>40.0</td><td>400</td><td>1.50</td>" in page
+    del report["llm_chapters"]
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    assert "compute floor" not in bench_page.render(tmp_path / "bench.json")

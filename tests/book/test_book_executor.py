@@ -128,6 +128,23 @@ def test_a_task_uses_its_lane_s_cores_and_no_more(tmp_path):
     assert seen.read_text() == f"{lane_cores} {lane_cores}"  # torch threads, joblib's n_jobs=-1
 
 
+def test_a_task_tallies_its_language_model_flops_into_its_own_log(tmp_path):
+    """A task's passes reach `_build/logs/<task>.flops.json` (a stale tally of an earlier run is gone
+    first): the compute floor of `make bench` reads it."""
+    stale = book_executor.flops_log(tmp_path, Task("train", "b"))
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"flops": 1, "passes": 1}')
+
+    def command(task, root, profile, out):
+        code = "from optim_hunter.analysis import flops; flops.TALLY.add(123, passes=2)" if task.target == "a" else ""
+        return [sys.executable, "-c", code]
+
+    tasks = [Task("train", "a"), Task("train", "b")]
+    book_executor.run(tmp_path, "smoke", lanes=2, tasks=tasks, progress=False, command=command)
+    assert json.loads(book_executor.flops_log(tmp_path, tasks[0]).read_text()) == {"flops": 123, "passes": 2}
+    assert not book_executor.flops_log(tmp_path, tasks[1]).exists()  # no pass: no tally
+
+
 def test_a_failure_is_named_and_what_needs_it_does_not_run(tmp_path):
     tasks = [Task("train", "a"), Task("train", "b"), Task("execute", "x", ("train a",))]
     with pytest.raises(RuntimeError, match="train a") as err:

@@ -37,7 +37,8 @@ def render(path: Path) -> str:
         f" (the build figures in an earlier run on the same checkout, {html.escape(builds)})")
     head = (f"<p>Measured {html.escape(report.get('started', '?'))} on {html.escape(str(report.get('machine')))} "
             f"({report.get('cpus')} CPUs), profile <code>{html.escape(report.get('profile', '?'))}</code>{when}.</p>")
-    return head + goals(report) + decoding(report) + training(report) + side_by_side(report) + costs(report)
+    return (head + goals(report) + compute_floor(report) + decoding(report) + training(report) + side_by_side(report)
+            + costs(report))
 
 
 def precisions(profile: str) -> str:
@@ -76,6 +77,22 @@ def goals(report: dict[str, Any]) -> str:
     if "side_by_side_speedup" in report:
         rows.append(["<code>side_by_side_speedup</code>", _number(report["side_by_side_speedup"]), "—", "measured"])
     return _table(["figure", "value", "goal", ""], rows)
+
+
+def compute_floor(report: dict[str, Any]) -> str:
+    """Each language-model chapter's seconds in the cold build against its compute floor."""
+    floor = report.get("llm_chapters") or {}
+    if not floor.get("chapters"):
+        return ""
+    rows = [[f"<code>{html.escape(doc)}</code>", f"{c['seconds']:,.0f}", f"{c['passes']:,}", f"{c['flops'] / 1e12:,.1f}",
+             f"{c['floor_s']:,.0f}", f"{c['seconds'] / max(c['floor_s'], 1e-9):.2f}"]
+            for doc, c in floor["chapters"].items()]
+    return (f"<p>The language-model chapters in the cold build against their compute floor: the FLOPs of the "
+            f"passes each ran (linear layers, causal attention, the unembedding; tallied as they ran) at "
+            f"{floor['matmul_flops'] / 1e9:.0f} GFLOP/s, a 2048² fp32 matmul with the lane's {floor['threads']} "
+            f"thread(s). What is above the floor is everything else the chapter does (tokenizing, decoding "
+            f"step by step, the classical regressors, figures) and the passes' own inefficiency.</p>"
+            + _table(["chapter", "seconds", "passes", "TFLOPs", "floor (s)", "ratio (≤ 1.5)"], rows))
 
 
 def decoding(report: dict[str, Any]) -> str:

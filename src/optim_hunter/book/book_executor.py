@@ -37,6 +37,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from optim_hunter import zoo
+from optim_hunter.analysis import flops
 from optim_hunter.book import chapter_cache
 from optim_hunter.chapters import record
 from optim_hunter.core import devices
@@ -295,6 +296,11 @@ def _check_needs(tasks: Sequence[Task]) -> None:
             raise ValueError(f"{task.name} needs {unknown}, which are not among the tasks")
 
 
+def flops_log(root: Path, task: Task) -> Path:
+    """Where a task's language-model passes are tallied (`optim_hunter.analysis.flops`)."""
+    return root / "_build" / "logs" / f"{task.name.replace(' ', '-').replace('/', '-')}.flops.json"
+
+
 def _task_env(profile: str, threads: str) -> dict[str, str]:
     return {**os.environ, "OPTIM_HUNTER_PROFILE": profile, plots.BOOK_ENV: "1",
             # A task uses its lane's cores and no more: torch/BLAS threads, and joblib's worker
@@ -360,8 +366,11 @@ class _Lanes:
         log = logs / f"{task.name.replace(' ', '-').replace('/', '-')}.log"
         out = logs / f"{task.target.replace('/', '-')}.executed.ipynb"
         argv = self.command(task, self.root, self.profile, out)
+        counted = flops_log(self.root, task)  # the language model's FLOPs in this task, for `make bench`
+        counted.unlink(missing_ok=True)
+        env = {**self.env, flops.LOG_ENV: str(counted)}
         with open(log, "w") as handle:
-            process = subprocess.Popen(argv, cwd=self.root, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(argv, cwd=self.root, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                        start_new_session=True, preexec_fn=_die_with(os.getpid()))
         self.running[lane] = (task, process, self.elapsed(), log, out)
         self.bar.set_postfix_str(", ".join(t.target for t, *_ in self.running.values()))
