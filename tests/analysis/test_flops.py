@@ -103,3 +103,14 @@ def test_tally_is_written_to_the_log(tmp_path, monkeypatch):
     tally.write()
     assert json.loads(log.read_text()) == {"flops": 1_500, "passes": 2}
     assert [p.name for p in tmp_path.iterdir()] == [log.name]  # no temporary left behind
+
+
+def test_a_call_the_tally_cannot_read_is_left_uncounted_not_refused(llama):
+    tally = flops.Tally(written_at=float("inf"))
+    model = LlamaForCausalLM(llama.config).eval()
+    flops.watch(model, tally)
+    embeds = model.get_input_embeddings()(torch.randint(0, 100, (1, 4)))
+    with torch.inference_mode():
+        model(inputs_embeds=embeds)  # no token ids: the embeddings' shape is read instead
+    assert tally.passes == 1
+    assert flops._cached_length(object()) is None  # a cache of no known kind: the pass goes uncounted

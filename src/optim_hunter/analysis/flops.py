@@ -131,18 +131,33 @@ atexit.register(TALLY.write)
 
 
 def watch(hf_model: Any, tally: Tally = TALLY) -> None:
-    """Count every pass of `hf_model` (a Hugging Face causal LM, bridged or not) into `tally`."""
+    """Count every pass of `hf_model` (a Hugging Face causal LM, bridged or not) into `tally`. A
+    call the hooks cannot read (no input tensor, an unknown cache) is left uncounted, never
+    refused: counting must not break an analysis."""
     cost = DecoderCost.of(hf_model)
+    d_model = hf_model.config.hidden_size
 
     def blocks(module: Any, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        shape = (ids if ids is not None else kwargs["inputs_embeds"]).shape
-        cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length() if cache is not None else 0
-        tally.add(pass_flops(cost, shape[0], shape[1], int(past)), passes=1)
+        inputs = kwargs.get("input_ids", args[0] if args else None)
+        if inputs is None:
+            inputs = kwargs.get("inputs_embeds")
+        past = _cached_length(kwargs.get("past_key_values"))
+        if isinstance(inputs, torch.Tensor) and inputs.dim() >= 2 and past is not None:
+            tally.add(pass_flops(cost, inputs.shape[0], inputs.shape[1], past), passes=1)
 
-    def unembedding(module: Any, args: tuple, output: torch.Tensor) -> None:
-        tally.add(2 * output.numel() * args[0].shape[-1])
+    def unembedding(module: Any, args: tuple, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            tally.add(2 * output.numel() * d_model)
 
     hf_model.base_model.register_forward_pre_hook(blocks, with_kwargs=True)
     hf_model.get_output_embeddings().register_forward_hook(unembedding)
+
+
+def _cached_length(cache: Any) -> int | None:
+    """Positions already in a pass's key/value cache (0 without one); None when unreadable."""
+    if cache is None:
+        return 0
+    try:
+        return int(cache.get_seq_length())
+    except (AttributeError, TypeError, ValueError):
+        return None
