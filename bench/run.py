@@ -88,31 +88,16 @@ def build_costs(clone: Path, install_s: float, book_s: float) -> list[dict]:
     return costs
 
 
-def matmul_rate(threads: int, size: int = 2048) -> float:
-    """FLOP/s of a size^2 fp32 matmul with `threads` threads: the best of three timings of ten."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        began = time.perf_counter()
-        for _ in range(10):
-            a @ b
-        best = max(best, 2 * size**3 * 10 / (time.perf_counter() - began))
-    return best
-
-
 def llm_chapters(clone: Path) -> dict:
     """Each language-model chapter of the cold build: its seconds, the FLOPs its passes ran, and
     its compute floor (those FLOPs at the matmul rate of its lane's threads)."""
+    from train_throughput import matmul_flops  # the rate the training MFU divides by, measured alike
+
     from optim_hunter import chapters
     from optim_hunter.book import book_executor
 
     schedule = json.loads((clone / "_build" / "schedule.json").read_text())
-    rate = matmul_rate(schedule["threads_per_lane"])
+    rate = matmul_flops(schedule["threads_per_lane"], size=2048, repeats=30)
     seconds = {t["task"]: t["end"] - t["start"] for t in schedule["tasks"]}
     rows = {}
     for doc, chapter in chapters.records().items():

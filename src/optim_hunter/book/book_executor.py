@@ -296,9 +296,15 @@ def _check_needs(tasks: Sequence[Task]) -> None:
             raise ValueError(f"{task.name} needs {unknown}, which are not among the tasks")
 
 
+def task_log(root: Path, task: Task, suffix: str = ".log") -> Path:
+    """A task's file in `_build/logs`: its output (`.log`), or the tally of its language-model
+    passes (`.flops.json`, `optim_hunter.analysis.flops`)."""
+    return root / "_build" / "logs" / f"{task.name.replace(' ', '-').replace('/', '-')}{suffix}"
+
+
 def flops_log(root: Path, task: Task) -> Path:
-    """Where a task's language-model passes are tallied (`optim_hunter.analysis.flops`)."""
-    return root / "_build" / "logs" / f"{task.name.replace(' ', '-').replace('/', '-')}.flops.json"
+    """Where a task's language-model passes are tallied."""
+    return task_log(root, task, ".flops.json")
 
 
 def _task_env(profile: str, threads: str) -> dict[str, str]:
@@ -363,7 +369,7 @@ class _Lanes:
     def start(self, lane: int, task: Task) -> None:
         self.pending.remove(task)
         logs = self.root / "_build" / "logs"
-        log = logs / f"{task.name.replace(' ', '-').replace('/', '-')}.log"
+        log = task_log(self.root, task)
         out = logs / f"{task.target.replace('/', '-')}.executed.ipynb"
         argv = self.command(task, self.root, self.profile, out)
         counted = flops_log(self.root, task)  # the language model's FLOPs in this task, for `make bench`

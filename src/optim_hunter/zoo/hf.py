@@ -163,6 +163,6 @@ def bridge(hf_model: Any, tokenizer: Any, name: str, *, keep_tokenizer: bool = F
         model.cfg.tokenizer_prepends_bos, model.cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(tokenizer)
     model.eval()
     twins.attach(model, twin)
-    for counted in (model.original_model, twin):  # a chapter's passes, for `make bench`'s compute floor
-        flops.watch(counted)
+    for module in (model.original_model, twin):  # a chapter's passes, for `make bench`'s compute floor
+        flops.watch(module)
     return model
